@@ -1,0 +1,42 @@
+"""The runner interface every device implements (litert-cpu, keras-cpu, keras-gpu, android-adb)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Batch-1 latency after warm-up, in milliseconds, over ``runs`` passes."""
+
+    p50: float
+    p90: float
+    mean: float
+    n: int
+
+    @property
+    def images_per_s(self) -> float:
+        return 1000.0 / self.mean if self.mean > 0 else float("inf")
+
+    @classmethod
+    def from_samples(cls, ms) -> "Timing":
+        a = np.asarray(ms, dtype=np.float64)
+        return cls(float(np.percentile(a, 50)), float(np.percentile(a, 90)), float(a.mean()), int(a.size))
+
+
+class Runner(Protocol):
+    """Loads one model file on one device.
+
+    ``predict(x)`` takes a float32 batch (N, H, W, C) — the output of the model's own preprocessing
+    Pipeline — handles int8 (de)quantisation of interface tensors and any logits→probability activation
+    recorded in the metadata, and returns the model's probabilities (N, outputs).
+    ``time(x, runs, warmup)`` returns batch-1 latency.
+    """
+
+    device: str
+
+    def predict(self, x: np.ndarray) -> np.ndarray: ...
+
+    def time(self, x: np.ndarray, runs: int = 10, warmup: int = 3) -> Timing: ...

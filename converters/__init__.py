@@ -1,0 +1,1 @@
+"""Export backends, installed as ``edgeretina.converters`` (the source folder is ``converters/``)."""

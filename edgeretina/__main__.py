@@ -1,0 +1,3 @@
+from edgeretina.cli import main
+
+raise SystemExit(main())
