@@ -1,0 +1,186 @@
+"""``build_model``: backbone + head as one flat functional graph.
+
+Flat means ``Model(inp, head(backbone_layers(inp)))`` — the application's layers are layers of the
+returned model, never one nested sub-model — because quantization-aware training (tfmot) rejects nested
+models. The input tensor is the Pipeline output (scaling done outside the graph).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from edgeretina.errors import ModelError
+from edgeretina.models.backbones import Backbone, get_backbone
+from edgeretina.models.heads import HeadSpec, apply_head
+from edgeretina.tasks import TaskSpec, task_spec
+
+_MNV2_SIZES = (96, 128, 160, 192, 224)
+
+
+def _resolve_spec(spec) -> TaskSpec:
+    return spec if isinstance(spec, TaskSpec) else task_spec(spec)
+
+
+def normalize_weights(weights) -> str | None:
+    """``None``/``"none"`` → None, ``"imagenet"`` → ``"imagenet"``, anything else → an existing file path."""
+    if weights is None or str(weights).lower() in ("", "none", "random"):
+        return None
+    if str(weights).lower() == "imagenet":
+        return "imagenet"
+    p = Path(weights)
+    if not p.is_file():
+        raise ModelError(f"{p}: weights file not found (use 'imagenet', 'none' or a local .h5 file)")
+    if p.suffix.lower() not in (".h5", ".hdf5"):
+        raise ModelError(f"{p}: weights must be a Keras .h5 weights file (got '{p.suffix}')")
+    return str(p)
+
+
+def _mnv2_fallback(size: int, alpha: float) -> Path | None:
+    """MobileNetV2 ImageNet weights for a size with no cached file: use the cached 224 file of the same
+    alpha (convolution weights do not depend on the input size). None when Keras can find its own file."""
+    from edgeretina.paths import keras_cache_dir
+
+    rows = size if size in _MNV2_SIZES else 224
+    stem = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{{}}_no_top.h5"
+    cache = keras_cache_dir()
+    if (cache / stem.format(rows)).is_file():
+        return None
+    fallback = cache / stem.format(224)
+    if rows != 224 and fallback.is_file():
+        warnings.warn(f"no cached MobileNetV2 ImageNet weights for {rows} px; using {fallback.name} "
+                      "(convolution weights are size-independent)", stacklevel=3)
+        return fallback
+    return None
+
+
+def _strip_layers(app, prefixes: tuple[str, ...]):
+    """Rebuild a functional application without the in-graph scaling layers whose names start with
+    ``prefixes`` (each has a single input; consumers are rewired to that input), copying weights."""
+    from edgeretina._keras import keras
+
+    cfg = app.get_config()
+    drop = {}
+    for layer in cfg["layers"]:
+        if layer["name"].startswith(prefixes):
+            inbound = layer["inbound_nodes"][0]
+            src = inbound[0] if isinstance(inbound, list) else inbound["args"][0]["config"]["keras_history"]
+            drop[layer["name"]] = src
+    if not drop:
+        return app
+
+    def resolve(name, idx, t_idx):
+        while name in drop:
+            src = drop[name]
+            name, idx, t_idx = src[0], src[1], src[2]
+        return name, idx, t_idx
+
+    layers = []
+    for layer in cfg["layers"]:
+        if layer["name"] in drop:
+            continue
+        nodes = []
+        for node in layer["inbound_nodes"]:
+            new_node = []
+            for ref in node:
+                n, i, t = resolve(ref[0], ref[1], ref[2])
+                new_node.append([n, i, t] + list(ref[3:]))
+            nodes.append(new_node)
+        layer["inbound_nodes"] = nodes
+        layers.append(layer)
+    cfg["layers"] = layers
+    cfg["output_layers"] = [list(resolve(*o)) for o in cfg["output_layers"]]
+    new = keras.Model.from_config(cfg)
+    for layer in new.layers:
+        w = app.get_layer(layer.name).get_weights()
+        if w:
+            layer.set_weights(w)
+    return new
+
+
+def build_backbone(arch: str | Backbone, input_size: int | None = None, weights=None, **arch_options):
+    """The application without top (``include_top=False``), weights loaded; its input is (S, S, 3)."""
+    from edgeretina._keras import keras
+
+    bb = arch if isinstance(arch, Backbone) else get_backbone(arch)
+    size = int(input_size or bb.default_size)
+    if size < bb.min_size:
+        raise ModelError(f"input size {size} is below {bb.keras_name}'s minimum of {bb.min_size} px")
+    bad = sorted(set(arch_options) - set(bb.options))
+    if bad:
+        allowed = ", ".join(bb.options) or "none"
+        raise ModelError(f"{bb.keras_name} does not take option(s) {', '.join(bad)} (allowed: {allowed})")
+    w = normalize_weights(weights)
+    ctor = getattr(keras.applications, bb.keras_name)
+    kwargs: dict[str, Any] = dict(include_top=False, input_shape=(size, size, 3), **bb.fixed_kwargs,
+                                  **arch_options)
+    load_file = w if (w and w != "imagenet") else None
+    keras_weights = "imagenet" if w == "imagenet" else None
+    if w == "imagenet":
+        from edgeretina.paths import seed_keras_cache
+
+        seed_keras_cache()
+        if bb.name == "mobilenetv2":
+            fb = _mnv2_fallback(size, float(arch_options.get("alpha", 1.0)))
+            if fb is not None:
+                keras_weights, load_file = None, str(fb)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*input_shape.*")
+            app = ctor(weights=keras_weights, **kwargs)
+    except ValueError as e:
+        raise ModelError(f"{bb.keras_name} at {size} px: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # download failure (offline) and the like
+        raise ModelError(f"{bb.keras_name}: could not get ImageNet weights ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}); pass a local .h5 file with --weights")
+    if load_file:
+        try:
+            app.load_weights(load_file)
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ModelError(f"{load_file}: not {bb.keras_name} (no-top) weights ({msg})") from None
+    if bb.strip_prefixes:
+        app = _strip_layers(app, bb.strip_prefixes)
+    return app
+
+
+def build_model(arch: str, spec, input_size: int | None = None, weights=None, head=None, **arch_options):
+    """Backbone + head as one flat Keras model outputting probabilities.
+
+    ``spec``: a :class:`TaskSpec` or task name. ``weights``: ``"imagenet"`` (Keras download/cache; the
+    cache is seeded from ``shared/weights`` first), a local ``.h5`` no-top weights file, or ``None``.
+    ``head``: ``None`` (task default), ``"gap"``, ``"fc:32,16"``, ``"multitask"``, a dict or a HeadSpec.
+    ``arch_options``: e.g. ``alpha=0.35`` for MobileNets.
+    The model carries ``model.edgeretina`` (arch, input_size, weights, head, scaling) for the run config.
+    """
+    from edgeretina._keras import keras
+
+    spec = _resolve_spec(spec)
+    bb = get_backbone(arch)
+    h = HeadSpec.parse(head, spec)
+    app = build_backbone(bb, input_size, weights, **arch_options)
+    pooled = keras.layers.GlobalAveragePooling2D(name="head_gap")(app.output)
+    out = apply_head(pooled, spec, h)
+    model = keras.Model(app.input, out, name=f"{bb.name}_{spec.task.value}".replace("-", "_"))
+    w = normalize_weights(weights)
+    model.edgeretina = {
+        "arch": bb.name,
+        "input_size": int(input_size or bb.default_size),
+        "weights": w if w in (None, "imagenet") else Path(w).name,
+        "head": h.to_dict(),
+        "scaling": bb.scaling.value,
+        "arch_options": dict(arch_options),
+    }
+    return model
+
+
+def backbone_layers(model) -> list:
+    """The model's backbone layers in graph order (everything that is not an input or a ``head_`` layer)."""
+    from edgeretina._keras import keras
+
+    return [l for l in model.layers
+            if not l.name.startswith("head_") and not isinstance(l, keras.layers.InputLayer)]
+
+
+def head_layers(model) -> list:
+    return [l for l in model.layers if l.name.startswith("head_")]
