@@ -1,0 +1,131 @@
+"""Decode + preprocess records into arrays (thread-parallel: OpenCV releases the GIL), class weights."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from edgeretina.data.records import OnBadImage, Record, labels_array
+from edgeretina.errors import DataError
+from edgeretina.preprocess import Pipeline, decode_image
+from edgeretina.tasks import TaskKind, TaskSpec
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def load_image(record: Record) -> np.ndarray:
+    """The record's RGB uint8 pixels (decoded from its file, or held in memory)."""
+    if record.image is not None:
+        return record.image
+    return decode_image(record.source)
+
+
+def _map(fn, items: Sequence, workers: int | None):
+    workers = default_workers() if workers is None else max(1, workers)
+    if workers == 1 or len(items) < 4:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(workers) as ex:
+        return list(ex.map(fn, items))
+
+
+def verify_decodable(records: list[Record], on_bad_image: OnBadImage | str = OnBadImage.FAIL,
+                     problems: list[str] | None = None, workers: int | None = None) -> list[Record]:
+    """Decode every record once (``--verify full``); bad ones fail or are skipped and listed."""
+    policy = OnBadImage(on_bad_image)
+    problems = [] if problems is None else problems
+
+    def try_one(r: Record):
+        try:
+            load_image(r)
+            return None
+        except DataError as e:
+            return str(e)
+
+    errs = _map(try_one, records, workers)
+    out = []
+    for r, err in zip(records, errs):
+        if err is None:
+            out.append(r)
+        elif policy is OnBadImage.FAIL:
+            raise DataError(err)
+        else:
+            problems.append(f"skipped {err}")
+    return out
+
+
+def load_arrays(records: Iterable[Record], pipeline: Pipeline, spec: TaskSpec | None = None,
+                on_bad_image: OnBadImage | str = OnBadImage.FAIL, workers: int | None = None,
+                problems: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Records → ``(X float32 (N, S, S, 3), y)``: every image decoded and run through ``pipeline``.
+
+    ``y``: int64 (N,) for binary/multiclass, float32 (N, L) for multi-label (inferred from the labels when
+    ``spec`` is None). ``on_bad_image="skip"`` drops undecodable images (and their labels) and appends a
+    line per image to ``problems``.
+    """
+    recs = list(records)
+    policy = OnBadImage(on_bad_image)
+
+    def one(r: Record):
+        try:
+            return pipeline.apply(load_image(r)), None
+        except DataError as e:
+            return None, str(e)
+
+    results = _map(one, recs, workers)
+    xs, keep = [], []
+    for r, (x, err) in zip(recs, results):
+        if err is not None:
+            if policy is OnBadImage.FAIL:
+                raise DataError(err)
+            if problems is not None:
+                problems.append(f"skipped {err}")
+            continue
+        xs.append(x)
+        keep.append(r)
+    if spec is None:
+        y = (np.asarray([list(r.y) for r in keep], np.float32) if keep and isinstance(keep[0].y, (tuple, list))
+             else np.asarray([int(r.y) for r in keep], np.int64))
+    else:
+        y = labels_array(keep, spec)
+    if not xs:
+        s = pipeline.input_size or 0
+        return np.zeros((0, s, s, 3), np.float32), y
+    shapes = {x.shape for x in xs}
+    if len(shapes) > 1:
+        raise DataError(f"pipeline produced images of different shapes {sorted(shapes)}; add a 'resize' step")
+    return np.stack(xs).astype(np.float32, copy=False), y
+
+
+def load_images(records: Iterable[Record], pipeline: Pipeline | None = None,
+                workers: int | None = None) -> np.ndarray:
+    """Records → uint8 images after the pipeline's image steps (e.g. for int8 calibration or augmentation)."""
+    recs = list(records)
+    fn = (lambda r: pipeline.apply_image(load_image(r))) if pipeline is not None else load_image
+    return np.stack(_map(fn, recs, workers))
+
+
+def class_weights(records: Iterable[Record], spec: TaskSpec) -> dict[int, float]:
+    """Balanced class weights from the (training) records: ``n / (n_classes · n_c)`` (sklearn's
+    ``compute_class_weight("balanced")``), ``{class index: weight}`` for Keras ``class_weight``.
+    Multi-label tasks get per-label positive weights ``n_neg / n_pos`` (for a weighted BCE).
+    Classes absent from the records get weight 1.0."""
+    recs = list(records)
+    if not recs:
+        raise DataError("class weights: no training records")
+    if spec.kind is TaskKind.MULTILABEL:
+        y = labels_array(recs, spec)
+        pos = y.sum(axis=0)
+        neg = len(y) - pos
+        return {i: float(neg[i] / pos[i]) if pos[i] > 0 else 1.0 for i in range(spec.n_outputs)}
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = labels_array(recs, spec)
+    present = np.unique(y)
+    w = compute_class_weight("balanced", classes=present, y=y)
+    out = {i: 1.0 for i in range(spec.n_outputs)}
+    out.update({int(c): float(v) for c, v in zip(present, w)})
+    return out

@@ -1,0 +1,187 @@
+"""ODIR-5K adapter: ``annotations.csv`` (original column names) + ``images/``.
+
+One record per *eye* with an image; labels come from that eye's own diagnostic keywords (the eight
+N/D/G/C/A/H/M/O columns are patient-level and only validated). Patient = the ``ID`` column, so both eyes of
+a patient always stay on one side of a split.
+
+Tasks:
+- ``glaucoma``: eyes whose keywords contain "glaucoma" (1) vs eyes whose keywords are exactly "normal fundus"
+  (0); every other eye (other findings, or "normal fundus, lens dust") is left out. ``suspect="include"``
+  (default) counts "suspected glaucoma" as glaucoma; ``"exclude"`` leaves suspected-only eyes out.
+- ``odir``: the eight labels per eye from its keywords (:data:`KEYWORD_LABELS`).
+- ``multitask``: (glaucoma, dr) per eye, every eye with a diagnostic keyword.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from edgeretina.data.csvutil import list_images, read_csv, require_columns
+from edgeretina.data.records import (FundusDataset, OnBadImage, Record, bad_image, content_duplicates,
+                                     duplicate_report, merge_groups)
+from edgeretina.errors import DataError
+from edgeretina.preprocess import check_image_file
+from edgeretina.tasks import Task, task_spec
+
+CSV_NAME = "annotations.csv"
+TASKS = (Task.GLAUCOMA, Task.ODIR, Task.MULTITASK)
+REQUIRED = ["ID", "Left-Fundus", "Right-Fundus", "Left-Diagnostic Keywords", "Right-Diagnostic Keywords"]
+FLAG_COLUMNS = {  # short name → long name in the real ODIR-5K CSV
+    "N": "Normal", "D": "Diabetes", "G": "Glaucoma", "C": "Cataract", "A": "Age related Macular Degeneration",
+    "H": "Hypertension", "M": "Pathological Myopia", "O": "Other diseases/abnormalities",
+}
+LABELS = tuple(FLAG_COLUMNS)
+# Keywords that describe the photograph, not the eye: ignored for labelling.
+NON_DIAGNOSTIC = {"lens dust", "low image quality", "image offset", "optic disk photographically invisible",
+                  "no fundus image", "anterior segment image"}
+# (label, test) in order; the first match labels a keyword, anything else diagnostic is O.
+KEYWORD_LABELS = (
+    ("N", lambda k: k == "normal fundus"),
+    ("G", lambda k: "glaucoma" in k),
+    ("D", lambda k: "diabetic retinopathy" in k or "proliferative retinopathy" in k
+     or "nonproliferative retinopathy" in k),
+    ("C", lambda k: "cataract" in k),
+    ("A", lambda k: "age-related macular degeneration" in k or "age related macular degeneration" in k),
+    ("H", lambda k: "hypertensive retinopathy" in k),
+    ("M", lambda k: "myopi" in k),
+)
+_SPLIT_RE = re.compile(r"[，,;；]")
+_SUSPECT_RE = re.compile(r"^(suspected|suspicious|suspect)\s+")
+
+
+def keywords(cell: str) -> list[str]:
+    return [k.strip().lower() for k in _SPLIT_RE.split(cell or "") if k.strip()]
+
+
+def keyword_label(k: str) -> str | None:
+    """N/D/G/C/A/H/M/O for one keyword, None for a non-diagnostic note."""
+    k = _SUSPECT_RE.sub("", k)
+    if k in NON_DIAGNOSTIC:
+        return None
+    for lab, test in KEYWORD_LABELS:
+        if test(k):
+            return lab
+    return "O"
+
+
+def eye_labels(kws: list[str], suspect: str = "include") -> tuple[set[str], bool]:
+    """(labels of the eye, whether any label rests on a 'suspected ...' keyword only)."""
+    labs, sure = set(), set()
+    for k in kws:
+        lab = keyword_label(k)
+        if lab is None:
+            continue
+        is_suspect = bool(_SUSPECT_RE.match(k))
+        if is_suspect and suspect == "exclude":
+            continue
+        labs.add(lab)
+        if not is_suspect:
+            sure.add(lab)
+    return labs, bool(labs - sure)
+
+
+def detect(path: Path) -> bool:
+    return path.is_dir() and (path / CSV_NAME).is_file() or (path.is_file() and path.name == CSV_NAME)
+
+
+def open_odir(path: Path, task: str, on_bad_image: OnBadImage = OnBadImage.FAIL, suspect: str = "include",
+              images_dir: str | None = None, check: str = "header", dedupe: bool = True) -> FundusDataset:
+    root = path.parent if path.is_file() else path
+    csv_path = root / CSV_NAME
+    spec = task_spec(task)
+    if spec.task not in TASKS:
+        raise DataError(f"{root}: an ODIR-5K dataset cannot serve task '{spec.task.value}' "
+                        f"(it serves: {', '.join(t.value for t in TASKS)})")
+    if suspect not in ("include", "exclude"):
+        raise DataError(f"unknown suspect option '{suspect}' (choose include or exclude)")
+    img_dir = root / (images_dir or "images")
+    if not img_dir.is_dir():
+        raise DataError(f"{root}: no image folder '{img_dir.name}/' beside {CSV_NAME}")
+    header, rows = read_csv(csv_path)
+    require_columns(csv_path, header, REQUIRED)
+    flag_cols = {}
+    for short, long in FLAG_COLUMNS.items():
+        if long in header:
+            flag_cols[short] = long
+        elif short in header:
+            flag_cols[short] = short
+    files = list_images(img_dir)
+    problems: list[str] = []
+    records: list[Record] = []
+    patients, n_eyes, seen_ids = set(), 0, {}
+    n_suspect = n_with_other = 0
+    for ln, row in enumerate(rows, start=2):
+        pid = row["ID"]
+        where = f"{csv_path} line {ln} (ID {pid or '?'})"
+        if not pid:
+            raise DataError(f"{where}: empty ID")
+        if pid in seen_ids:
+            raise DataError(f"{where}: duplicate patient ID (also on line {seen_ids[pid]})")
+        seen_ids[pid] = ln
+        for short, col in flag_cols.items():
+            v = row.get(col, "")
+            if v not in ("0", "1", "0.0", "1.0"):
+                raise DataError(f"{where}: unknown label {v!r} in column '{col}' (expected 0 or 1)")
+        patients.add(pid)
+        for side in ("Left", "Right"):
+            fname = row[f"{side}-Fundus"]
+            if not fname:
+                continue
+            n_eyes += 1
+            kws = keywords(row[f"{side}-Diagnostic Keywords"])
+            labs, suspect_only = eye_labels(kws, suspect)
+            if spec.task is Task.GLAUCOMA:
+                if suspect == "exclude" and any(_SUSPECT_RE.match(k) and "glaucoma" in k for k in kws):
+                    continue
+                if "G" in labs:
+                    y = 1
+                elif kws == ["normal fundus"]:
+                    y = 0
+                else:
+                    continue
+            elif spec.task is Task.ODIR:
+                if not labs:
+                    problems.append(f"{where}: {side.lower()} eye has no diagnostic keyword "
+                                    f"({row[f'{side}-Diagnostic Keywords']!r}); left out")
+                    continue
+                if "N" in labs and len(labs) > 1:
+                    labs = labs - {"N"}
+                y = tuple(1.0 if lab in labs else 0.0 for lab in LABELS)
+            else:  # multitask
+                if not labs:
+                    continue
+                y = (1.0 if "G" in labs else 0.0, 1.0 if "D" in labs else 0.0)
+            if fname not in files:
+                bad_image(f"{where}: {side.lower()} image {fname} not found in {img_dir}", on_bad_image, problems)
+                continue
+            fpath, size = files[fname]
+            if check != "none":
+                problem = check_image_file(fpath, size)
+                if problem:
+                    bad_image(f"{fpath}: {problem}", on_bad_image, problems)
+                    continue
+            other = bool(labs - {"G", "N"})
+            if spec.task is Task.GLAUCOMA and y == 1:
+                n_suspect += suspect_only
+                n_with_other += other
+            records.append(Record(key=Path(fname).stem, source=fpath, patient=pid, y=y,
+                                  meta={"side": side.lower(), "keywords": kws, "suspect": suspect_only,
+                                        "other_findings": other}))
+    info = {"n_images_total": len(files), "n_eyes_in_csv": n_eyes, "n_patients_total": len(patients),
+            "suspect": suspect}
+    if spec.task is Task.GLAUCOMA:
+        info.update({"glaucoma_suspected_only": n_suspect, "glaucoma_with_other_findings": n_with_other})
+    if dedupe:
+        dup = content_duplicates([r.source for r in records],
+                                 [files[Path(r.source).name][1] for r in records])
+        if dup:
+            n_groups, conflicts = duplicate_report(records, dup, spec)
+            info["duplicate_groups"] = n_groups
+            problems.append(f"{n_groups} group(s) of byte-identical images (kept on one side of every split)")
+            problems.extend(conflicts)
+            records = merge_groups(records, dup)
+    if check == "full":
+        from edgeretina.data.loading import verify_decodable
+
+        records = verify_decodable(records, on_bad_image, problems)
+    return FundusDataset(str(root), "odir", spec, records, problems, info)

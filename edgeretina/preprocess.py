@@ -1,0 +1,566 @@
+"""Preprocessing as named, composable, serialisable steps — one code path for every consumer.
+
+A :class:`Pipeline` is an ordered list of :class:`Step` s, each a registered name plus explicit parameters.
+It round-trips through JSON (``to_json()`` / ``from_json()``) and travels in ``config.json`` and in every
+exported ``.tflite``, so training, int8 calibration, benchmarking and the phone app prepare images the same way.
+
+Images are RGB ``uint8 (H, W, 3)`` through the *image steps* (``fov_crop``, ``onh_crop``, ``pad_square``,
+``resize``, ``ben_graham``, ``clahe``, ``grey``, ``stretch``); the *float steps* (``standardize``, ``scale``)
+come last and turn the image into the model's float32 input tensor. The last step is always ``scale``: the
+backbone's own input scaling (``tf``/``torch``/``caffe``/``unit``/``none``).
+
+Decoding (:func:`decode_image`) is robust: EXIF orientation (JPEG), grey → RGB, RGBA → RGB (composited on
+black), 16-bit → 8-bit, and a one-line :class:`~edgeretina.errors.DataError` naming the file for zero-byte,
+truncated, corrupt or non-image files. See ``docs/data.md`` for every step's exact algorithm.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from edgeretina.errors import DataError
+
+SCHEMA = "edgeretina.preprocess/1"
+
+cv2.setNumThreads(1)  # decode/preprocess run in parallel workers; OpenCV's own pool would oversubscribe
+
+
+class Scaling(str, Enum):
+    """A backbone's input scaling (the last step of every pipeline)."""
+
+    TF = "tf"          # x / 127.5 - 1            (MobileNet, EfficientNetV2 w/o rescaling, Inception, Xception)
+    TORCH = "torch"    # (x / 255 - mean) / std   (ImageNet mean/std: DenseNet)
+    CAFFE = "caffe"    # RGB→BGR, x - BGR means   (ResNet50 v1, VGG)
+    UNIT = "unit"      # x / 255
+    NONE = "none"      # raw 0..255 floats       (EfficientNet with built-in rescaling)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+
+
+# --------------------------------------------------------------------------------------------- decoding
+_JPEG = b"\xff\xd8\xff"
+_PNG = b"\x89PNG\r\n\x1a\n"
+_MAGIC = {
+    "jpeg": (_JPEG,),
+    "png": (_PNG,),
+    "bmp": (b"BM",),
+    "tiff": (b"II*\x00", b"MM\x00*"),
+    "webp": (b"RIFF",),
+}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jpe", ".jfif")
+
+
+def sniff_format(head: bytes) -> str | None:
+    """Image container from the first bytes of a file (None = not an image OpenCV reads)."""
+    for fmt, magics in _MAGIC.items():
+        if any(head.startswith(m) for m in magics):
+            if fmt == "webp" and head[8:12] != b"WEBP":
+                return None
+            return fmt
+    return None
+
+
+def check_image_file(path: str | os.PathLike, size: int | None = None) -> str | None:
+    """Cheap header/trailer check without decoding. Returns a problem string, or None when it looks fine.
+
+    Catches zero-byte files, non-images with an image extension, and JPEG/PNG files cut short (missing the
+    JPEG EOI marker / PNG IEND chunk). Corruption inside the compressed data is only found by decoding.
+    """
+    try:
+        if size is None:
+            size = os.path.getsize(path)
+        if size == 0:
+            return "zero-byte file"
+        with open(path, "rb") as f:
+            head = f.read(16)
+            f.seek(max(0, size - 64))
+            tail = f.read(64)
+    except OSError as e:
+        return f"cannot read ({e.strerror or e})"
+    return _check_bytes(head, tail, size)
+
+
+def _check_bytes(head: bytes, tail: bytes, size: int) -> str | None:
+    fmt = sniff_format(head)
+    if fmt is None:
+        return "not an image (unknown file signature)"
+    if fmt == "jpeg" and b"\xff\xd9" not in tail.rstrip(b"\x00\n\r "):
+        return "truncated JPEG (no end-of-image marker)"
+    if fmt == "png" and b"IEND" not in tail:
+        return "truncated PNG (no IEND chunk)"
+    return None
+
+
+def decode_image(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray:
+    """Read an image file as RGB uint8 ``(H, W, 3)``; any problem is a one-line DataError naming the file.
+
+    JPEG/BMP: ``cv2.IMREAD_COLOR`` (applies EXIF orientation, grey → 3 channels). PNG/TIFF/WebP:
+    ``cv2.IMREAD_UNCHANGED`` then grey → RGB, RGBA composited on black, 16-bit → 8-bit (``>> 8``, i.e.
+    ``x // 257`` rounded down). TIFF orientation tags are applied by OpenCV's TIFF reader.
+    """
+    p = str(path)
+    try:
+        buf = np.frombuffer(data, np.uint8) if data is not None else np.fromfile(p, dtype=np.uint8)
+    except OSError as e:
+        raise DataError(f"{p}: cannot read image ({e.strerror or e})") from None
+    if buf.size == 0:
+        raise DataError(f"{p}: zero-byte file")
+    raw = buf.tobytes() if buf.size < 80 else buf[:16].tobytes()
+    problem = _check_bytes(raw, buf[-64:].tobytes(), buf.size)
+    if problem:
+        raise DataError(f"{p}: {problem}")
+    fmt = sniff_format(raw)
+    flags = cv2.IMREAD_COLOR if fmt in ("jpeg", "bmp") else cv2.IMREAD_UNCHANGED
+    img = cv2.imdecode(buf, flags)
+    if img is None or img.size == 0:
+        raise DataError(f"{p}: corrupt {fmt.upper()} (OpenCV cannot decode it)")
+    return to_rgb_uint8(img, bgr=True, source=p)
+
+
+def to_rgb_uint8(img: np.ndarray, bgr: bool = False, source: str = "image") -> np.ndarray:
+    """Normalise any array image to RGB uint8: grey/1-channel → 3, 4-channel → composited on black,
+    uint16 → uint8 (``>> 8``), float in [0, 1] → ×255 rounded. ``bgr``: channels are in OpenCV order."""
+    a = np.asarray(img)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif a.dtype in (np.float32, np.float64):
+        scale = 255.0 if a.size and float(np.nanmax(a)) <= 1.0 else 1.0
+        a = np.clip(np.rint(a * scale), 0, 255).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    if a.ndim == 2:
+        return np.ascontiguousarray(np.repeat(a[:, :, None], 3, axis=2))
+    if a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise DataError(f"{source}: unsupported image shape {a.shape}")
+    if a.shape[2] == 4:
+        alpha = a[:, :, 3:4].astype(np.uint16)
+        a = ((a[:, :, :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
+    if bgr:
+        a = a[:, :, ::-1]
+    return np.ascontiguousarray(a)
+
+
+# ------------------------------------------------------------------------------------------- image steps
+def fov_mask(img: np.ndarray, threshold: int = 10) -> np.ndarray:
+    """Field-of-view mask: pixels whose max(R, G, B) > ``threshold`` (the black border is below it)."""
+    return img.max(axis=2) > threshold
+
+
+def fov_box(img: np.ndarray, threshold: int = 10, min_fraction: float = 0.01) -> tuple[int, int, int, int]:
+    """Bounding box (y0, y1, x0, x1) of the field of view: rows/columns in which more than
+    ``min_fraction`` of the pixels are inside the FOV mask. The whole image when nothing qualifies."""
+    h, w = img.shape[:2]
+    m = fov_mask(img, threshold)
+    rows = np.flatnonzero(m.sum(axis=1) > min_fraction * w)
+    cols = np.flatnonzero(m.sum(axis=0) > min_fraction * h)
+    if rows.size == 0 or cols.size == 0:
+        return 0, h, 0, w
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def fov_crop(img: np.ndarray, threshold: int = 10, min_fraction: float = 0.01, margin: int = 0) -> np.ndarray:
+    y0, y1, x0, x1 = fov_box(img, threshold, min_fraction)
+    h, w = img.shape[:2]
+    y0, x0 = max(0, y0 - margin), max(0, x0 - margin)
+    y1, x1 = min(h, y1 + margin), min(w, x1 + margin)
+    if (y1 - y0) < 0.1 * h or (x1 - x0) < 0.1 * w:  # nearly black image: keep it whole (fallback)
+        return img
+    return img[y0:y1, x0:x1]
+
+
+def pad_square(img: np.ndarray, value: int = 0) -> np.ndarray:
+    """Pad the shorter side symmetrically (extra pixel at the bottom/right) to a square with ``value``."""
+    h, w = img.shape[:2]
+    if h == w:
+        return img
+    s = max(h, w)
+    top, left = (s - h) // 2, (s - w) // 2
+    return cv2.copyMakeBorder(img, top, s - h - top, left, s - w - left, cv2.BORDER_CONSTANT,
+                              value=(value, value, value))
+
+
+_INTERP = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST,
+           "cubic": cv2.INTER_CUBIC}
+
+
+def resize(img: np.ndarray, size: int | list[int] = 224, interpolation: str = "area") -> np.ndarray:
+    """Resize to ``size`` (square int, or [height, width]). ``area``: ``cv2.INTER_AREA`` when neither side
+    grows, otherwise ``cv2.INTER_LINEAR`` (half-pixel centres) — see docs/data.md for the exact algorithm."""
+    th, tw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    h, w = img.shape[:2]
+    if (h, w) == (th, tw):
+        return img
+    if interpolation not in _INTERP:
+        raise DataError(f"resize: unknown interpolation '{interpolation}' (choose from: {', '.join(_INTERP)})")
+    mode = _INTERP[interpolation]
+    if interpolation == "area" and (th > h or tw > w):
+        mode = cv2.INTER_LINEAR
+    return cv2.resize(img, (tw, th), interpolation=mode)
+
+
+def ben_graham(img: np.ndarray, sigma_frac: float = 1 / 60, weight: float = 4.0, offset: float = 128.0,
+               mask_radius: float = 0.95) -> np.ndarray:
+    """Ben Graham's local contrast normalisation (Kaggle DR 2015): ``w·x − w·GaussianBlur(x, σ) + offset``
+    with σ = ``sigma_frac`` × image width, then pixels outside a centred circle of ``mask_radius`` × half
+    the shorter side set to 0 (removes the bright ring the filter draws at the FOV edge). 0 = no mask."""
+    h, w = img.shape[:2]
+    sigma = max(0.5, sigma_frac * w)
+    blur = cv2.GaussianBlur(img, (0, 0), sigmaX=sigma, sigmaY=sigma)
+    out = cv2.addWeighted(img, weight, blur, -weight, offset)
+    if mask_radius and mask_radius > 0:
+        m = np.zeros((h, w), np.uint8)
+        cv2.circle(m, (w // 2, h // 2), int(round(mask_radius * min(h, w) / 2)), 1, -1)
+        out = out * m[:, :, None]
+    return out
+
+
+def clahe(img: np.ndarray, clip_limit: float = 2.0, tile: int = 8) -> np.ndarray:
+    """CLAHE on the L channel of CIE L*a*b* (``cv2.createCLAHE(clip_limit, (tile, tile))``)."""
+    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
+    lab[:, :, 0] = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(tile, tile)).apply(lab[:, :, 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
+def grey(img: np.ndarray) -> np.ndarray:
+    """Greyscale (``cv2.COLOR_RGB2GRAY``: 0.299 R + 0.587 G + 0.114 B) replicated to 3 channels."""
+    g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    return cv2.merge([g, g, g])
+
+
+def stretch(img: np.ndarray, low: float = 0.2, high: float = 99.8, per_channel: bool = False) -> np.ndarray:
+    """Percentile contrast stretch: map the ``low``..``high`` percentile (numpy linear interpolation, over
+    all channels unless ``per_channel``) to 0..255, clip, round half to even."""
+    a = img.astype(np.float32)
+    if per_channel:
+        lo = np.percentile(a, low, axis=(0, 1))
+        hi = np.percentile(a, high, axis=(0, 1))
+    else:
+        lo, hi = np.percentile(a, [low, high])
+    rng = np.maximum(np.asarray(hi, np.float32) - lo, 1.0)
+    return np.clip(np.rint((a - lo) * (255.0 / rng)), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------- ONH localisation
+@dataclass(frozen=True)
+class DiscDetection:
+    """Optic-disc estimate in image pixels. ``found`` False → the fallback (FOV centre) was used."""
+
+    x: float
+    y: float
+    diameter: float
+    confidence: float
+    found: bool
+
+
+def locate_disc(img: np.ndarray, disc_fraction: float = 0.15, threshold: int = 10,
+                min_confidence: float = 2.0) -> DiscDetection:
+    """Find the optic nerve head as the brightest disc-sized blob inside the field of view.
+
+    Detector: work at 256 px on ``0.25·R + 0.75·G`` (red is often saturated; the disc is the brightest
+    region in green). Take the FOV mask, eroded by 6 % of its diameter (drops the bright rim and lens
+    reflections at the edge). Blur with a Gaussian whose σ is a quarter of the expected disc diameter
+    (``disc_fraction`` × FOV diameter), subtract a wide background blur (σ = 2 disc diameters) so a
+    uniformly bright half of the image does not win, and take the argmax inside the eroded FOV.
+    ``confidence`` = (peak − median) / std of the filtered map inside the FOV. Below ``min_confidence``
+    (no distinct bright blob: very dark, over-exposed or disc-less images) the detector **falls back**
+    to the FOV centre with ``found=False``.
+    """
+    h, w = img.shape[:2]
+    s = 256.0 / max(h, w)
+    small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA) \
+        if s < 1 else img
+    s = small.shape[1] / w
+    y0, y1, x0, x1 = fov_box(small, threshold)
+    fov_d = max(y1 - y0, x1 - x0)
+    dd = disc_fraction * fov_d
+    cx_f, cy_f = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    lum = 0.25 * small[:, :, 0].astype(np.float32) + 0.75 * small[:, :, 1].astype(np.float32)
+    mask = fov_mask(small, threshold).astype(np.uint8)
+    er = max(1, int(round(0.06 * fov_d)))
+    mask_e = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * er + 1, 2 * er + 1)))
+    if mask_e.sum() < 0.05 * mask.size:
+        mask_e = mask
+    fill = float(np.median(lum[mask > 0])) if mask.any() else 0.0
+    lum = np.where(mask > 0, lum, fill)  # the black border must not pull the background down
+    fine = cv2.GaussianBlur(lum, (0, 0), max(1.0, dd / 4))
+    coarse = cv2.GaussianBlur(lum, (0, 0), max(2.0, 2 * dd))
+    resp = fine - coarse
+    inside = resp[mask_e > 0]
+    if inside.size == 0:
+        return DiscDetection(cx_f / s, cy_f / s, dd / s, 0.0, False)
+    masked = np.where(mask_e > 0, resp, -np.inf)
+    iy, ix = np.unravel_index(int(np.argmax(masked)), masked.shape)
+    std = float(inside.std())
+    conf = float((resp[iy, ix] - np.median(inside)) / std) if std > 1e-6 else 0.0
+    if conf < min_confidence:
+        return DiscDetection(cx_f / s, cy_f / s, dd / s, conf, False)
+    # refine: centroid of the brightest pixels (top 20 % of the peak) within one disc radius
+    r = max(2, int(round(dd / 2)))
+    ya, yb, xa, xb = max(0, iy - r), min(resp.shape[0], iy + r + 1), max(0, ix - r), min(resp.shape[1], ix + r + 1)
+    win = resp[ya:yb, xa:xb]
+    wts = np.clip(win - (resp[iy, ix] - 0.2 * (resp[iy, ix] - float(np.median(inside)))), 0, None)
+    if wts.sum() > 0:
+        yy, xx = np.mgrid[ya:yb, xa:xb]
+        cy, cx = float((yy * wts).sum() / wts.sum()), float((xx * wts).sum() / wts.sum())
+    else:
+        cy, cx = float(iy), float(ix)
+    return DiscDetection((cx + 0.5) / s - 0.5, (cy + 0.5) / s - 0.5, dd / s, conf, True)
+
+
+def onh_crop(img: np.ndarray, diameters: float = 2.0, disc_fraction: float = 0.15, threshold: int = 10,
+             min_confidence: float = 2.0) -> np.ndarray:
+    """Square crop of ``diameters`` disc diameters centred on the detected optic disc (see
+    :func:`locate_disc`); zero-padded where the window leaves the image. Fallback: centred on the FOV."""
+    det = locate_disc(img, disc_fraction, threshold, min_confidence)
+    side = max(8, int(round(diameters * det.diameter)))
+    x0 = int(round(det.x - side / 2))
+    y0 = int(round(det.y - side / 2))
+    h, w = img.shape[:2]
+    out = np.zeros((side, side, 3), np.uint8)
+    sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + side), min(h, y0 + side)
+    if sx1 > sx0 and sy1 > sy0:
+        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = img[sy0:sy1, sx0:sx1]
+    return out
+
+
+# ------------------------------------------------------------------------------------------- float steps
+def standardize(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Per-image standardisation ``(x − mean) / max(std, eps)`` over all pixels and channels."""
+    a = x.astype(np.float32)
+    return (a - a.mean()) / max(float(a.std()), eps)
+
+
+def scale(x: np.ndarray, mode: str = "tf") -> np.ndarray:
+    a = x.astype(np.float32, copy=True) if x.dtype != np.float32 else x.copy()
+    m = Scaling(mode)
+    if m is Scaling.TF:
+        a = a / np.float32(127.5) - np.float32(1.0)
+    elif m is Scaling.TORCH:
+        a = (a / np.float32(255.0) - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    elif m is Scaling.CAFFE:
+        a = a[..., ::-1] - np.asarray(CAFFE_BGR_MEAN, np.float32)
+    elif m is Scaling.UNIT:
+        a = a / np.float32(255.0)
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class StepDef:
+    fn: Callable[..., np.ndarray]
+    defaults: dict[str, Any]
+    float_step: bool = False
+    doc: str = ""
+
+
+STEPS: dict[str, StepDef] = {
+    "fov_crop": StepDef(fov_crop, {"threshold": 10, "min_fraction": 0.01, "margin": 0},
+                        doc="crop to the bounding box of the field of view (black border removed)"),
+    "onh_crop": StepDef(onh_crop, {"diameters": 2.0, "disc_fraction": 0.15, "threshold": 10,
+                                   "min_confidence": 2.0},
+                        doc="square window of ~2 disc diameters around the detected optic disc"),
+    "pad_square": StepDef(pad_square, {"value": 0}, doc="pad to a square with black"),
+    "resize": StepDef(resize, {"size": 224, "interpolation": "area"}, doc="resize (INTER_AREA when shrinking)"),
+    "ben_graham": StepDef(ben_graham, {"sigma_frac": 1 / 60, "weight": 4.0, "offset": 128.0, "mask_radius": 0.95},
+                          doc="Ben Graham local contrast normalisation (Gaussian blur subtraction)"),
+    "clahe": StepDef(clahe, {"clip_limit": 2.0, "tile": 8}, doc="CLAHE on L*"),
+    "grey": StepDef(grey, {}, doc="greyscale, 3 channels"),
+    "stretch": StepDef(stretch, {"low": 0.2, "high": 99.8, "per_channel": False},
+                       doc="percentile contrast stretch"),
+    "standardize": StepDef(standardize, {"eps": 1e-6}, float_step=True, doc="(x - mean) / std per image"),
+    "scale": StepDef(scale, {"mode": "tf"}, float_step=True, doc="backbone input scaling (always last)"),
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.name not in STEPS:
+            raise DataError(f"unknown preprocessing step '{self.name}' (choose from: {', '.join(STEPS)})")
+        d = STEPS[self.name].defaults
+        unknown = sorted(set(self.params) - set(d))
+        if unknown:
+            raise DataError(f"preprocessing step '{self.name}': unknown parameter(s) {', '.join(unknown)} "
+                            f"(known: {', '.join(d) or 'none'})")
+        full = {**d, **self.params}
+        if self.name == "scale":
+            try:
+                full["mode"] = Scaling(full["mode"]).value
+            except ValueError:
+                raise DataError(f"preprocessing step 'scale': unknown mode '{full['mode']}' "
+                                f"(choose from: {', '.join(s.value for s in Scaling)})") from None
+        object.__setattr__(self, "params", full)  # every parameter explicit (the JSON is the spec)
+
+    @property
+    def is_float(self) -> bool:
+        return STEPS[self.name].float_step
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        return STEPS[self.name].fn(img, **self.params)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "params": dict(self.params)}
+
+    def __hash__(self):
+        return hash((self.name, json.dumps(self.params, sort_keys=True)))
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Ordered preprocessing steps. ``apply(rgb_uint8) -> float32 (S, S, 3)`` is the model's input tensor."""
+
+    steps: tuple[Step, ...]
+
+    def __post_init__(self):
+        steps = tuple(s if isinstance(s, Step) else Step(s["name"], s.get("params", {})) for s in self.steps)
+        object.__setattr__(self, "steps", steps)
+        if not steps or steps[-1].name != "scale":
+            raise DataError("preprocessing pipeline must end with a 'scale' step (the backbone's input scaling)")
+        if sum(s.name == "scale" for s in steps) != 1:
+            raise DataError("preprocessing pipeline must have exactly one 'scale' step")
+        seen_float = False
+        for s in steps:
+            if s.is_float:
+                seen_float = True
+            elif seen_float:
+                raise DataError(f"preprocessing step '{s.name}' works on uint8 images and cannot follow "
+                                "'standardize'/'scale'")
+
+    # ---- construction
+    @classmethod
+    def default(cls, input_size: int = 224, scaling: str | Scaling = "tf", *, fov: bool = True,
+                onh: bool = False, ben_graham: bool = False, clahe: bool = False, grey: bool = False,
+                stretch: bool = False, standardize: bool = False, interpolation: str = "area") -> "Pipeline":
+        """The standard recipe: [fov_crop] → [onh_crop] → pad_square → resize → [enhancements] →
+        [standardize] → scale. Enhancements run at the model's input size (cheap and size-independent)."""
+        steps: list[Step] = []
+        if fov:
+            steps.append(Step("fov_crop"))
+        if onh:
+            steps.append(Step("onh_crop"))
+        steps.append(Step("pad_square"))
+        steps.append(Step("resize", {"size": int(input_size), "interpolation": interpolation}))
+        if grey:
+            steps.append(Step("grey"))
+        if clahe:
+            steps.append(Step("clahe"))
+        if ben_graham:
+            steps.append(Step("ben_graham"))
+        if stretch:
+            steps.append(Step("stretch"))
+        if standardize:
+            steps.append(Step("standardize"))
+        steps.append(Step("scale", {"mode": Scaling(scaling).value}))
+        return cls(tuple(steps))
+
+    @classmethod
+    def from_json(cls, obj: dict | str | list) -> "Pipeline":
+        if isinstance(obj, str):
+            try:
+                obj = json.loads(obj)
+            except json.JSONDecodeError as e:
+                raise DataError(f"preprocessing JSON is not valid ({e})") from None
+        if isinstance(obj, list):
+            steps = obj
+        elif isinstance(obj, dict) and isinstance(obj.get("steps"), list):
+            steps = obj["steps"]
+        else:
+            raise DataError("preprocessing JSON must be {'schema': ..., 'steps': [{'name', 'params'}, ...]}")
+        out = []
+        for i, s in enumerate(steps):
+            if not isinstance(s, dict) or "name" not in s:
+                raise DataError(f"preprocessing JSON step {i}: needs a 'name'")
+            params = s.get("params")
+            if params is None:  # also accept flat {"name": ..., "size": ...}
+                params = {k: v for k, v in s.items() if k != "name"}
+            out.append(Step(s["name"], dict(params)))
+        return cls(tuple(out))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "input_size": self.input_size, "scaling": self.scaling,
+                "steps": [s.to_json() for s in self.steps]}
+
+    def save(self, path: str | Path) -> Path:
+        from edgeretina.io import write_json_atomic
+
+        return write_json_atomic(path, self.to_json())
+
+    # ---- views
+    @property
+    def image_steps(self) -> tuple[Step, ...]:
+        """The uint8 → uint8 steps (cached by the tf.data pipeline; augmentation runs after them)."""
+        return tuple(s for s in self.steps if not s.is_float)
+
+    @property
+    def float_steps(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.is_float)
+
+    @property
+    def input_size(self) -> int | None:
+        for s in reversed(self.image_steps):
+            if s.name == "resize":
+                size = s.params["size"]
+                return int(size) if isinstance(size, int) else int(size[0])
+        return None
+
+    @property
+    def scaling(self) -> str:
+        return self.steps[-1].params["mode"]
+
+    def with_scaling(self, scaling: str | Scaling) -> "Pipeline":
+        return Pipeline(self.steps[:-1] + (Step("scale", {"mode": Scaling(scaling).value}),))
+
+    def names(self) -> list[str]:
+        return [s.name for s in self.steps]
+
+    # ---- running
+    def apply_image(self, rgb: np.ndarray) -> np.ndarray:
+        """Run the uint8 image steps only."""
+        img = rgb
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            img = to_rgb_uint8(img)
+        for s in self.image_steps:
+            img = s(img)
+        return np.ascontiguousarray(img)
+
+    def apply_float(self, img: np.ndarray) -> np.ndarray:
+        """Run the float steps (standardize, scale) on an image-stepped uint8 image."""
+        x = img
+        for s in self.float_steps:
+            x = s(x)
+        return x
+
+    def apply(self, rgb: np.ndarray) -> np.ndarray:
+        """RGB uint8 (H, W, 3) → float32 model input (S, S, 3)."""
+        return self.apply_float(self.apply_image(rgb))
+
+    def load_image(self, path: str | os.PathLike) -> np.ndarray:
+        """Decode a file and run the image steps (uint8)."""
+        return self.apply_image(decode_image(path))
+
+    def load(self, path: str | os.PathLike) -> np.ndarray:
+        """Decode a file and run every step: float32 model input."""
+        return self.apply(decode_image(path))
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        return self.apply(rgb)
+
+    def describe(self) -> str:
+        return " → ".join(
+            s.name + ("(" + ", ".join(f"{k}={v}" for k, v in s.params.items()) + ")" if s.params else "")
+            for s in self.steps)
