@@ -1,0 +1,129 @@
+"""Device registry: one row per ``--device`` choice — what it runs, how it is checked, how a runner is made.
+
+=============  ==========================================================================================
+``cpu``        .tflite on ai-edge-litert (XNNPACK, ``--threads``); a .keras model in the same run is timed
+               with Keras on the CPU (its rows say ``keras-cpu``), so one ``--device cpu`` run covers a
+               float reference and all its exported variants.
+``keras-cpu``  .keras models with Keras ``predict`` at batch 1 on the CPU (the paper's timing).
+``gpu``        .keras models with Keras on the first TensorFlow GPU. No GPU → "no GPU found".
+``android``    .tflite files on a phone through adb and the android_demo benchmark mode
+               (``benchmarks/runners/android.py``). Scores come from the same file on the host (LiteRT);
+               only the timing is the phone's.
+=============  ==========================================================================================
+
+An android runner module provides ``check() -> None`` (raises ``DeviceError`` for no adb / no device /
+unauthorised device) and ``load(path, *, meta, threads) -> Runner`` (a ``base.Runner`` whose ``time`` is
+measured on the phone; ``supports_predict = False`` when it only times).
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from enum import Enum
+from typing import Callable
+
+from edgeretina.errors import DeviceError
+
+
+class Device(str, Enum):
+    CPU = "cpu"
+    KERAS_CPU = "keras-cpu"
+    GPU = "gpu"
+    ANDROID = "android"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    device: Device
+    formats: tuple[str, ...]  # model formats ("tflite", "keras") this device runs
+    description: str
+    check: Callable[[], None]  # raises DeviceError when the device is not usable here
+    load: Callable[..., object]  # (ModelFile, threads) -> Runner
+
+    def runs(self, fmt: str) -> bool:
+        return fmt in self.formats
+
+    def skip_reason(self, fmt: str) -> str:
+        return f"device '{self.device.value}' runs {' and '.join('.' + f for f in self.formats)} models only"
+
+
+# ------------------------------------------------------------------------------------------- loaders
+
+
+def _load_cpu(model, threads=None):
+    if model.format == "keras":
+        return _load_keras_cpu(model, threads)
+    from .runners.litert import LiteRTRunner
+
+    return LiteRTRunner.from_model(model, threads=threads)
+
+
+def _load_keras_cpu(model, threads=None):
+    from .runners.keras import KerasRunner
+
+    return KerasRunner.from_model(model, threads=threads, gpu=False)
+
+
+def _load_gpu(model, threads=None):
+    from .runners.keras import KerasRunner
+
+    return KerasRunner.from_model(model, gpu=True)
+
+
+def _android_module():
+    try:
+        return importlib.import_module("edgeretina.benchmarks.runners.android")
+    except ModuleNotFoundError as e:
+        if e.name and e.name.endswith("runners.android"):
+            raise DeviceError("android: the adb runner (benchmarks/runners/android.py) is not installed in "
+                              "this build") from None
+        raise
+
+
+def _load_android(model, threads=None):
+    mod = _android_module()
+    return mod.load(model.path, meta=model.meta, threads=threads)
+
+
+def _check_none() -> None:
+    return None
+
+
+def _check_gpu() -> None:
+    from .runners.keras import gpu_devices
+
+    if not gpu_devices():
+        raise DeviceError("gpu: no GPU found (TensorFlow lists no GPU device; install 'edgeretina[gpu]' "
+                          "on a machine with a CUDA GPU)")
+
+
+def _check_android() -> None:
+    mod = _android_module()
+    check = getattr(mod, "check", None)
+    if check is not None:
+        check()
+
+
+DEVICES: dict[Device, DeviceSpec] = {
+    Device.CPU: DeviceSpec(Device.CPU, ("tflite", "keras"),
+                           "LiteRT (XNNPACK) for .tflite, Keras on the CPU for .keras", _check_none, _load_cpu),
+    Device.KERAS_CPU: DeviceSpec(Device.KERAS_CPU, ("keras",), "Keras predict at batch 1 on the CPU",
+                                 _check_none, _load_keras_cpu),
+    Device.GPU: DeviceSpec(Device.GPU, ("keras",), "Keras on the first TensorFlow GPU", _check_gpu, _load_gpu),
+    Device.ANDROID: DeviceSpec(Device.ANDROID, ("tflite",), "a phone over adb (android_demo benchmark mode)",
+                               _check_android, _load_android),
+}
+
+
+def get_device(name: str | Device) -> DeviceSpec:
+    try:
+        return DEVICES[Device(name)]
+    except ValueError:
+        names = [d.value for d in Device]
+        close = difflib.get_close_matches(str(name), names, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise DeviceError(f"unknown device '{name}'{hint}; choose from: {', '.join(names)}") from None

@@ -1,0 +1,290 @@
+"""A model file as the benchmark sees it: format, embedded config, variant name and size statistics.
+
+Preprocessing, labels, task and threshold come from the model itself — the JSON metadata entry named
+``edgeretina`` inside a ``.tflite`` (written by ``edgeretina export``), or ``config.json`` beside a
+``.keras`` file. A model without it is refused (:class:`~edgeretina.errors.ModelError`), never guessed.
+
+No TensorFlow import here: ``.tflite`` files are read with the flatbuffer schema shipped by ai-edge-litert.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeretina.errors import ModelError
+from edgeretina.run import CONFIG_FILE, MODEL_FILE, RunConfig
+
+METADATA_NAME = "edgeretina"
+
+# LiteRT builtin operators that carry a weight kernel (one "layer" of depth each).
+_WEIGHT_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"}
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """Size facts of one model file.
+
+    ``depth`` counts weight layers (convolutions, depthwise convolutions, dense/fully-connected), which is
+    the same number for a Keras model and its .tflite (53 for MobileNetV2 with one dense head).
+    ``params`` counts stored weights: for Keras every weight including BatchNorm statistics; for .tflite the
+    constant tensors actually stored (BatchNorm is folded into the convolutions by the converter, so a
+    float32 .tflite has fewer parameters than its Keras source). ``nonzero_params`` counts weights that are
+    not zero (for quantized tensors: not equal to their zero point), which is what pruning reduces.
+    """
+
+    depth: int
+    params: int
+    nonzero_params: int
+    size_bytes: int
+    gzip_bytes: int
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    path: Path
+    format: str  # "keras" | "tflite"
+    config: RunConfig
+    meta: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        """Variant name: from the metadata's variant info, else ``keras`` for a Keras model, else the stem."""
+        v = self.meta.get("variant")
+        if isinstance(v, dict):
+            v = v.get("name") or v.get("variant")
+        if isinstance(v, str) and v:
+            return v
+        if self.format == "keras":
+            return "keras"
+        return self.path.stem
+
+    @property
+    def output(self) -> dict[str, Any]:
+        out = self.meta.get("output") or self.config.output or {}
+        return out if isinstance(out, dict) else {}
+
+    @property
+    def outputs_logits(self) -> bool:
+        return str(self.output.get("kind", "probabilities")).lower() == "logits"
+
+    @property
+    def activation(self) -> str:
+        return str(self.output.get("activation") or self.config.spec.activation)
+
+    @property
+    def is_float(self) -> bool:
+        """True for the float reference candidates: a Keras model or a float32 .tflite."""
+        return self.format == "keras" or self.name in ("float32", "fp32", "float")
+
+    @cached_property
+    def file_bytes(self) -> bytes:
+        return self.path.read_bytes()
+
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def gzip_bytes(self) -> int:
+        return len(gzip.compress(self.file_bytes, compresslevel=9, mtime=0))
+
+    def stats(self, keras_model=None) -> ModelStats:
+        """Depth, parameters and sizes. A Keras model's counts need the loaded model (pass it)."""
+        if self.format == "tflite":
+            depth, params, nonzero = tflite_param_counts(self.file_bytes)
+        else:
+            if keras_model is None:
+                raise ValueError("stats of a Keras model need the loaded model")
+            depth, params, nonzero = keras_param_counts(keras_model)
+        return ModelStats(depth, params, nonzero, self.size_bytes(), self.gzip_bytes())
+
+
+def open_model(path: str | Path) -> ModelFile:
+    """A ``.tflite`` with edgeretina metadata, a ``.keras`` with ``config.json`` beside it, or a run dir."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"{p}: no such file or directory")
+    if p.is_dir() or p.suffix == ".keras":
+        from edgeretina.run import resolve_model_path
+
+        model, cfg = resolve_model_path(p)
+        return ModelFile(model, "keras", cfg, cfg.to_dict())
+    if p.suffix != ".tflite":
+        raise ModelError(f"{p}: not a model file (expected .tflite, .keras or a run dir)")
+    meta = read_tflite_metadata(p)
+    if meta is None:
+        raise ModelError(f"{p}: no edgeretina metadata in this .tflite (its preprocessing and labels are "
+                         f"unknown, so it is refused; export it with 'edgeretina export')")
+    cfg = RunConfig.from_dict(meta, source=f"{p} metadata")
+    return ModelFile(p, "tflite", cfg, meta)
+
+
+def expand_models(paths) -> list[Path]:
+    """Model paths from files and directories: a directory gives its run model (``model.keras`` with
+    ``config.json``) and every ``*.tflite``/``*.keras`` in it. Order is kept, duplicates dropped."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise ModelError(f"{p}: no such file or directory")
+        if p.is_dir():
+            found = sorted(p.glob("*.keras")) + sorted(p.glob("*.tflite"))
+            if not found:
+                raise ModelError(f"{p}: no .keras or .tflite models in this directory")
+            for f in found:
+                if f.suffix == ".keras" and not (f.parent / CONFIG_FILE).is_file() and f.name != MODEL_FILE:
+                    continue
+                out.append(f)
+        else:
+            out.append(p)
+    seen, uniq = set(), []
+    for p in out:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            uniq.append(p)
+    return uniq
+
+
+# --------------------------------------------------------------------------------------------- .tflite
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema
+
+
+def _root(data: bytes):
+    schema = _schema()
+    try:
+        if not schema.Model.ModelBufferHasIdentifier(data, 0):
+            raise ValueError("missing TFL3 identifier")
+        return schema.Model.GetRootAs(data, 0)
+    except Exception as e:  # noqa: BLE001 - any parse failure means "not a tflite"
+        raise ModelError(f"not a valid .tflite flatbuffer ({e})") from None
+
+
+def read_tflite_metadata(path: str | Path) -> dict | None:
+    """The ``edgeretina`` JSON metadata dict of a .tflite, or ``None`` when it has none.
+
+    Uses ``edgeretina.converters.metadata.read_metadata`` when the exporter provides it.
+    """
+    path = Path(path)
+    try:
+        from edgeretina.converters.metadata import read_metadata
+    except ImportError:
+        read_metadata = None
+    if read_metadata is not None:
+        try:
+            meta = read_metadata(path)
+        except ModelError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise ModelError(f"{path}: cannot read its metadata ({e})") from None
+        return meta or None
+    data = path.read_bytes()
+    try:
+        model = _root(data)
+    except ModelError as e:
+        raise ModelError(f"{path}: {e}") from None
+    for i in range(model.MetadataLength()):
+        md = model.Metadata(i)
+        if (md.Name() or b"").decode("utf-8", "replace") == METADATA_NAME:
+            raw = model.Buffers(md.Buffer()).DataAsNumpy()
+            if isinstance(raw, int):  # empty buffer
+                return None
+            try:
+                return json.loads(bytes(raw).decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ModelError(f"{path}: edgeretina metadata is not valid JSON ({e})") from None
+    return None
+
+
+def _op_names() -> dict[int, str]:
+    schema = _schema()
+    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def tflite_param_counts(data: bytes) -> tuple[int, int, int]:
+    """(depth, params, nonzero params) of a .tflite flatbuffer (main subgraph)."""
+    schema = _schema()
+    model = _root(data)
+    names = _op_names()
+    sg = model.Subgraphs(0)
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        codes.append(max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode())))
+    depth = 0
+    bias_inputs: set[int] = set()
+    for i in range(sg.OperatorsLength()):
+        op = sg.Operators(i)
+        if names.get(codes[op.OpcodeIndex()], "") in _WEIGHT_OPS:
+            depth += 1
+            ins = op.InputsAsNumpy()
+            if not isinstance(ins, int) and len(ins) > 2 and ins[2] >= 0:
+                bias_inputs.add(int(ins[2]))
+    np_types = {
+        schema.TensorType.FLOAT32: np.float32, schema.TensorType.FLOAT16: np.float16,
+        schema.TensorType.INT8: np.int8, schema.TensorType.UINT8: np.uint8,
+        schema.TensorType.INT16: np.int16, schema.TensorType.INT32: np.int32,
+        schema.TensorType.FLOAT64: np.float64,
+    }
+    params = nonzero = 0
+    for t in range(sg.TensorsLength()):
+        ten = sg.Tensors(t)
+        buf = model.Buffers(ten.Buffer())
+        raw = buf.DataAsNumpy() if buf is not None else 0
+        if isinstance(raw, int) or raw.size == 0:
+            continue  # not a constant
+        ttype = ten.Type()
+        if ttype not in np_types:
+            continue
+        if ttype == schema.TensorType.INT32 and t not in bias_inputs:
+            continue  # shapes, axes, paddings: not weights
+        vals = np.frombuffer(raw.tobytes(), dtype=np_types[ttype])
+        params += int(vals.size)
+        zp = 0
+        q = ten.Quantization()
+        if q is not None and q.ZeroPointLength() > 0:
+            zps = q.ZeroPointAsNumpy()
+            if zps.size == 1:
+                zp = int(zps[0])
+            elif np.any(zps != 0):
+                dim = q.QuantizedDimension()
+                shape = ten.ShapeAsNumpy()
+                arr = vals.reshape(shape)
+                bshape = [1] * arr.ndim
+                bshape[dim] = -1
+                nonzero += int(np.count_nonzero(arr != zps.reshape(bshape)))
+                continue
+        nonzero += int(np.count_nonzero(vals != zp))
+    return depth, params, nonzero
+
+
+# --------------------------------------------------------------------------------------------- Keras
+
+
+def _iter_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.layers:
+            yield from _iter_layers(layer)
+        else:
+            yield layer
+
+
+def keras_param_counts(model) -> tuple[int, int, int]:
+    """(depth, params, nonzero params) of a loaded Keras model."""
+    depth = 0
+    for layer in _iter_layers(model):
+        cls = type(layer).__name__
+        if ("Conv" in cls or cls == "Dense") and layer.weights:
+            depth += 1
+    params = int(model.count_params())
+    nonzero = int(sum(np.count_nonzero(w) for w in model.get_weights()))
+    return depth, params, nonzero

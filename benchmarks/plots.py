@@ -1,0 +1,96 @@
+"""Figures of a benchmark: ``roc.png`` (every variant's ROC overlaid) and ``ballchart.png`` (images/s on x,
+AUROC on y, ball area proportional to parameters — the glaucoma benchmark paper's Figure 6).
+
+matplotlib with the Agg backend (no display needed); files are written atomically.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from edgeretina.io import atomic_path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_roc(curves, path: str | Path, title: str = "ROC") -> Path:
+    """``curves``: iterable of ``(label, y_true (N,), score (N,))`` for a binary outcome."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 6.0), dpi=120)
+    styles = ["-", "--", "-.", ":"]
+    for i, (label, y, s) in enumerate(curves):
+        y = np.asarray(y).reshape(-1)
+        s = np.asarray(s, dtype=np.float64).reshape(-1)
+        if len(np.unique(y)) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y, s)
+        auc = roc_auc_score(y, s)
+        ax.plot(fpr, tpr, styles[(i // 10) % len(styles)], lw=1.6, label=f"{label} (AUROC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 − specificity (false positive rate)",
+           ylabel="sensitivity (true positive rate)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def plot_ballchart(variants, path: str | Path, title: str = "Throughput vs AUROC") -> Path:
+    """``variants``: VariantReport-like objects (name, device, images_per_s, auroc, params)."""
+    plt = _plt()
+    pts = [v for v in variants if v.images_per_s and v.auroc is not None
+           and math.isfinite(v.images_per_s) and math.isfinite(v.auroc)]
+    fig, ax = plt.subplots(figsize=(7.2, 5.4), dpi=120)
+    devices = sorted({v.device for v in pts})
+    cmap = plt.get_cmap("tab10")
+    colours = {d: cmap(i % 10) for i, d in enumerate(devices)}
+    pmax = max((v.params for v in pts), default=1) or 1
+    for v in pts:
+        size = 80 + 1400 * (v.params / pmax)
+        ax.scatter(v.images_per_s, v.auroc, s=size, color=colours[v.device], alpha=0.45,
+                   edgecolors="black", linewidths=0.6)
+        ax.annotate(v.name, (v.images_per_s, v.auroc), fontsize=8, ha="center", va="center")
+    for d in devices:
+        ax.scatter([], [], s=80, color=colours[d], alpha=0.45, edgecolors="black", label=d)
+    xs = [v.images_per_s for v in pts]
+    if xs and max(xs) / max(min(xs), 1e-9) > 20:
+        ax.set_xscale("log")
+    ys = [v.auroc for v in pts]
+    if ys:
+        lo, hi = min(ys), max(ys)
+        pad = max(0.01, (hi - lo) * 0.25)
+        ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
+    if xs:
+        lo, hi = min(xs), max(xs)
+        if ax.get_xscale() == "log":
+            ax.set_xlim(lo / 1.6, hi * 1.6)
+        else:
+            pad = max(1.0, (hi - lo) * 0.15)
+            ax.set_xlim(max(0.0, lo - pad), hi + pad)
+    ax.set(xlabel="images/s (batch 1)", ylabel="AUROC", title=title + " — ball area ∝ parameters")
+    ax.grid(alpha=0.3)
+    if devices:
+        ax.legend(title="device", fontsize=8, loc="best")
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def _save(fig, plt, path) -> Path:
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return path

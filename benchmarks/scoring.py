@@ -1,0 +1,157 @@
+"""Accuracy of one model's probabilities against the labels and against the reference's probabilities.
+
+One function per task kind; every number the report carries about accuracy and agreement is made here.
+BINARY: AUROC of p(positive). DR grading (multiclass ``dr``): referable-DR AUROC of p(grade >= 2) plus the
+quadratic-weighted kappa of the argmax grade. Other multiclass: macro one-vs-rest AUROC. MULTILABEL: mean
+AUROC over labels plus per-label AUROC, CI, DeLong p, sensitivity and specificity.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgeretina import compare
+from edgeretina.tasks import Task, TaskKind, TaskSpec, scores_from_output
+
+REFERABLE_GRADE = 2
+
+
+@dataclass(frozen=True)
+class Scores:
+    auroc: float | None = None
+    auroc_ci95: tuple[float, float] | None = None
+    delta_auroc: float | None = None
+    auroc_retention: float | None = None
+    delong_p: float | None = None
+    sensitivity: float | None = None
+    specificity: float | None = None
+    flip_rate: float | None = None
+    kappa: float | None = None
+    grade_flip_rate: float | None = None
+    per_label: dict[str, dict[str, Any]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def screening_scores(spec: TaskSpec, probs: np.ndarray) -> np.ndarray:
+    """The score the screening decision is made on: p(positive) (BINARY), p(referable) (DR grading),
+    the (N, L) label probabilities (MULTILABEL), or the (N, K) class probabilities (other multiclass)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if spec.kind is TaskKind.MULTICLASS and spec.task is Task.DR:
+        return probs.reshape(len(probs), -1)[:, REFERABLE_GRADE:].sum(axis=1)
+    return scores_from_output(spec, probs)
+
+
+def binary_truth(spec: TaskSpec, y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y)
+    if spec.kind is TaskKind.MULTICLASS and spec.task is Task.DR:
+        return (y.reshape(-1) >= REFERABLE_GRADE).astype(int)
+    if spec.kind is TaskKind.MULTILABEL:
+        return np.asarray(y, dtype=np.float64).reshape(len(y), -1).round().astype(int)
+    return y.reshape(-1).astype(int)
+
+
+def default_threshold(spec: TaskSpec, threshold) -> float | list[float] | None:
+    if spec.kind is TaskKind.MULTILABEL:
+        if isinstance(threshold, (list, tuple)) and len(threshold) == spec.n_outputs:
+            return [float(t) for t in threshold]
+        if isinstance(threshold, dict):
+            return [float(threshold.get(lb, 0.5)) for lb in spec.labels]
+        return float(threshold) if isinstance(threshold, (int, float)) else 0.5
+    if spec.kind is TaskKind.MULTICLASS and spec.task is not Task.DR:
+        return None
+    return float(threshold) if isinstance(threshold, (int, float)) else 0.5
+
+
+def _sens_spec(y: np.ndarray, s: np.ndarray, t: float) -> tuple[float | None, float | None]:
+    pred = s >= t
+    pos, neg = y == 1, y == 0
+    sens = float(pred[pos].mean()) if pos.any() else None
+    spec = float((~pred[neg]).mean()) if neg.any() else None
+    return sens, spec
+
+
+def _two_classes(y) -> bool:
+    return len(np.unique(y)) == 2
+
+
+def _binary(y, s, s_ref, t, n_boot, seed) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if _two_classes(y):
+        d = compare.delong_test(y, s, s_ref)
+        out.update(auroc=d.auc_a, delta_auroc=d.delta, delong_p=d.p,
+                   auroc_retention=compare.retention(d.auc_a, d.auc_b),
+                   auroc_ci95=compare.bootstrap_auroc_ci(y, s, n_boot=n_boot, seed=seed) if n_boot else None)
+    out["sensitivity"], out["specificity"] = _sens_spec(y, s, t)
+    out["flip_rate"] = compare.flip_rate(s_ref, s, t)
+    return out
+
+
+def evaluate(spec: TaskSpec, y, probs, ref_probs, threshold=None, n_boot: int = 1000,
+             seed: int = 0) -> Scores:
+    """Accuracy of ``probs`` on labels ``y`` and agreement with ``ref_probs`` (same images, same order)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    ref_probs = np.asarray(ref_probs, dtype=np.float64)
+    if probs.shape != ref_probs.shape:
+        raise ValueError(f"model outputs {probs.shape} but the reference outputs {ref_probs.shape}")
+    t = default_threshold(spec, threshold)
+    yb = binary_truth(spec, y)
+    s, s_ref = screening_scores(spec, probs), screening_scores(spec, ref_probs)
+
+    if spec.kind is TaskKind.BINARY:
+        return Scores(**_binary(yb, s, s_ref, t, n_boot, seed))
+
+    if spec.kind is TaskKind.MULTICLASS:
+        grades = np.asarray(y).reshape(-1).astype(int)
+        pred, pred_ref = probs.argmax(axis=1), ref_probs.argmax(axis=1)
+        if spec.task is Task.DR:
+            from sklearn.metrics import cohen_kappa_score
+
+            kappa = float(cohen_kappa_score(grades, pred, weights="quadratic", labels=list(range(probs.shape[1]))))
+            return Scores(**_binary(yb, s, s_ref, t, n_boot, seed), kappa=kappa if math.isfinite(kappa) else None,
+                          grade_flip_rate=compare.label_flip_rate(pred_ref, pred))
+        from sklearn.metrics import roc_auc_score
+
+        auc = auc_ref = None
+        if len(np.unique(grades)) == probs.shape[1]:
+            auc = float(roc_auc_score(grades, probs, multi_class="ovr", average="macro"))
+            auc_ref = float(roc_auc_score(grades, ref_probs, multi_class="ovr", average="macro"))
+        return Scores(auroc=auc, delta_auroc=None if auc is None else auc - auc_ref,
+                      auroc_retention=compare.retention(auc, auc_ref),
+                      flip_rate=compare.label_flip_rate(pred_ref, pred))
+
+    # MULTILABEL
+    n_labels = s.shape[1]
+    ts = t if isinstance(t, list) else [float(t)] * n_labels
+    per_label: dict[str, dict[str, Any]] = {}
+    aucs, ref_aucs, ps, sens, specs = [], [], [], [], []
+    for j, label in enumerate(spec.labels[:n_labels]):
+        r = _binary(yb[:, j], s[:, j], s_ref[:, j], ts[j], n_boot, seed + j)
+        r["threshold"] = ts[j]
+        r["n_positive"] = int(yb[:, j].sum())
+        per_label[label] = r
+        if r.get("auroc") is not None:
+            aucs.append(r["auroc"])
+            ref_aucs.append(r["auroc"] - r["delta_auroc"])
+            ps.append(r["delong_p"])
+        if r["sensitivity"] is not None:
+            sens.append(r["sensitivity"])
+        if r["specificity"] is not None:
+            specs.append(r["specificity"])
+    auc = float(np.mean(aucs)) if aucs else None
+    auc_ref = float(np.mean(ref_aucs)) if ref_aucs else None
+    valid = [j for j in range(n_labels) if _two_classes(yb[:, j])]
+    ci = (compare.bootstrap_mean_auroc_ci(yb[:, valid], s[:, valid], n_boot=n_boot, seed=seed)
+          if valid and n_boot else None)
+    return Scores(
+        auroc=auc, auroc_ci95=ci,
+        delta_auroc=None if auc is None else auc - auc_ref,
+        auroc_retention=compare.retention(auc, auc_ref),
+        delong_p=min(1.0, len(ps) * min(ps)) if ps else None,  # Bonferroni over labels
+        sensitivity=float(np.mean(sens)) if sens else None,
+        specificity=float(np.mean(specs)) if specs else None,
+        flip_rate=compare.flip_rate(s_ref, s, np.asarray(ts)),
+        per_label=per_label,
+    )
