@@ -1,11 +1,40 @@
-"""`edgeretina data` (issue 3)."""
+"""`edgeretina data ...` (issue 3): inspect datasets. Thin: one library call per command, no TensorFlow."""
+from __future__ import annotations
+
+import json
+
 import click
 
-from edgeretina.cli import not_ready
+
+@click.group()
+def data():
+    """Inspect fundus datasets (ODIR-5K, APTOS-2019, image folders, RetinaMNIST .npz, synthetic)."""
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def data(args):
-    """Not implemented yet (issue 3)."""
-    not_ready("data", "issue 3")
+@data.command("summary")
+@click.argument("path")
+@click.option("--task", "-t", default=None,
+              help="glaucoma | odir | multitask | dr | referable-dr | classes (default: the format's first task)")
+@click.option("--format", "fmt", default=None,
+              type=click.Choice(["odir", "aptos", "imagefolder", "npz", "synthetic"]), help="skip auto-detection")
+@click.option("--split", "scheme", default=None,
+              help="70/10/20 (default), 90/10, kfold:K:I, predefined (RetinaMNIST default), all")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+              help="a bad image/row is an error, or is skipped and listed")
+@click.option("--verify", type=click.Choice(["header", "full", "none"]), default="header", show_default=True,
+              help="header: size/signature/end-marker of each file (fast); full: decode every image")
+@click.option("--suspect", type=click.Choice(["include", "exclude"]), default=None,
+              help="ODIR: count 'suspected glaucoma' eyes as glaucoma (default include) or leave them out")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def summary(path, task, fmt, scheme, seed, on_bad_image, verify, suspect, as_json):
+    """Format, images, patients, counts per class and per split, and problems found in PATH."""
+    from edgeretina.data import open_dataset
+    from edgeretina.data.summary import format_summary, summarize
+
+    opts = {"check": verify}
+    if suspect is not None:
+        opts["suspect"] = suspect
+    ds = open_dataset(path, task, format=fmt, on_bad_image=on_bad_image, **opts)
+    s = summarize(ds, scheme, seed)
+    click.echo(json.dumps(s, indent=2) if as_json else format_summary(s))
