@@ -83,11 +83,10 @@ def load_models(models: Sequence[str | os.PathLike], reference: str | os.PathLik
     return opened, ref
 
 
-def _split_args(cfg) -> tuple[str, int]:
+def _split_args(cfg) -> dict:
+    """The split the model was trained with (``config.dataset.split``: scheme and seed)."""
     split = (cfg.dataset or {}).get("split") or {}
-    if not isinstance(split, dict):
-        split = {}
-    return str(split.get("scheme") or "70/10/20"), int(split.get("seed") or 0)
+    return {k: split[k] for k in ("scheme", "seed") if isinstance(split, dict) and k in split}
 
 
 def load_records(data: str, spec: TaskSpec, ref: ModelFile, split: str = "test"):
@@ -100,8 +99,7 @@ def load_records(data: str, spec: TaskSpec, ref: ModelFile, split: str = "test")
     if split == "all":
         records = list(ds.records)
     else:
-        scheme, seed = _split_args(ref.config)
-        parts = ds.split(scheme=scheme, seed=seed)
+        parts = ds.split(**_split_args(ref.config))
         records = list(parts.get(split) or [])
     if not records:
         raise DataError(f"{data}: split '{split}' has no images (use --split all to evaluate every image)")
@@ -162,6 +160,7 @@ def run_bench(models: Sequence[str | os.PathLike], data: str, *, task: str | Non
     if runs < 1 or warmup < 0 or timing_images < 1:
         raise EdgeRetinaError("--runs and --timing-images must be >= 1 and --warmup >= 0")
     warn = warn or (lambda msg: None)
+    threads = int(threads) if threads else (os.cpu_count() or 1)
     specs = []
     for d in devices or ("cpu",):
         s = get_device(d)
@@ -187,10 +186,11 @@ def run_bench(models: Sequence[str | os.PathLike], data: str, *, task: str | Non
             usable.append(s)
         except DeviceError as e:
             errors.append(e)
-            warn(str(e))
             skipped.append({"file": "*", "device": s.device.value, "reason": str(e)})
     if not usable:
         raise errors[0]
+    for e in errors:
+        warn(str(e))
 
     jobs = [(m, s) for m in opened for s in usable if s.runs(m.format)]
     for m in opened:
@@ -244,13 +244,17 @@ def run_bench(models: Sequence[str | os.PathLike], data: str, *, task: str | Non
             skipped.append({"file": str(m.path), "device": s.device.value, "reason": str(e)})
             continue
         x = x_for(m)
+        note = ""
         if getattr(runner, "supports_predict", True):
             probs = np.asarray(runner.predict(x))
             if s.device in (Device.CPU, Device.KERAS_CPU) and m.path not in host_probs:
                 host_probs[m.path] = probs
         else:
             probs = host(m)
+            note = "scores from the same file on the host (LiteRT); latency from the device"
         timing = runner.time(x[:timing_images], runs=runs, warmup=warmup)
+        facts = getattr(runner, "facts", None)
+        device_info = dict(facts) if isinstance(facts, dict) and facts else None
         if m.path not in stats_cache:
             stats_cache[m.path] = m.stats(keras_model=getattr(runner, "model", None)) if m.format == "keras" \
                 else m.stats()
@@ -271,7 +275,7 @@ def run_bench(models: Sequence[str | os.PathLike], data: str, *, task: str | Non
             sensitivity=sc.sensitivity, specificity=sc.specificity, flip_rate=sc.flip_rate,
             latency_ms=Latency(timing.p50, timing.p90, timing.mean, timing.n),
             images_per_s=timing.images_per_s, threshold=threshold, kappa=sc.kappa,
-            grade_flip_rate=sc.grade_flip_rate, per_label=sc.per_label,
+            grade_flip_rate=sc.grade_flip_rate, per_label=sc.per_label, device_info=device_info, note=note,
         ))
         if m.path not in curves:
             curves[m.path] = (m.name, binary_truth(spec, y), screening_scores(spec, probs))
@@ -304,9 +308,12 @@ def write_outputs(report: Report, curves, spec: TaskSpec, out_dir: Path, command
             roc_curves.append((f"{name} (micro)", np.asarray(yb).reshape(-1), np.asarray(s).reshape(-1)))
         elif np.ndim(s) == 1:
             roc_curves.append((name, yb, s))
-    what = {"binary": spec.labels[spec.positive_index or 1] if spec.kind is TaskKind.BINARY else "",
-            "multiclass": "referable DR (grade ≥ 2)", "multilabel": "all labels, micro-average"}[spec.kind.value]
-    paths["roc"] = plots.plot_roc(roc_curves, out_dir / "roc.png", title=f"ROC: {report.task} {what}".strip())
+    what = {"binary": f"positive = {spec.labels[spec.positive_index or 1]}" if spec.kind is TaskKind.BINARY
+            else "", "multiclass": "referable DR (grade ≥ 2)",
+            "multilabel": "all labels, micro-average"}[spec.kind.value]
+    n = report.dataset.get("n_images")
+    paths["roc"] = plots.plot_roc(roc_curves, out_dir / "roc.png",
+                                  title=f"ROC: {report.task} ({what}), {n} images")
     paths["ballchart"] = plots.plot_ballchart(report.variants, out_dir / "ballchart.png",
                                               title=f"{report.task}: throughput vs AUROC")
     return paths

@@ -9,7 +9,6 @@ No TensorFlow import here: ``.tflite`` files are read with the flatbuffer schema
 from __future__ import annotations
 
 import gzip
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,8 +18,6 @@ import numpy as np
 
 from edgeretina.errors import ModelError
 from edgeretina.run import CONFIG_FILE, MODEL_FILE, RunConfig
-
-METADATA_NAME = "edgeretina"
 
 # LiteRT builtin operators that carry a weight kernel (one "layer" of depth each).
 _WEIGHT_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"}
@@ -55,7 +52,9 @@ class ModelFile:
     @property
     def name(self) -> str:
         """Variant name: from the metadata's variant info, else ``keras`` for a Keras model, else the stem."""
-        v = self.meta.get("variant")
+        export = self.meta.get("export")
+        v = export.get("variant") if isinstance(export, dict) else None
+        v = v or self.meta.get("variant")
         if isinstance(v, dict):
             v = v.get("name") or v.get("variant")
         if isinstance(v, str) and v:
@@ -116,9 +115,6 @@ def open_model(path: str | Path) -> ModelFile:
     if p.suffix != ".tflite":
         raise ModelError(f"{p}: not a model file (expected .tflite, .keras or a run dir)")
     meta = read_tflite_metadata(p)
-    if meta is None:
-        raise ModelError(f"{p}: no edgeretina metadata in this .tflite (its preprocessing and labels are "
-                         f"unknown, so it is refused; export it with 'edgeretina export')")
     cfg = RunConfig.from_dict(meta, source=f"{p} metadata")
     return ModelFile(p, "tflite", cfg, meta)
 
@@ -169,40 +165,23 @@ def _root(data: bytes):
         raise ModelError(f"not a valid .tflite flatbuffer ({e})") from None
 
 
-def read_tflite_metadata(path: str | Path) -> dict | None:
-    """The ``edgeretina`` JSON metadata dict of a .tflite, or ``None`` when it has none.
+def read_tflite_metadata(path: str | Path) -> dict:
+    """The ``edgeretina`` JSON metadata dict of a .tflite (``edgeretina.converters.metadata``).
 
-    Uses ``edgeretina.converters.metadata.read_metadata`` when the exporter provides it.
+    ``ModelError`` when the file is not a .tflite or carries no such metadata.
     """
-    path = Path(path)
+    from edgeretina.converters.metadata import read_metadata
+
     try:
-        from edgeretina.converters.metadata import read_metadata
-    except ImportError:
-        read_metadata = None
-    if read_metadata is not None:
-        try:
-            meta = read_metadata(path)
-        except ModelError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise ModelError(f"{path}: cannot read its metadata ({e})") from None
-        return meta or None
-    data = path.read_bytes()
-    try:
-        model = _root(data)
-    except ModelError as e:
-        raise ModelError(f"{path}: {e}") from None
-    for i in range(model.MetadataLength()):
-        md = model.Metadata(i)
-        if (md.Name() or b"").decode("utf-8", "replace") == METADATA_NAME:
-            raw = model.Buffers(md.Buffer()).DataAsNumpy()
-            if isinstance(raw, int):  # empty buffer
-                return None
-            try:
-                return json.loads(bytes(raw).decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise ModelError(f"{path}: edgeretina metadata is not valid JSON ({e})") from None
-    return None
+        meta = read_metadata(path)
+    except ModelError:
+        raise
+    except Exception as e:  # noqa: BLE001 - an unreadable file is an unusable model
+        raise ModelError(f"{path}: cannot read its metadata ({e})") from None
+    if not isinstance(meta, dict) or not meta:
+        raise ModelError(f"{path}: its edgeretina metadata is empty; a model without its preprocessing and "
+                         f"labels is refused (export it with 'edgeretina export')")
+    return meta
 
 
 def _op_names() -> dict[int, str]:

@@ -36,7 +36,8 @@ def plot_roc(curves, path: str | Path, title: str = "ROC") -> Path:
             continue
         fpr, tpr, _ = roc_curve(y, s)
         auc = roc_auc_score(y, s)
-        ax.plot(fpr, tpr, styles[(i // 10) % len(styles)], lw=1.6, label=f"{label} (AUROC {auc:.3f})")
+        ax.plot(fpr, tpr, styles[i % len(styles)], color=f"C{i % 10}", lw=1.6, alpha=0.9,
+                label=f"{label} (AUROC {auc:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 − specificity (false positive rate)",
            ylabel="sensitivity (true positive rate)", title=title)

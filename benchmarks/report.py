@@ -55,6 +55,7 @@ class VariantReport:
     kappa: float | None = None  # DR grading: quadratic weighted kappa of the argmax grade
     grade_flip_rate: float | None = None  # DR grading: share of images whose argmax grade changed
     per_label: dict[str, dict[str, Any]] | None = None  # multi-label: AUROC, CI, DeLong p, sens, spec
+    device_info: dict[str, Any] | None = None  # e.g. the phone's model, SoC, Android version, delegate
     note: str = ""
 
     @property

@@ -1,11 +1,130 @@
-"""`edgeretina bench` (issue 6)."""
+"""`edgeretina bench`: AUROC retention, size, AUROC density and latency of model variants, side by side."""
+from __future__ import annotations
+
+import shlex
+import sys
+
 import click
 
-from edgeretina.cli import not_ready
+DEVICE_CHOICES = ("cpu", "keras-cpu", "gpu", "android")
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench(args):
-    """Not implemented yet (issue 6)."""
-    not_ready("bench", "issue 6")
+def _devices(values) -> list[str]:
+    out = []
+    for v in values or ("cpu",):
+        for d in str(v).split(","):
+            d = d.strip()
+            if d and d not in out:
+                out.append(d)
+    return out
+
+
+@click.command()
+@click.argument("more_models", nargs=-1, type=click.Path(), metavar="[MODELS]...")
+@click.option("--models", "-m", "models", multiple=True, type=click.Path(),
+              help="Model files (.tflite, .keras) or directories (a run dir, an export dir); repeatable. "
+                   "Further paths may follow as arguments.")
+@click.option("--data", "-d", required=True, help="Dataset path (ODIR, APTOS, image folder, .npz, synthetic).")
+@click.option("--task", "-t", default=None, help="Task; defaults to the models' own (from their metadata).")
+@click.option("--split", type=click.Choice(["test", "val", "train", "all"]), default="test", show_default=True,
+              help="Images to score: a split as the reference was trained with, or all images.")
+@click.option("--device", "devices", multiple=True, default=("cpu",), show_default=True,
+              help="cpu | keras-cpu | gpu | android; repeatable or comma-separated.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for LiteRT (default: all cores).")
+@click.option("--runs", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Timing passes over the timing images.")
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Untimed batch-1 calls before timing.")
+@click.option("--timing-images", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Images per timing pass (the first of the split).")
+@click.option("--reference", type=click.Path(), default=None,
+              help="Reference model (default: the Keras model, else the float32 .tflite).")
+@click.option("--max-images", type=click.IntRange(min=2), default=None,
+              help="Score a seeded random subset of this many images (quick runs).")
+@click.option("--n-boot", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Bootstrap resamples for the AUROC CI (0: no CI).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
+              help="Report directory: report.json/md/csv, roc.png, ballchart.png.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
+def bench(more_models, models, data, task, split, devices, threads, runs, warmup, timing_images, reference,
+          max_images, n_boot, seed, out, as_json):
+    """Benchmark model variants on the same images: AUROC (95 % CI), ΔAUROC and paired DeLong p against
+    the reference, AUROC density, sensitivity/specificity at the reference threshold, decision flips,
+    size, gzip size and batch-1 latency.
+
+    \b
+    edgeretina bench --models runs/glaucoma runs/glaucoma/export --data ../shared/data/odir \\
+        --task glaucoma --device cpu --threads 2 --out reports/glaucoma
+    """
+    from edgeretina.benchmarks.harness import run_bench
+
+    all_models = list(models) + list(more_models)
+    if not all_models:
+        raise click.UsageError("give the models to benchmark (--models FILE_OR_DIR ...)")
+    command = _command(all_models, data, task, split, devices, threads, runs, warmup, timing_images,
+                       reference, max_images, n_boot, seed, out)
+    bar = {"bar": None}
+
+    def progress(done, total, what):
+        if bar["bar"] is None:
+            bar["bar"] = click.progressbar(length=total, label="bench", file=sys.stderr,
+                                           show_pos=True, item_show_func=lambda x: x)
+            bar["bar"].__enter__()
+            bar["last"] = 0
+        b = bar["bar"]
+        b.update(done - bar["last"], current_item=what)
+        bar["last"] = done
+
+    def warn(msg):
+        click.echo(f"warning: {msg}", err=True)
+
+    try:
+        report = run_bench(all_models, data, task=task, split=split, devices=_devices(devices), threads=threads,
+                           runs=runs, warmup=warmup, timing_images=timing_images, reference=reference, out=out,
+                           n_boot=n_boot, seed=seed, max_images=max_images, progress=progress, warn=warn,
+                           command=command)
+    finally:
+        if bar["bar"] is not None:
+            bar["bar"].__exit__(None, None, None)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    click.echo(report.to_terminal())
+    for s in report.skipped:
+        click.echo(f"skipped {s['file']} on {s['device']}: {s['reason']}", err=True)
+    click.echo(f"reference: {report.reference}; {report.dataset['n_images']} images "
+               f"({report.dataset['split']} split)")
+    click.echo(f"wrote {out}/report.json, report.md, report.csv, roc.png, ballchart.png")
+
+
+def _command(models, data, task, split, devices, threads, runs, warmup, timing_images, reference, max_images,
+             n_boot, seed, out) -> str:
+    parts = ["edgeretina", "bench", "--models", *models, "--data", data]
+    if task:
+        parts += ["--task", task]
+    if split != "test":
+        parts += ["--split", split]
+    for d in _devices(devices):
+        parts += ["--device", d]
+    if threads:
+        parts += ["--threads", str(threads)]
+    if runs != 10:
+        parts += ["--runs", str(runs)]
+    if warmup != 3:
+        parts += ["--warmup", str(warmup)]
+    if timing_images != 20:
+        parts += ["--timing-images", str(timing_images)]
+    if reference:
+        parts += ["--reference", reference]
+    if max_images:
+        parts += ["--max-images", str(max_images)]
+    if n_boot != 1000:
+        parts += ["--n-boot", str(n_boot)]
+    if seed:
+        parts += ["--seed", str(seed)]
+    parts += ["--out", out]
+    return shlex.join(str(p) for p in parts)
