@@ -1,0 +1,359 @@
+"""android_demo/core (plain Kotlin, no Android dependency) built with kotlinc and tested on the JVM.
+
+One compile per source state (cached under android_demo/core/build/jvm/<hash>/), then:
+- the module's JUnit tests;
+- preprocessing parity: the same decoded real ODIR fundus pixels through the Kotlin Pipeline and through
+  ``edgeretina.preprocess.Pipeline`` (image steps within 1 LSB, float steps to float precision);
+- the app's whole model path on real .tflite files (float32 and full-int8) carrying edgeretina metadata:
+  flatbuffer reading vs LiteRT's own tensor details, the input tensor the app would feed (int8 within
+  1 LSB of the Python runner's quantisation), and post-processing vs LiteRT + the Python runner;
+- refusal of a model without metadata and of a pipeline with a step the app lacks;
+- the committed benchmark-result fixture is exactly what the Kotlin serializer writes.
+
+Skips (with the reason) when kotlinc or JUnit is not installed: ``apt-get install kotlin junit4``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeretina.preprocess import Pipeline, decode_image
+
+REPO = Path(__file__).resolve().parent.parent
+CORE = REPO / "android_demo" / "core"
+FIXTURE = REPO / "tests" / "fixtures" / "android" / "bench_result.json"
+JUNIT_CLASSES = ["JsonTest", "PostprocessTest", "PreprocessTest", "BenchmarkTest"]
+TOOL = "org.edgeretina.core.tools.CoreTool"
+
+
+# ------------------------------------------------------------------------------------------- toolchain
+def _find_jar(names, env=None):
+    if env and os.environ.get(env):
+        return os.environ[env]
+    for n in names:
+        p = Path("/usr/share/java") / n
+        if p.is_file():
+            return str(p)
+    return None
+
+
+def _toolchain():
+    kotlinc = shutil.which("kotlinc")
+    java = shutil.which("java")
+    if not kotlinc or not java:
+        return None, "kotlinc/java not installed (apt-get install kotlin junit4)"
+    lib = Path(kotlinc).resolve().parent.parent / "lib"
+    stdlib = next((str(p) for p in (lib / "kotlin-stdlib.jar", Path("/usr/share/java/kotlin-stdlib.jar"))
+                   if p.is_file()), None)
+    junit = _find_jar(["junit4.jar", "junit.jar"], "EDGERETINA_JUNIT_JAR")
+    hamcrest = _find_jar(["hamcrest-core.jar", "hamcrest.jar", "hamcrest-all.jar"], "EDGERETINA_HAMCREST_JAR")
+    if not stdlib:
+        return None, f"kotlin-stdlib.jar not found next to {kotlinc}"
+    if not junit or not hamcrest:
+        return None, "JUnit 4 / hamcrest jars not found (apt-get install junit4)"
+    return {"kotlinc": kotlinc, "java": java, "stdlib": stdlib, "junit": junit, "hamcrest": hamcrest}, ""
+
+
+@pytest.fixture(scope="session")
+def kotlin():
+    tc, why = _toolchain()
+    if tc is None:
+        pytest.skip(why)
+    sources = sorted((CORE / "src").rglob("*.kt"))
+    h = hashlib.sha256()
+    for s in sources:
+        h.update(str(s.relative_to(CORE)).encode() + b"\0" + s.read_bytes())
+    h.update(tc["kotlinc"].encode())
+    out_dir = CORE / "build" / "jvm" / h.hexdigest()[:16]
+    jar = out_dir / "core-with-tests.jar"
+    if not jar.is_file():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir / f".build-{os.getpid()}.jar"
+        cp = os.pathsep.join([tc["junit"], tc["hamcrest"]])
+        p = subprocess.run([tc["kotlinc"], str(CORE / "src" / "main" / "kotlin"), str(CORE / "src" / "test" / "kotlin"),
+                            "-cp", cp, "-d", str(tmp), "-nowarn"],
+                           capture_output=True, text=True, timeout=900)
+        if p.returncode != 0:
+            pytest.fail("kotlinc failed:\n" + p.stdout[-4000:] + p.stderr[-4000:])
+        os.replace(tmp, jar)
+    classpath = os.pathsep.join([str(jar), tc["stdlib"], tc["junit"], tc["hamcrest"]])
+
+    def run(*args, check=True, timeout=300):
+        p = subprocess.run([tc["java"], "-Xss8m", "-cp", classpath, *map(str, args)], capture_output=True,
+                           text=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f"java {' '.join(map(str, args[:2]))} failed ({p.returncode}):\n"
+                                 f"{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+        return p
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------- JUnit
+def test_kotlin_junit_suite(kotlin):
+    p = kotlin("org.junit.runner.JUnitCore", *[f"org.edgeretina.core.{c}" for c in JUNIT_CLASSES])
+    assert "OK (" in p.stdout, p.stdout
+
+
+# ---------------------------------------------------------------------------------------- real images
+@pytest.fixture(scope="session")
+def fundus(shared):
+    """Six real ODIR photos, decoded once by OpenCV (the bytes both sides receive)."""
+    files = sorted((shared / "data" / "odir" / "images").glob("*.jpg"))
+    if len(files) < 100:
+        pytest.skip("ODIR images not found")
+    picks = [files[i] for i in (0, 97, 811, 1666, 2503, 4021)]
+    return [(f.name, decode_image(f)) for f in picks]
+
+
+PIPELINES = {
+    "default-224-tf": Pipeline.default(224, "tf"),
+    "default-96-torch-linear": Pipeline.default(96, "torch", interpolation="linear"),
+    "default-384-caffe-upscale": Pipeline.default(384, "caffe"),  # area → linear when growing
+    "grey-stretch-standardize-nearest": Pipeline.default(128, "unit", grey=True, stretch=True, standardize=True,
+                                                         interpolation="nearest"),
+    "no-fov-stretch-per-channel": Pipeline.from_json({"steps": [
+        {"name": "pad_square", "params": {"value": 7}}, {"name": "stretch", "params": {"per_channel": True}},
+        {"name": "resize", "params": {"size": [150, 170]}}, {"name": "scale", "params": {"mode": "none"}}]}),
+    "fov-margin-299": Pipeline.from_json({"steps": [
+        {"name": "fov_crop", "params": {"threshold": 20, "min_fraction": 0.05, "margin": 6}},
+        {"name": "pad_square"}, {"name": "resize", "params": {"size": 299}}, {"name": "scale"}]}),
+}
+
+
+def _write_rgb(path: Path, img: np.ndarray) -> None:
+    path.write_bytes(np.ascontiguousarray(img, dtype=np.uint8).tobytes())
+
+
+def _jobs(tmp: Path, images):
+    jobs = []
+    for name, img in images:
+        raw = tmp / f"{name}.rgb"
+        _write_rgb(raw, img)
+        jobs.append({"rgb": str(raw), "width": int(img.shape[1]), "height": int(img.shape[0]),
+                     "out": str(tmp / f"out-{name}"), "image": img})
+    return jobs
+
+
+def _kotlin_preprocess(kotlin, tmp: Path, pipeline: Pipeline, jobs):
+    pj = tmp / "pipeline.json"
+    pj.write_text(json.dumps(pipeline.to_json()))
+    jj = tmp / "jobs.json"
+    jj.write_text(json.dumps([{k: v for k, v in j.items() if k != "image"} for j in jobs]))
+    kotlin(TOOL, "preprocess", pj, jj)
+    out = []
+    for j in jobs:
+        meta = json.loads(Path(j["out"] + ".json").read_text())
+        h, w = meta["height"], meta["width"]
+        img = np.frombuffer(Path(j["out"] + ".rgb").read_bytes(), np.uint8).reshape(h, w, 3)
+        x = np.frombuffer(Path(j["out"] + ".f32").read_bytes(), "<f4").reshape(h, w, 3)
+        out.append((img, x))
+    return out
+
+
+@pytest.mark.parametrize("name", list(PIPELINES))
+def test_preprocessing_parity_on_real_fundus(kotlin, fundus, tmp_path, name):
+    pipeline = PIPELINES[name]
+    images = list(fundus)
+    # an exact 2x/4x area reduction (OpenCV's fast integer path) on a real 320 px crop
+    if name == "default-224-tf":
+        n, img = fundus[0]
+        c = img[:320, :320]
+        images.append((n + "-crop320", c))
+    jobs = _jobs(tmp_path, images)
+    got = _kotlin_preprocess(kotlin, tmp_path, pipeline, jobs)
+    for (img_name, rgb), (k_img, k_x) in zip(images, got):
+        py_img = pipeline.apply_image(rgb)
+        assert k_img.shape == py_img.shape, (img_name, k_img.shape, py_img.shape)
+        d = np.abs(k_img.astype(np.int16) - py_img.astype(np.int16))
+        assert d.max() <= 1, f"{name} {img_name}: image steps differ by {d.max()} LSB ({(d > 0).mean():.2%} of values)"
+        # float steps: exactly Python's, applied to the Kotlin image
+        ref = pipeline.apply_float(k_img)
+        np.testing.assert_allclose(k_x, ref, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(ref).max())))
+        # and the whole tensor within one input LSB of the Python pipeline
+        lsb = np.abs(pipeline.apply_float(np.clip(py_img.astype(np.int16) + 1, 0, 255).astype(np.uint8))
+                     - pipeline.apply_float(py_img)).max()
+        full = np.abs(k_x - pipeline.apply(rgb)).max()
+        assert full <= lsb * 1.01 + 1e-5, f"{name} {img_name}: tensor differs by {full} (1 LSB = {lsb})"
+
+
+def test_area_resize_2x_is_bit_exact(kotlin, fundus, tmp_path):
+    """OpenCV's integer-factor INTER_AREA (the 2x/4x fast path) is reproduced exactly."""
+    _, img = fundus[1]
+    crop = img[:320, :320]
+    for size in (160, 80):
+        p = Pipeline.from_json({"steps": [{"name": "resize", "params": {"size": size}}, {"name": "scale"}]})
+        (k_img, _), = _kotlin_preprocess(kotlin, tmp_path, p, _jobs(tmp_path, [(f"c{size}", crop)]))
+        assert np.array_equal(k_img, p.apply_image(crop))
+
+
+# ------------------------------------------------------------------------------------------ real models
+IMG = 64
+
+
+def _tiny_model():
+    from edgeretina._keras import keras, tf
+
+    tf.random.set_seed(0)
+    inp = keras.Input((IMG, IMG, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(2)(x)  # logits: the metadata says so
+    return keras.Model(inp, out)
+
+
+def _payload(pipeline: Pipeline, **over) -> dict:
+    from edgeretina.run import RunConfig
+
+    cfg = RunConfig(task="glaucoma", kind="binary", labels=("normal", "glaucoma"),
+                    preprocessing=pipeline.to_json(), input_size=IMG, positive_index=1, threshold=0.47,
+                    output={"kind": "logits", "activation": "softmax"}, edgeretina_version="0.1.0")
+    d = cfg.to_dict()
+    d.update(over)
+    return d
+
+
+@pytest.fixture(scope="module")
+def models(fundus, tmp_path_factory):
+    """float32 and full-int8 .tflite files of a tiny CNN, with edgeretina metadata embedded."""
+    from edgeretina._keras import tf
+    from edgeretina.converters.metadata import embed_metadata
+
+    d = tmp_path_factory.mktemp("tflite")
+    pipeline = Pipeline.default(IMG, "tf")
+    model = _tiny_model()
+    calib = np.stack([pipeline.apply(img) for _, img in fundus]).astype(np.float32)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    f32 = conv.convert()
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([calib[i:i + 1]] for i in range(len(calib)))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    i8 = conv.convert()
+    payload = _payload(pipeline)
+    out = {"pipeline": pipeline, "payload": payload, "dir": d}
+    for name, blob in (("float32", f32), ("int8", i8)):
+        p = d / f"glaucoma_{name}.tflite"
+        p.write_bytes(embed_metadata(blob, payload))
+        out[name] = p
+    bare = d / "no_metadata.tflite"
+    bare.write_bytes(f32)
+    out["bare"] = bare
+    bg = d / "ben_graham.tflite"
+    bg.write_bytes(embed_metadata(f32, _payload(Pipeline.default(IMG, "tf", ben_graham=True))))
+    out["ben_graham"] = bg
+    return out
+
+
+def _litert(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    return it
+
+
+@pytest.mark.parametrize("variant", ["float32", "int8"])
+def test_inspect_reads_tensors_and_metadata_like_litert(kotlin, models, variant):
+    p = models[variant]
+    info = json.loads(kotlin(TOOL, "inspect", p).stdout)
+    it = _litert(p)
+    for mine, theirs in ((info["inputs"][0], it.get_input_details()[0]), (info["outputs"][0], it.get_output_details()[0])):
+        assert mine["name"] == theirs["name"]
+        assert mine["dtype"] == np.dtype(theirs["dtype"]).name
+        assert mine["shape"] == [int(v) for v in theirs["shape"]]
+        scale, zp = theirs["quantization"]
+        assert mine["scale"] == pytest.approx(scale, rel=1e-7, abs=0) and mine["zero_point"] == zp
+    assert info["metadata"] == json.loads(json.dumps(models["payload"]))
+    assert "edgeretina" in info["metadata_names"]
+    assert info["error"] is None
+    cfg = info["config"]
+    assert cfg["labels"] == ["normal", "glaucoma"] and cfg["positive_index"] == 1
+    assert cfg["threshold"] == 0.47 and cfg["output_kind"] == "logits" and cfg["activation"] == "softmax"
+    assert cfg["input_size"] == IMG and cfg["scaling"] == "tf"
+    assert cfg["steps"] == ["fov_crop", "pad_square", "resize"]
+
+
+@pytest.mark.parametrize("variant", ["float32", "int8"])
+def test_app_input_and_prediction_match_python(kotlin, models, fundus, tmp_path, variant):
+    """What the app feeds LiteRT and what it shows, vs the Python runner on the same real photo."""
+    from edgeretina.benchmarks.runners.litert import LiteRTRunner
+
+    path, pipeline = models[variant], models["pipeline"]
+    it = _litert(path)
+    inp, outd = it.get_input_details()[0], it.get_output_details()[0]
+    runner = LiteRTRunner(path, logits=True, activation="softmax", threads=1)
+    for name, rgb in fundus[:3]:
+        raw = tmp_path / f"{name}.rgb"
+        _write_rgb(raw, rgb)
+        tensor_file = tmp_path / f"{name}.{variant}.in"
+        kotlin(TOOL, "prepare", path, raw, rgb.shape[1], rgb.shape[0], tensor_file)
+        x = pipeline.apply(rgb)[None]
+        if variant == "int8":
+            scale, zp = inp["quantization"]
+            q_py = np.clip(np.round(x / scale + zp), -128, 127).astype(np.int8)
+            q_kt = np.frombuffer(tensor_file.read_bytes(), np.int8).reshape(q_py.shape)
+            d = np.abs(q_kt.astype(np.int16) - q_py.astype(np.int16))
+            assert d.max() <= 1, f"{name}: int8 input differs by {d.max()} LSB"
+            feed = q_kt
+        else:
+            x_kt = np.frombuffer(tensor_file.read_bytes(), "<f4").reshape(x.shape)
+            assert np.abs(x_kt - x).max() <= 1 / 127.5 + 1e-6
+            feed = x_kt
+        it.set_tensor(inp["index"], feed)
+        it.invoke()
+        out = it.get_tensor(outd["index"])
+        out_file = tmp_path / f"{name}.{variant}.out"
+        out_file.write_bytes(out.tobytes())
+        pred = json.loads(kotlin(TOOL, "postprocess", path, out_file).stdout)
+        # Python's runner on the very same input tensor
+        runner.interpreter.set_tensor(runner._in["index"], feed)
+        runner.interpreter.invoke()
+        from edgeretina.benchmarks.runners._common import to_probabilities
+
+        probs = to_probabilities(runner._get(), True, "softmax")[0]
+        np.testing.assert_allclose(pred["probabilities"], probs, rtol=1e-6, atol=1e-7)
+        assert pred["score"] == pytest.approx(probs[1], abs=1e-7)
+        assert pred["decision"] == ("glaucoma" if probs[1] >= 0.47 else "normal")
+        assert pred["threshold"] == 0.47
+
+
+def test_model_without_metadata_is_refused(kotlin, models):
+    p = kotlin(TOOL, "prepare", models["bare"], "x", 1, 1, "y", check=False)
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0
+    assert "no 'edgeretina' metadata" in p.stderr and str(models["bare"]) in p.stderr
+
+
+def test_unsupported_step_is_refused_with_clear_message(kotlin, models):
+    info = json.loads(kotlin(TOOL, "inspect", models["ben_graham"]).stdout)
+    assert info["config"] is None
+    assert "does not implement the preprocessing step 'ben_graham'" in info["error"]
+    assert "supported: fov_crop" in info["error"]
+
+
+def test_not_a_tflite_is_refused(kotlin, tmp_path):
+    junk = tmp_path / "photo.tflite"
+    junk.write_bytes(b"\xff\xd8\xff\xe0 not a model at all")
+    p = kotlin(TOOL, "inspect", junk, check=False)
+    assert p.returncode == 2 and "not a TFLite model" in p.stderr
+
+
+# -------------------------------------------------------------------------------------------- fixture
+def test_committed_bench_fixture_is_the_serializers_output(kotlin, tmp_path):
+    """tests/fixtures/android/bench_result.json (used by test_android_runner.py) is regenerated here by
+    the app's own serializer: it must stay byte-identical (regenerate with the command in its README)."""
+    out = tmp_path / "bench_result.json"
+    kotlin(TOOL, "bench-fixture", out)
+    assert out.read_text() == FIXTURE.read_text(), (
+        "the Kotlin serializer changed: copy its output over tests/fixtures/android/bench_result.json")
