@@ -163,7 +163,8 @@ def build_model(arch: str, spec, input_size: int | None = None, weights=None, he
     out = apply_head(pooled, spec, h)
     model = keras.Model(app.input, out, name=f"{bb.name}_{spec.task.value}".replace("-", "_"))
     w = normalize_weights(weights)
-    model.edgeretina = {
+    # plain attribute (bypasses Keras attribute tracking, which would wrap the dict)
+    model.__dict__["edgeretina"] = {
         "arch": bb.name,
         "input_size": int(input_size or bb.default_size),
         "weights": w if w in (None, "imagenet") else Path(w).name,

@@ -1,0 +1,195 @@
+"""One training phase: SGD (momentum 0.9, 1e-6 inverse-time decay), early stopping on validation loss
+with best-weight restore, per-epoch validation score, progress lines, and an epoch checkpoint that a
+later call resumes from (model + optimizer state + early-stopping state + history)."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeretina.io import write_json_atomic
+from edgeretina.tasks import TaskSpec, scores_from_output
+
+
+def make_optimizer(lr: float, momentum: float = 0.9, decay: float = 1e-6):
+    """SGD with momentum and the classic Keras ``decay``: lr_t = lr / (1 + decay · iteration)."""
+    from edgeretina._keras import keras
+
+    sched = keras.optimizers.schedules.InverseTimeDecay(lr, decay_steps=1, decay_rate=decay)
+    return keras.optimizers.SGD(learning_rate=sched, momentum=momentum)
+
+
+def array_dataset(x, y, batch_size: int, shuffle: bool, seed: int):
+    from edgeretina._keras import tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(2)
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    epochs_run: int
+    best_epoch: int
+    best_val_loss: float
+    stopped_early: bool
+    seconds: float
+    history: list[dict[str, Any]]
+    resumed_from: int = 0
+
+
+def _tracker_cls():
+    from edgeretina._keras import keras
+
+    class PhaseTracker(keras.callbacks.Callback):
+        """Validation (loss + task score), early stopping with best-weight restore, checkpoint, progress."""
+
+        def __init__(self, name, spec, x_val, y_val, loss_fn, patience, epochs, log, ckpt_dir, batch_size,
+                     score_fn):
+            super().__init__()
+            self.name, self.spec, self.x_val, self.y_val = name, spec, x_val, y_val
+            self.loss_fn, self.patience, self.epochs, self.log = loss_fn, patience, epochs, log
+            self.ckpt_dir, self.batch_size, self.score_fn = ckpt_dir, batch_size, score_fn
+            self.best, self.best_epoch, self.wait = np.inf, -1, 0
+            self.best_weights = None
+            self.history: list[dict[str, Any]] = []
+            self.stopped_early = False
+            self._t0 = time.perf_counter()
+
+        # -- checkpoint state
+        def state(self, epoch):
+            return {"phase": self.name, "epoch": epoch, "best": float(self.best), "best_epoch": self.best_epoch,
+                    "wait": self.wait, "history": self.history, "stopped_early": self.stopped_early}
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs if logs is not None else {}
+            if self.x_val is not None and len(self.x_val):
+                p = self.model.predict(self.x_val, batch_size=self.batch_size, verbose=0)
+                val_loss = float(np.mean(self.loss_fn(self.y_val, p).numpy()))
+                if self.model.losses:
+                    val_loss += float(sum(float(l.numpy()) for l in self.model.losses))
+                logs["val_loss"] = val_loss
+                try:
+                    logs["val_score"] = float(self.score_fn(self.y_val, scores_from_output(self.spec, p)))
+                except ValueError:
+                    logs["val_score"] = float("nan")
+            monitor = logs.get("val_loss", logs.get("loss"))
+            improved = monitor < self.best - 1e-6
+            if improved:
+                self.best, self.best_epoch, self.wait = float(monitor), epoch + 1, 0
+                self.best_weights = self.model.get_weights()
+            else:
+                self.wait += 1
+            lr = self.model.optimizer.learning_rate
+            lr_now = float(lr(self.model.optimizer.iterations)) if callable(lr) else float(lr)
+            row = {"phase": self.name, "epoch": epoch + 1, "loss": float(logs.get("loss", np.nan)),
+                   "val_loss": float(logs.get("val_loss", np.nan)),
+                   "val_score": float(logs.get("val_score", np.nan)), "lr": lr_now,
+                   "seconds": round(time.perf_counter() - self._t0, 3)}
+            self.history.append(row)
+            if self.log:
+                self.log(f"[{self.name}] epoch {epoch + 1}/{self.epochs}  loss {row['loss']:.4f}  "
+                         f"val_loss {row['val_loss']:.4f}  val_score {row['val_score']:.4f}"
+                         f"{'  *' if improved else ''}  ({row['seconds']:.1f} s)")
+            if self.wait >= self.patience:
+                self.stopped_early = True
+                self.model.stop_training = True
+            if self.ckpt_dir is not None:
+                self.save(epoch + 1)
+
+        def on_train_end(self, logs=None):
+            if self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+
+        def save(self, epoch):
+            from edgeretina._keras import tf
+
+            d = Path(self.ckpt_dir)
+            d.mkdir(parents=True, exist_ok=True)
+            ck = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
+            ck.write(str(d / f"{self.name}_last"))
+            if self.best_weights is not None and self.best_epoch == epoch:
+                tmp = d / f".{self.name}_best.npz"
+                with open(tmp, "wb") as f:
+                    np.savez(f, *self.best_weights)
+                tmp.replace(d / f"{self.name}_best.npz")
+            write_json_atomic(d / f"{self.name}_state.json", self.state(epoch))
+
+        def restore(self):
+            """Load the last checkpoint of this phase → the epoch to resume at (0 if none)."""
+            from edgeretina._keras import tf
+
+            d = Path(self.ckpt_dir) if self.ckpt_dir else None
+            if d is None or not (d / f"{self.name}_state.json").is_file():
+                return 0
+            st = json.loads((d / f"{self.name}_state.json").read_text())
+            ck = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
+            ck.read(str(d / f"{self.name}_last")).expect_partial()
+            self.best, self.best_epoch, self.wait = st["best"], st["best_epoch"], st["wait"]
+            self.history = st["history"]
+            self.stopped_early = st.get("stopped_early", False)
+            bp = d / f"{self.name}_best.npz"
+            if bp.is_file():
+                with np.load(bp) as z:
+                    self.best_weights = [z[f"arr_{i}"] for i in range(len(z.files))]
+            return int(st["epoch"])
+
+    return PhaseTracker
+
+
+def fit_phase(name: str, model, spec: TaskSpec, train, val, *, loss, lr: float, epochs: int, batch_size: int,
+              patience: int = 20, momentum: float = 0.9, decay: float = 1e-6, class_weight=None,
+              score_fn: Callable | None = None, seed: int = 0, log: Callable[[str], None] | None = None,
+              ckpt_dir: str | Path | None = None, callbacks=(), strategy=None) -> PhaseResult:
+    """Train ``model`` (already frozen as wanted) on ``train`` = (x, y) arrays or a batched tf.data.Dataset;
+    ``val`` = (x, y) arrays. Resumes from ``ckpt_dir`` when it holds this phase's checkpoint."""
+    from edgeretina._keras import keras, tf
+    from edgeretina.metrics import primary_score
+
+    t0 = time.perf_counter()
+    score_fn = score_fn or (lambda y, s: primary_score(spec, y, s))
+    keras.utils.set_random_seed(seed)
+    scope = strategy.scope() if strategy is not None else _null()
+    with scope:
+        model.compile(optimizer=make_optimizer(lr, momentum, decay), loss=loss)
+    if isinstance(train, tf.data.Dataset):
+        ds = train
+    else:
+        ds = array_dataset(train[0], train[1], batch_size, shuffle=True, seed=seed)
+    x_val, y_val = val if val is not None else (None, None)
+    tracker = _tracker_cls()(name, spec, x_val, y_val, keras.losses.get(loss) if isinstance(loss, str) else loss,
+                             patience, epochs, log, ckpt_dir, max(batch_size, 64), score_fn)
+    start = 0
+    if ckpt_dir is not None:
+        # build optimizer slots so the checkpoint restores them
+        with scope:
+            model.optimizer.build(model.trainable_variables)
+        tracker.set_model(model)
+        start = tracker.restore()
+        if start and log:
+            log(f"[{name}] resuming after epoch {start} (best val_loss {tracker.best:.4f} at epoch "
+                f"{tracker.best_epoch})")
+    if start < epochs and not tracker.stopped_early:
+        model.fit(ds, epochs=epochs, initial_epoch=start, class_weight=class_weight, verbose=0,
+                  callbacks=[tracker, *callbacks])
+    elif tracker.best_weights is not None:
+        model.set_weights(tracker.best_weights)
+    return PhaseResult(name, len(tracker.history), tracker.best_epoch, float(tracker.best), tracker.stopped_early,
+                       time.perf_counter() - t0, tracker.history, start)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
