@@ -57,7 +57,9 @@ def open_npz(path: Path, task: str = "dr") -> FundusDataset:
 def parse_synthetic(path: str) -> dict[str, float | int]:
     """``synthetic`` or ``synthetic:n=600,size=128,seed=0,glaucoma_fraction=0.5`` → generate() kwargs."""
     opts: dict[str, float | int] = {"n": 600, "size": 128, "seed": 0}
-    _, _, rest = str(path).partition(":")
+    head, _, rest = str(path).partition(":")
+    if head.strip() != "synthetic":
+        raise DataError(f"{path}: not a synthetic dataset spec (use 'synthetic' or 'synthetic:n=600,size=128,seed=0')")
     for part in filter(None, (p.strip() for p in rest.split(","))):
         k, eq, v = part.partition("=")
         k = k.strip()
