@@ -74,6 +74,9 @@ def kotlin():
     out_dir = CORE / "build" / "jvm" / h.hexdigest()[:16]
     jar = out_dir / "core-with-tests.jar"
     if not jar.is_file():
+        for old in (CORE / "build" / "jvm").glob("*"):  # builds of earlier source states
+            if old.is_dir() and old != out_dir:
+                shutil.rmtree(old, ignore_errors=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = out_dir / f".build-{os.getpid()}.jar"
         cp = os.pathsep.join([tc["junit"], tc["hamcrest"]])

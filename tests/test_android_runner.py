@@ -286,3 +286,30 @@ def test_cli_bench_android_one_line_error(real_tflite, tmp_path, adb_state, requ
     err = [line for line in p.stderr.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("error: android: ") and expect in err[0], p.stderr
     assert "Traceback" not in p.stderr
+
+
+# ------------------------------------------------------------------------------------------- real adb
+@pytest.fixture
+def real_adb(monkeypatch):
+    """Debian's adb (apt-get install adb) with a private server port, killed afterwards."""
+    import shutil
+
+    exe = shutil.which("adb")
+    if exe is None:
+        pytest.skip("adb not installed (apt-get install adb)")
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", "15037")
+    monkeypatch.delenv("EDGERETINA_ADB", raising=False)
+    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
+    yield exe
+    subprocess.run([exe, "kill-server"], capture_output=True, timeout=30)
+
+
+def test_real_adb_without_a_phone(real_adb):
+    """The real adb (its server started on a private port): no phone here → the one-line error."""
+    listing = subprocess.run([real_adb, "devices", "-l"], capture_output=True, text=True, timeout=60).stdout
+    if android.parse_devices(listing):
+        pytest.skip("a device is attached to this machine")
+    assert listing.startswith("List of devices attached")
+    with pytest.raises(DeviceError) as e:
+        android.check()
+    assert "no device attached" in _one_line(e.value)

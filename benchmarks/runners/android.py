@@ -15,7 +15,8 @@ several phones and no serial, app not installed, a failed run on the phone, a ti
 Settings (keyword arguments, or environment variables for ``edgeretina bench --device android``):
 ``EDGERETINA_ADB`` (adb path; default ``adb`` on PATH), ``ANDROID_SERIAL`` (which phone),
 ``EDGERETINA_ANDROID_DELEGATE`` (``cpu`` = XNNPACK, ``gpu`` = GPU delegate; default cpu),
-``EDGERETINA_ANDROID_TIMEOUT`` (seconds to wait for one model's result; default 600).
+``EDGERETINA_ANDROID_TIMEOUT`` (seconds to wait for one model's result; default 600),
+``EDGERETINA_ANDROID_REMOTE_DIR`` (where models are pushed; default ``/data/local/tmp/edgeretina``).
 """
 from __future__ import annotations
 
@@ -302,8 +303,9 @@ class AndroidRunner:
 
     def push_model(self) -> str:
         h = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
-        remote = f"{REMOTE_DIR}/{h}-{self.path.name}"
-        self._sh(["shell", "mkdir", "-p", REMOTE_DIR])
+        remote_dir = os.environ.get("EDGERETINA_ANDROID_REMOTE_DIR") or REMOTE_DIR
+        remote = f"{remote_dir.rstrip('/')}/{h}-{self.path.name}"
+        self._sh(["shell", "mkdir", "-p", remote_dir])
         self._sh(["push", str(self.path), remote], timeout=300)
         return remote
 
