@@ -58,9 +58,10 @@ def make_tf_dataset(records: Iterable[Record], pipeline: Pipeline, batch_size: i
     if aug is not None and aug.is_identity:
         aug = None
     if aug is not None and aug.minority_only:
-        if spec is None:
-            raise DataError("make_tf_dataset: minority-only augmentation needs the task spec (spec=...)")
-        do_aug = np.asarray([is_minority(r, spec) for r in recs], bool)
+        if spec is not None:
+            do_aug = np.asarray([is_minority(r, spec) for r in recs], bool)
+        else:  # no spec: minority = any non-zero label (class != 0, or any positive label)
+            do_aug = np.asarray([any(v > 0.5 for v in r.y) if multilabel else int(r.y) != 0 for r in recs], bool)
     else:
         do_aug = np.ones(len(recs), bool)
     autotune = tf.data.AUTOTUNE if parallel is None else parallel
