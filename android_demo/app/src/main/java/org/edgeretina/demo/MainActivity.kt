@@ -88,7 +88,7 @@ class MainActivity : Activity() {
         root.addView(buttons)
 
         result = TextView(this)
-        result.textSize = 18f
+        result.setTextSize(18f)
         result.setPadding(0, pad, 0, pad)
         root.addView(result)
 
