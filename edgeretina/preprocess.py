@@ -266,7 +266,7 @@ class DiscDetection:
 
 def locate_disc(img: np.ndarray, disc_fraction: float = 0.15, threshold: int = 10,
                 min_confidence: float = 2.0, vessel_weight: float = 1.0,
-                vertical_prior: float = 4.0) -> DiscDetection:
+                vertical_prior: float = 4.0, edge_penalty: float = 2.0) -> DiscDetection:
     """Find the optic nerve head: the disc-sized spot that is brightest *and* where vessels converge.
 
     Detector (all at 192 px on the longer side; every size is relative to the field-of-view diameter
@@ -282,7 +282,8 @@ def locate_disc(img: np.ndarray, disc_fraction: float = 0.15, threshold: int = 1
     4. Score = z(brightness) + ``vessel_weight`` · z(vessels) − ``vertical_prior`` · (2·dy / D)², with
        z = (v − median) / std inside the eroded FOV and dy the vertical offset from the FOV centre (in
        fundus photographs the disc sits near the horizontal midline, level with the fovea; glare at the
-       top/bottom rim is the commonest false peak). The disc centre is the argmax, ``confidence`` the
+       top/bottom rim is the commonest false peak), minus up to ``edge_penalty`` where the point is closer
+       than dd/2 to the FOV border (rim glare crescents). The disc centre is the argmax, ``confidence`` the
        score there.
 
     **Fallback**: when ``confidence < min_confidence`` (no distinct disc: very dark, over-exposed,
@@ -321,6 +322,11 @@ def locate_disc(img: np.ndarray, disc_fraction: float = 0.15, threshold: int = 1
         # edge is a common false peak, so the score loses vertical_prior · (2·dy / D)² z-units.
         dy = (np.arange(resp.shape[0], dtype=np.float32) - cy_f + 0.5) * (2.0 / max(fov_d, 1))
         resp = resp - vertical_prior * (dy ** 2)[:, None]
+    if edge_penalty:
+        # rim glare: a bright crescent hugging the FOV border. Peaks closer to the border than half a disc
+        # diameter lose up to edge_penalty z-units (a disc cut by the border still wins if it is distinct).
+        dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+        resp = resp - edge_penalty * np.clip(1.0 - dist / max(dd / 2, 1.0), 0.0, 1.0)
     masked = np.where(inner, resp, -np.inf)
     iy, ix = np.unravel_index(int(np.argmax(masked)), masked.shape)
     conf = float(resp[iy, ix])
@@ -346,10 +352,11 @@ def _zscore(a: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 
 def onh_crop(img: np.ndarray, diameters: float = 2.0, disc_fraction: float = 0.15, threshold: int = 10,
-             min_confidence: float = 2.0, vessel_weight: float = 1.0, vertical_prior: float = 4.0) -> np.ndarray:
+             min_confidence: float = 2.0, vessel_weight: float = 1.0, vertical_prior: float = 4.0,
+             edge_penalty: float = 2.0) -> np.ndarray:
     """Square crop of ``diameters`` disc diameters centred on the detected optic disc (see
     :func:`locate_disc`); zero-padded where the window leaves the image. Fallback: centred on the FOV."""
-    det = locate_disc(img, disc_fraction, threshold, min_confidence, vessel_weight, vertical_prior)
+    det = locate_disc(img, disc_fraction, threshold, min_confidence, vessel_weight, vertical_prior, edge_penalty)
     side = max(8, int(round(diameters * det.diameter)))
     x0 = int(round(det.x - side / 2))
     y0 = int(round(det.y - side / 2))
@@ -395,7 +402,8 @@ STEPS: dict[str, StepDef] = {
     "fov_crop": StepDef(fov_crop, {"threshold": 10, "min_fraction": 0.01, "margin": 0},
                         doc="crop to the bounding box of the field of view (black border removed)"),
     "onh_crop": StepDef(onh_crop, {"diameters": 2.0, "disc_fraction": 0.15, "threshold": 10,
-                                   "min_confidence": 2.0, "vessel_weight": 1.0, "vertical_prior": 4.0},
+                                   "min_confidence": 2.0, "vessel_weight": 1.0, "vertical_prior": 4.0,
+                                   "edge_penalty": 2.0},
                         doc="square window of ~2 disc diameters around the detected optic disc"),
     "pad_square": StepDef(pad_square, {"value": 0}, doc="pad to a square with black"),
     "resize": StepDef(resize, {"size": 224, "interpolation": "area"}, doc="resize (INTER_AREA when shrinking)"),

@@ -124,3 +124,14 @@ def test_load_arrays_real_odir(odir):
     X, y = load_arrays(recs, Pipeline.default(96, "tf"))
     assert X.shape == (8, 96, 96, 3) and X.dtype == np.float32 and y.dtype == np.int64
     assert -1 <= X.min() < -0.9 and X.max() <= 1
+
+
+def test_data_preview_writes_contact_sheet(tmp_path):
+    import cv2
+
+    out = tmp_path / "sheet.png"
+    r = CliRunner().invoke(cli, ["data", "preview", "synthetic:n=12,size=96", "-o", str(out), "-n", "6"])
+    assert r.exit_code == 0, r.output
+    assert "optic disc found in 6" in r.output
+    sheet = cv2.imread(str(out))
+    assert sheet is not None and sheet.shape == (2 * 160, 4 * 320, 3)

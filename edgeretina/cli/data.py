@@ -38,3 +38,35 @@ def summary(path, task, fmt, scheme, seed, on_bad_image, verify, suspect, as_jso
     ds = open_dataset(path, task, format=fmt, on_bad_image=on_bad_image, **opts)
     s = summarize(ds, scheme, seed)
     click.echo(json.dumps(s, indent=2) if as_json else format_summary(s))
+
+
+@data.command("preview")
+@click.argument("path")
+@click.option("--task", "-t", default=None, help="task whose records are sampled (default: the format's first)")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="PNG contact sheet to write")
+@click.option("-n", "n", default=24, show_default=True, type=int, help="number of images")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--pipeline", "pipeline_json", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="show this preprocessing JSON's uint8 output instead of the ONH crop")
+def preview(path, task, out, n, seed, pipeline_json):
+    """Check ONH localisation / preprocessing by eye: fundus with detected disc beside its crop."""
+    from edgeretina.data import open_dataset
+    from edgeretina.data.preview import onh_sheet
+    from edgeretina.errors import DataError
+    from edgeretina.io import ensure_writable_dir
+    from edgeretina.preprocess import Pipeline
+
+    from pathlib import Path
+
+    if n < 1:
+        raise DataError("-n must be at least 1")
+    pipe = None
+    if pipeline_json:
+        pipe = Pipeline.from_json(Path(pipeline_json).read_text())
+    ensure_writable_dir(Path(out).resolve().parent)
+    ds = open_dataset(path, task)
+    if not ds.records:
+        raise DataError(f"{path}: no images for task '{ds.spec.task.value}'")
+    r = onh_sheet(ds.records, out, n=n, seed=seed, pipeline=pipe)
+    click.echo(f"wrote {r.path}: {r.n} images, optic disc found in {r.discs_found} "
+               f"(red circle = fallback to the field-of-view centre)")
