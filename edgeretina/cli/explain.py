@@ -1,11 +1,26 @@
-"""`edgeretina explain` (issue 4)."""
+"""`edgeretina explain` (issue 4): Grad-CAM heatmap over a fundus image. No TF at import."""
+from __future__ import annotations
+
 import click
 
-from edgeretina.cli import not_ready
 
+@click.command()
+@click.argument("model", type=click.Path())
+@click.argument("image", type=click.Path())
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="heatmap PNG to write")
+@click.option("--class", "class_name", default=None,
+              help="label name or index to explain [default: the positive class (binary) or the top class]")
+@click.option("--layer", default=None, help="feature-map layer [default: the last backbone feature map]")
+@click.option("--alpha", type=float, default=0.4, show_default=True, help="heatmap opacity")
+def explain(model, image, out, class_name, layer, alpha):
+    """Grad-CAM of MODEL (run dir or model.keras with its config.json) on IMAGE, overlaid → --out PNG."""
+    from pathlib import Path
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def explain(args):
-    """Not implemented yet (issue 4)."""
-    not_ready("explain", "issue 4")
+    from edgeretina.errors import DataError
+
+    if not Path(image).is_file():
+        raise DataError(f"{image}: no such image file")
+    from edgeretina.models.gradcam import explain_file
+
+    ex = explain_file(model, image, out, class_name=class_name, layer=layer, alpha=alpha)
+    click.echo(f"{ex.class_name}: p = {ex.probability:.3f}; Grad-CAM on '{ex.layer}' → {out}")

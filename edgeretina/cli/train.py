@@ -1,11 +1,89 @@
-"""`edgeretina train` (issue 4)."""
+"""`edgeretina train` (issue 4): thin wrapper over :func:`edgeretina.train.train_run`. No TF at import."""
+from __future__ import annotations
+
 import click
 
-from edgeretina.cli import not_ready
 
+@click.command(context_settings={"show_default": True})
+@click.option("--data", "data", required=True, help="dataset path (ODIR, APTOS, image folder, .npz, 'synthetic')")
+@click.option("--task", "-t", required=True, help="glaucoma | referable-dr | dr | odir | multitask | classes")
+@click.option("--arch", "-a", required=True, help="backbone: vgg16, resnet50/101/152, inceptionv3, densenet121, "
+              "mobilenet, mobilenetv2, mobilenetv3small/large, efficientnetb0")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="run dir to write")
+@click.option("--weights", default="imagenet", help="imagenet | none | path to a no-top .h5 weights file")
+@click.option("--input-size", type=int, default=None, help="square input size [default: the backbone's]")
+@click.option("--alpha", type=float, default=None, help="width multiplier (MobileNet family)")
+@click.option("--head", default=None, help="gap | fc:<units,...> | multitask[:<units>] [default: per task]")
+@click.option("--grid", is_flag=True, help="KerasTuner grid search over fine-tuning lr × batch size")
+@click.option("--grid-lr", default="1e-5,5e-5,1e-4", help="grid learning rates")
+@click.option("--grid-batch", default="8,12", help="grid batch sizes")
+@click.option("--epochs-warmup", type=int, default=120, help="max warm-up epochs (head only)")
+@click.option("--epochs-finetune", type=int, default=80, help="max fine-tune epochs (0 = warm-up only)")
+@click.option("--lr-warmup", type=float, default=1e-3)
+@click.option("--lr-finetune", type=float, default=1e-4)
+@click.option("--batch-size", type=int, default=8)
+@click.option("--patience", type=int, default=20, help="early stopping patience on validation loss")
+@click.option("--freeze", default="partial", help="fine-tuning freezing policy: frozen | partial[:<fraction|layer>] | all")
+@click.option("--loss", default="weighted-ce", help="ce | weighted-ce | exp-uwbce")
+@click.option("--augment", default=None, help="augmentation policy for fine-tuning (mvoulana | odir | none); "
+              "streams images through the whole network")
+@click.option("--no-feature-cache", is_flag=True, help="train through the frozen backbone instead of cached features")
+@click.option("--split", default=None, help="70/10/20 (default), a/b/c, kfold:K:I:val, predefined")
+@click.option("--seed", type=int, default=0)
+@click.option("--max-train", type=int, default=None, help="sample at most N training images")
+@click.option("--max-val", type=int, default=None)
+@click.option("--max-test", type=int, default=None)
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
+              help="tf.distribute strategy (mirrored: all local GPUs; multiworker: reads TF_CONFIG)")
+@click.option("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUROC CI")
+@click.option("--overwrite", is_flag=True, help="replace a finished run in --out")
+@click.option("--quiet", "-q", is_flag=True, help="no per-epoch progress")
+def train(data, task, arch, out, weights, input_size, alpha, head, grid, grid_lr, grid_batch, epochs_warmup,
+          epochs_finetune, lr_warmup, lr_finetune, batch_size, patience, freeze, loss, augment, no_feature_cache,
+          split, seed, max_train, max_val, max_test, strategy, bootstrap, overwrite, quiet):
+    """Fine-tune an ImageNet CNN on fundus images (two phases) and write a run dir:
+    model.keras, config.json, history.csv, metrics.json, roc.png. Re-run the same command to resume an
+    interrupted run."""
+    import json
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def train(args):
-    """Not implemented yet (issue 4)."""
-    not_ready("train", "issue 4")
+    from edgeretina.errors import EdgeRetinaError
+
+    def floats(text, what):
+        try:
+            return [float(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise EdgeRetinaError(f"--{what}: expected comma-separated numbers, got '{text}'") from None
+
+    grid_space = {"lr": floats(grid_lr, "grid-lr"), "batch_size": [int(v) for v in floats(grid_batch, "grid-batch")]}
+    for name, v in (("epochs-warmup", epochs_warmup), ("epochs-finetune", epochs_finetune), ("patience", patience)):
+        if v < 0:
+            raise EdgeRetinaError(f"--{name} must be ≥ 0, got {v}")
+    if batch_size < 1:
+        raise EdgeRetinaError(f"--batch-size must be ≥ 1, got {batch_size}")
+
+    from edgeretina.train import TrainConfig, train_run
+
+    cfg = TrainConfig(epochs_warmup=epochs_warmup, epochs_finetune=epochs_finetune, lr_warmup=lr_warmup,
+                      lr_finetune=lr_finetune, batch_size=batch_size, patience=patience, freeze=freeze, loss=loss,
+                      cache_features=not no_feature_cache, augment=augment, seed=seed)
+    log = None if quiet else (lambda m: click.echo(m, err=True))
+    run_dir = train_run(data, task, arch, out, weights=weights, input_size=input_size, head=head,
+                        arch_options={"alpha": alpha} if alpha is not None else None, config=cfg, split=split,
+                        seed=seed, max_train=max_train, max_val=max_val, max_test=max_test, grid=grid,
+                        grid_space=grid_space, strategy=strategy, n_boot=bootstrap, overwrite=overwrite, log=log)
+    m = json.loads((run_dir / "metrics.json").read_text())
+    test = m.get("test") or m["val"]
+    which = "test" if "test" in m else "val"
+    if "auroc" in test:
+        click.echo(f"{which} AUROC {test['auroc']:.3f} (95% CI {test['auroc_ci_low']:.3f}-"
+                   f"{test['auroc_ci_high']:.3f}) at threshold {m['threshold']['value']:.3f}: sensitivity "
+                   f"{test['sensitivity']:.3f}, specificity {test['specificity']:.3f}")
+    elif "quadratic_kappa" in test:
+        click.echo(f"{which} quadratic kappa {test['quadratic_kappa']:.3f}, accuracy {test['accuracy']:.3f}")
+    else:
+        click.echo(f"{which} macro AUROC {test['macro_auroc']:.3f}, micro F1 {test['micro_f1']:.3f}")
+    if "baseline_logreg_frozen_features" in m:
+        b = m["baseline_logreg_frozen_features"]
+        click.echo(f"baseline (logistic regression on frozen features) {which} AUROC {b['auroc']:.3f} "
+                   f"(95% CI {b['auroc_ci_low']:.3f}-{b['auroc_ci_high']:.3f})")
+    click.echo(f"run dir: {run_dir}")

@@ -220,7 +220,8 @@ def train_run(data, task: str, arch: str, out, *, weights="imagenet", input_size
 
         grid_result = grid_search(model, spec, data_arr, cfg, loss, keras_cw, out, space=grid_space,
                                   partial_from=bb.partial_from, log=say, strategy=strat,
-                                  features=(feats["train"], feats["val"]) if feats else None)
+                                  features=(feats["train"], feats["val"]) if feats else None,
+                                  callbacks=callbacks)
         phases = grid_result.phases
     else:
         train_ds = None
