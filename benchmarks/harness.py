@@ -86,7 +86,12 @@ def load_models(models: Sequence[str | os.PathLike], reference: str | os.PathLik
 def _split_args(cfg) -> dict:
     """The split the model was trained with (``config.dataset.split``: scheme and seed)."""
     split = (cfg.dataset or {}).get("split") or {}
-    return {k: split[k] for k in ("scheme", "seed") if isinstance(split, dict) and k in split}
+    if not isinstance(split, dict):
+        return {}
+    out = {k: split[k] for k in ("scheme", "seed") if split.get(k) is not None}
+    if out.get("scheme") == "default":  # the dataset's own default split
+        del out["scheme"]
+    return out
 
 
 def load_records(data: str, spec: TaskSpec, ref: ModelFile, split: str = "test"):

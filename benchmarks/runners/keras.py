@@ -22,18 +22,19 @@ def gpu_devices() -> list[str]:
     return [d.name for d in tf.config.list_physical_devices("GPU")]
 
 
-def set_cpu_threads(threads: int | None) -> bool:
-    """Ask TensorFlow for ``threads`` intra-op threads; False when TF already started (then unchanged)."""
-    if not threads:
-        return True
+def set_cpu_threads(threads: int | None) -> int:
+    """Ask TensorFlow for ``threads`` intra-op threads (possible only before TensorFlow starts its
+    runtime) and return the number it uses (its default, 0, means one per core)."""
+    import os
+
     from edgeretina._keras import tf
 
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-        return True
-    except RuntimeError:
-        return tf.config.threading.get_intra_op_parallelism_threads() == int(threads)
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        except RuntimeError:
+            pass
+    return tf.config.threading.get_intra_op_parallelism_threads() or (os.cpu_count() or 1)
 
 
 class KerasRunner:
@@ -57,7 +58,7 @@ class KerasRunner:
             self.threads = None
         else:
             self._tf_device = "/CPU:0"
-            self.threads = threads if set_cpu_threads(threads) else None
+            self.threads = set_cpu_threads(threads)
         try:
             with tf.device(self._tf_device):
                 self.model = keras.models.load_model(str(self.path), compile=False)
