@@ -82,6 +82,12 @@ def open_dataset(path: str | Path, task: str | None = None, format: str | None =
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise DataError(f"{path}: option(s) {', '.join(unknown)} do not apply to format '{fmt.value}'")
+    if task is not None and task not in FORMAT_TASKS[fmt]:
+        names = {DataFormat.ODIR: "an ODIR-5K", DataFormat.APTOS: "an APTOS-2019",
+                 DataFormat.IMAGEFOLDER: "an image-folder", DataFormat.NPZ: "a RetinaMNIST .npz",
+                 DataFormat.SYNTHETIC: "the synthetic"}
+        raise DataError(f"{path}: {names[fmt]} dataset cannot serve task '{task}' "
+                        f"(it serves: {', '.join(FORMAT_TASKS[fmt])})")
     if fmt is DataFormat.SYNTHETIC:
         from edgeretina.data.memory import open_synthetic
 
