@@ -229,3 +229,19 @@ def test_not_a_dataset_and_missing_path(tmp_path):
     assert_one_line_error(code, out, "unknown split '60-40'")
     code, out = run(tmp_path / "empty", "--format", "synthetic")
     assert_one_line_error(code, out, "empty", "not a synthetic dataset spec")
+
+
+def test_release_layout_variants(tmp_path, pics):
+    """Original-release folder names: an ODIR CSV under another name beside 'ODIR-5K_Training_Dataset/',
+    and ACRIMA/Drishti-style 'Glaucoma_Positive'/'Glaucoma_Negative' class folders."""
+    root = make_odir(tmp_path / "odir", pics)
+    (root / "annotations.csv").rename(root / "full_df.csv")
+    (root / "images").rename(root / "ODIR-5K_Training_Dataset")
+    ds = open_dataset(root, "glaucoma")
+    assert ds.format == "odir" and ds.class_counts() == {"normal": 12, "glaucoma": 4}
+    for i in range(4):
+        _write(tmp_path / "if" / "Glaucoma_Negative" / f"n{i}.jpg", pics[i])
+        _write(tmp_path / "if" / "Glaucoma_Positive" / f"g{i}.jpg", pics[8 + i])
+    ds = open_dataset(tmp_path / "if")
+    assert ds.spec.task.value == "glaucoma"
+    assert all(r.y == (1 if "Positive" in r.source else 0) for r in ds.records)

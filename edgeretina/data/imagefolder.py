@@ -55,17 +55,26 @@ def detect(path: Path) -> bool:
                any(q.is_dir() for q in d.iterdir()) for d in dirs)
 
 
+_NORMAL_PARTS = ("normal", "healthy", "negative", "nonglauc", "noglauc", "notglauc", "withoutglauc", "control")
+_GLAUCOMA_PARTS = ("glaucom", "positive")
+
+
+def folder_class(name: str) -> int | None:
+    """0 for a normal-like folder name, 1 for a glaucoma-like one, None otherwise
+    (``Glaucoma_Negative`` → 0, ``glaucoma_positive`` → 1, ``non-glaucoma`` → 0, ``RIM-ONE glaucoma`` → 1)."""
+    k = _norm(name)
+    if k in NORMAL_NAMES or any(p in k for p in _NORMAL_PARTS):
+        return 0
+    if k in GLAUCOMA_NAMES or any(p in k for p in _GLAUCOMA_PARTS):
+        return 1
+    return None
+
+
 def glaucoma_mapping(names: list[str]) -> dict[str, int] | None:
     if len(names) != 2:
         return None
-    m = {}
-    for n in names:
-        k = _norm(n)
-        if k in NORMAL_NAMES:
-            m[n] = 0
-        elif k in GLAUCOMA_NAMES:
-            m[n] = 1
-    return m if sorted(m.values()) == [0, 1] else None
+    m = {n: folder_class(n) for n in names}
+    return m if sorted(v for v in m.values() if v is not None) == [0, 1] else None
 
 
 def open_imagefolder(path: Path, task: str | None = None, on_bad_image: OnBadImage = OnBadImage.FAIL,

@@ -80,23 +80,59 @@ def eye_labels(kws: list[str], suspect: str = "include") -> tuple[set[str], bool
     return labs, bool(labs - sure)
 
 
+def find_csv(path: Path) -> Path | None:
+    """``annotations.csv``, or another CSV in the folder whose header has the ODIR eye columns
+    (e.g. a re-export of the original ``ODIR-5K_Training_Annotations.xlsx``)."""
+    if path.is_file():
+        return path if path.suffix.lower() == ".csv" and _has_odir_header(path) else None
+    if not path.is_dir():
+        return None
+    if (path / CSV_NAME).is_file():
+        return path / CSV_NAME
+    for c in sorted(path.glob("*.csv")):
+        if _has_odir_header(c):
+            return c
+    return None
+
+
+def _has_odir_header(p: Path) -> bool:
+    try:
+        with open(p, "rb") as f:
+            head = f.readline(4096).decode("utf-8-sig", "replace")
+    except OSError:
+        return False
+    return "Left-Fundus" in head and "Right-Fundus" in head
+
+
+def find_image_dir(root: Path) -> Path | None:
+    """``images/``, else the sub-folder holding the most image files (original release folder names vary)."""
+    if (root / "images").is_dir():
+        return root / "images"
+    best, best_n = None, 0
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        n = len(list_images(d))
+        if n > best_n:
+            best, best_n = d, n
+    return best
+
+
 def detect(path: Path) -> bool:
-    return path.is_dir() and (path / CSV_NAME).is_file() or (path.is_file() and path.name == CSV_NAME)
+    return find_csv(path) is not None
 
 
 def open_odir(path: Path, task: str, on_bad_image: OnBadImage = OnBadImage.FAIL, suspect: str = "include",
               images_dir: str | None = None, check: str = "header", dedupe: bool = True) -> FundusDataset:
     root = path.parent if path.is_file() else path
-    csv_path = root / CSV_NAME
+    csv_path = find_csv(path) or root / CSV_NAME
     spec = task_spec(task)
     if spec.task not in TASKS:
         raise DataError(f"{root}: an ODIR-5K dataset cannot serve task '{spec.task.value}' "
                         f"(it serves: {', '.join(t.value for t in TASKS)})")
     if suspect not in ("include", "exclude"):
         raise DataError(f"unknown suspect option '{suspect}' (choose include or exclude)")
-    img_dir = root / (images_dir or "images")
-    if not img_dir.is_dir():
-        raise DataError(f"{root}: no image folder '{img_dir.name}/' beside {CSV_NAME}")
+    img_dir = root / images_dir if images_dir else find_image_dir(root)
+    if img_dir is None or not img_dir.is_dir():
+        raise DataError(f"{root}: no image folder ({images_dir or 'images'}/) beside {csv_path.name}")
     header, rows = read_csv(csv_path)
     require_columns(csv_path, header, REQUIRED)
     flag_cols = {}
