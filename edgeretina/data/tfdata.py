@@ -28,6 +28,17 @@ def _infer_spec_kind(recs: list[Record]) -> bool:
     return bool(recs) and isinstance(recs[0].y, (tuple, list))
 
 
+def _cache_path(prefix: str, recs: list[Record], pipeline: Pipeline) -> str:
+    """File-cache prefix made unique per (records, image steps): a stale cache is never reused."""
+    import hashlib
+    import json
+
+    h = hashlib.sha1(json.dumps([s.to_json() for s in pipeline.image_steps], sort_keys=True).encode())
+    for r in recs:
+        h.update(r.source.encode() + b"\0")
+    return f"{prefix}.{h.hexdigest()[:12]}"
+
+
 def make_tf_dataset(records: Iterable[Record], pipeline: Pipeline, batch_size: int = 32, shuffle: bool = False,
                     augment=None, seed: int = 0, *, spec: TaskSpec | None = None, cache: bool | str = True,
                     minority_only: bool | None = None, on_bad_image: str = "fail", drop_remainder: bool = False,
@@ -35,7 +46,8 @@ def make_tf_dataset(records: Iterable[Record], pipeline: Pipeline, batch_size: i
     """Build a ``tf.data.Dataset`` of ``(x, y)`` batches (``(x, y, index)`` with ``with_keys``).
 
     ``augment``: policy name/``Policy``/None (see ``edgeretina.augment``); ``minority_only`` restricts it to
-    positive/unhealthy records. ``cache``: True (memory), a file path prefix, or False. ``on_bad_image``:
+    positive/unhealthy records. ``cache``: True (memory), a file path prefix (a hash of the records and image
+    steps is appended, so a stale cache is never reused), or False. ``on_bad_image``:
     ``fail`` raises (``tf.errors`` wrapping the one-line DataError naming the file); ``skip`` drops images
     that fail to decode.
     """
@@ -89,7 +101,7 @@ def make_tf_dataset(records: Iterable[Record], pipeline: Pipeline, batch_size: i
         ds = ds.filter(lambda i, img, ok: ok)
     ds = ds.map(lambda i, img, ok: (i, img))
     if cache:
-        ds = ds.cache(cache if isinstance(cache, str) else "")
+        ds = ds.cache(_cache_path(cache, recs, pipeline) if isinstance(cache, str) else "")
     if repeat:
         ds = ds.repeat()
     if shuffle:
