@@ -279,15 +279,15 @@ class Grey : ImageStep {
     }
 }
 
-/** Percentile contrast stretch (numpy 'linear' percentiles): low..high percentile -> 0..255, rint. */
+/** Percentile contrast stretch (numpy 'linear' percentiles, float64 like numpy): low..high percentile -> 0..255, rint. */
 class Stretch(val low: Double, val high: Double, val perChannel: Boolean) : ImageStep {
     override val name = "stretch"
 
     override fun apply(img: RgbImage): RgbImage {
         val n = img.width * img.height
         val d = img.data
-        val lo = FloatArray(3)
-        val hi = FloatArray(3)
+        val lo = DoubleArray(3)
+        val hi = DoubleArray(3)
         if (perChannel) {
             for (c in 0 until 3) {
                 val hist = LongArray(256)
@@ -302,30 +302,41 @@ class Stretch(val low: Double, val high: Double, val perChannel: Boolean) : Imag
             val h = percentile(hist, d.size.toLong(), high)
             for (c in 0 until 3) { lo[c] = l; hi[c] = h }
         }
+        // numpy's dtypes, reproduced: np.percentile over all values returns float64, so the global stretch
+        // is computed in float64; with axis=(0, 1) (per channel) it returns float32, and so is the stretch.
         val out = ByteArray(d.size)
         for (c in 0 until 3) {
-            val rng = max(hi[c] - lo[c], 1.0f)
-            val k = 255.0f / rng
             var i = c
-            while (i < d.size) {
-                val v = Math.rint(((d[i].toInt() and 0xff).toFloat() - lo[c]) * k.toDouble())
-                out[i] = min(255.0, max(0.0, v)).toInt().toByte()
-                i += 3
+            if (perChannel) {
+                val l = lo[c].toFloat()
+                val k = 255.0f / max(hi[c].toFloat() - l, 1.0f)
+                while (i < d.size) {
+                    val v = Math.rint((((d[i].toInt() and 0xff).toFloat() - l) * k).toDouble())
+                    out[i] = min(255.0, max(0.0, v)).toInt().toByte()
+                    i += 3
+                }
+            } else {
+                val k = 255.0 / max(hi[c].toFloat().toDouble() - lo[c], 1.0)
+                while (i < d.size) {
+                    val v = Math.rint(((d[i].toInt() and 0xff) - lo[c]) * k)
+                    out[i] = min(255.0, max(0.0, v)).toInt().toByte()
+                    i += 3
+                }
             }
         }
         return RgbImage(img.width, img.height, out)
     }
 
     companion object {
-        /** numpy.percentile(method="linear") of values given as a 256-bin histogram of [count] values. */
-        fun percentile(hist: LongArray, count: Long, q: Double): Float {
+        /** numpy.percentile(method="linear") of values given as a 256-bin histogram of [count] values (float64). */
+        fun percentile(hist: LongArray, count: Long, q: Double): Double {
             val pos = q / 100.0 * (count - 1)
             val i = floor(pos).toLong()
             val t = pos - i
             val a = valueAt(hist, i).toDouble()
             val b = valueAt(hist, min(i + 1, count - 1)).toDouble()
-            val v = if (t >= 0.5) b - (b - a) * (1 - t) else a + (b - a) * t
-            return v.toFloat()
+            val diff = b - a
+            return if (t >= 0.5) b - diff * (1 - t) else a + diff * t
         }
 
         private fun valueAt(hist: LongArray, index: Long): Int {
@@ -342,7 +353,8 @@ class Stretch(val low: Double, val high: Double, val perChannel: Boolean) : Imag
 /**
  * Resize like `cv2.resize` on uint8 RGB: `area` = INTER_AREA when neither side grows (pixel-area weights,
  * exactly OpenCV's table), otherwise INTER_LINEAR; `linear` = INTER_LINEAR (half-pixel centres, 11-bit
- * fixed-point weights); `nearest` = INTER_NEAREST.
+ * fixed-point weights, OpenCV's vertical rounding); `nearest` = INTER_NEAREST. Bit-exact with OpenCV 5 on
+ * x86 for area and linear (tests/test_android_core.py checks it on real fundus photos).
  */
 class Resize(val height: Int, val width: Int, val interpolation: String) : ImageStep {
     override val name = "resize"
@@ -389,26 +401,26 @@ class Resize(val height: Int, val width: Int, val interpolation: String) : Image
             if (sx < 0) { fx = 0f; sx = 0 }
             if (sx >= sw - 1) { fx = 0f; sx = sw - 1 }
             xs[dx] = sx
-            ax[2 * dx] = Math.round((1f - fx) * COEF_SCALE)
-            ax[2 * dx + 1] = Math.round(fx * COEF_SCALE)
+            ax[2 * dx] = rint16((1f - fx) * COEF_SCALE)
+            ax[2 * dx + 1] = rint16(fx * COEF_SCALE)
         }
         val out = ByteArray(width * height * 3)
         val row0 = IntArray(width * 3)
         val row1 = IntArray(width * 3)
         for (dy in 0 until height) {
+            // rows: OpenCV keeps the unclamped weight and clamps the row indices instead
             var fy = ((dy + 0.5) * scaleY - 0.5).toFloat()
-            var sy = floor(fy.toDouble()).toInt()
+            val sy = floor(fy.toDouble()).toInt()
             fy -= sy
-            if (sy < 0) { fy = 0f; sy = 0 }
-            if (sy >= sh - 1) { fy = 0f; sy = sh - 1 }
-            val b0 = Math.round((1f - fy) * COEF_SCALE)
-            val b1 = Math.round(fy * COEF_SCALE)
-            hrow(img, sy, xs, ax, row0)
-            hrow(img, min(sy + 1, sh - 1), xs, ax, row1)
+            val b0 = rint16((1f - fy) * COEF_SCALE)
+            val b1 = rint16(fy * COEF_SCALE)
+            hrow(img, min(max(sy, 0), sh - 1), xs, ax, row0)
+            hrow(img, min(max(sy + 1, 0), sh - 1), xs, ax, row1)
             val o = dy * width * 3
             for (k in 0 until width * 3) {
-                val v = (row0[k].toLong() * b0 + row1[k].toLong() * b1 + (1L shl 21)) shr 22
-                out[o + k] = min(255L, max(0L, v)).toInt().toByte()
+                // OpenCV's SIMD vertical pass: ((S0>>4)*b0 >> 16) + ((S1>>4)*b1 >> 16), then (+2) >> 2
+                val v = ((((row0[k] shr 4) * b0) shr 16) + (((row1[k] shr 4) * b1) shr 16) + 2) shr 2
+                out[o + k] = min(255, max(0, v)).toByte()
             }
         }
         return RgbImage(width, height, out)
@@ -427,6 +439,9 @@ class Resize(val height: Int, val width: Int, val interpolation: String) : Image
             }
         }
     }
+
+    /** saturate_cast<short>(float): round half to even. */
+    private fun rint16(v: Float): Int = Math.rint(v.toDouble()).toInt()
 
     private class Tab(val di: IntArray, val si: IntArray, val alpha: FloatArray)
 
