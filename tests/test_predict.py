@@ -1,0 +1,69 @@
+"""`edgeretina predict MODEL IMAGE...` on real ODIR photos with the model's own metadata."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from edgeretina.cli import cli
+
+
+@pytest.fixture(scope="session")
+def bench_models(small_run):
+    from edgeretina.benchmarks._testmodels import glaucoma_variants
+
+    return glaucoma_variants(small_run)
+
+
+def _images(bench_models, n=3):
+    from edgeretina.data import open_dataset
+
+    test = open_dataset(bench_models["data"], "glaucoma").split()["test"]
+    pos = [r for r in test if r.y == 1][:1]
+    neg = [r for r in test if r.y == 0][: n - 1]
+    return [r.source for r in pos + neg]
+
+
+def test_predict_prints_class_probability_decision(bench_models):
+    images = _images(bench_models)
+    res = CliRunner().invoke(cli, ["predict", str(bench_models["tflite"]["int8"]), *images])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.strip().splitlines()
+    assert lines[0].split()[:4] == ["image", "class", "probability", "decision"]
+    assert len(lines) == 1 + len(images)
+    for line, img in zip(lines[1:], images):
+        assert line.startswith(img)
+        assert ("glaucoma" in line or "normal" in line) and "p(glaucoma)=" in line
+        assert "refer" in line and "threshold" in line
+
+
+def test_predict_json_agrees_between_keras_and_tflite(bench_models):
+    from edgeretina.benchmarks.predict import predict_images
+
+    images = _images(bench_models)
+    res = CliRunner().invoke(cli, ["predict", str(bench_models["run"]), *images, "--json"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.stdout.strip().splitlines()]
+    assert [r["image"] for r in rows] == images
+    for r in rows:
+        assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert r["probability"] == pytest.approx(r["probabilities"]["glaucoma"])
+        assert r["decision"] == ("refer" if r["probability"] >= r["threshold"] else "no referral")
+    f32 = predict_images(bench_models["tflite"]["float32"], images)
+    for r, p in zip(rows, f32):
+        assert p.probability == pytest.approx(r["probability"], abs=1e-4)
+        assert p.decision == r["decision"]
+
+
+def test_predict_bad_inputs_one_line_errors(bench_models, tmp_path):
+    bad = tmp_path / "x.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    res = CliRunner().invoke(cli, ["predict", str(bench_models["tflite"]["int8"]), str(bad)])
+    assert res.exit_code == 2 and res.output.startswith(f"error: {bad}") and len(res.output.splitlines()) == 1
+    res = CliRunner().invoke(cli, ["predict", str(tmp_path / "none.tflite"), str(bad)])
+    assert res.exit_code == 2 and "no such file" in res.output
+    txt = tmp_path / "model.onnx"
+    txt.write_text("x")
+    res = CliRunner().invoke(cli, ["predict", str(txt), str(bad)])
+    assert res.exit_code == 2 and "not a model file" in res.output
