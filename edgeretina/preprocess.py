@@ -73,8 +73,9 @@ def sniff_format(head: bytes) -> str | None:
 def check_image_file(path: str | os.PathLike, size: int | None = None) -> str | None:
     """Cheap header/trailer check without decoding. Returns a problem string, or None when it looks fine.
 
-    Catches zero-byte files, non-images with an image extension, and JPEG/PNG files cut short (missing the
-    JPEG EOI marker / PNG IEND chunk). Corruption inside the compressed data is only found by decoding.
+    Catches zero-byte files, non-images with an image extension, and JPEG/PNG files cut short (no JPEG EOI
+    marker / PNG IEND chunk in the last min(4 KiB, half the file)). Corruption inside the compressed data is
+    only found by decoding.
     """
     try:
         if size is None:
@@ -83,11 +84,18 @@ def check_image_file(path: str | os.PathLike, size: int | None = None) -> str | 
             return "zero-byte file"
         with open(path, "rb") as f:
             head = f.read(16)
-            f.seek(max(0, size - 64))
-            tail = f.read(64)
+            n = _tail_len(size)
+            f.seek(size - n)
+            tail = f.read(n)
     except OSError as e:
         return f"cannot read ({e.strerror or e})"
     return _check_bytes(head, tail, size)
+
+
+def _tail_len(size: int) -> int:
+    """How many trailing bytes to search for the end marker: up to 4 KiB (cameras append trailers after the
+    JPEG EOI), but never more than the second half of the file (an EXIF thumbnail's EOI sits near the start)."""
+    return max(1, min(4096, size // 2))
 
 
 def _check_bytes(head: bytes, tail: bytes, size: int) -> str | None:
@@ -116,7 +124,7 @@ def decode_image(path: str | os.PathLike, data: bytes | None = None) -> np.ndarr
     if buf.size == 0:
         raise DataError(f"{p}: zero-byte file")
     raw = buf.tobytes() if buf.size < 80 else buf[:16].tobytes()
-    problem = _check_bytes(raw, buf[-64:].tobytes(), buf.size)
+    problem = _check_bytes(raw, buf[-_tail_len(buf.size):].tobytes(), buf.size)
     if problem:
         raise DataError(f"{p}: {problem}")
     fmt = sniff_format(raw)
