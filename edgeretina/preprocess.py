@@ -489,7 +489,9 @@ class Pipeline:
                 onh: bool = False, ben_graham: bool = False, clahe: bool = False, grey: bool = False,
                 stretch: bool = False, standardize: bool = False, interpolation: str = "area") -> "Pipeline":
         """The standard recipe: [fov_crop] → [onh_crop] → pad_square → resize → [enhancements] →
-        [standardize] → scale. Enhancements run at the model's input size (cheap and size-independent)."""
+        [standardize] → scale. Enhancements run at the model's input size (cheap and size-independent).
+        ``standardize=True`` replaces the backbone scaling with ``none``: its output is already zero-mean,
+        unit-variance, and a further ``tf``/``unit`` scaling would squash it to a constant."""
         steps: list[Step] = []
         if fov:
             steps.append(Step("fov_crop"))
@@ -507,7 +509,8 @@ class Pipeline:
             steps.append(Step("stretch"))
         if standardize:
             steps.append(Step("standardize"))
-        steps.append(Step("scale", {"mode": Scaling(scaling).value}))
+        Scaling(scaling)  # validate the name even when standardize replaces it
+        steps.append(Step("scale", {"mode": "none" if standardize else Scaling(scaling).value}))
         return cls(tuple(steps))
 
     @classmethod
