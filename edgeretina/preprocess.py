@@ -509,8 +509,8 @@ class Pipeline:
             steps.append(Step("stretch"))
         if standardize:
             steps.append(Step("standardize"))
-        Scaling(scaling)  # validate the name even when standardize replaces it
-        steps.append(Step("scale", {"mode": "none" if standardize else Scaling(scaling).value}))
+        mode = Step("scale", {"mode": scaling.value if isinstance(scaling, Scaling) else scaling}).params["mode"]
+        steps.append(Step("scale", {"mode": "none" if standardize else mode}))
         return cls(tuple(steps))
 
     @classmethod
