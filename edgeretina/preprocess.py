@@ -568,7 +568,8 @@ class Pipeline:
         return self.steps[-1].params["mode"]
 
     def with_scaling(self, scaling: str | Scaling) -> "Pipeline":
-        return Pipeline(self.steps[:-1] + (Step("scale", {"mode": Scaling(scaling).value}),))
+        mode = scaling.value if isinstance(scaling, Scaling) else scaling
+        return Pipeline(self.steps[:-1] + (Step("scale", {"mode": mode}),))
 
     def names(self) -> list[str]:
         return [s.name for s in self.steps]
