@@ -1,0 +1,114 @@
+"""Magnitude pruning (tensorflow-model-optimization): polynomial schedule 0 → ``sparsity`` during a short
+fine-tune, then ``strip_pruning``. Pruning does not shrink the raw .tflite nor speed it up on XNNPACK; it
+shrinks the *compressed* size, which is why the manifest reports gzip sizes and measured sparsity.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edgeretina._keras import keras
+from edgeretina.errors import ExportError
+
+from .finetune import FineTune, fit, freeze_batchnorm
+
+PRUNABLE_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+MEASURED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D"}  # the classifier (FULLY_CONNECTED) is kept dense
+
+
+def check_sparsity(s: float) -> float:
+    try:
+        s = float(s)
+    except (TypeError, ValueError):
+        raise ExportError(f"--sparsity must be a number in (0, 1), got {s!r}") from None
+    if not 0.0 < s < 1.0:
+        raise ExportError(f"--sparsity must be in (0, 1) (e.g. 0.5 for 50 % zeros), got {s:g}")
+    return s
+
+
+def schedule_steps(steps: int) -> tuple[int, int]:
+    """(end_step, frequency) so that the last mask update lands exactly on ``end_step`` before training ends."""
+    steps = max(2, int(steps))
+    freq = max(1, steps // 10)
+    end = max(freq, int(0.8 * steps) // freq * freq)
+    return min(end, steps - 1) // freq * freq or freq, freq
+
+
+def prune(model, X: np.ndarray, y: np.ndarray, kind: str, sparsity: float, ft: FineTune, class_weight=None):
+    """Prune ``model`` (logits) to ``sparsity`` while fine-tuning on (X, y); returns the stripped Keras model."""
+    import tensorflow_model_optimization as tfmot
+
+    sparsity = check_sparsity(sparsity)
+    end, freq = schedule_steps(ft.steps)
+    sched = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=sparsity,
+                                                 begin_step=0, end_step=end, frequency=freq)
+    m = keras.models.clone_model(model)
+    m.set_weights(model.get_weights())
+    freeze_batchnorm(m)
+    out_layer = m.outputs[0]._keras_history.layer  # noqa: SLF001
+
+    def wrap(layer):
+        # prune the backbone's convolutions (and non-head Dense layers); the classifier stays dense
+        if _prunable(layer) and layer is not out_layer and not layer.name.startswith("head_"):
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=sched)
+        return layer
+
+    try:
+        pm = keras.models.clone_model(m, clone_function=wrap)
+    except ValueError as e:
+        raise ExportError(f"pruning failed: {str(e).splitlines()[0]}") from None
+    if not any(type(layer).__name__ == "PruneLowMagnitude" for layer in pm.layers):
+        raise ExportError("pruning failed: the model has no Conv2D/DepthwiseConv2D/Dense layer to prune")
+    fit(pm, X, y, kind, ft, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], class_weight=class_weight)
+    return tfmot.sparsity.keras.strip_pruning(pm)
+
+
+def _prunable(layer) -> bool:
+    return type(layer).__name__ in ("Conv2D", "DepthwiseConv2D", "Dense")
+
+
+def keras_sparsity(model) -> float:
+    """Fraction of zeros over the kernels of the pruned layers (Conv2D/DepthwiseConv2D/non-head Dense)."""
+    zeros = total = 0
+    out_layer = model.outputs[0]._keras_history.layer  # noqa: SLF001
+    for layer in model.layers:
+        if not _prunable(layer) or layer is out_layer or layer.name.startswith("head_"):
+            continue
+        for w in layer.weights:
+            n = w.name.split("/")[-1]
+            if n.startswith(("kernel", "depthwise_kernel")):
+                a = w.numpy()
+                zeros += int((a == 0).sum())
+                total += a.size
+    return zeros / total if total else 0.0
+
+
+def tflite_sparsity(tflite: bytes) -> float:
+    """Fraction of exact zeros in the weight tensors of the conv / depthwise ops of a .tflite (measured on
+    the file itself, whatever its weight dtype; NaN if the weights are not constants of those ops)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    names = {v: k for k, v in schema.BuiltinOperator.__dict__.items() if not k.startswith("_")}
+    m = fu.read_model_from_bytearray(bytearray(tflite))
+    dtypes = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.FLOAT16: np.float16,
+              schema.TensorType.INT8: np.int8}
+    zeros = total = 0
+    seen = set()
+    for sg in m.subgraphs:
+        for op in sg.operators:
+            code = fu.get_builtin_code_from_operator_code(m.operatorCodes[op.opcodeIndex])
+            if names.get(code) not in MEASURED_OPS or len(op.inputs) < 2:
+                continue
+            t = sg.tensors[op.inputs[1]]
+            if t.buffer in seen:
+                continue
+            seen.add(t.buffer)
+            data = m.buffers[t.buffer].data
+            if data is None or t.type not in dtypes:
+                continue
+            a = np.frombuffer(bytes(np.asarray(data, dtype=np.uint8)), dtype=dtypes[t.type])
+            zeros += int((a == 0).sum())
+            total += a.size
+    if total == 0:
+        return float("nan")
+    return zeros / total

@@ -1,0 +1,148 @@
+"""The variant registry: ONE table drives the CLI flags, file suffixes, verification tolerances and docs.
+
+Adding a variant is one ``Variant`` member plus one ``VARIANTS`` row (and, if it needs a new recipe, one
+function in ``tflite.py``/``prune.py``/``qat.py``).
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from enum import Enum
+
+from edgeretina.errors import ExportError
+
+
+class Variant(str, Enum):
+    FLOAT32 = "float32"
+    FP16 = "fp16"
+    DYNAMIC = "dynamic"
+    INT8 = "int8"
+    PRUNED = "pruned"
+    PRUNED_INT8 = "pruned-int8"
+    QAT = "qat"
+    PQAT = "pqat"
+
+    def __str__(self) -> str:  # click/f-strings print the value
+        return self.value
+
+    @property
+    def info(self) -> "VariantInfo":
+        return VARIANTS[self]
+
+
+class IO(str, Enum):
+    """Interface tensor dtype of full-integer variants (float variants always have float32 interfaces)."""
+
+    INT8 = "int8"
+    FLOAT = "float"
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    variant: Variant
+    suffix: str              # file name: <stem>_<suffix>.tflite
+    weights: str             # "float32" | "float16" | "int8"
+    activations: str         # "float32" | "int8"
+    pruned: bool             # magnitude pruning + fine-tune before conversion
+    qat: bool                # quantization-aware fine-tune before conversion
+    calibration: bool        # needs a representative dataset
+    score_tol: float         # max |Δ score| vs the source Keras model on the verification sample
+    min_agreement: float     # fraction of decisions that must agree with the source model
+    description: str
+
+    @property
+    def full_integer(self) -> bool:
+        return self.activations == "int8"
+
+    @property
+    def trains(self) -> bool:
+        return self.pruned or self.qat
+
+
+# Tolerances: conversion-only variants must reproduce the Keras model closely; pruned/QAT variants are
+# fine-tuned models, so they are compared loosely (their own accuracy is measured by `edgeretina bench`).
+VARIANTS: dict[Variant, VariantInfo] = {
+    Variant.FLOAT32: VariantInfo(Variant.FLOAT32, "float32", "float32", "float32", False, False, False,
+                                 1e-4, 1.0, "float32 weights and activations (reference)"),
+    Variant.FP16: VariantInfo(Variant.FP16, "fp16", "float16", "float32", False, False, False,
+                              1e-2, 0.98, "float16 weights, float32 compute; half the size"),
+    Variant.DYNAMIC: VariantInfo(Variant.DYNAMIC, "dynamic", "int8", "float32", False, False, False,
+                                 0.15, 0.85, "dynamic-range: int8 weights, float activations"),
+    Variant.INT8: VariantInfo(Variant.INT8, "int8", "int8", "int8", False, False, True,
+                              0.15, 0.85, "full-integer int8 weights and activations, calibrated"),
+    Variant.PRUNED: VariantInfo(Variant.PRUNED, "pruned", "float32", "float32", True, False, False,
+                                0.5, 0.5, "magnitude-pruned to --sparsity, fine-tuned, float32"),
+    Variant.PRUNED_INT8: VariantInfo(Variant.PRUNED_INT8, "pruned_int8", "int8", "int8", True, False, True,
+                                     0.5, 0.5, "pruned, then full-integer int8 (calibrated)"),
+    Variant.QAT: VariantInfo(Variant.QAT, "qat", "int8", "int8", False, True, False,
+                             0.5, 0.5, "quantization-aware fine-tune, then full-integer int8"),
+    Variant.PQAT: VariantInfo(Variant.PQAT, "pqat", "int8", "int8", True, True, False,
+                              0.5, 0.5, "pruned, then pruning-preserving QAT, full-integer int8"),
+}
+
+ALL: tuple[Variant, ...] = tuple(Variant)
+DEFAULT: tuple[Variant, ...] = (Variant.FLOAT32, Variant.INT8)
+
+# The --pruned / --qat modifiers map base variants onto their pruned / QAT counterparts.
+_PRUNED_OF = {Variant.FLOAT32: Variant.PRUNED, Variant.INT8: Variant.PRUNED_INT8, Variant.QAT: Variant.PQAT}
+
+
+def parse_variant(name: str | Variant) -> Variant:
+    """A variant name (value, suffix or enum) → ``Variant``, with a did-you-mean on a typo."""
+    if isinstance(name, Variant):
+        return name
+    key = str(name).strip().lower().replace("_", "-")
+    for v in Variant:
+        if key in (v.value, v.info.suffix.replace("_", "-")):
+            return v
+    names = [v.value for v in Variant]
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ExportError(f"unknown variant '{name}'{hint}; choose from: {', '.join(names)}")
+
+
+def select_variants(*, float32=False, fp16=False, dynamic=False, int8=False, pruned=False, qat=False,
+                    all_=False) -> tuple[Variant, ...]:
+    """CLI flags → the ordered variants to build.
+
+    ``--pruned`` is a modifier: alone it means the pruned float32 model; with ``--int8`` it turns int8 into
+    ``pruned-int8``; with ``--qat`` it turns QAT into pruning-preserving QAT (``pqat``); with ``--float32`` it
+    adds ``pruned`` next to float32. ``--all`` builds every variant. No flag → float32 + int8.
+    """
+    named = {"--float32": float32, "--fp16": fp16, "--dynamic": dynamic, "--int8": int8, "--pruned": pruned,
+             "--qat": qat}
+    if all_:
+        given = [k for k, v in named.items() if v]
+        if given:
+            raise ExportError(f"--all conflicts with {', '.join(given)} (--all already builds every variant)")
+        return ALL
+    if pruned and (fp16 or dynamic):
+        which = "--fp16" if fp16 else "--dynamic"
+        raise ExportError(f"--pruned conflicts with {which}: pruning combines with float32, --int8 or --qat only")
+    out: list[Variant] = []
+    if float32:
+        out.append(Variant.FLOAT32)
+    if fp16:
+        out.append(Variant.FP16)
+    if dynamic:
+        out.append(Variant.DYNAMIC)
+    if int8:
+        out.append(Variant.PRUNED_INT8 if pruned else Variant.INT8)
+    if qat:
+        out.append(Variant.PQAT if pruned else Variant.QAT)
+    if pruned and (float32 or not (int8 or qat)):
+        out.append(Variant.PRUNED)
+    if not out:
+        return DEFAULT
+    return tuple(sorted(set(out), key=ALL.index))
+
+
+def variants_markdown() -> str:
+    """The docs table (docs/export.md embeds this output)."""
+    lines = ["| variant | file suffix | weights | activations | calibration | fine-tune | max \\|Δ score\\| | min agreement | what |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for v, i in VARIANTS.items():
+        ft = "+".join(x for x, on in (("prune", i.pruned), ("QAT", i.qat)) if on) or "–"
+        lines.append(f"| `{v.value}` | `_{i.suffix}.tflite` | {i.weights} | {i.activations} | "
+                     f"{'yes' if i.calibration else '–'} | {ft} | {i.score_tol:g} | {i.min_agreement:g} | {i.description} |")
+    return "\n".join(lines)
