@@ -274,7 +274,7 @@ class DiscDetection:
 
 def locate_disc(img: np.ndarray, disc_fraction: float = 0.15, threshold: int = 10,
                 min_confidence: float = 2.0, vessel_weight: float = 1.0,
-                vertical_prior: float = 4.0, edge_penalty: float = 2.0) -> DiscDetection:
+                vertical_prior: float = 4.0, edge_penalty: float = 3.5) -> DiscDetection:
     """Find the optic nerve head: the disc-sized spot that is brightest *and* where vessels converge.
 
     Detector (all at 192 px on the longer side; every size is relative to the field-of-view diameter
@@ -361,7 +361,7 @@ def _zscore(a: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 def onh_crop(img: np.ndarray, diameters: float = 2.0, disc_fraction: float = 0.15, threshold: int = 10,
              min_confidence: float = 2.0, vessel_weight: float = 1.0, vertical_prior: float = 4.0,
-             edge_penalty: float = 2.0) -> np.ndarray:
+             edge_penalty: float = 3.5) -> np.ndarray:
     """Square crop of ``diameters`` disc diameters centred on the detected optic disc (see
     :func:`locate_disc`); zero-padded where the window leaves the image. Fallback: centred on the FOV."""
     det = locate_disc(img, disc_fraction, threshold, min_confidence, vessel_weight, vertical_prior, edge_penalty)
@@ -411,7 +411,7 @@ STEPS: dict[str, StepDef] = {
                         doc="crop to the bounding box of the field of view (black border removed)"),
     "onh_crop": StepDef(onh_crop, {"diameters": 2.0, "disc_fraction": 0.15, "threshold": 10,
                                    "min_confidence": 2.0, "vessel_weight": 1.0, "vertical_prior": 4.0,
-                                   "edge_penalty": 2.0},
+                                   "edge_penalty": 3.5},
                         doc="square window of ~2 disc diameters around the detected optic disc"),
     "pad_square": StepDef(pad_square, {"value": 0}, doc="pad to a square with black"),
     "resize": StepDef(resize, {"size": 224, "interpolation": "area"}, doc="resize (INTER_AREA when shrinking)"),
