@@ -54,6 +54,9 @@ def detect_format(path: str | Path) -> DataFormat:
         return DataFormat.NPZ
     if imagefolder.detect(p):
         return DataFormat.IMAGEFOLDER
+    if p.suffix.lower() in (".xlsx", ".xls") or (p.is_dir() and any(p.glob("*.xlsx"))):
+        raise DataError(f"{p}: Excel annotation files are not read; save the sheet as annotations.csv "
+                        "beside the images/ folder (ODIR-5K column names)")
     raise DataError(f"{p}: not a dataset edgeretina recognises (expected ODIR annotations.csv + images/, "
                     "APTOS train.csv + train_images/, class sub-folders of images, a .npz, or 'synthetic')")
 

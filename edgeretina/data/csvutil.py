@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
@@ -23,8 +24,10 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     except UnicodeDecodeError:
         text = raw.decode("latin-1")
     try:
-        reader = csv.reader(text.splitlines())
-        header = [h.strip() for h in next(reader)]
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = [h.strip() for h in next(reader, [])]
+        if not any(header):
+            raise DataError(f"{path}: CSV has no header row")
         rows = []
         for line in reader:
             if not any(c.strip() for c in line):
