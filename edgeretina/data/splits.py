@@ -145,6 +145,15 @@ def split_counts(splits: dict[str, list[Record]], spec: TaskSpec) -> dict[str, d
     return {name: class_counts(recs, spec) for name, recs in splits.items()}
 
 
+def split_fingerprints(splits: dict[str, list[Record]]) -> dict[str, str]:
+    """Short SHA-1 of each split's sorted record keys: record it (e.g. in a run's config) to check later that
+    an evaluation uses exactly the same test images."""
+    import hashlib
+
+    return {name: hashlib.sha1("\n".join(sorted(r.key for r in recs)).encode()).hexdigest()[:12]
+            for name, recs in splits.items()}
+
+
 def groups_on_two_sides(splits: dict[str, list[Record]], attr: str = "patient") -> set:
     """Values of ``attr`` (patient/group) found in more than one split (should be empty)."""
     seen: dict = {}
@@ -159,4 +168,5 @@ def groups_on_two_sides(splits: dict[str, list[Record]], attr: str = "patient") 
     return bad
 
 
-__all__ = ["split_records", "parse_scheme", "check_split", "split_counts", "groups_on_two_sides", "SPLITS"]
+__all__ = ["split_records", "parse_scheme", "check_split", "split_counts", "groups_on_two_sides", "split_fingerprints",
+           "SPLITS"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgeretina.data.records import FundusDataset, class_counts
-from edgeretina.data.splits import groups_on_two_sides
+from edgeretina.data.splits import groups_on_two_sides, split_fingerprints
 
 
 def summarize(ds: FundusDataset, scheme: str | None = None, seed: int = 0) -> dict[str, Any]:
@@ -30,6 +30,7 @@ def summarize(ds: FundusDataset, scheme: str | None = None, seed: int = 0) -> di
                            else "image (byte-identical images grouped)")},
         "splits": {name: class_counts(recs, ds.spec) for name, recs in parts.items()},
         "split_sizes": {name: len(recs) for name, recs in parts.items()},
+        "split_fingerprints": split_fingerprints(parts),
         "patients_on_two_sides": len(groups_on_two_sides(parts, "patient")),
         "groups_on_two_sides": len(groups_on_two_sides(parts, "group")),
         "problems": list(ds.problems),
