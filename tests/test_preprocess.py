@@ -227,3 +227,20 @@ def test_pipeline_standardize_then_scale_none():
     assert p.names()[-2:] == ["standardize", "scale"] and [s.name for s in p.float_steps] == ["standardize", "scale"]
     x = p.apply(generate(1, seed=2, size=96)[0][0])
     assert x.shape == (64, 64, 3) and abs(float(x.mean())) < 1e-4
+
+
+# Disc centres on real ODIR photos (after fov_crop, 320 px), each checked by eye on a contact sheet
+# (`edgeretina data preview`): the point lies on the optic disc. Tolerance ≈ one disc radius.
+ODIR_DISCS = {"4387_left": (96, 146), "1032_left": (100, 145), "3411_right": (253, 158), "2807_left": (85, 142),
+              "2899_left": (65, 122), "4339_right": (216, 142), "1999_right": (264, 172), "3338_right": (225, 147),
+              "2771_right": (250, 146), "3117_right": (254, 144), "1212_left": (104, 167), "1250_left": (88, 132),
+              "1416_right": (225, 170), "1434_right": (220, 158)}
+
+
+def test_onh_on_eye_checked_odir_discs(shared):
+    for key, (x, y) in ODIR_DISCS.items():
+        img = fov_crop(decode_image(shared / "data" / "odir" / "images" / f"{key}.jpg"))
+        d = locate_disc(img)
+        assert d.found and np.hypot(d.x - x, d.y - y) < 16, (key, d)
+        crop = onh_crop(img)
+        assert crop.mean() > img.mean()
