@@ -1,0 +1,226 @@
+"""Real-data edge-variant tables (glaucoma on ODIR-5K, referable DR on APTOS-2019): train → export → bench.
+
+    python -m edgeretina.benchmarks.real_data [--only NAME ...] [--work runs/real] [--docs docs/benchmarks]
+
+(``benchmarks/run_real.sh`` wraps this.) Every step is the public CLI (``edgeretina train``, ``export``,
+``bench``) run as a subprocess, so the published tables come from exactly what a user runs. Steps whose outputs
+exist are skipped, so an interrupted run resumes. For each experiment it writes ``<docs>/<name>.md`` and
+``<name>.json`` (one table: every variant on ``cpu`` at 1 and 2 threads and on ``keras-cpu``), the ROC and
+ball-chart PNGs, and a check of the targets of issue 7 (int8 ΔAUROC, DeLong p, flip rate; pruned-80 % + int8
+gzip size; fastest accurate variant vs Keras batch-1 predict).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeretina.io import ensure_writable_dir, write_json_atomic, write_text_atomic
+from edgeretina.paths import REPO_ROOT, seed_keras_cache, shared_dir
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    title: str
+    data: str  # relative to shared_dir()
+    task: str
+    input_size: int = 224
+    train_args: tuple[str, ...] = ()
+    export_sets: tuple[tuple[str, tuple[str, ...]], ...] = (
+        ("export", ("--all", "--sparsity", "0.5")),
+        ("export_p80", ("--pruned", "--int8", "--sparsity", "0.8")),
+    )
+    bench_devices: tuple[tuple[str, int], ...] = (("cpu", 1), ("cpu", 2), ("keras-cpu", 2))
+    bench_args: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+# The training recipe: ImageNet MobileNetV2, cached-feature warm-up of the GAP+softmax head, then a short
+# partial fine-tune (SGD momentum 0.9), early stopping on validation loss. Epoch counts are capped so that the
+# whole command fits in about an hour on 2 CPU cores (see docs/training.md for the full-length recipe).
+TRAIN = ("--arch", "mobilenetv2", "--weights", "imagenet", "--epochs-warmup", "120", "--epochs-finetune", "4",
+         "--patience", "20", "--freeze", "partial", "--batch-size", "16", "--quiet")
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
+    Experiment("glaucoma_odir", "Glaucoma vs normal fundus — ODIR-5K, MobileNetV2-224", "data/odir",
+               "glaucoma", 224, TRAIN),
+    Experiment("referable_dr_aptos", "Referable DR (grade ≥ 2) — APTOS-2019, MobileNetV2-224", "data/aptos",
+               "referable-dr", 224, TRAIN),
+    Experiment("glaucoma_odir_160", "Glaucoma vs normal fundus — ODIR-5K, MobileNetV2-160", "data/odir",
+               "glaucoma", 160, TRAIN,
+               export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8")),)),
+)}
+
+COLUMNS = ["variant", "device", "threads", "size MB", "gzip MB", "params M", "AUROC (95 % CI)", "ΔAUROC",
+           "DeLong p", "flips %", "sens", "spec", "AUROC/M params", "p50 ms", "img/s"]
+
+
+def _run(cmd: list[str], log: Path) -> float:
+    """Run one CLI step, tee its output to ``log``; raise with the log's tail on failure. Returns seconds."""
+    t = time.perf_counter()
+    print("+", " ".join(cmd), flush=True)
+    with open(log, "w") as f:
+        p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    if p.returncode != 0:
+        tail = "".join(open(log).readlines()[-20:])
+        raise SystemExit(f"step failed ({p.returncode}): {' '.join(cmd)}\n{tail}")
+    return time.perf_counter() - t
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edgeretina", *args]
+
+
+def run_experiment(exp: Experiment, work: Path, docs: Path) -> dict:
+    data = str(shared_dir() / exp.data)
+    root = ensure_writable_dir(work / exp.name)
+    run_dir = root / "run"
+    steps: dict[str, float] = {}
+    if not (run_dir / "metrics.json").is_file():
+        steps["train"] = _run(_cli("train", "--data", data, "--task", exp.task, "--input-size", str(exp.input_size),
+                                   *exp.train_args, "--out", str(run_dir)), root / "train.log")
+    exports = []
+    for sub, flags in exp.export_sets:
+        out = root / sub
+        if not (out / "manifest.json").is_file():
+            steps[f"export:{sub}"] = _run(_cli("export", str(run_dir), *flags, "--out", str(out)),
+                                          root / f"{sub}.log")
+        exports.append(str(out))
+    reports = []
+    for device, threads in exp.bench_devices:
+        out = root / f"bench_{device}_{threads}"
+        if not (out / "report.json").is_file():
+            steps[f"bench:{device}:{threads}"] = _run(
+                _cli("bench", "--models", str(run_dir), *exports, "--data", data, "--task", exp.task,
+                     "--device", device, "--threads", str(threads), *exp.bench_args, "--out", str(out)),
+                root / f"bench_{device}_{threads}.log")
+        reports.append(json.loads((out / "report.json").read_text()))
+    return publish(exp, run_dir, reports, steps, root, docs)
+
+
+def _fmt(v, nd=3, pct=False):
+    if v is None:
+        return "–"
+    if pct:
+        return f"{100 * v:.1f}"
+    return f"{v:.{nd}f}"
+
+
+def _row(v: dict) -> list[str]:
+    ci = v.get("auroc_ci95")
+    auroc = f"{_fmt(v.get('auroc'))}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
+    lat = v.get("latency_ms") or {}
+    return [v["name"], v["device"], str(v.get("threads") or "–"), _fmt(v["size_bytes"] / 1e6, 2),
+            _fmt(v["gzip_bytes"] / 1e6, 2), _fmt(v["params"] / 1e6, 2), auroc, _fmt(v.get("delta_auroc"), 4),
+            _fmt(v.get("delong_p"), 3), _fmt(v.get("flip_rate"), pct=True), _fmt(v.get("sensitivity")),
+            _fmt(v.get("specificity")), _fmt(v.get("auroc_density"), 3), _fmt(lat.get("p50"), 1),
+            _fmt(v.get("images_per_s"), 1)]
+
+
+def check_targets(rows: list[dict]) -> list[dict]:
+    """Issue 7's targets, measured on the rows of this table."""
+    out = []
+    litert = [r for r in rows if r["device"] == "cpu"]
+    by_name = {}
+    for r in litert:
+        by_name.setdefault(r["name"], r)
+    f32 = by_name.get("float32") or {}
+
+    def add(what, ok, measured):
+        out.append({"target": what, "met": bool(ok) if ok is not None else None, "measured": measured})
+
+    for name in ("int8", "qat", "pqat"):
+        r = by_name.get(name)
+        if r:
+            ok = (r.get("delta_auroc") is not None and r["delta_auroc"] >= -0.005
+                  and (r.get("delong_p") or 0) > 0.05 and (r.get("flip_rate") or 0) <= 0.01)
+            add(f"{name}: ΔAUROC ≥ −0.005, DeLong p > 0.05, flips ≤ 1 %", ok,
+                f"ΔAUROC {_fmt(r.get('delta_auroc'), 4)}, p {_fmt(r.get('delong_p'))}, "
+                f"flips {_fmt(r.get('flip_rate'), pct=True)} %")
+    p80 = [r for r in litert if r["name"].startswith("pruned-int8") and "80" in r["name"]]
+    if p80 and f32:
+        r = p80[0]
+        ratio = r["gzip_bytes"] / f32["size_bytes"]
+        ok = ratio <= 0.10 and (r.get("delta_auroc") or -1) >= -0.01
+        add("pruned 80 % + int8: gzip ≤ 0.10 × float32 .tflite, ΔAUROC ≥ −0.01", ok,
+            f"gzip/float32 = {ratio:.3f}, ΔAUROC {_fmt(r.get('delta_auroc'), 4)}")
+    keras = [r for r in rows if r["device"] == "keras-cpu" and r.get("images_per_s")]
+    good = [r for r in litert if r.get("images_per_s") and (r.get("delta_auroc") is None
+                                                            or r["delta_auroc"] >= -0.005)]
+    if keras and good:
+        best = max(good, key=lambda r: r["images_per_s"])
+        k = max(keras, key=lambda r: r["images_per_s"])
+        ratio = best["images_per_s"] / k["images_per_s"]
+        add("fastest variant with ΔAUROC ≥ −0.005: ≥ 20× the images/s of keras-cpu batch-1 predict",
+            ratio >= 20, f"{best['name']} @ {best['threads']} threads: {best['images_per_s']:.1f} img/s vs "
+                         f"keras-cpu {k['images_per_s']:.1f} img/s = {ratio:.1f}×")
+    return out
+
+
+def publish(exp: Experiment, run_dir: Path, reports: list[dict], steps: dict, root: Path, docs: Path) -> dict:
+    docs = ensure_writable_dir(docs)
+    rows = [v for rep in reports for v in rep["variants"]]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    timing_file = root / "timings.json"
+    timings = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
+    timings.update({k: round(v, 1) for k, v in steps.items()})
+    write_json_atomic(timing_file, timings)
+    targets = check_targets(rows)
+    for src_name in ("roc.png", "ballchart.png"):
+        src = root / "bench_cpu_2" / src_name
+        if src.is_file():
+            shutil.copyfile(src, docs / f"{exp.name}_{src_name}")
+    machine = reports[0].get("machine", {}) if reports else {}
+    ds = reports[0].get("dataset", {}) if reports else {}
+    cmd = f"python -m edgeretina.benchmarks.real_data --only {exp.name}"
+    payload = {"experiment": exp.name, "title": exp.title, "command": cmd, "task": exp.task,
+               "input_size": exp.input_size, "dataset": ds, "machine": machine,
+               "training": {k: metrics.get(k) for k in ("test", "val", "threshold", "baseline", "timings")
+                            if k in metrics},
+               "step_seconds": timings, "total_seconds": round(sum(timings.values()), 1),
+               "targets": targets, "variants": rows}
+    write_json_atomic(docs / f"{exp.name}.json", payload)
+    lines = [f"# {exp.title}", "",
+             f"Regenerate: `{cmd}` (from the repository root, with `../shared` or `$EDGERETINA_SHARED`).", "",
+             f"Machine: {machine.get('cpu') or platform.processor() or platform.machine()}, "
+             f"{machine.get('cpu_count') or os.cpu_count()} cores, {machine.get('platform') or platform.system()}; "
+             f"LiteRT {machine.get('ai_edge_litert', '')}, TensorFlow {machine.get('tensorflow', '')}.", "",
+             f"Test images: {ds.get('n_images', '?')} ({ds.get('split', 'test')} split, patient-level); "
+             f"reference: the Keras model; sensitivity/specificity/flips at its validation Youden threshold.",
+             "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_row(v)) + " |" for v in rows]
+    lines += ["", "## Targets (issue 7)", "", "| target | met | measured |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {'yes' if t['met'] else 'NO'} | {t['measured']} |" for t in targets]
+    lines += ["", f"Wall time of the steps run for this table: {sum(timings.values()) / 60:.1f} min "
+                  f"({', '.join(f'{k} {v / 60:.1f}' for k, v in timings.items())}).", ""]
+    for n in exp.notes:
+        lines.append(n)
+    lines += ["", f"![ROC]({exp.name}_roc.png) ![ball chart]({exp.name}_ballchart.png)", ""]
+    write_text_atomic(docs / f"{exp.name}.md", "\n".join(lines))
+    return payload
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", nargs="*", choices=list(EXPERIMENTS), help="experiments to run (default: all)")
+    ap.add_argument("--work", default=str(REPO_ROOT / "runs" / "real"), help="run/export/bench folder")
+    ap.add_argument("--docs", default=str(REPO_ROOT / "docs" / "benchmarks"), help="where tables go")
+    a = ap.parse_args(argv)
+    seed_keras_cache()
+    t = time.perf_counter()
+    for name in a.only or list(EXPERIMENTS):
+        run_experiment(EXPERIMENTS[name], Path(a.work), Path(a.docs))
+    print(f"done in {(time.perf_counter() - t) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
