@@ -308,6 +308,7 @@ def test_app_input_and_prediction_match_python(kotlin, models, fundus, tmp_path,
             q_kt = np.frombuffer(tensor_file.read_bytes(), np.int8).reshape(q_py.shape)
             d = np.abs(q_kt.astype(np.int16) - q_py.astype(np.int16))
             assert d.max() <= 1, f"{name}: int8 input differs by {d.max()} LSB"
+            assert d.max() == 0, f"{name}: int8 input differs in {(d > 0).sum()} values (bit-exact expected here)"
             feed = q_kt
         else:
             x_kt = np.frombuffer(tensor_file.read_bytes(), "<f4").reshape(x.shape)
@@ -360,3 +361,48 @@ def test_committed_bench_fixture_is_the_serializers_output(kotlin, tmp_path):
     kotlin(TOOL, "bench-fixture", out)
     assert out.read_text() == FIXTURE.read_text(), (
         "the Kotlin serializer changed: copy its output over tests/fixtures/android/bench_result.json")
+
+
+# ------------------------------------------------------------------------- the suite's real trained model
+@pytest.mark.parametrize("variant", ["float32", "fp16", "int8"])
+def test_real_exports_through_the_app_path(kotlin, small_run, fundus, tmp_path, variant):
+    """The suite's trained MobileNetV2 (ODIR glaucoma) exports, as the app would run them: the Kotlin-prepared
+    input tensor equals Python's (int8: within 1 LSB) and the app's probabilities/decision equal the Python
+    LiteRT runner's on the same photos."""
+    from edgeretina.benchmarks._testmodels import glaucoma_variants
+    from edgeretina.benchmarks.modelfile import open_model
+    from edgeretina.benchmarks.runners.litert import LiteRTRunner
+
+    path = glaucoma_variants(small_run)["tflite"][variant]
+    mf = open_model(path)
+    info = json.loads(kotlin(TOOL, "inspect", path).stdout)
+    assert info["error"] is None, info["error"]
+    assert info["config"]["labels"] == list(mf.config.labels)
+    pipeline = Pipeline.from_json(mf.config.preprocessing)
+    runner = LiteRTRunner.from_model(mf, threads=1)
+    it = _litert(path)
+    inp, outd = it.get_input_details()[0], it.get_output_details()[0]
+    for name, rgb in fundus[:4]:
+        raw = tmp_path / f"{name}.rgb"
+        _write_rgb(raw, rgb)
+        tfile = tmp_path / f"{name}.in"
+        kotlin(TOOL, "prepare", path, raw, rgb.shape[1], rgb.shape[0], tfile)
+        x = pipeline.apply(rgb)[None]
+        dtype = np.dtype(inp["dtype"])
+        feed = np.frombuffer(tfile.read_bytes(), dtype.newbyteorder("<")).reshape(x.shape).astype(dtype)
+        if dtype.kind == "i":
+            scale, zp = inp["quantization"]
+            q = np.clip(np.round(x / scale + zp), -128, 127)  # what LiteRTRunner feeds
+            assert np.abs(feed.astype(np.int16) - q).max() <= 1
+            assert np.array_equal(feed, q.astype(np.int8)), "same pixels, same quantisation: expected identical"
+        else:
+            np.testing.assert_allclose(feed, x, atol=1e-6)
+        it.set_tensor(inp["index"], feed)
+        it.invoke()
+        out_file = tmp_path / f"{name}.out"
+        out_file.write_bytes(it.get_tensor(outd["index"]).tobytes())
+        pred = json.loads(kotlin(TOOL, "postprocess", path, out_file).stdout)
+        probs = runner.predict(x.astype(np.float32))[0]
+        np.testing.assert_allclose(pred["probabilities"], probs, atol=1e-6)
+        pos = mf.config.positive_index
+        assert pred["decision"] == mf.config.labels[pos if probs[pos] >= mf.config.threshold else 1 - pos]

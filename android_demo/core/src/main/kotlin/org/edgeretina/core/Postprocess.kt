@@ -34,12 +34,14 @@ object Quant {
         else -> throw CoreException("not a quantised integer type: ${type.dtype}")
     }
 
-    /** q = clip(rint(x / scale) + zero_point) — rint is round-half-to-even, like numpy.round. */
+    /** q = clip(rint(x / scale + zero_point)) in float32 arithmetic, as the Python runner computes it
+     *  (numpy: float32 tensor / scale + zp, then round half to even). */
     fun quantize(x: FloatArray, t: TensorInfo): IntArray {
         val r = range(t.type)
-        val s = t.scale.toDouble()
+        val s = t.scale
+        val zp = t.zeroPoint.toFloat()
         return IntArray(x.size) {
-            val q = Math.rint(x[it] / s) + t.zeroPoint
+            val q = Math.rint((x[it] / s + zp).toDouble())
             Math.max(r[0].toDouble(), Math.min(r[1].toDouble(), q)).toInt()
         }
     }

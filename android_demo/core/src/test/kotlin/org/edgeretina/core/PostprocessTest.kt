@@ -59,8 +59,8 @@ class PostprocessTest {
     @Test
     fun quantiseMatchesNumpyRounding() {
         val t = TensorInfo("in", TensorType.INT8, intArrayOf(1, 1, 1, 4), 0.5f, -1)
-        // x/scale: 0.5 -> 1 (half to even: 0), 1.5/0.5=3, -1000 clips, 63.75/0.5=127.5 -> 128 -> +zp 127
-        assertArrayEquals(intArrayOf(-1, 2, -128, 127), Quant.quantize(floatArrayOf(0.25f, 1.5f, -1000f, 63.75f), t))
+        // numpy.round(x / scale + zp): -0.5 -> -0 (half to even), 2, clipped -128, 126.5 -> 126
+        assertArrayEquals(intArrayOf(0, 2, -128, 126), Quant.quantize(floatArrayOf(0.25f, 1.5f, -1000f, 63.75f), t))
     }
 
     @Test
