@@ -80,6 +80,8 @@ def dataset_splits(cfg: RunConfig, source: str = "config.json"):
         kw["format"] = ds_cfg["format"]
     split_cfg = ds_cfg.get("split") or {}
     split_kw = {k: split_cfg[k] for k in ("scheme", "seed") if k in split_cfg}
+    if split_kw.get("scheme") in (None, "default"):  # train_run records the dataset's default as "default"
+        split_kw.pop("scheme", None)
     try:
         ds = open_dataset(path, cfg.task, **kw)
         return ds.split(**split_kw)

@@ -25,6 +25,7 @@ from .finetune import FineTune
 from .metadata import SCHEMA as META_SCHEMA
 from .metadata import embed_metadata
 from .variants import DEFAULT, IO, VARIANTS, Variant, parse_variant
+from .verify import drift, verify
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "edgeretina.export/1"
@@ -311,11 +312,23 @@ def export_model(model_or_run_dir, variants: Sequence[str | Variant] | None = No
                 "calibration": calib_info if info.calibration else None,
                 "versions": package_versions(),
             }
+            threshold, ref_v, ref_name = cfg.threshold, ref, "source Keras model"
+            if info.trains and X_ver is not None:
+                ref_v = _keras_scores(km, X_ver, spec, logits)
+                ref_name = f"fine-tuned Keras model ({info.variant.value})"
+                threshold = _rederive_threshold(km, cfg, spec, data, logits, train_cache, seed)
+            if info.trains:
+                payload["threshold"] = threshold
+                payload["export"]["source_threshold"] = cfg.threshold
+                payload["export"]["threshold_source"] = train_cache.get("threshold_source")
             buf = embed_metadata(buf, payload)
-            from .verify import verify
+            ver = verify(buf, info, io, spec, out_desc, threshold, X_ver, ref_v,
+                         allow_float_fallback=allow_float_fallback, sample=sample_info["source"] or "",
+                         reference=ref_name)
+            if info.trains and ver.scores is not None:
+                from dataclasses import replace
 
-            ver = verify(buf, info, io, spec, out_desc, cfg.threshold, X_ver, ref,
-                         allow_float_fallback=allow_float_fallback, sample=sample_info["source"] or "")
+                ver = replace(ver, vs_source=drift(spec, ver.scores, threshold, ref, cfg.threshold))
             target = out / f"{stem}_{info.suffix}.tflite"
             write_bytes_atomic(target, buf)
             res = ExportResult(
@@ -399,6 +412,29 @@ def _trained(info, lmodel, cfg: RunConfig, data: _Data, ft: FineTune, sparsity: 
     qm = qat(m, X, ya, cfg.kind, ft, preserve_sparsity=info.pruned, class_weight=cw)
     info_d["qat_seconds"] = round(time.perf_counter() - t, 2)
     return qm, info_d
+
+
+def _keras_scores(km, X, spec, logits: bool) -> np.ndarray:
+    from edgeretina.tasks import activate, scores_from_output
+
+    out = km.predict(X, batch_size=32, verbose=0)
+    return scores_from_output(spec, activate(out, spec.activation) if logits else out)
+
+
+def _rederive_threshold(km, cfg: RunConfig, spec, data: "_Data", logits: bool, cache: dict, seed: int):
+    """Fine-tuning moves the score distribution, so a binary pruned/QAT variant gets its own Youden
+    threshold on the validation split (up to 500 images); otherwise the config's threshold is kept."""
+    from edgeretina.tasks import TaskKind
+
+    if spec.kind is not TaskKind.BINARY or not data.available() or not data.splits().get("val"):
+        cache["threshold_source"] = "config.json (not re-derived)"
+        return cfg.threshold
+    from edgeretina.metrics import youden_threshold
+
+    X, y = data.sample("val", 500, seed)
+    thr = youden_threshold(np.asarray(y), _keras_scores(km, X, spec, logits))
+    cache["threshold_source"] = f"Youden J of the fine-tuned model on {len(X)} validation images"
+    return thr
 
 
 def _save_manifest(report: ExportReport) -> Path:

@@ -95,12 +95,13 @@ class Verification:
     min_agreement: float
     within_tolerance: bool | None
     sample: str = ""
-    notes: tuple[str, ...] = field(default_factory=tuple)
+    reference: str = "source Keras model"
+    vs_source: dict | None = None   # for fine-tuned variants: drift from the source model (informational)
+    scores: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = {k: v for k, v in asdict(self).items() if k != "scores"}
         d["float_ops"] = list(self.float_ops)
-        d["notes"] = list(self.notes)
         return d
 
 
@@ -110,7 +111,7 @@ def expected_io_dtype(info: VariantInfo, io: IO) -> str:
 
 def verify(tflite: bytes, info: VariantInfo, io: IO, spec: TaskSpec, output: dict, threshold,
            X: np.ndarray | None, ref_scores: np.ndarray | None, allow_float_fallback: bool = False,
-           sample: str = "", num_threads: int = 2) -> Verification:
+           sample: str = "", num_threads: int = 2, reference: str = "source Keras model") -> Verification:
     """Verify converted bytes. Raises ``ExportError`` for a broken file, wrong interface dtypes, or float ops
     left in a full-integer model without ``allow_float_fallback``; score drift is recorded, not raised."""
     try:
@@ -129,6 +130,7 @@ def verify(tflite: bytes, info: VariantInfo, io: IO, spec: TaskSpec, output: dic
                           "(pass --allow-float-fallback to accept them)")
     maxd = meand = agree = None
     ok = None
+    scores = None
     if X is not None and ref_scores is not None and len(X):
         raw = run(tflite, X, it=it)
         scores = scores_from_output(spec, probabilities(raw, output))
@@ -138,4 +140,11 @@ def verify(tflite: bytes, info: VariantInfo, io: IO, spec: TaskSpec, output: dic
         ok = bool(maxd <= info.score_tol and agree >= info.min_agreement)
     return Verification(True, d["input"]["dtype"], d["output"]["dtype"], dtypes_ok, fops,
                         0 if X is None else int(len(X)), maxd, meand, agree, info.score_tol, info.min_agreement,
-                        ok, sample)
+                        ok, sample, reference, None, scores)
+
+
+def drift(spec: TaskSpec, scores: np.ndarray, thr, ref_scores: np.ndarray, ref_thr) -> dict:
+    """Score / decision drift of a fine-tuned variant from the source model, each at its own threshold."""
+    diff = np.abs(scores - ref_scores)
+    agree = np.mean(decisions(spec, scores, thr) == decisions(spec, ref_scores, ref_thr))
+    return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()), "agreement": float(agree)}

@@ -1,11 +1,76 @@
-"""`edgeretina export` (issue 5)."""
+"""`edgeretina export RUN_DIR_or_MODEL [--int8 ...]`: thin wrapper over ``edgeretina.converters.export_model``.
+
+The variant flags come from ``edgeretina.converters.variants.FLAGS`` (the registry table). No TensorFlow
+import at module level.
+"""
+from __future__ import annotations
+
 import click
 
-from edgeretina.cli import not_ready
+from edgeretina.converters.variants import FLAGS, IO, select_variants
+from edgeretina.errors import ExportError
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def export(args):
-    """Not implemented yet (issue 5)."""
-    not_ready("export", "issue 5")
+def _variant_flags(f):
+    for name, help_ in reversed(list(FLAGS.items())):
+        f = click.option(f"--{name}", f"flag_{name}", is_flag=True, help=help_)(f)
+    return f
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path(path_type=str))
+@_variant_flags
+@click.option("--all", "all_", is_flag=True, help="every variant (float32 fp16 dynamic int8 pruned pruned-int8 qat pqat)")
+@click.option("--sparsity", type=float, default=None, help="target sparsity for --pruned, in (0, 1) [0.5]")
+@click.option("--calib", type=click.Path(path_type=str), default=None,
+              help="calibration images: a folder of images or a .npy/.npz of preprocessed inputs "
+                   "[default: training split of the run's dataset]")
+@click.option("--calib-n", type=int, default=200, show_default=True, help="calibration images (stratified by class)")
+@click.option("--io", "io_", type=click.Choice([x.value for x in IO]), default=IO.INT8.value, show_default=True,
+              help="interface tensors of full-integer variants")
+@click.option("--allow-float-fallback", is_flag=True, help="accept int8 models with some ops left in float")
+@click.option("--verify-n", type=int, default=64, show_default=True,
+              help="validation images for the float-vs-variant check (0: skip)")
+@click.option("--steps", type=int, default=None, help="fine-tune steps for --pruned/--qat [300]")
+@click.option("--output", type=click.Choice(["auto", "logits", "probabilities"]), default="auto", show_default=True,
+              help="what the .tflite outputs (auto: logits for full-integer variants)")
+@click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
+              help="output folder [RUN_DIR/export]")
+def export(model, all_, sparsity, calib, calib_n, io_, allow_float_fallback, verify_n, steps, output, out_dir,
+           **flags):
+    """Export MODEL (a run dir or a .keras file with config.json beside it) to .tflite variants.
+
+    No variant flag: float32 + int8. Writes <name>_<variant>.tflite (config embedded as metadata) and
+    manifest.json; every file is verified in LiteRT against the Keras model.
+    """
+    sel = {k.removeprefix("flag_"): v for k, v in flags.items()}
+    variants = select_variants(**sel, all_=all_)
+    pruning = any(v.info.pruned for v in variants)
+    if sparsity is not None and not pruning:
+        raise ExportError("--sparsity only applies to pruned variants (add --pruned)")
+    if steps is not None and not any(v.info.trains for v in variants):
+        raise ExportError("--steps only applies to --pruned/--qat variants")
+    if steps is not None and steps < 1:
+        raise ExportError(f"--steps must be >= 1, got {steps}")
+    if calib is not None and not any(v.info.calibration for v in variants):
+        raise ExportError("--calib only applies to calibrated variants (--int8, --pruned --int8)")
+    if calib_n < 1 or verify_n < 0:
+        raise ExportError("--calib-n must be >= 1 and --verify-n >= 0")
+
+    from pathlib import Path
+
+    from edgeretina.converters import FineTune, export_model
+    from edgeretina.run import resolve_model_path
+
+    resolve_model_path(Path(model))  # missing file / not a model / no config → one-line error before any work
+
+    kw = {}
+    if steps is not None:
+        kw["finetune"] = FineTune(steps=steps)
+    names = " ".join(v.value for v in variants)
+    click.echo(f"edgeretina export: {model} → {names}")
+    report = export_model(model, variants, out_dir, calib, io=io_, sparsity=0.5 if sparsity is None else sparsity,
+                          calib_n=calib_n, verify_n=verify_n, allow_float_fallback=allow_float_fallback,
+                          output=output, on_result=lambda r: click.echo(r.line()), **kw)
+    click.echo(f"manifest: {report.manifest_path} ({len(report.results)} variant(s), "
+               f"{report.options['seconds']:.1f}s)")

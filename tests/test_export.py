@@ -1,0 +1,138 @@
+"""edgeretina export on a real small model (conftest ``small_run``: ImageNet MobileNetV2 at 96 px, head
+trained on real ODIR glaucoma images): every variant runs in LiteRT, carries its metadata, agrees with the
+Keras model within its tolerance; pruning hits its target; an interrupted export leaves no file."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeretina.converters import ALL, FineTune, Variant, export_model, read_metadata
+from edgeretina.run import RunConfig, file_sha256
+
+FT = FineTune(steps=8, batch_size=16, max_images=64)
+SPARSITY = 0.5
+
+
+@pytest.fixture(scope="session")
+def exported(small_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    return export_model(small_run, ALL, out, calib_n=48, verify_n=32, sparsity=SPARSITY, finetune=FT)
+
+
+def _run_litert(path: Path, x: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=2)
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    if i["dtype"] == np.int8:
+        s, z = i["quantization"]
+        x = np.clip(np.round(x / s + z), -128, 127).astype(np.int8)
+    it.set_tensor(i["index"], x.astype(i["dtype"]))
+    it.invoke()
+    r = it.get_tensor(o["index"]).astype(np.float64)
+    if o["dtype"] == np.int8:
+        s, z = o["quantization"]
+        r = (r - z) * s
+    return r
+
+
+def test_every_variant_exported_verified_and_within_tolerance(exported, small_run):
+    assert [r.variant for r in exported.results] == [v.value for v in ALL]
+    sha = file_sha256(Path(small_run) / "model.keras")
+    cfg = RunConfig.load(small_run)
+    for r in exported.results:
+        p = Path(r.path)
+        assert p.is_file() and p.name.endswith(f"_{Variant(r.variant).info.suffix}.tflite")
+        assert file_sha256(p) == r.sha256 and p.stat().st_size == r.size_bytes
+        v = r.verification
+        assert v["n"] == 32 and v["within_tolerance"], (r.variant, v)
+        assert v["max_abs_diff"] <= Variant(r.variant).info.score_tol
+        # metadata: the run's config + what the graph outputs + the source hash
+        md = read_metadata(p)
+        back = RunConfig.from_dict(md)
+        assert back.labels == cfg.labels and back.task == cfg.task and back.preprocessing == cfg.preprocessing
+        assert md["export"]["variant"] == r.variant and md["export"]["source_sha256"] == sha
+        assert md["output"] == r.output
+        if not Variant(r.variant).info.trains:
+            assert md["threshold"] == cfg.threshold
+        # the file runs in LiteRT on a real preprocessed image batch of one
+        x = np.zeros((1, *r.interface["input"]["shape"][1:]), np.float32)
+        out = _run_litert(p, x)
+        assert out.shape == (1, 2) and np.isfinite(out).all()
+
+
+def test_int8_is_full_integer_with_logit_output(exported):
+    r = exported["int8"]
+    assert r.interface["input"]["dtype"] == "int8" and r.interface["output"]["dtype"] == "int8"
+    assert r.verification["float_ops"] == []
+    assert r.output == {"kind": "logits", "activation": "softmax"}
+    assert exported["float32"].output["kind"] == "probabilities"
+    for v in ("qat", "pqat", "pruned-int8"):
+        assert exported[v].interface["input"]["dtype"] == "int8"
+
+
+def test_pruned_sparsity_on_target_and_gzip_smaller(exported):
+    for v, unpruned in (("pruned", "float32"), ("pruned-int8", "int8"), ("pqat", "qat")):
+        r = exported[v]
+        assert abs(r.sparsity - SPARSITY) <= 0.01, (v, r.sparsity)
+        assert r.gzip_bytes < exported[unpruned].gzip_bytes, v
+        assert r.gzip_bytes == len(gzip.compress(Path(r.path).read_bytes(), 9))
+        assert r.verification["vs_source"] is not None  # drift from the source model is recorded
+
+
+def test_sizes_shrink(exported):
+    f32 = exported["float32"].size_bytes
+    assert exported["fp16"].size_bytes < 0.6 * f32
+    for v in ("dynamic", "int8", "qat"):
+        assert exported[v].size_bytes < 0.35 * f32
+
+
+def test_manifest_lists_every_artifact(exported):
+    m = json.loads(exported.manifest_path.read_text())
+    assert m["schema"] == "edgeretina.export/1"
+    assert {"tensorflow", "ai-edge-litert", "tensorflow-model-optimization"} <= set(m["versions"])
+    assert m["calibration"]["n"] == 48 and m["calibration"]["stratified_by_class"]
+    for r in m["results"]:
+        assert file_sha256(r["path"]) == r["sha256"]
+        assert "agreement" in r["verification"] and "size_ratio_vs_float32" in r
+
+
+def test_io_float_interface(small_run, tmp_path):
+    rep = export_model(small_run, ["int8"], tmp_path, io="float", calib_n=32, verify_n=16)
+    r = rep["int8"]
+    assert r.interface["input"]["dtype"] == "float32" and r.interface["output"]["dtype"] == "float32"
+    assert read_metadata(r.path)["export"]["io"] == "float"
+    assert r.verification["within_tolerance"]
+
+
+class _Interrupting(np.ndarray):
+    """Calibration images that raise KeyboardInterrupt part-way through the converter's calibration."""
+
+    def __iter__(self):
+        for i, x in enumerate(np.asarray(self)):
+            if i == 3:
+                raise KeyboardInterrupt
+            yield x
+
+
+def test_interrupted_export_leaves_no_file(small_run, tmp_path, monkeypatch):
+    import edgeretina.converters.calib as calib
+
+    real = calib.from_path
+
+    def interrupting(*a, **k):
+        return real(*a, **k).view(_Interrupting)
+
+    monkeypatch.setattr(calib, "from_path", interrupting)
+    np.save(tmp_path / "cal.npy", np.zeros((20, 96, 96, 3), np.float32))
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        export_model(small_run, ["float32", "int8"], out, calib=tmp_path / "cal.npy", verify_n=0)
+    # float32 finished before the interruption and is complete; int8 left nothing, not even a temp file
+    assert sorted(p.name for p in out.iterdir()) == ["run_float32.tflite"]
+    read_metadata(out / "run_float32.tflite")
