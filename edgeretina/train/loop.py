@@ -32,6 +32,17 @@ def array_dataset(x, y, batch_size: int, shuffle: bool, seed: int):
     return ds.batch(batch_size).prefetch(2)
 
 
+def predict_fast(model, x, batch_size: int = 64) -> np.ndarray:
+    """Inference-mode outputs without ``Model.predict``'s per-call setup (which dominates on cached features)."""
+    from edgeretina._keras import tf
+
+    fn = getattr(model, "_edgeretina_infer", None)
+    if fn is None:
+        fn = tf.function(lambda t: model(t, training=False), reduce_retracing=True)
+        model.__dict__["_edgeretina_infer"] = fn
+    return np.concatenate([fn(tf.constant(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)])
+
+
 @dataclass
 class PhaseResult:
     name: str
@@ -73,7 +84,7 @@ def _tracker_cls():
         def on_epoch_end(self, epoch, logs=None):
             logs = logs if logs is not None else {}
             if self.x_val is not None and len(self.x_val):
-                p = self.model.predict(self.x_val, batch_size=self.batch_size, verbose=0)
+                p = predict_fast(self.model, self.x_val, self.batch_size)
                 val_loss = float(np.mean(self.loss_fn(self.y_val, p).numpy()))
                 if self.model.losses:
                     val_loss += float(sum(float(l.numpy()) for l in self.model.losses))

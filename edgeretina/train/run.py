@@ -133,7 +133,7 @@ def train_run(data, task: str, arch: str, out, *, weights="imagenet", input_size
     from edgeretina.preprocess import Pipeline
     from edgeretina.run import CONFIG_FILE, MODEL_FILE, RunConfig
 
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     cfg = config or TrainConfig()
     spec = task_spec(task)
     bb = get_backbone(arch)
@@ -178,6 +178,15 @@ def train_run(data, task: str, arch: str, out, *, weights="imagenet", input_size
             say(f"note: pipeline scaling '{pipe.scaling}' differs from {bb.keras_name}'s '{bb.scaling.value}'")
     say(f"data: {ds.format} {spec.task.value}  train {len(parts['train'])}  val {len(parts['val'])}  "
         f"test {len(parts['test'])}  preprocessing: {pipe.describe()}")
+    # ---- model (built before the images load, so a bad weights file fails fast)
+    from edgeretina.train.loop import _null
+    from edgeretina.train.losses import make_loss
+
+    with (strat.scope() if strat is not None else _null()):
+        model = build_model(bb.name, spec, size, w, head, **(arch_options or {}))
+    info = model.edgeretina
+    cw = class_weights(parts["train"], spec)
+    loss, keras_cw = make_loss(cfg.loss, spec, cw)
     t0 = time.perf_counter()
     arrays = {k: load_arrays(v, pipe, spec) for k, v in parts.items() if v}
     t_load = time.perf_counter() - t0
@@ -185,15 +194,6 @@ def train_run(data, task: str, arch: str, out, *, weights="imagenet", input_size
     tr, va = arrays["train"], arrays["val"]
     data_arr = Arrays(tr[0], tr[1], va[0], va[1])
 
-    # ---- model + loss
-    from edgeretina.train.losses import make_loss
-    from edgeretina.train.loop import _null
-
-    with (strat.scope() if strat is not None else _null()):
-        model = build_model(bb.name, spec, size, w, head, **(arch_options or {}))
-    info = model.edgeretina
-    cw = class_weights(parts["train"], spec)
-    loss, keras_cw = make_loss(cfg.loss, spec, cw)
     ckpt = out / CHECKPOINT_DIR
 
     # ---- pooled features of the frozen ImageNet backbone: the warm-up's cache and the baseline probe's input
@@ -293,6 +293,7 @@ def train_run(data, task: str, arch: str, out, *, weights="imagenet", input_size
     if ckpt.exists():
         shutil.rmtree(ckpt, ignore_errors=True)
     metrics["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
+    metrics["seconds"]["cpu_process"] = round(time.process_time() - cpu_start, 2)  # all threads, user+sys
     write_json_atomic(out / "metrics.json", metrics)
     say(f"done in {metrics['seconds']['total']:.0f} s → {out / MODEL_FILE}, {out / CONFIG_FILE}")
     return Path(out)
