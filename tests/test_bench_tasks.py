@@ -1,0 +1,72 @@
+"""The benchmark on the other task kinds end to end: DR grading (RetinaMNIST, κ + referable AUROC) and
+ODIR multi-label (mean + per-label AUROC), with small untrained-but-real Keras models and their float32
+.tflite export. Accuracy is not the point here (the models are random); the report's shape is."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgeretina.benchmarks.harness import run_bench
+
+
+def _tiny_run(root, task, size, fov):
+    from edgeretina._keras import keras
+    from edgeretina.preprocess import Pipeline
+    from edgeretina.run import RunConfig
+    from edgeretina.tasks import task_spec
+
+    spec = task_spec(task)
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inp)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(spec.n_outputs, activation=spec.activation)(x)
+    model = keras.Model(inp, out)
+    root.mkdir(parents=True)
+    model.save(root / "model.keras")
+    RunConfig(task=spec.task.value, kind=spec.kind.value, labels=spec.labels, arch="tiny", input_size=size,
+              preprocessing=Pipeline.default(size, "tf", fov=fov).to_json(), positive_index=spec.positive_index,
+              output={"activation": spec.activation, "kind": "probabilities"}, threshold=0.3).save(root)
+    return root
+
+
+def test_dr_grading_report(shared, tmp_path):
+    from edgeretina.converters import export_model
+
+    run = _tiny_run(tmp_path / "dr", "dr", 32, fov=False)
+    export_model(run, ["float32"], run / "export", calib=None, verify_n=8)
+    data = shared / "data" / "retinamnist" / "retinamnist.npz"
+    rep = run_bench([run, run / "export"], str(data), runs=1, warmup=0, timing_images=2, n_boot=50,
+                    out=tmp_path / "rep")
+    assert rep.kind == "multiclass" and rep.dataset["n_images"] == 400  # RetinaMNIST's own test split
+    assert set(rep.dataset["classes"]) == {"no DR", "mild", "moderate", "severe", "proliferative"}
+    keras_row, tfl = rep.variants
+    for v in rep.variants:
+        assert v.kappa is not None and -1 <= v.kappa <= 1
+        assert 0 <= v.auroc <= 1 and v.grade_flip_rate is not None
+        assert v.depth == 3
+    # no BatchNorm to fold; the converter drops the dense layer's all-zero (untrained) bias: 5 weights
+    assert keras_row.params == 1477 and tfl.params == 1472
+    assert tfl.grade_flip_rate == 0.0 and abs(tfl.delta_auroc) < 1e-6
+    d = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert d["variants"][1]["kappa"] == pytest.approx(keras_row.kappa)
+    assert "| κ |" in (tmp_path / "rep" / "report.md").read_text()
+    assert (tmp_path / "rep" / "roc.png").stat().st_size > 1000
+
+
+def test_multilabel_report(shared, tmp_path):
+    run = _tiny_run(tmp_path / "odir", "odir", 64, fov=True)
+    rep = run_bench([run], str(shared / "data" / "odir"), task="odir", split="all", max_images=120, runs=1,
+                    warmup=0, timing_images=2, n_boot=50, out=tmp_path / "rep")
+    (v,) = rep.variants
+    assert rep.kind == "multilabel" and rep.dataset["n_images"] == 120
+    assert list(v.per_label) == ["N", "D", "G", "C", "A", "H", "M", "O"]
+    aucs = [p["auroc"] for p in v.per_label.values() if p.get("auroc") is not None]
+    assert v.auroc == pytest.approx(np.mean(aucs))
+    assert v.flip_rate == 0.0 and v.delong_p == 1.0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Per-label AUROC" in md
+    assert (tmp_path / "rep" / "ballchart.png").stat().st_size > 1000
