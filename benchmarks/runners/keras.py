@@ -56,6 +56,12 @@ class KerasRunner:
                                   "'edgeretina[gpu]' on a machine with a CUDA GPU)")
             self._tf_device = "/GPU:0"
             self.threads = None
+            self.facts = {"gpu": found[0]}
+            try:
+                details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+                self.facts.update({k: str(v) for k, v in details.items()})
+            except (RuntimeError, ValueError, IndexError):
+                pass
         else:
             self._tf_device = "/CPU:0"
             self.threads = set_cpu_threads(threads)
