@@ -32,7 +32,12 @@ class Runner(Protocol):
     ``predict(x)`` takes a float32 batch (N, H, W, C) — the output of the model's own preprocessing
     Pipeline — handles int8 (de)quantisation of interface tensors and any logits→probability activation
     recorded in the metadata, and returns the model's probabilities (N, outputs).
-    ``time(x, runs, warmup)`` returns batch-1 latency.
+    ``time(x, runs, warmup)`` returns batch-1 latency: ``warmup`` untimed calls, then ``runs`` passes over
+    every image of ``x``, each timed alone (``Timing.n == runs * len(x)``).
+
+    Optional attributes the harness reads: ``threads`` (threads actually used), ``supports_predict``
+    (False for a runner that only times, e.g. a phone: scores then come from the same file on the host)
+    and ``facts`` (a dict about the device, reported as ``device_info``).
     """
 
     device: str
