@@ -181,3 +181,27 @@ def test_litert_runner_int8_interface_and_logits_metadata(bench_models, tmp_path
     want = logits_model.predict(z, verbose=0)
     want = np.exp(want) / np.exp(want).sum(1, keepdims=True)
     np.testing.assert_allclose(runner.predict(z), want, atol=1e-5)
+
+
+def test_nonzero_params_count_zeroed_weights(bench_models, tmp_path):
+    """Pruning shows up as fewer non-zero parameters: zero half of the largest weight tensor by hand."""
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    from edgeretina.benchmarks.modelfile import tflite_param_counts
+
+    src = bench_models["tflite"]["float32"]
+    depth, params, nonzero = tflite_param_counts(src.read_bytes())
+    m = fu.read_model(str(src))
+    sg = m.subgraphs[0]
+    big = max((t for t in sg.tensors if m.buffers[t.buffer].data is not None and t.type == 0),
+              key=lambda t: len(m.buffers[t.buffer].data))
+    w = np.frombuffer(bytes(m.buffers[big.buffer].data), dtype=np.float32).copy()
+    half = w.size // 2
+    expected = nonzero - int(np.count_nonzero(w[:half]))
+    w[:half] = 0
+    m.buffers[big.buffer].data = np.frombuffer(w.tobytes(), dtype=np.uint8)
+    fu.write_model(m, str(tmp_path / "zeroed.tflite"))
+    assert tflite_param_counts((tmp_path / "zeroed.tflite").read_bytes()) == (depth, params, expected)
+    # int8: weights are compared with their zero point, so the count stays close to the float file's
+    _, p8, nz8 = tflite_param_counts(bench_models["tflite"]["int8"].read_bytes())
+    assert p8 == params and 0.97 * nonzero <= nz8 <= params
