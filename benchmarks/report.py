@@ -168,15 +168,22 @@ class Report:
         ds = self.dataset
         classes = ", ".join(f"{k} {v}" for k, v in (ds.get("classes") or {}).items())
         m = self.machine
+        st = self.settings
+        thr = st.get("threshold")
+        thr = (", ".join(f"{x:.3f}" for x in thr) if isinstance(thr, (list, tuple))
+               else f"{thr:.3f}" if isinstance(thr, (int, float)) else "–")
+        subset = " (a seeded random subset)" if st.get("max_images") else ""
+        runs = st.get("runs")
         lines = [
             f"# edgeretina benchmark: {self.task}",
             "",
-            f"- Data: `{ds.get('path')}` split `{ds.get('split')}`, {ds.get('n_images')} images ({classes})",
+            f"- Data: `{ds.get('path')}` split `{ds.get('split')}`, {ds.get('n_images')} images{subset} "
+            f"({classes})",
             f"- Reference: `{self.reference}`; ΔAUROC, retention, DeLong p (paired, two-sided) and flips are "
-            f"against it; sensitivity/specificity at the reference's threshold {self.settings.get('threshold')}",
-            f"- Latency: batch 1 after {self.settings.get('warmup')} warm-up calls, {self.settings.get('runs')} "
-            f"passes over {self.settings.get('timing_images')} images; AUROC CI: "
-            f"{self.settings.get('n_boot')} stratified bootstrap resamples",
+            f"against it; sensitivity/specificity at the reference's threshold {thr}",
+            f"- Latency: batch 1 after {st.get('warmup')} warm-up calls, {runs} pass{'es' if runs != 1 else ''} "
+            f"over {st.get('timing_images')} images; AUROC CI: {st.get('n_boot')} stratified bootstrap "
+            f"resamples",
             f"- Machine: {m.get('cpu', '?')}, {m.get('cpu_count', '?')} cores, {m.get('platform', '?')}; "
             f"tensorflow {m.get('tensorflow', '?')}, ai-edge-litert {m.get('ai_edge_litert', '?')}",
         ]
