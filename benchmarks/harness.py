@@ -225,15 +225,20 @@ def run_bench(models: Sequence[str | os.PathLike], data: str, *, task: str | Non
 
     # Reference probabilities, computed on the host once.
     host_probs: dict[Path, np.ndarray] = {}
+    kept: dict[Path, object] = {}  # the reference's host runner, reused when it is also a job
 
-    def host(m: ModelFile) -> np.ndarray:
+    def host(m: ModelFile, keep: bool = False) -> np.ndarray:
         if m.path not in host_probs:
             r = DEVICES[Device.CPU].load(m, threads)
             host_probs[m.path] = r.predict(x_for(m))
-            del r
+            if keep:
+                kept[m.path] = r
         return host_probs[m.path]
 
-    ref_probs = host(ref)
+    def same_as_host(m: ModelFile, s) -> bool:  # this job's runner is the host runner
+        return s.device is Device.CPU or (m.format == "keras" and s.device is Device.KERAS_CPU)
+
+    ref_probs = host(ref, keep=any(m is ref and same_as_host(m, s) for m, s in jobs))
     if len(ref_probs) != len(y):
         raise ModelError(f"{ref.path}: scored {len(ref_probs)} images but {len(y)} were given")
 
@@ -242,15 +247,18 @@ def run_bench(models: Sequence[str | os.PathLike], data: str, *, task: str | Non
     stats_cache: dict[Path, object] = {}
     for done, (m, s) in enumerate(jobs, start=1):
         report_progress(done, total, f"{m.name} on {s.device.value}")
+        reuse = same_as_host(m, s) and m.path in kept
         try:
-            runner = s.load(m, threads)
+            runner = kept.pop(m.path) if reuse else s.load(m, threads)
         except DeviceError as e:
             warn(str(e))
             skipped.append({"file": str(m.path), "device": s.device.value, "reason": str(e)})
             continue
         x = x_for(m)
         note = ""
-        if getattr(runner, "supports_predict", True):
+        if reuse:
+            probs = host_probs[m.path]
+        elif getattr(runner, "supports_predict", True):
             probs = np.asarray(runner.predict(x))
             if s.device in (Device.CPU, Device.KERAS_CPU) and m.path not in host_probs:
                 host_probs[m.path] = probs
