@@ -57,6 +57,7 @@ class VariantReport:
     per_label: dict[str, dict[str, Any]] | None = None  # multi-label: AUROC, CI, DeLong p, sens, spec
     device_info: dict[str, Any] | None = None  # e.g. the phone's model, SoC, Android version, delegate
     note: str = ""
+    delta_auroc_ci95: tuple[float, float] | None = None  # paired DeLong 95 % CI of ΔAUROC
 
     @property
     def size_mb(self) -> float:
@@ -69,6 +70,7 @@ class VariantReport:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["auroc_ci95"] = list(self.auroc_ci95) if self.auroc_ci95 else None
+        d["delta_auroc_ci95"] = list(self.delta_auroc_ci95) if self.delta_auroc_ci95 else None
         d["size_mb"] = round(self.size_mb, 4)
         d["gzip_mb"] = round(self.gzip_mb, 4)
         return _clean(d)
@@ -78,8 +80,9 @@ class VariantReport:
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
         kw["latency_ms"] = Latency(**(d.get("latency_ms") or {}))
-        if kw.get("auroc_ci95") is not None:
-            kw["auroc_ci95"] = tuple(kw["auroc_ci95"])
+        for k in ("auroc_ci95", "delta_auroc_ci95"):
+            if kw.get(k) is not None:
+                kw[k] = tuple(kw[k])
         return cls(**kw)
 
 

@@ -24,6 +24,7 @@ class Scores:
     auroc: float | None = None
     auroc_ci95: tuple[float, float] | None = None
     delta_auroc: float | None = None
+    delta_auroc_ci95: tuple[float, float] | None = None  # DeLong (normal approximation), paired
     auroc_retention: float | None = None
     delong_p: float | None = None
     sensitivity: float | None = None
@@ -81,7 +82,7 @@ def _binary(y, s, s_ref, t, n_boot, seed) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if _two_classes(y):
         d = compare.delong_test(y, s, s_ref)
-        out.update(auroc=d.auc_a, delta_auroc=d.delta, delong_p=d.p,
+        out.update(auroc=d.auc_a, delta_auroc=d.delta, delta_auroc_ci95=d.ci95(), delong_p=d.p,
                    auroc_retention=compare.retention(d.auc_a, d.auc_b),
                    auroc_ci95=compare.bootstrap_auroc_ci(y, s, n_boot=n_boot, seed=seed) if n_boot else None)
     out["sensitivity"], out["specificity"] = _sens_spec(y, s, t)

@@ -65,6 +65,7 @@ def test_bench_real_variants_writes_every_field(bench_models, tmp_path):
         assert v["auroc_retention"] == pytest.approx(v["auroc"] / ref["auroc"])
         assert v["delta_auroc"] == pytest.approx(v["auroc"] - ref["auroc"])
         assert 0 <= v["delong_p"] <= 1 and 0 <= v["flip_rate"] <= 1
+        assert v["delta_auroc_ci95"][0] <= v["delta_auroc"] <= v["delta_auroc_ci95"][1]
         assert v["auroc_density"] == pytest.approx(v["auroc"] / (v["params"] / 1e6))
         assert 0 <= v["sensitivity"] <= 1 and 0 <= v["specificity"] <= 1
         lat = v["latency_ms"]

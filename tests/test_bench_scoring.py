@@ -30,6 +30,8 @@ def test_binary_scores_against_reference():
     assert sc.delta_auroc == pytest.approx(roc_auc_score(y, var) - roc_auc_score(y, ref))
     assert sc.auroc_ci95[0] < sc.auroc < sc.auroc_ci95[1]
     assert 0 < sc.delong_p <= 1
+    lo, hi = sc.delta_auroc_ci95
+    assert lo < sc.delta_auroc < hi and (lo > 0 or hi < 0) == (sc.delong_p < 0.05)
     assert sc.sensitivity == pytest.approx(np.mean(var[y == 1] >= 0.4))
     assert sc.specificity == pytest.approx(np.mean(var[y == 0] < 0.4))
     assert sc.flip_rate == pytest.approx(np.mean((var >= 0.4) != (ref >= 0.4)))
