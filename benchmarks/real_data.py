@@ -208,16 +208,32 @@ def publish(exp: Experiment, run_dir: Path, reports: list[dict], steps: dict, ro
     return payload
 
 
+def smoke(exp: Experiment) -> Experiment:
+    from dataclasses import replace
+
+    tiny = ("--max-train", "120", "--max-val", "40", "--max-test", "60", "--epochs-finetune", "1",
+            "--epochs-warmup", "20", "--bootstrap", "100")
+    return replace(exp, input_size=96, train_args=exp.train_args + tiny,
+                   export_sets=tuple((n, f + ("--steps", "4", "--calib-n", "40", "--verify-n", "16"))
+                                     for n, f in exp.export_sets),
+                   bench_args=("--max-images", "60", "--runs", "1", "--timing-images", "5", "--n-boot", "100"))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", nargs="*", choices=list(EXPERIMENTS), help="experiments to run (default: all)")
     ap.add_argument("--work", default=str(REPO_ROOT / "runs" / "real"), help="run/export/bench folder")
     ap.add_argument("--docs", default=str(REPO_ROOT / "docs" / "benchmarks"), help="where tables go")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny run (few images, 96 px, few steps) to check the plumbing; not for publishing")
     a = ap.parse_args(argv)
     seed_keras_cache()
     t = time.perf_counter()
     for name in a.only or list(EXPERIMENTS):
-        run_experiment(EXPERIMENTS[name], Path(a.work), Path(a.docs))
+        exp = EXPERIMENTS[name]
+        if a.smoke:
+            exp = smoke(exp)
+        run_experiment(exp, Path(a.work), Path(a.docs))
     print(f"done in {(time.perf_counter() - t) / 60:.1f} min")
     return 0
 
