@@ -127,3 +127,16 @@ def test_grid_search_resumes(shared, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["grid"]["objective"] == "val_auroc" and m["grid"]["best"]["val_auroc"] == max(
         float(r["val_auroc"]) for r in table)
+
+
+def test_multitask_run_with_exp_uwbce(shared, tmp_path):
+    """ODIR glaucoma + DR as two sigmoid outputs, trained with the exponential uneven-weight BCE."""
+    out = train_run(shared / "data" / "odir", "multitask", "mobilenetv2", tmp_path / "mt", weights=None,
+                    input_size=32, arch_options={"alpha": 0.35}, n_boot=0, max_train=96, max_val=48, max_test=48,
+                    config=TrainConfig(epochs_warmup=2, epochs_finetune=1, batch_size=16, loss="exp-uwbce"))
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["kind"] == "multilabel" and cfg["labels"] == ["glaucoma", "dr"] and cfg["threshold"] is None
+    assert cfg["head"]["type"] == "multitask" and cfg["output"]["activation"] == "sigmoid"
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["test"]["per_label"]) == {"glaucoma", "dr"} and "macro_auroc" in m["test"]
+    assert (out / "roc.png").stat().st_size > 1000

@@ -77,6 +77,7 @@ def test_train_cli_tiny_real_run(shared, tmp_path):
                 "referable-dr", "--arch", "mobilenetv2", "--alpha", "0.35", "--weights", "none",
                 "--input-size", "32", "--epochs-warmup", "2", "--epochs-finetune", "1", "--max-train", "200",
                 "--max-test", "100", "--bootstrap", "50", "--freeze", "partial:0.2", "--head", "fc:16",
+                "--strategy", "mirrored", "--augment", "mvoulana",
                 "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "[warmup] epoch 1/2" in res.output and "[finetune] epoch 1/1" in res.output
@@ -84,4 +85,5 @@ def test_train_cli_tiny_real_run(shared, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["head"]["type"] == "fc" and cfg["head"]["units"] == [16]
     assert cfg["extra"]["train"]["freeze"] == "partial:0.2" and cfg["extra"]["arch_options"] == {"alpha": 0.35}
+    assert cfg["extra"]["strategy"] == "mirrored"
     assert cfg["preprocessing"]["steps"][-1] == {"name": "scale", "params": {"mode": "tf"}}

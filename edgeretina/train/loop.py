@@ -100,8 +100,10 @@ def _tracker_cls():
                 self.best_weights = self.model.get_weights()
             else:
                 self.wait += 1
-            lr = self.model.optimizer.learning_rate
-            lr_now = float(lr(self.model.optimizer.iterations)) if callable(lr) else float(lr)
+            opt = self.model.optimizer
+            sched = getattr(opt, "_learning_rate", None)
+            lr_now = (float(np.asarray(sched(opt.iterations))) if callable(sched) and not hasattr(sched, "numpy")
+                      else float(np.asarray(opt.learning_rate)))
             row = {"phase": self.name, "epoch": epoch + 1, "loss": float(logs.get("loss", np.nan)),
                    "val_loss": float(logs.get("val_loss", np.nan)),
                    "val_score": float(logs.get("val_score", np.nan)), "lr": lr_now,
@@ -169,8 +171,10 @@ def fit_phase(name: str, model, spec: TaskSpec, train, val, *, loss, lr: float, 
     t0 = time.perf_counter()
     score_fn = score_fn or (lambda y, s: primary_score(spec, y, s))
     keras.utils.set_random_seed(seed)
-    scope = strategy.scope() if strategy is not None else _null()
-    with scope:
+    def scope():
+        return strategy.scope() if strategy is not None else _null()
+
+    with scope():
         model.compile(optimizer=make_optimizer(lr, momentum, decay), loss=loss)
     if isinstance(train, tf.data.Dataset):
         ds = train
@@ -182,7 +186,7 @@ def fit_phase(name: str, model, spec: TaskSpec, train, val, *, loss, lr: float, 
     start = 0
     if ckpt_dir is not None:
         # build optimizer slots so the checkpoint restores them
-        with scope:
+        with scope():
             model.optimizer.build(model.trainable_variables)
         tracker.set_model(model)
         start = tracker.restore()

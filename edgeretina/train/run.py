@@ -79,7 +79,8 @@ def _history_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def logreg_probe(f_train, y_train, f_test, y_test, spec: TaskSpec, n_boot: int = 1000, seed: int = 0):
+def logreg_probe(f_train, y_train, f_test, y_test, spec: TaskSpec, n_boot: int = 1000, seed: int = 0,
+                 f_val=None, y_val=None):
     """Baseline: logistic regression (balanced classes, standardized features) on frozen pooled features."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -92,8 +93,13 @@ def logreg_probe(f_train, y_train, f_test, y_test, spec: TaskSpec, n_boot: int =
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced"))
     clf.fit(f_train, y_train)
     s = clf.predict_proba(f_test)[:, 1]
-    return {"model": "logistic regression (C=0.1, balanced) on frozen pooled backbone features",
-            **bootstrap_auroc(y_test, s, n_boot, seed).to_dict()}
+    out = {"model": "logistic regression (C=0.1, balanced) on frozen pooled backbone features",
+           **bootstrap_auroc(y_test, s, n_boot, seed).to_dict()}
+    if f_val is not None and len(f_val):
+        from edgeretina.metrics import auroc
+
+        out["val_auroc"] = auroc(y_val, clf.predict_proba(f_val)[:, 1])
+    return out
 
 
 def save_clean_model(model, path: Path) -> Path:
@@ -135,7 +141,13 @@ def train_run(data, task: str, arch: str, out, *, weights="imagenet", input_size
 
     t_start, cpu_start = time.perf_counter(), time.process_time()
     cfg = config or TrainConfig()
-    spec = task_spec(task)
+    from edgeretina.tasks import Task
+
+    try:
+        task_name = Task(task).value
+    except ValueError:
+        task_spec(task)  # raises the one-line "unknown task" error
+        raise
     bb = get_backbone(arch)
     size = int(input_size or bb.default_size)
     if size < bb.min_size:
@@ -151,16 +163,17 @@ def train_run(data, task: str, arch: str, out, *, weights="imagenet", input_size
         raise EdgeRetinaError(f"unknown loss '{cfg.loss}' (choose from: "
                               f"{', '.join(l.value for l in LossName)})") from None
     strat = make_strategy(strategy)
-    fmt = check_task_served(data, spec.task.value, (data_options or {}).get("format"))
+    fmt = check_task_served(data, task_name, (data_options or {}).get("format"))
     out = ensure_writable_dir(out)
     if (out / "metrics.json").is_file() and (out / MODEL_FILE).is_file() and not (out / CHECKPOINT_DIR).exists():
         if not overwrite:
             raise EdgeRetinaError(f"{out}: already holds a finished run (choose a new --out or pass overwrite)")
+        shutil.rmtree(out / "grid", ignore_errors=True)  # a fresh run: no resuming the old search
     say = log or (lambda m: None)
 
     # ---- data
     opts = {k: v for k, v in (data_options or {}).items() if k != "format"}
-    ds = open_dataset(data, spec.task.value, format=fmt, **opts)
+    ds = open_dataset(data, task_name, format=fmt, **opts)
     spec = ds.spec
     parts = ds.split(split, seed=seed)
     parts = {"train": subsample(parts["train"], max_train, spec, seed),
@@ -203,12 +216,14 @@ def train_run(data, task: str, arch: str, out, *, weights="imagenet", input_size
     if cfg.cache_features or baseline:
         t0 = time.perf_counter()
         fm = F.pooled_feature_model(model)
-        feats = {k: F.compute(fm, a[0]) for k, a in arrays.items()}
+        feats = {k: F.compute(fm, a[0]) for k, a in arrays.items()
+                 if k != "test" or (baseline and spec.kind is TaskKind.BINARY)}
         say(f"cached pooled backbone features ({feats['train'].shape[1]}-d) of "
             f"{sum(len(f) for f in feats.values())} images in {time.perf_counter() - t0:.1f} s")
     base = None
     if baseline and spec.kind is TaskKind.BINARY and "test" in arrays:
-        base = logreg_probe(feats["train"], tr[1], feats["test"], arrays["test"][1], spec, n_boot, seed)
+        base = logreg_probe(feats["train"], tr[1], feats["test"], arrays["test"][1], spec, n_boot, seed,
+                            feats["val"], va[1])
         say(f"baseline: logistic regression on frozen features, test AUROC {base['auroc']:.3f} "
             f"({base['auroc_ci_low']:.3f}-{base['auroc_ci_high']:.3f})")
 
@@ -292,6 +307,8 @@ def train_run(data, task: str, arch: str, out, *, weights="imagenet", input_size
     plot_roc(out / "roc.png", roc_curves_for(spec, curves), title=f"{bb.keras_name} · {spec.task.value}")
     if ckpt.exists():
         shutil.rmtree(ckpt, ignore_errors=True)
+    for f in (out / "grid").glob("*.weights.h5"):  # per-trial weights: only needed while the search runs
+        f.unlink()
     metrics["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
     metrics["seconds"]["cpu_process"] = round(time.process_time() - cpu_start, 2)  # all threads, user+sys
     write_json_atomic(out / "metrics.json", metrics)

@@ -22,6 +22,13 @@ from edgeretina.train.freezing import FreezePolicy, apply_freezing, freeze_backb
 from edgeretina.train.loop import PhaseResult, fit_phase
 
 
+def _scope(strategy):
+    """Models that train under a tf.distribute strategy must be created in its scope."""
+    from edgeretina.train.loop import _null
+
+    return strategy.scope() if strategy is not None else _null()
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs_warmup: int = 120
@@ -76,7 +83,9 @@ def warmup(model, spec, data: Arrays, cfg: TrainConfig, loss, class_weight=None,
                 log(f"[warmup] caching pooled backbone features of {len(data.x_train)} + {len(data.x_val)} images")
             features = F.compute(fm, data.x_train), F.compute(fm, data.x_val)
         ftr, fva = features
-        return fit_phase("warmup", F.head_model_of(model), spec, (ftr, data.y_train), (fva, data.y_val), **kw)
+        with _scope(strategy):
+            head = F.head_model_of(model)
+        return fit_phase("warmup", head, spec, (ftr, data.y_train), (fva, data.y_val), **kw)
     return fit_phase("warmup", model, spec, (data.x_train, data.y_train), (data.x_val, data.y_val), **kw)
 
 
@@ -98,9 +107,12 @@ def finetune(model, spec, data: Arrays, cfg: TrainConfig, loss, class_weight=Non
     if cfg.cache_features:
         if start is None:  # backbone stays frozen: more head training on pooled features
             fm = F.pooled_feature_model(model)
-            return fit_phase("finetune", F.head_model_of(model), spec, (F.compute(fm, data.x_train), data.y_train),
+            with _scope(strategy):
+                head = F.head_model_of(model)
+            return fit_phase("finetune", head, spec, (F.compute(fm, data.x_train), data.y_train),
                              (F.compute(fm, data.x_val), data.y_val), **kw)
-        cut = F.sub_model_from(model, start) if start > 0 else None
+        with _scope(strategy):
+            cut = F.sub_model_from(model, start) if start > 0 else None
         if cut is not None:
             feat, sub, idx = cut
             if log:
