@@ -202,6 +202,11 @@ def run_bench(models: Sequence[str | os.PathLike], data: str, *, task: str | Non
         for s in usable:
             if not s.runs(m.format):
                 skipped.append({"file": str(m.path), "device": s.device.value, "reason": s.skip_reason(m.format)})
+    if not jobs:
+        formats = sorted({m.format for m in opened})
+        raise DeviceError(f"none of the models ({', '.join('.' + f for f in formats)}) runs on "
+                          f"{', '.join(s.device.value for s in usable)}: "
+                          + "; ".join(s.skip_reason(f) for s in usable for f in formats[:1]))
     total = len(jobs) + 1
     report_progress = progress or (lambda done, total, what: None)
 

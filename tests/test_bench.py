@@ -127,6 +127,9 @@ def test_unknown_device_and_wrong_task(bench_models, tmp_path):
     res = _invoke(["bench", "--models", str(bench_models["tflite"]["int8"]), "--data", str(bench_models["data"]),
                    "--task", "dr", "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and "trained for task 'glaucoma', not 'dr'" in res.output
+    res = _invoke(["bench", "--models", str(bench_models["tflite"]["int8"]), "--data", str(bench_models["data"]),
+                   "--device", "keras-cpu", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "runs .keras models only" in res.output
 
 
 def _strip_metadata(src: Path, dst: Path) -> Path:
