@@ -184,7 +184,7 @@ class _Data:
 def export_model(model_or_run_dir, variants: Sequence[str | Variant] | None = None,
                  out_dir: str | Path | None = None, calib: str | Path | None = None, *,
                  config: RunConfig | None = None, io: str | IO = IO.INT8, sparsity: float = 0.5,
-                 calib_n: int = 200, verify_n: int = 64, allow_float_fallback: bool = False,
+                 calib_n: int = 200, verify_n: int = 64, threshold_n: int = 500, allow_float_fallback: bool = False,
                  finetune: FineTune | None = None, output: str = "auto", seed: int = 0,
                  on_result: Callable[[ExportResult], None] | None = None) -> ExportReport:
     """Export a run dir / ``.keras`` file (or a Keras model with ``config=``) into ``variants``.
@@ -316,7 +316,7 @@ def export_model(model_or_run_dir, variants: Sequence[str | Variant] | None = No
             if info.trains and X_ver is not None:
                 ref_v = _keras_scores(km, X_ver, spec, logits)
                 ref_name = f"fine-tuned Keras model ({info.variant.value})"
-                threshold = _rederive_threshold(km, cfg, spec, data, logits, train_cache, seed)
+                threshold = _rederive_threshold(km, cfg, spec, data, logits, train_cache, seed, threshold_n)
             if info.trains:
                 payload["threshold"] = threshold
                 payload["export"]["source_threshold"] = cfg.threshold
@@ -421,9 +421,9 @@ def _keras_scores(km, X, spec, logits: bool) -> np.ndarray:
     return scores_from_output(spec, activate(out, spec.activation) if logits else out)
 
 
-def _rederive_threshold(km, cfg: RunConfig, spec, data: "_Data", logits: bool, cache: dict, seed: int):
+def _rederive_threshold(km, cfg: RunConfig, spec, data: "_Data", logits: bool, cache: dict, seed: int, n: int):
     """Fine-tuning moves the score distribution, so a binary pruned/QAT variant gets its own Youden
-    threshold on the validation split (up to 500 images); otherwise the config's threshold is kept."""
+    threshold on the validation split (up to ``n`` images); otherwise the config's threshold is kept."""
     from edgeretina.tasks import TaskKind
 
     if spec.kind is not TaskKind.BINARY or not data.available() or not data.splits().get("val"):
@@ -431,7 +431,7 @@ def _rederive_threshold(km, cfg: RunConfig, spec, data: "_Data", logits: bool, c
         return cfg.threshold
     from edgeretina.metrics import youden_threshold
 
-    X, y = data.sample("val", 500, seed)
+    X, y = data.sample("val", n, seed)
     thr = youden_threshold(np.asarray(y), _keras_scores(km, X, spec, logits))
     cache["threshold_source"] = f"Youden J of the fine-tuned model on {len(X)} validation images"
     return thr

@@ -61,24 +61,27 @@ class VariantInfo:
 
 # Tolerances apply to the .tflite vs the Keras model it was converted from: the source model for conversion-only
 # variants, the fine-tuned Keras model for pruned/QAT variants (whose drift from the source model is recorded
-# as ``vs_source``, not judged: their accuracy is measured by `edgeretina bench`).
+# as ``vs_source``, not judged: their accuracy is measured by `edgeretina bench`). They are set to catch a broken
+# conversion (wrong scaling, wrong output, a bad op: max |Δ| near 1, agreement near the prevalence), not to
+# judge legitimate quantization noise, which on ImageNet-feature heads reached max |Δ| 0.05 (fp16), 0.25
+# (dynamic) and 0.65 (int8) with 88-94 % agreement on real ODIR models (docs/export.md).
 VARIANTS: dict[Variant, VariantInfo] = {
     Variant.FLOAT32: VariantInfo(Variant.FLOAT32, "float32", "float32", "float32", False, False, False,
                                  1e-4, 1.0, "float32 weights and activations (reference)"),
     Variant.FP16: VariantInfo(Variant.FP16, "fp16", "float16", "float32", False, False, False,
-                              1e-2, 0.98, "float16 weights, float32 compute; half the size"),
+                              0.05, 0.95, "float16 weights, float32 compute; half the size"),
     Variant.DYNAMIC: VariantInfo(Variant.DYNAMIC, "dynamic", "int8", "float32", False, False, False,
-                                 0.15, 0.85, "dynamic-range: int8 weights, float activations"),
+                                 0.3, 0.85, "dynamic-range: int8 weights, float activations"),
     Variant.INT8: VariantInfo(Variant.INT8, "int8", "int8", "int8", False, False, True,
-                              0.15, 0.85, "full-integer int8 weights and activations, calibrated"),
+                              0.7, 0.75, "full-integer int8 weights and activations, calibrated"),
     Variant.PRUNED: VariantInfo(Variant.PRUNED, "pruned", "float32", "float32", True, False, False,
                                 1e-4, 1.0, "magnitude-pruned to --sparsity, fine-tuned, float32"),
     Variant.PRUNED_INT8: VariantInfo(Variant.PRUNED_INT8, "pruned_int8", "int8", "int8", True, False, True,
-                                     0.15, 0.85, "pruned, then full-integer int8 (calibrated)"),
+                                     0.7, 0.75, "pruned, then full-integer int8 (calibrated)"),
     Variant.QAT: VariantInfo(Variant.QAT, "qat", "int8", "int8", False, True, False,
-                             0.15, 0.85, "quantization-aware fine-tune, then full-integer int8"),
+                             0.7, 0.75, "quantization-aware fine-tune, then full-integer int8"),
     Variant.PQAT: VariantInfo(Variant.PQAT, "pqat", "int8", "int8", True, True, False,
-                              0.15, 0.85, "pruned, then pruning-preserving QAT, full-integer int8"),
+                              0.7, 0.75, "pruned, then pruning-preserving QAT, full-integer int8"),
 }
 
 # CLI flags (edgeretina export --<flag>), generated from the table above; --pruned is a modifier.

@@ -210,3 +210,51 @@ def test_stratified_calibration_keeps_every_class():
     assert got.count(2) == 1 and got.count(1) in (1, 2) and got.count(0) in (17, 18)
     ml = [(1.0, 0.0), (0.0, 1.0)] * 10
     assert len(stratified_indices(ml, 6)) == 6
+
+
+def test_io_float_interface(tiny, calib_npy, tmp_path):
+    from edgeretina.converters import export_model, read_metadata
+
+    rep = export_model(tiny, ["int8"], tmp_path, calib=calib_npy, io="float", verify_n=16)
+    r = rep["int8"]
+    assert r.interface["input"]["dtype"] == "float32" and r.interface["output"]["dtype"] == "float32"
+    assert read_metadata(r.path)["export"]["io"] == "float" and r.verification["float_ops"] == []
+
+
+class _Interrupting(np.ndarray):
+    """Calibration images that raise KeyboardInterrupt part-way through the converter's calibration."""
+
+    def __iter__(self):
+        for i, x in enumerate(np.asarray(self)):
+            if i == 3:
+                raise KeyboardInterrupt
+            yield x
+
+
+def test_interrupted_export_leaves_no_file(tiny, calib_npy, tmp_path, monkeypatch):
+    """Ctrl-C inside the converter (during int8 calibration): the finished variant stays complete, the
+    interrupted one leaves neither a .tflite nor a temp file, and no manifest claims it."""
+    import edgeretina.converters.calib as calib
+    from edgeretina.converters import export_model, read_metadata
+
+    real = calib.from_path
+    monkeypatch.setattr(calib, "from_path", lambda *a, **k: real(*a, **k).view(_Interrupting))
+    with pytest.raises(KeyboardInterrupt):
+        export_model(tiny, ["float32", "int8"], tmp_path, calib=calib_npy, verify_n=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny_float32.tflite"]
+    read_metadata(tmp_path / "tiny_float32.tflite")
+
+
+def test_failing_converter_leaves_no_file(tiny, calib_npy, tmp_path, monkeypatch):
+    """An exception raised by the TFLite converter itself becomes a one-line ExportError; nothing is written."""
+    from tensorflow.lite.python import lite
+
+    from edgeretina.converters import export_model
+
+    def boom(self):
+        raise RuntimeError("error: 'tfl.conv_2d' op simulated converter failure\nmore MLIR lines")
+
+    monkeypatch.setattr(lite.TFLiteSavedModelConverterV2, "convert", boom)
+    with pytest.raises(ExportError, match="int8 conversion failed: 'tfl.conv_2d' op simulated converter failure"):
+        export_model(tiny, ["int8"], tmp_path, calib=calib_npy, verify_n=0)
+    assert list(tmp_path.iterdir()) == []
