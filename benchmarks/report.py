@@ -185,8 +185,7 @@ class Report:
             f"- Reference: `{self.reference}`; ΔAUROC, retention, DeLong p (paired, two-sided) and flips are "
             f"against it; sensitivity/specificity at the reference's threshold {thr}",
             f"- Latency: batch 1 after {st.get('warmup')} warm-up calls, {runs} pass{'es' if runs != 1 else ''} "
-            f"over {st.get('timing_images')} images; AUROC CI: {st.get('n_boot')} stratified bootstrap "
-            f"resamples",
+            f"over {st.get('timing_images')} images; AUROC CI: {st.get('n_boot')} bootstrap resamples",
             f"- Machine: {m.get('cpu', '?')}, {m.get('cpu_count', '?')} cores, {m.get('platform', '?')}; "
             f"tensorflow {m.get('tensorflow', '?')}, ai-edge-litert {m.get('ai_edge_litert', '?')}",
         ]

@@ -78,13 +78,24 @@ def _two_classes(y) -> bool:
     return len(np.unique(y)) == 2
 
 
+def _bootstrap_ci(y, s, n_boot: int, seed: int) -> tuple[float, float] | None:
+    """95 % percentile bootstrap CI of the AUROC — the same function (and so, for the same images and
+    seed, the same numbers) as the training run's metrics.json."""
+    if not n_boot:
+        return None
+    from edgeretina.metrics import bootstrap_auroc
+
+    r = bootstrap_auroc(y, s, n_boot=n_boot, seed=seed)
+    return (r.lo, r.hi) if math.isfinite(r.lo) and math.isfinite(r.hi) else None
+
+
 def _binary(y, s, s_ref, t, n_boot, seed) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if _two_classes(y):
         d = compare.delong_test(y, s, s_ref)
         out.update(auroc=d.auc_a, delta_auroc=d.delta, delta_auroc_ci95=d.ci95(), delong_p=d.p,
                    auroc_retention=compare.retention(d.auc_a, d.auc_b),
-                   auroc_ci95=compare.bootstrap_auroc_ci(y, s, n_boot=n_boot, seed=seed) if n_boot else None)
+                   auroc_ci95=_bootstrap_ci(y, s, n_boot, seed))
     out["sensitivity"], out["specificity"] = _sens_spec(y, s, t)
     out["flip_rate"] = compare.flip_rate(s_ref, s, t)
     return out
@@ -108,9 +119,9 @@ def evaluate(spec: TaskSpec, y, probs, ref_probs, threshold=None, n_boot: int = 
         grades = np.asarray(y).reshape(-1).astype(int)
         pred, pred_ref = probs.argmax(axis=1), ref_probs.argmax(axis=1)
         if spec.task is Task.DR:
-            from sklearn.metrics import cohen_kappa_score
+            from edgeretina.metrics import quadratic_kappa
 
-            kappa = float(cohen_kappa_score(grades, pred, weights="quadratic", labels=list(range(probs.shape[1]))))
+            kappa = quadratic_kappa(grades, pred, n_classes=probs.shape[1])
             return Scores(**_binary(yb, s, s_ref, t, n_boot, seed), kappa=kappa if math.isfinite(kappa) else None,
                           grade_flip_rate=compare.label_flip_rate(pred_ref, pred))
         from sklearn.metrics import roc_auc_score

@@ -12,6 +12,9 @@ three questions for a variant scored on the same images as its reference (usuall
 - **How much is kept, per what?** :func:`retention` and :func:`auroc_density` (AUROC per million parameters,
   per million non-zero parameters, or per MB).
 
+The single-model AUROC bootstrap CI is ``edgeretina.metrics.bootstrap_auroc`` (shared with training);
+:func:`bootstrap_mean_auroc_ci` adds the CI of a multi-label model's mean AUROC.
+
 Pure NumPy/SciPy; no TensorFlow.
 """
 from __future__ import annotations
@@ -30,7 +33,6 @@ __all__ = [
     "decisions",
     "retention",
     "auroc_density",
-    "bootstrap_auroc_ci",
     "bootstrap_mean_auroc_ci",
     "label_flip_rate",
 ]
@@ -180,27 +182,6 @@ def _rank_auc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     m, n = pos.shape[1], neg.shape[1]
     tz = stats.rankdata(np.concatenate([pos, neg], axis=1), axis=1)
     return (tz[:, :m].sum(axis=1) - m * (m + 1) / 2.0) / (m * n)
-
-
-def bootstrap_auroc_ci(y, scores, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap ``1 - alpha`` CI of the AUROC, resampling images within each class.
-
-    Stratified resampling keeps both classes in every draw (small, imbalanced test sets such as 50
-    glaucoma eyes among 500 would otherwise yield single-class draws).
-    """
-    yb = _binary_labels(y)
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    rng = np.random.default_rng(seed)
-    pos_idx, neg_idx = np.flatnonzero(yb), np.flatnonzero(~yb)
-    aucs = []
-    for start in range(0, n_boot, 200):
-        k = min(200, n_boot - start)
-        ip = rng.choice(pos_idx, size=(k, pos_idx.size), replace=True)
-        ineg = rng.choice(neg_idx, size=(k, neg_idx.size), replace=True)
-        aucs.append(_rank_auc(s[ip], s[ineg]))
-    a = np.concatenate(aucs)
-    lo, hi = np.percentile(a, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(lo), float(hi)
 
 
 def bootstrap_mean_auroc_ci(y, scores, n_boot: int = 1000, alpha: float = 0.05,

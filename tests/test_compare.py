@@ -113,20 +113,30 @@ def test_flip_rate():
 
 
 def test_bootstrap_ci_covers_the_estimate_and_narrows_with_n():
+    """The bench's AUROC CI (edgeretina.metrics.bootstrap_auroc, shared with training) and the multi-label
+    mean-AUROC CI both contain the point estimate and shrink like 1/sqrt(n)."""
+    from edgeretina.benchmarks.scoring import _bootstrap_ci
+
     rng = np.random.default_rng(7)
-    widths = []
-    for n in (100, 1600):
+    widths, widths_ml = [], []
+    for n in (100, 900):
         y = rng.integers(0, 2, n)
         s = y + rng.normal(0, 1.2, n)
         auc = roc_auc_score(y, s)
-        lo, hi = compare.bootstrap_auroc_ci(y, s, n_boot=1000, seed=0)
+        lo, hi = _bootstrap_ci(y, s, n_boot=400, seed=0)
         assert lo < auc < hi
         widths.append(hi - lo)
-    assert widths[1] < widths[0] / 2.5  # ~ 1/sqrt(n): 4x narrower for 16x the images
-    # deterministic under a seed
+        Y = rng.integers(0, 2, (n, 2))
+        S = Y + rng.normal(0, 1.2, (n, 2))
+        lo, hi = compare.bootstrap_mean_auroc_ci(Y, S, n_boot=200, seed=0)
+        assert lo < np.mean([roc_auc_score(Y[:, j], S[:, j]) for j in range(2)]) < hi
+        widths_ml.append(hi - lo)
+    assert widths[1] < widths[0] / 2  # ~ 1/sqrt(n): 3x narrower for 9x the images
+    assert widths_ml[1] < widths_ml[0] / 2
     y = rng.integers(0, 2, 200)
     s = y + rng.normal(0, 1, 200)
-    assert compare.bootstrap_auroc_ci(y, s, seed=5) == compare.bootstrap_auroc_ci(y, s, seed=5)
+    assert _bootstrap_ci(y, s, 200, seed=5) == _bootstrap_ci(y, s, 200, seed=5)  # deterministic under a seed
+    assert _bootstrap_ci(y, s, 0, seed=5) is None
 
 
 def test_bootstrap_mean_auroc_ci_multilabel():
