@@ -17,12 +17,12 @@ import datetime as _dt
 import json
 import os
 import platform
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from edgeretina import compare
 from edgeretina.errors import DataError, DeviceError, EdgeRetinaError, ModelError
 from edgeretina.tasks import TaskKind, TaskSpec
 
@@ -35,14 +35,6 @@ from .scoring import binary_truth, default_threshold, evaluate, screening_scores
 Progress = Callable[[int, int, str], None]  # (done, total, what is running now)
 
 SPLITS = ("test", "val", "train", "all")
-
-
-@dataclass(frozen=True)
-class BenchData:
-    """Images of one preprocessing, in the order of ``records``."""
-
-    x: np.ndarray
-    y: np.ndarray
 
 
 def _order_key(m: ModelFile) -> tuple:
@@ -278,8 +270,6 @@ def run_bench(models: Sequence[str | os.PathLike], data: str, *, task: str | Non
                 else m.stats()
         st = stats_cache[m.path]
         sc = evaluate(spec, y, probs, ref_probs, ref.config.threshold, n_boot=n_boot, seed=seed)
-        from edgeretina import compare
-
         device_name = getattr(runner, "device", s.device.value)
         rows.append(VariantReport(
             name=m.name, file=str(m.path), device=str(device_name),
