@@ -46,7 +46,8 @@ def _order_key(m: ModelFile) -> tuple:
         order = ["float32", "fp16", "dynamic", "int8", "pruned", "pruned-int8", "qat", "pqat"]
     if m.format == "keras":
         return (0, 0, str(m.path))
-    return (1, order.index(m.name) if m.name in order else len(order), str(m.path))
+    base = m.name.split("@")[0]
+    return (1, order.index(base) if base in order else len(order), m.name, str(m.path))
 
 
 def load_models(models: Sequence[str | os.PathLike], reference: str | os.PathLike | None = None

@@ -58,6 +58,9 @@ class ModelFile:
         if isinstance(v, dict):
             v = v.get("name") or v.get("variant")
         if isinstance(v, str) and v:
+            ts = export.get("target_sparsity") if isinstance(export, dict) else None
+            if ts:  # pruned variants at several sparsities must not share a name in one report
+                v = f"{v}@{round(100 * float(ts))}%"
             return v
         if self.format == "keras":
             return "keras"
