@@ -99,3 +99,13 @@ def test_bad_arguments():
         generate(-1)
     with pytest.raises(ValueError):
         generate(2, size=8)
+
+
+def test_repeated_calls_return_independent_copies():
+    a, ya, ia = generate(5, seed=21, size=48)
+    a[:] = 0
+    ia[0]["cdr"] = -1
+    b, yb, ib = generate(5, seed=21, size=48)  # served from the in-process cache
+    assert b.any() and ib[0]["cdr"] > 0
+    fresh = render_fundus(np.random.default_rng([21, 0]), bool(yb[0]), 48)[0]
+    assert np.array_equal(b[0], fresh)
