@@ -79,7 +79,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "edgeretina", *args]
 
 
-def run_experiment(exp: Experiment, work: Path, docs: Path) -> dict:
+def run_experiment(exp: Experiment, work: Path, docs: Path, until: str = "bench") -> dict | None:
     data = str(shared_dir() / exp.data)
     root = ensure_writable_dir(work / exp.name)
     run_dir = root / "run"
@@ -94,6 +94,8 @@ def run_experiment(exp: Experiment, work: Path, docs: Path) -> dict:
             steps[f"export:{sub}"] = _run(_cli("export", str(run_dir), *flags, "--out", str(out)),
                                           root / f"{sub}.log")
         exports.append(str(out))
+    if until == "export":
+        return None
     reports = []
     for device, threads in exp.bench_devices:
         out = root / f"bench_{device}_{threads}"
@@ -167,7 +169,12 @@ def check_targets(rows: list[dict]) -> list[dict]:
 
 def publish(exp: Experiment, run_dir: Path, reports: list[dict], steps: dict, root: Path, docs: Path) -> dict:
     docs = ensure_writable_dir(docs)
-    rows = [v for rep in reports for v in rep["variants"]]
+    # A `cpu` bench also times the .keras reference with Keras; keep Keras rows from the keras-cpu bench only.
+    has_keras_bench = any(rep.get("devices") == ["keras-cpu"] or all(v["device"] == "keras-cpu"
+                                                                     for v in rep["variants"]) for rep in reports)
+    rows = [v for rep in reports for v in rep["variants"]
+            if not (has_keras_bench and v["device"] == "keras-cpu"
+                    and any(w["device"] == "cpu" for w in rep["variants"]))]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     timing_file = root / "timings.json"
     timings = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
@@ -224,6 +231,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", choices=list(EXPERIMENTS), help="experiments to run (default: all)")
     ap.add_argument("--work", default=str(REPO_ROOT / "runs" / "real"), help="run/export/bench folder")
     ap.add_argument("--docs", default=str(REPO_ROOT / "docs" / "benchmarks"), help="where tables go")
+    ap.add_argument("--until", choices=["export", "bench"], default="bench",
+                    help="stop after exporting (bench later on a quiet machine)")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny run (few images, 96 px, few steps) to check the plumbing; not for publishing")
     a = ap.parse_args(argv)
@@ -233,7 +242,7 @@ def main(argv=None) -> int:
         exp = EXPERIMENTS[name]
         if a.smoke:
             exp = smoke(exp)
-        run_experiment(exp, Path(a.work), Path(a.docs))
+        run_experiment(exp, Path(a.work), Path(a.docs), a.until)
     print(f"done in {(time.perf_counter() - t) / 60:.1f} min")
     return 0
 
