@@ -306,7 +306,7 @@ def export_model(model_or_run_dir, variants: Sequence[str | Variant] | None = No
             payload["export"] = {
                 "schema": META_SCHEMA, "variant": info.variant.value, "description": info.description,
                 "weights": info.weights, "activations": info.activations,
-                "io": io.value if info.full_integer else "float", "interface": iface,
+                "io": io.value if info.full_integer and not info.mixed else "float", "interface": iface,
                 "source_file": Path(source).name, "source_sha256": source_sha,
                 "sparsity": measured, "target_sparsity": sparsity if info.pruned else None,
                 "calibration": calib_info if info.calibration else None,
@@ -334,7 +334,8 @@ def export_model(model_or_run_dir, variants: Sequence[str | Variant] | None = No
             res = ExportResult(
                 variant=info.variant.value, path=str(target), size_bytes=len(buf),
                 gzip_bytes=len(gzip.compress(buf, 9)), sha256=hashlib.sha256(buf).hexdigest(),
-                seconds=round(time.perf_counter() - t0, 2), io=io.value if info.full_integer else "float",
+                seconds=round(time.perf_counter() - t0, 2),
+                io=io.value if info.full_integer and not info.mixed else "float",
                 output=out_desc, interface=iface, verification=ver.to_dict(), sparsity=measured,
                 target_sparsity=sparsity if info.pruned else None, finetune=ft_info)
             results.append(res)

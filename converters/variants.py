@@ -17,6 +17,7 @@ class Variant(str, Enum):
     FP16 = "fp16"
     DYNAMIC = "dynamic"
     INT8 = "int8"
+    MIXED = "mixed"
     PRUNED = "pruned"
     PRUNED_INT8 = "pruned-int8"
     QAT = "qat"
@@ -49,10 +50,15 @@ class VariantInfo:
     score_tol: float         # max |Δ score| vs the source Keras model on the verification sample
     min_agreement: float     # fraction of decisions that must agree with the source model
     description: str
+    float_layers: int = 0     # selective quantization: the N worst layers (QuantizationDebugger) stay float
 
     @property
     def full_integer(self) -> bool:
         return self.activations == "int8"
+
+    @property
+    def mixed(self) -> bool:
+        return self.float_layers > 0
 
     @property
     def trains(self) -> bool:
@@ -74,6 +80,9 @@ VARIANTS: dict[Variant, VariantInfo] = {
                                  0.3, 0.85, "dynamic-range: int8 weights, float activations"),
     Variant.INT8: VariantInfo(Variant.INT8, "int8", "int8", "int8", False, False, True,
                               0.7, 0.75, "full-integer int8 weights and activations, calibrated"),
+    Variant.MIXED: VariantInfo(Variant.MIXED, "mixed", "int8", "int8", False, False, True,
+                               0.7, 0.75, "int8 except the 5 layers with the worst quantization error "
+                               "(float there; float32 interface)", float_layers=5),
     Variant.PRUNED: VariantInfo(Variant.PRUNED, "pruned", "float32", "float32", True, False, False,
                                 1e-4, 1.0, "magnitude-pruned to --sparsity, fine-tuned, float32"),
     Variant.PRUNED_INT8: VariantInfo(Variant.PRUNED_INT8, "pruned_int8", "int8", "int8", True, False, True,
@@ -90,6 +99,7 @@ FLAGS: dict[str, str] = {
     "fp16": VARIANTS[Variant.FP16].description,
     "dynamic": VARIANTS[Variant.DYNAMIC].description,
     "int8": VARIANTS[Variant.INT8].description,
+    "mixed": VARIANTS[Variant.MIXED].description,
     "pruned": "magnitude-prune to --sparsity and fine-tune (alone: float32; with --int8: pruned-int8; "
               "with --qat: pqat)",
     "qat": VARIANTS[Variant.QAT].description,
@@ -117,7 +127,7 @@ def parse_variant(name: str | Variant) -> Variant:
 
 
 def select_variants(*, float32=False, fp16=False, dynamic=False, int8=False, pruned=False, qat=False,
-                    all_=False) -> tuple[Variant, ...]:
+                    mixed=False, all_=False) -> tuple[Variant, ...]:
     """CLI flags → the ordered variants to build.
 
     ``--pruned`` is a modifier: alone it means the pruned float32 model; with ``--int8`` it turns int8 into
@@ -125,14 +135,14 @@ def select_variants(*, float32=False, fp16=False, dynamic=False, int8=False, pru
     adds ``pruned`` next to float32. ``--all`` builds every variant. No flag → float32 + int8.
     """
     named = {"--float32": float32, "--fp16": fp16, "--dynamic": dynamic, "--int8": int8, "--pruned": pruned,
-             "--qat": qat}
+             "--qat": qat, "--mixed": mixed}
     if all_:
         given = [k for k, v in named.items() if v]
         if given:
             raise ExportError(f"--all conflicts with {', '.join(given)} (--all already builds every variant)")
         return ALL
-    if pruned and (fp16 or dynamic):
-        which = "--fp16" if fp16 else "--dynamic"
+    if pruned and (fp16 or dynamic or mixed):
+        which = "--fp16" if fp16 else "--dynamic" if dynamic else "--mixed"
         raise ExportError(f"--pruned conflicts with {which}: pruning combines with float32, --int8 or --qat only")
     out: list[Variant] = []
     if float32:
@@ -143,6 +153,8 @@ def select_variants(*, float32=False, fp16=False, dynamic=False, int8=False, pru
         out.append(Variant.DYNAMIC)
     if int8:
         out.append(Variant.PRUNED_INT8 if pruned else Variant.INT8)
+    if mixed:
+        out.append(Variant.MIXED)
     if qat:
         out.append(Variant.PQAT if pruned else Variant.QAT)
     if pruned and (float32 or not (int8 or qat)):

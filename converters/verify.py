@@ -106,7 +106,7 @@ class Verification:
 
 
 def expected_io_dtype(info: VariantInfo, io: IO) -> str:
-    return "int8" if info.full_integer and io is IO.INT8 else "float32"
+    return "int8" if info.full_integer and not info.mixed and io is IO.INT8 else "float32"
 
 
 def verify(tflite: bytes, info: VariantInfo, io: IO, spec: TaskSpec, output: dict, threshold,
@@ -125,7 +125,7 @@ def verify(tflite: bytes, info: VariantInfo, io: IO, spec: TaskSpec, output: dic
         raise ExportError(f"{info.variant.value}: interface is {d['input']['dtype']}/{d['output']['dtype']}, "
                           f"expected {want}")
     fops = tuple(float_ops(it)) if info.full_integer else ()
-    if fops and not allow_float_fallback:
+    if fops and not allow_float_fallback and not info.mixed:
         raise ExportError(f"{info.variant.value}: ops left in float: {', '.join(sorted(set(fops)))} "
                           "(pass --allow-float-fallback to accept them)")
     maxd = meand = agree = None
