@@ -112,7 +112,7 @@ def test_grid_search_resumes(shared, tmp_path):
     out = tmp_path / "grid"
     cfg = TrainConfig(epochs_warmup=2, epochs_finetune=1, batch_size=32, patience=5)
     kw = dict(weights=None, input_size=32, arch_options={"alpha": 0.35}, config=cfg, max_train=100, max_test=100, n_boot=20,
-              grid=True, grid_space={"lr": [1e-4, 1e-2], "batch_size": [16, 32]})
+              grid=True, grid_space={"lr": [1e-4, 1e-2], "batch_size": [32]})
     first = []
     with pytest.raises(KeyboardInterrupt):  # stop after the second trial's fine-tune epoch
         train_run(data, "referable-dr", "mobilenetv2", out, log=first.append, callbacks=[_InterruptAt(4)], **kw)
@@ -120,10 +120,9 @@ def test_grid_search_resumes(shared, tmp_path):
     logs = []
     train_run(data, "referable-dr", "mobilenetv2", out, log=logs.append, **kw)
     assert any("warm-up weights restored" in line for line in logs)
-    assert sum(": val_auroc" in line for line in logs) == 3  # only the 3 unfinished trials ran
+    assert sum(": val_auroc" in line for line in logs) == 1  # only the unfinished trial ran again
     table = list(csv.DictReader(open(out / "grid_results.csv")))
-    assert len(table) == 4 and {(float(r["lr"]), int(r["batch_size"])) for r in table} == {
-        (1e-4, 16), (1e-4, 32), (1e-2, 16), (1e-2, 32)}
+    assert len(table) == 2 and {(float(r["lr"]), int(r["batch_size"])) for r in table} == {(1e-4, 32), (1e-2, 32)}
     m = json.loads((out / "metrics.json").read_text())
     assert m["grid"]["objective"] == "val_auroc" and m["grid"]["best"]["val_auroc"] == max(
         float(r["val_auroc"]) for r in table)

@@ -94,7 +94,7 @@ def logreg_probe(f_train, y_train, f_test, y_test, spec: TaskSpec, n_boot: int =
     clf.fit(f_train, y_train)
     s = clf.predict_proba(f_test)[:, 1]
     out = {"model": "logistic regression (C=0.1, balanced) on frozen pooled backbone features",
-           **bootstrap_auroc(y_test, s, n_boot, seed).to_dict()}
+           **bootstrap_auroc(y_test, s, n_boot, seed).to_dict(), "_test_scores": s}
     if f_val is not None and len(f_val):
         from edgeretina.metrics import auroc
 
@@ -278,6 +278,12 @@ def train_run(data, task: str, arch: str, out, *, weights="imagenet", input_size
             metrics["test_at_sensitivity"] = binary_metrics(te[1], s_test, t_sens)
         curves["test"] = (te[1], s_test)
     if base is not None:
+        probe_scores = base.pop("_test_scores")
+        if "test" in metrics:
+            from edgeretina.compare import delong_test
+
+            d = delong_test(arrays["test"][1], s_test, probe_scores)
+            base["delong_model_minus_probe"] = {"delta": d.delta, "ci95": list(d.ci95()), "p": d.p}
         metrics["baseline_logreg_frozen_features"] = base
     if grid_result is not None:
         metrics["grid"] = grid_result.summary()
