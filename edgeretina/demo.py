@@ -34,12 +34,12 @@ VARIANTS = ("float32", "fp16", "dynamic", "int8")
 class DemoSettings:
     """Everything that decides the demo's numbers (recorded in demo.json)."""
 
-    n_images: int = 2000            # synthetic images in all (split 70/10/20)
-    image_size: int = 224           # generated photographs (square, px)
+    n_images: int = 1600            # synthetic images in all (split 70/10/20)
+    image_size: int = 192           # generated photographs (square, px)
     input_size: int = 112           # model input: an optic-nerve-head crop resized to this size
     onh_crop: bool = True           # crop 2 expected disc diameters around the detected disc (preprocess.onh_crop)
     alpha: float = 0.35             # MobileNetV2 width multiplier
-    epochs: int = 8
+    epochs: int = 6
     batch_size: int = 32
     learning_rate: float = 3e-3     # Adam, cosine-decayed to 0 over the run
     bn_momentum: float = 0.9        # Keras' default 0.999 leaves from-scratch BN stats near their init
@@ -63,7 +63,7 @@ class DemoSettings:
 
 
 FULL = DemoSettings()
-QUICK = replace(FULL, n_images=800, image_size=192, input_size=96, epochs=6, timing_images=10, runs=5, n_boot=200)
+QUICK = replace(FULL, n_images=800, input_size=96, epochs=6, timing_images=10, runs=5, n_boot=200)
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,8 @@ def _train(settings: DemoSettings, parts, spec, pipeline, progress: Progress):
     lr = keras.optimizers.schedules.CosineDecay(s.learning_rate, decay_steps=steps)
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    history: dict[str, list[float]] = {"epoch": [], "loss": [], "accuracy": [], "val_auroc": []}
+    history: list[dict[str, Any]] = []  # rows of history.csv, the schema edgeretina.train writes
+    last: dict[str, Any] = {}
 
     class _Log(keras.callbacks.Callback):
         def __init__(self):
@@ -184,18 +185,20 @@ def _train(settings: DemoSettings, parts, spec, pipeline, progress: Progress):
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            pv = self.model.predict(Xv, batch_size=64, verbose=0)[:, spec.positive_index]
-            auc = auroc(yv, pv)
-            history["epoch"].append(epoch + 1)
-            history["loss"].append(float(logs.get("loss", float("nan"))))
-            history["accuracy"].append(float(logs.get("accuracy", float("nan"))))
-            history["val_auroc"].append(auc)
-            progress(f"train: epoch {epoch + 1}/{s.epochs}  loss {history['loss'][-1]:.3f}  "
-                     f"acc {history['accuracy'][-1]:.3f}  val AUROC {auc:.3f}  "
-                     f"({time.perf_counter() - self.t0:.0f} s)")
+            probs = self.model.predict(Xv, batch_size=64, verbose=0)
+            pv = probs[:, spec.positive_index]
+            val_loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(yv)), yv], 1e-7, 1.0))))
+            last.update(pv=pv)
+            row = {"phase": "scratch", "epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))),
+                   "val_loss": val_loss, "val_score": auroc(yv, pv),
+                   "lr": float(lr(self.model.optimizer.iterations)), "seconds": round(time.perf_counter() - self.t0, 2),
+                   "accuracy": float(logs.get("accuracy", float("nan")))}
+            history.append(row)
+            progress(f"train: epoch {epoch + 1}/{s.epochs}  loss {row['loss']:.3f}  acc {row['accuracy']:.3f}  "
+                     f"val loss {val_loss:.3f}  val AUROC {row['val_score']:.3f}  ({row['seconds']:.0f} s)")
 
     model.fit(X, y, batch_size=s.batch_size, epochs=s.epochs, shuffle=True, verbose=0, callbacks=[_Log()])
-    pv = model.predict(Xv, batch_size=64, verbose=0)[:, spec.positive_index]
+    pv = last["pv"]
     return model, history, auroc(yv, pv), youden_threshold(yv, pv)
 
 
@@ -212,6 +215,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, progress: Progre
     # 1. data
     t = time.perf_counter()
     from edgeretina.data import open_dataset
+
     say(f"data: generating {s.n_images} synthetic fundus images at {s.image_size} px ({s.dataset})")
     ds = open_dataset(s.dataset, "glaucoma")
     parts = ds.split(s.split, seed=s.seed)
@@ -234,13 +238,11 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, progress: Progre
                     threshold=threshold,
                     dataset={"path": s.dataset, "format": "synthetic", "split": {"scheme": s.split, "seed": s.seed}},
                     extra={"arch_options": {"alpha": s.alpha}, "bn_momentum": s.bn_momentum, "demo": True})
-    from edgeretina.io import atomic_path
+    from edgeretina.train.run import _history_csv, save_clean_model
 
-    with atomic_path(run_dir / "model.keras") as tmp:
-        model.save(str(tmp.with_suffix(".keras")))
-        tmp.with_suffix(".keras").replace(tmp)
+    save_clean_model(model, run_dir / "model.keras")
     cfg.save(run_dir)
-    _write_history(run_dir / "history.csv", history)
+    write_text_atomic(run_dir / "history.csv", _history_csv(history))
     seconds["train"] = round(time.perf_counter() - t, 2)
     say(f"train: done, val AUROC {val_auroc:.3f}, threshold {threshold:.3f} → {run_dir}")
 
@@ -280,7 +282,8 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, progress: Progre
     result = DemoResult(
         rows=tuple(rows), out_dir=str(out_dir), settings=s, n_test=int(report.dataset.get("n_images", 0)),
         train={"epochs": s.epochs, "val_auroc": val_auroc, "threshold": threshold,
-               "final_loss": history["loss"][-1] if history["loss"] else None},
+               "final_loss": history[-1]["loss"] if history else None,
+               "history": [{k: r[k] for k in ("epoch", "loss", "val_loss", "val_score")} for r in history]},
         seconds=seconds,
         paths={"run": "model", "export": "export", "bench": "bench", "json": "demo.json", "md": "demo.md"},
     )
@@ -296,7 +299,3 @@ def _plain(o):
     return o
 
 
-def _write_history(path: Path, history: dict[str, list[float]]) -> None:
-    keys = list(history)
-    lines = [",".join(keys)] + [",".join(f"{history[k][i]}" for k in keys) for i in range(len(history["epoch"]))]
-    write_text_atomic(path, "\n".join(lines) + "\n")

@@ -78,6 +78,13 @@ def _clipped_normal(rng, mean, sd, lo, hi):
     return float(np.clip(rng.normal(mean, sd), lo, hi))
 
 
+def _window(cx: float, cy: float, half: float, S: int) -> tuple[slice, slice]:
+    """(rows, cols) slices of the square of half-size ``half`` around (cx, cy), clipped to the image."""
+    h = int(math.ceil(half))
+    x0, y0 = max(0, int(cx) - h), max(0, int(cy) - h)
+    return slice(y0, max(y0, min(S, int(cy) + h + 1))), slice(x0, max(x0, min(S, int(cx) + h + 1)))
+
+
 def _smooth_noise(rng, size: int, cells: int) -> np.ndarray:
     """Low-frequency noise in about [-1, 1]: a ``cells``×``cells`` random grid, bicubically upsampled."""
     g = rng.standard_normal((cells, cells)).astype(np.float32)
@@ -88,7 +95,6 @@ def render_fundus(rng: np.random.Generator, glaucoma: bool, size: int = 256):
     """Render one fundus photograph; returns ``(rgb uint8 (size, size, 3), info dict)``."""
     S = size
     f32 = np.float32
-    yy, xx = np.mgrid[0:S, 0:S].astype(f32)
 
     # --- geometry (plain Python floats keep the pixel maps float32) ---------------------------------
     fcx, fcy = S / 2 + rng.normal(0, 0.015 * S), S / 2 + rng.normal(0, 0.015 * S)
@@ -114,63 +120,71 @@ def render_fundus(rng: np.random.Generator, glaucoma: bool, size: int = 256):
     cup_rx, cup_ry = hcdr * disc_r, vcdr * disc_ry
     fov_c, mac_c, disc_c = (fcx, fcy), (mcx, mcy), (dcx, dcy)
 
-    # --- background: orange-red with choroidal texture -----------------------------------------------
+    # Pixel maps are (S, S) float32; features that only touch a small area (macula, disc) are computed in a
+    # window around them, and per-pixel gains are combined before touching the (S, S, 3) image.
+    x = np.arange(S, dtype=f32)[None, :]
+    y = np.arange(S, dtype=f32)[:, None]
+    r_px = np.hypot(x - fcx, y - fcy)
+    r_fov = r_px / fov_r
+
+    # --- background: orange-red with choroidal texture, warmer and slightly darker posterior pole -----
     base = np.array([rng.uniform(185, 225), rng.uniform(75, 115), rng.uniform(25, 50)], dtype=f32)
     tex_lo = _smooth_noise(rng, S, 5)
     tex_mid = _smooth_noise(rng, S, 16)
-    img = base[None, None, :] * (1.0 + 0.07 * tex_lo[..., None] + 0.03 * tex_mid[..., None])
-    # warmer, slightly darker posterior pole
-    r_fov = np.hypot(xx - fcx, yy - fcy) / fov_r
-    img *= (1.0 - 0.08 * (1 - np.clip(r_fov, 0, 1)) ** 2)[..., None]
+    shade = (1.0 + 0.07 * tex_lo + 0.03 * tex_mid) * (1.0 - 0.08 * (1.0 - np.minimum(r_fov, 1.0)) ** 2)
+    img = shade[..., None] * base
 
     # --- macula: darker, browner, with a tiny foveal reflex ---------------------------------------
     mac_sigma = disc_r * rng.uniform(1.3, 1.8)
-    d2m = ((xx - mcx) ** 2 + (yy - mcy) ** 2) / (2 * mac_sigma**2)
-    mac = np.exp(-d2m)
+    ys, xs = _window(mcx, mcy, 3.5 * mac_sigma, S)
+    d2m = ((x[:, xs] - mcx) ** 2 + (y[ys] - mcy) ** 2) * (1.0 / (2 * mac_sigma**2))
     strength = rng.uniform(0.3, 0.45)
-    img *= (1.0 - strength * mac[..., None] * np.array([0.8, 1.0, 1.0], dtype=f32))
-    img += (rng.uniform(8, 25) * np.exp(-d2m * 36))[..., None] * np.array([1.0, 0.9, 0.6], dtype=f32)
+    reflex = rng.uniform(8, 25)
+    win = img[ys, xs]
+    win *= 1.0 - (strength * np.exp(-d2m))[..., None] * np.array([0.8, 1.0, 1.0], dtype=f32)
+    win += (reflex * np.exp(-d2m * 36))[..., None] * np.array([1.0, 0.9, 0.6], dtype=f32)
 
     # --- optic disc: peripapillary halo, orange-pink rim, pale cup --------------------------------
-    ex = (xx - dcx) / disc_r
-    ey = (yy - dcy) / disc_ry
-    d_disc = np.sqrt(ex**2 + ey**2)
+    ys, xs = _window(dcx, dcy, 1.8 * disc_ry + 2, S)
+    xw, yw = x[:, xs], y[ys]
+    d_disc = np.sqrt(((xw - dcx) / disc_r) ** 2 + ((yw - dcy) / disc_ry) ** 2)
     edge = max(0.6, S / 256) / disc_r  # about one pixel of soft edge, in disc radii
     disc_m = np.clip((1.0 - d_disc) / edge + 0.5, 0, 1)
     halo = np.exp(-((d_disc - 1.0).clip(0) ** 2) / 0.03) * (1 - disc_m)
     rim_col = np.array([rng.uniform(238, 252), rng.uniform(140, 165), rng.uniform(70, 100)], dtype=f32)
     cup_col = np.array([255, rng.uniform(238, 250), rng.uniform(215, 235)], dtype=f32)
-    # rim brightness falls off slightly towards the disc margin
-    rim_shade = (1.0 - 0.12 * d_disc**2)[..., None]
-    d_cup = np.sqrt(((xx - ccx) / cup_rx) ** 2 + ((yy - ccy) / cup_ry) ** 2)
+    rim_shade = 1.0 - 0.12 * d_disc**2  # rim brightness falls off slightly towards the disc margin
+    d_cup = np.sqrt(((xw - ccx) / cup_rx) ** 2 + ((yw - ccy) / cup_ry) ** 2)
     cup_soft = 1.5 / max(cup_ry, 1.0)  # the cup margin is a gentle slope, about 1.5 px
     cup_m = np.clip((1.0 - d_cup) / cup_soft + 0.5, 0, 1) * disc_m
-    img = img * (1 + 0.15 * halo[..., None])
-    img = img * (1 - disc_m[..., None]) + (rim_col * rim_shade) * disc_m[..., None]
-    img = img * (1 - cup_m[..., None]) + cup_col * cup_m[..., None]
+    win = img[ys, xs] * ((1 + 0.15 * halo) * (1 - disc_m))[..., None] \
+        + (rim_shade * disc_m)[..., None] * rim_col
+    img[ys, xs] = win * (1 - cup_m[..., None]) + cup_m[..., None] * cup_col
 
     # --- vessels --------------------------------------------------------------------------------------
     veins, arteries = _vessel_masks(rng, S, disc_c, disc_r, disc_ry, mac_c, temporal, fov_c, fov_r)
     # veins dark red, arteries lighter; both absorb more green/blue than red. Inside the pale cup the
     # vessels dive into the lamina cribrosa and fade.
-    fade = (1.0 - 0.6 * cup_m)
+    fade = 1.0 - 0.6 * cup_m
+    veins[ys, xs] *= fade
+    arteries[ys, xs] *= fade
     dv = rng.uniform(0.85, 1.1)
-    img *= 1.0 - (veins * fade)[..., None] * (np.array([0.38, 0.55, 0.5], dtype=f32) * dv)
-    img *= 1.0 - (arteries * fade)[..., None] * (np.array([0.2, 0.38, 0.34], dtype=f32) * dv)
+    img *= 1.0 - veins[..., None] * (np.array([0.38, 0.55, 0.5], dtype=f32) * dv) \
+        - arteries[..., None] * (np.array([0.2, 0.38, 0.34], dtype=f32) * dv)
 
     # --- camera: illumination, vignetting, colour cast, blur, noise, field stop -----------------------
     gain = rng.uniform(0.7, 1.08)
     light_dir = rng.uniform(0, 2 * math.pi)
-    grad = ((xx - fcx) * math.cos(light_dir) + (yy - fcy) * math.sin(light_dir)) / fov_r
-    vign = 1.0 - rng.uniform(0.35, 0.6) * np.clip(r_fov, 0, 1.2) ** rng.uniform(2.5, 4.0)
-    illum = gain * vign * (1.0 + rng.uniform(0.0, 0.15) * grad)
+    grad = ((x - fcx) * math.cos(light_dir) + (y - fcy) * math.sin(light_dir)) * (1.0 / fov_r)
+    vign = 1.0 - rng.uniform(0.35, 0.6) * np.minimum(r_fov, 1.2) ** rng.uniform(2.5, 4.0)
+    illum = (gain * vign) * (1.0 + rng.uniform(0.0, 0.15) * grad)
     cast = np.array([1.0, rng.uniform(0.9, 1.1), rng.uniform(0.85, 1.2)], dtype=f32)
-    img = img * illum[..., None] * cast
+    img *= illum[..., None] * cast
     sigma = rng.uniform(0.3, 1.1) * S / 256
     if sigma > 0.25:
         img = cv2.GaussianBlur(img, (0, 0), sigmaX=sigma)
-    img += rng.normal(0, rng.uniform(1.5, 4.5), size=img.shape).astype(f32)
-    fov_m = np.clip((fov_r - np.hypot(xx - fcx, yy - fcy)) / max(1.0, S / 256) + 0.5, 0, 1)
+    img += rng.standard_normal(img.shape, dtype=f32) * f32(rng.uniform(1.5, 4.5))
+    fov_m = np.clip((fov_r - r_px) * (1.0 / max(1.0, S / 256)) + 0.5, 0, 1)
     img *= fov_m[..., None]
     out = np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
