@@ -1,7 +1,6 @@
 """`edgeretina demo`: train → export → benchmark on the embedded synthetic fundus set (issue 2)."""
 from __future__ import annotations
 
-import sys
 import time
 
 import click
@@ -21,7 +20,7 @@ def demo(out, quick):
 
     from edgeretina.demo import run_demo
 
-    command = "edgeretina " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("edgeretina") else None
+    command = f"edgeretina demo --out {out}" + (" --quick" if quick else "")
     result = run_demo(out, quick=quick, progress=progress, command=command)
     click.echo("")
     click.echo(result.to_terminal())
