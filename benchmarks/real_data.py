@@ -167,6 +167,27 @@ def check_targets(rows: list[dict]) -> list[dict]:
     return out
 
 
+def step_timings(exp: Experiment, root: Path, metrics: dict, steps: dict) -> dict:
+    """Wall seconds per step, from the artifacts themselves (so a resumed run still reports them): the run's
+    ``metrics.json`` (training), each ``manifest.json`` (sum of per-variant export times) and ``timings.json``
+    (bench steps, written as they finish)."""
+    timing_file = root / "timings.json"
+    timings = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
+    timings.update({k: round(v, 1) for k, v in steps.items()})
+    write_json_atomic(timing_file, timings)
+    out = {}
+    train_s = (metrics.get("seconds") or {}).get("total")
+    if train_s:
+        out["train"] = round(float(train_s), 1)
+    for sub, _ in exp.export_sets:
+        man = root / sub / "manifest.json"
+        if man.is_file():
+            res = json.loads(man.read_text()).get("results") or []
+            out[f"export:{sub}"] = round(sum(float(r.get("seconds") or 0) for r in res), 1)
+    out.update({k: v for k, v in timings.items() if k.startswith("bench:")})
+    return out
+
+
 def publish(exp: Experiment, run_dir: Path, reports: list[dict], steps: dict, root: Path, docs: Path) -> dict:
     docs = ensure_writable_dir(docs)
     # A `cpu` bench also times the .keras reference with Keras; keep Keras rows from the keras-cpu bench only.
@@ -176,10 +197,7 @@ def publish(exp: Experiment, run_dir: Path, reports: list[dict], steps: dict, ro
             if not (has_keras_bench and v["device"] == "keras-cpu"
                     and any(w["device"] == "cpu" for w in rep["variants"]))]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    timing_file = root / "timings.json"
-    timings = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
-    timings.update({k: round(v, 1) for k, v in steps.items()})
-    write_json_atomic(timing_file, timings)
+    timings = step_timings(exp, root, metrics, steps)
     targets = check_targets(rows)
     for src_name in ("roc.png", "ballchart.png"):
         src = root / "bench_cpu_2" / src_name
