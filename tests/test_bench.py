@@ -169,7 +169,12 @@ def test_litert_runner_int8_interface_and_logits_metadata(bench_models, tmp_path
     p32, p8 = LiteRTRunner.from_model(f32).predict(x), r8.predict(x)
     assert p8.shape == p32.shape == (24, 2)
     np.testing.assert_allclose(p8.sum(1), 1.0, atol=0.02)
-    assert np.abs(p8 - p32).mean() < 0.06
+    # int8 noise on this small 96-px model varies between (non-bit-reproducible) trainings: mean |Δ| was
+    # 0.03–0.07. A broken (de)quantisation gives ~0.5 and scrambles the ranking, which is what this catches.
+    assert np.abs(p8 - p32).mean() < 0.15
+    from scipy.stats import spearmanr
+
+    assert spearmanr(p8[:, 1], p32[:, 1]).statistic > 0.7
     # A model whose metadata says "logits" gets the activation applied by the runner.
     from edgeretina._keras import keras, tf
     from edgeretina.converters.metadata import embed_metadata
