@@ -139,7 +139,9 @@ def check_targets(rows: list[dict]) -> list[dict]:
     def add(what, ok, measured):
         out.append({"target": what, "met": bool(ok) if ok is not None else None, "measured": measured})
 
-    for name in ("int8", "qat", "pqat"):
+    # Full-integer variants are the target; fp16, dynamic-range and mixed (selective int8) are listed too, as the
+    # alternatives to choose when full int8 flips too many screening decisions.
+    for name in ("int8", "qat", "pqat", "mixed", "dynamic", "fp16"):
         r = by_name.get(name)
         if r:
             ok = (r.get("delta_auroc") is not None and r["delta_auroc"] >= -0.005
