@@ -54,11 +54,6 @@ def cli():
     """edgeretina: fine-tune fundus CNNs, export edge variants, benchmark them side by side."""
 
 
-def not_ready(name: str, issue: str):
-    """Body of a subcommand that is not built yet: say so and exit non-zero (never pretend)."""
-    raise EdgeRetinaError(f"'edgeretina {name}' is not implemented yet ({issue})")
-
-
 def main(argv=None):
     return cli.main(args=argv, prog_name="edgeretina")
 
