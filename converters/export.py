@@ -46,6 +46,7 @@ class ExportResult:
     sparsity: float | None = None          # measured zeros in the .tflite's conv/dense weights
     target_sparsity: float | None = None
     finetune: dict[str, Any] | None = None
+    bias_correction: dict[str, Any] | None = None  # output bias correction (full-integer variants)
 
     @property
     def size_mb(self) -> float:
@@ -186,12 +187,15 @@ def export_model(model_or_run_dir, variants: Sequence[str | Variant] | None = No
                  config: RunConfig | None = None, io: str | IO = IO.INT8, sparsity: float = 0.5,
                  calib_n: int = 200, verify_n: int = 64, threshold_n: int = 500, allow_float_fallback: bool = False,
                  finetune: FineTune | None = None, output: str = "auto", seed: int = 0,
+                 bias_correction: bool = True,
                  on_result: Callable[[ExportResult], None] | None = None) -> ExportReport:
     """Export a run dir / ``.keras`` file (or a Keras model with ``config=``) into ``variants``.
 
     ``output``: ``auto`` (full-integer variants output logits — the int8 softmax output step of 1/256 is
     coarse near low screening thresholds — float variants keep probabilities), ``logits`` or
     ``probabilities`` for every variant. The metadata's ``output`` says which, so runners know.
+    ``bias_correction``: fold the mean logit error of each int8-activation variant against the source model
+    (on the calibration images) into its output bias (``converters/biascorr.py``).
     Returns the report; ``manifest.json`` is written beside the files.
     """
     t_all = time.perf_counter()
@@ -293,6 +297,9 @@ def export_model(model_or_run_dir, variants: Sequence[str | Variant] | None = No
             rep = (lambda: (x[None] for x in X_cal)) if (info.calibration and X_cal is not None) else None
             buf = convert(km, info, representative=rep, io=io, allow_float_fallback=allow_float_fallback,
                           qat=info.qat, saved=saved)
+            bias_info = None
+            if bias_correction and info.activations == "int8" and logits and act is not None:
+                buf, bias_info = _correct_bias(buf, km, act, X_cal, data, calib_n, seed, train_cache)
             from .verify import interpreter, io_details
 
             iface = io_details(interpreter(buf))
@@ -310,13 +317,18 @@ def export_model(model_or_run_dir, variants: Sequence[str | Variant] | None = No
                 "source_file": Path(source).name, "source_sha256": source_sha,
                 "sparsity": measured, "target_sparsity": sparsity if info.pruned else None,
                 "calibration": calib_info if info.calibration else None,
+                "bias_correction": bias_info,
                 "versions": package_versions(),
             }
             threshold, ref_v, ref_name = cfg.threshold, ref, "source Keras model"
             if info.trains and X_ver is not None:
                 ref_v = _keras_scores(km, X_ver, spec, logits)
                 ref_name = f"fine-tuned Keras model ({info.variant.value})"
-                threshold = _rederive_threshold(km, cfg, spec, data, logits, train_cache, seed, threshold_n)
+                if not ft.distil:  # a model distilled from the source keeps the source's threshold
+                    threshold = _rederive_threshold(km, cfg, spec, data, logits, train_cache, seed,
+                                                    threshold_n)
+                else:
+                    train_cache["threshold_source"] = "config.json (distilled from the source model)"
             if info.trains:
                 payload["threshold"] = threshold
                 payload["export"]["source_threshold"] = cfg.threshold
@@ -337,7 +349,7 @@ def export_model(model_or_run_dir, variants: Sequence[str | Variant] | None = No
                 seconds=round(time.perf_counter() - t0, 2),
                 io=io.value if info.full_integer and not info.mixed else "float",
                 output=out_desc, interface=iface, verification=ver.to_dict(), sparsity=measured,
-                target_sparsity=sparsity if info.pruned else None, finetune=ft_info)
+                target_sparsity=sparsity if info.pruned else None, finetune=ft_info, bias_correction=bias_info)
             results.append(res)
             if on_result:
                 on_result(res)
@@ -349,6 +361,7 @@ def export_model(model_or_run_dir, variants: Sequence[str | Variant] | None = No
         options={"io": io.value, "sparsity": sparsity if any(i.pruned for i in infos) else None,
                  "calib_n": calib_n, "verify_n": verify_n, "allow_float_fallback": allow_float_fallback,
                  "output": output, "finetune": ft.to_dict() if any(i.trains for i in infos) else None,
+                 "bias_correction": bias_correction,
                  "seconds": round(time.perf_counter() - t_all, 2)})
     _save_manifest(report)
     return report
@@ -387,7 +400,9 @@ def _trained(info, lmodel, cfg: RunConfig, data: _Data, ft: FineTune, sparsity: 
             data.splits()
         X, y = data.sample("train", ft.max_images, seed)
         ya = labels_array(y, cfg.kind)
-        cache["xy"] = (X, ya, balanced_class_weight(ya, cfg.kind))
+        if ft.distil:  # the source model's logits are the target
+            ya = lmodel.predict(X, batch_size=32, verbose=0).astype(np.float32)
+        cache["xy"] = (X, ya, None if ft.distil else balanced_class_weight(ya, cfg.kind))
     X, ya, cw = cache["xy"]
     info_d: dict[str, Any] = {**ft.to_dict(), "n_train_images": int(len(X))}
     if info.pruned and "pruned" not in cache:
@@ -413,6 +428,25 @@ def _trained(info, lmodel, cfg: RunConfig, data: _Data, ft: FineTune, sparsity: 
     qm = qat(m, X, ya, cfg.kind, ft, preserve_sparsity=info.pruned, class_weight=cw)
     info_d["qat_seconds"] = round(time.perf_counter() - t, 2)
     return qm, info_d
+
+
+def _correct_bias(buf: bytes, km, act: str, X_cal, data: "_Data", calib_n: int, seed: int, cache: dict):
+    """Output bias correction against the logits of the Keras model the file was converted from (the source
+    model for post-training variants; the pruned / QAT model, itself distilled from the source, otherwise), on
+    the calibration images (training images when the variant needed none)."""
+    from .biascorr import correct_output_bias
+
+    if "bias_x" not in cache:
+        X = X_cal
+        if X is None:
+            if not data.available():
+                return buf, {"applied": False, "reason": "no calibration images (dataset unavailable)"}
+            X, _ = data.sample("train", calib_n, seed)
+        cache["bias_x"] = X
+    X = cache["bias_x"]
+    ref = km.predict(X, batch_size=32, verbose=0)
+    new, info = correct_output_bias(buf, X, ref, softmax=(act == "softmax"))
+    return new, info.to_dict()
 
 
 def _keras_scores(km, X, spec, logits: bool) -> np.ndarray:

@@ -1,7 +1,16 @@
 """The short fine-tune that pruning and QAT need: a few hundred steps on the run's training split.
 
-The model being fine-tuned outputs logits (``tflite.logits_model``), so the loss is built ``from_logits``.
-BatchNorm layers are frozen (inference mode), so a few small batches cannot wreck their statistics.
+Two targets (``FineTune.target``):
+
+- ``teacher`` (default): distillation — the model is trained to reproduce the *source* float model's logits
+  (mean squared error), so the pruned / QAT model keeps the float model's decisions and its screening
+  threshold. On ODIR glaucoma, QAT trained on labels flipped 11.9 % of decisions at the float threshold
+  (it had become a different classifier, with its own threshold); distilled it stays close to the float model.
+- ``labels``: cross-entropy on the labels (class-weighted), the textbook recipe; the variant then gets its
+  own Youden threshold on the validation split.
+
+The model being fine-tuned outputs logits (``tflite.logits_model``). BatchNorm layers are frozen (inference
+mode), so a few small batches cannot wreck their statistics.
 """
 from __future__ import annotations
 
@@ -12,6 +21,9 @@ import numpy as np
 from edgeretina.tasks import TaskKind
 
 
+TARGETS = ("teacher", "labels")
+
+
 @dataclass(frozen=True)
 class FineTune:
     steps: int = 300            # optimizer steps (batches)
@@ -19,6 +31,17 @@ class FineTune:
     learning_rate: float = 5e-5
     max_images: int = 1024      # training images loaded (stratified by class)
     seed: int = 0
+    target: str = "teacher"     # "teacher" (distil the float model's logits) | "labels"
+
+    def __post_init__(self):
+        if self.target not in TARGETS:
+            from edgeretina.errors import ExportError
+
+            raise ExportError(f"unknown fine-tune target '{self.target}' (choose {' or '.join(TARGETS)})")
+
+    @property
+    def distil(self) -> bool:
+        return self.target == "teacher"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,10 +70,16 @@ def freeze_batchnorm(model) -> None:
 
 
 def fit(model, X: np.ndarray, y: np.ndarray, kind: str, ft: FineTune, callbacks=(), class_weight=None):
-    """Compile and fit ``model`` (logits) for ``ft.steps`` batches drawn with replacement-free shuffling."""
+    """Compile and fit ``model`` (logits) for ``ft.steps`` batches drawn with replacement-free shuffling.
+    ``y``: labels, or with ``ft.distil`` the teacher's logits (float, same shape as the model output)."""
     from edgeretina._keras import keras, tf
 
-    model.compile(optimizer=keras.optimizers.Adam(ft.learning_rate), loss=loss_for(kind))
+    if ft.distil:
+        loss, class_weight = keras.losses.MeanSquaredError(), None
+        y = np.asarray(y, dtype=np.float32)
+    else:
+        loss = loss_for(kind)
+    model.compile(optimizer=keras.optimizers.Adam(ft.learning_rate), loss=loss)
     ds = (tf.data.Dataset.from_tensor_slices((X, y)).shuffle(len(X), seed=ft.seed, reshuffle_each_iteration=True)
           .repeat().batch(ft.batch_size, drop_remainder=False))
     if class_weight is not None and kind != TaskKind.MULTILABEL.value:

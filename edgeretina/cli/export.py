@@ -32,11 +32,18 @@ def _variant_flags(f):
 @click.option("--verify-n", type=int, default=64, show_default=True,
               help="validation images for the float-vs-variant check (0: skip)")
 @click.option("--steps", type=int, default=None, help="fine-tune steps for --pruned/--qat [300]")
+@click.option("--finetune-target", type=click.Choice(["teacher", "labels"]), default="teacher", show_default=True,
+              help="--pruned/--qat fine-tune: distil the float model's logits (keeps its decisions and threshold) "
+                   "or train on labels (the variant gets its own validation threshold)")
+@click.option("--bias-correction/--no-bias-correction", default=True, show_default=True,
+              help="fold the int8 model's mean logit error vs the float model (calibration images) into its "
+                   "output bias")
 @click.option("--output", type=click.Choice(["auto", "logits", "probabilities"]), default="auto", show_default=True,
               help="what the .tflite outputs (auto: logits for full-integer variants)")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
               help="output folder [RUN_DIR/export]")
-def export(model, all_, sparsity, calib, calib_n, io_, allow_float_fallback, verify_n, steps, output, out_dir,
+def export(model, all_, sparsity, calib, calib_n, io_, allow_float_fallback, verify_n, steps, finetune_target,
+           bias_correction, output, out_dir,
            **flags):
     """Export MODEL (a run dir or a .keras file with config.json beside it) to .tflite variants.
 
@@ -65,12 +72,13 @@ def export(model, all_, sparsity, calib, calib_n, io_, allow_float_fallback, ver
     resolve_model_path(Path(model))  # missing file / not a model / no config → one-line error before any work
 
     kw = {}
-    if steps is not None:
-        kw["finetune"] = FineTune(steps=steps)
+    if steps is not None or finetune_target != "teacher":
+        kw["finetune"] = FineTune(**({} if steps is None else {"steps": steps}), target=finetune_target)
     names = " ".join(v.value for v in variants)
     click.echo(f"edgeretina export: {model} → {names}")
     report = export_model(model, variants, out_dir, calib, io=io_, sparsity=0.5 if sparsity is None else sparsity,
                           calib_n=calib_n, verify_n=verify_n, allow_float_fallback=allow_float_fallback,
-                          output=output, on_result=lambda r: click.echo(r.line()), **kw)
+                          output=output, bias_correction=bias_correction,
+                          on_result=lambda r: click.echo(r.line()), **kw)
     click.echo(f"manifest: {report.manifest_path} ({len(report.results)} variant(s), "
                f"{report.options['seconds']:.1f}s)")
