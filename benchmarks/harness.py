@@ -285,7 +285,8 @@ def run_bench(models: Sequence[str | os.PathLike], data: str, *, task: str | Non
             latency_ms=Latency(timing.p50, timing.p90, timing.mean, timing.n),
             images_per_s=timing.images_per_s, threshold=threshold, kappa=sc.kappa,
             grade_flip_rate=sc.grade_flip_rate, per_label=sc.per_label, device_info=device_info, note=note,
-            delta_auroc_ci95=sc.delta_auroc_ci95,
+            delta_auroc_ci95=sc.delta_auroc_ci95, logit_shift=sc.logit_shift, logit_noise_sd=sc.logit_noise_sd,
+            near_threshold=sc.near_threshold,
         ))
         if m.path not in curves:
             curves[m.path] = (m.name, binary_truth(spec, y), screening_scores(spec, probs))

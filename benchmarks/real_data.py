@@ -60,7 +60,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
 )}
 
 COLUMNS = ["variant", "device", "threads", "size MB", "gzip MB", "params M", "AUROC (95 % CI)", "ΔAUROC",
-           "DeLong p", "flips %", "sens", "spec", "AUROC/M params", "p50 ms", "img/s"]
+           "DeLong p", "flips %", "logit shift ± sd", "sens", "spec", "AUROC/M params", "p50 ms", "img/s"]
 
 
 def _run(cmd: list[str], log: Path) -> float:
@@ -122,7 +122,9 @@ def _row(v: dict) -> list[str]:
     lat = v.get("latency_ms") or {}
     return [v["name"], v["device"], str(v.get("threads") or "–"), _fmt(v["size_bytes"] / 1e6, 2),
             _fmt(v["gzip_bytes"] / 1e6, 2), _fmt(v["params"] / 1e6, 2), auroc, _fmt(v.get("delta_auroc"), 4),
-            _fmt(v.get("delong_p"), 3), _fmt(v.get("flip_rate"), pct=True), _fmt(v.get("sensitivity")),
+            _fmt(v.get("delong_p"), 3), _fmt(v.get("flip_rate"), pct=True),
+            "–" if v.get("logit_noise_sd") is None else f"{v['logit_shift']:+.3f} ± {v['logit_noise_sd']:.3f}",
+            _fmt(v.get("sensitivity")),
             _fmt(v.get("specificity")), _fmt(v.get("auroc_density"), 3), _fmt(lat.get("p50"), 1),
             _fmt(v.get("images_per_s"), 1)]
 
@@ -222,7 +224,7 @@ def publish(exp: Experiment, run_dir: Path, reports: list[dict], steps: dict, ro
              f"LiteRT {machine.get('ai_edge_litert', '')}, TensorFlow {machine.get('tensorflow', '')}.", "",
              f"Test images: {ds.get('n_images', '?')} ({ds.get('split', 'test')} split, patient-level); "
              f"reference: the Keras model; sensitivity/specificity/flips at its validation Youden threshold.",
-             "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+             "", *_method_lines(rows), "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_row(v)) + " |" for v in rows]
     lines += ["", "## Targets (issue 7)", "", "| target | met | measured |", "|---|---|---|"]
     lines += [f"| {t['target']} | {'yes' if t['met'] else 'NO'} | {t['measured']} |" for t in targets]
@@ -233,6 +235,21 @@ def publish(exp: Experiment, run_dir: Path, reports: list[dict], steps: dict, ro
     lines += ["", f"![ROC]({exp.name}_roc.png) ![ball chart]({exp.name}_ballchart.png)", ""]
     write_text_atomic(docs / f"{exp.name}.md", "\n".join(lines))
     return payload
+
+
+def _method_lines(rows: list[dict]) -> list[str]:
+    near = next((r.get("near_threshold") for r in rows if r.get("near_threshold") is not None), None)
+    out = ["Variants with int8 activations have their output bias corrected against the Keras model they were "
+           "converted from (mean logit error on the calibration images, `converters/biascorr.py`); pruned and "
+           "QAT variants are fine-tuned by distilling the float model's logits and keep its threshold "
+           "(`edgeretina export --finetune-target teacher`, the default). \"logit shift ± sd\": the mean and sd "
+           "of the per-image difference from the Keras model's screening logit."]
+    if near is not None:
+        out.append("")
+        out.append(f"Fragile decisions: {100 * near:.1f} % of the test images have a Keras screening logit within "
+                   "±0.25 of the threshold's; a variant's flip rate is roughly that density times its logit noise, "
+                   "so the same quantization noise flips more decisions on a task whose scores crowd the threshold.")
+    return out
 
 
 def smoke(exp: Experiment) -> Experiment:

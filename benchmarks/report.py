@@ -58,6 +58,11 @@ class VariantReport:
     device_info: dict[str, Any] | None = None  # e.g. the phone's model, SoC, Android version, delegate
     note: str = ""
     delta_auroc_ci95: tuple[float, float] | None = None  # paired DeLong 95 % CI of ΔAUROC
+    # binary screening score vs the reference, in logit units: mean shift and sd of the per-image difference
+    # (the flip rate is ≈ the density of images near the threshold × this noise)
+    logit_shift: float | None = None
+    logit_noise_sd: float | None = None
+    near_threshold: float | None = None  # share of images whose reference logit is within ±0.25 of the threshold
 
     @property
     def size_mb(self) -> float:

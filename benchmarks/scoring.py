@@ -33,6 +33,9 @@ class Scores:
     kappa: float | None = None
     grade_flip_rate: float | None = None
     per_label: dict[str, dict[str, Any]] | None = None
+    logit_shift: float | None = None
+    logit_noise_sd: float | None = None
+    near_threshold: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -98,6 +101,25 @@ def _binary(y, s, s_ref, t, n_boot, seed) -> dict[str, Any]:
                    auroc_ci95=_bootstrap_ci(y, s, n_boot, seed))
     out["sensitivity"], out["specificity"] = _sens_spec(y, s, t)
     out["flip_rate"] = compare.flip_rate(s_ref, s, t)
+    out.update(_logit_agreement(s, s_ref, t))
+    return out
+
+
+NEAR_LOGIT = 0.25
+
+
+def _logit(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p) - np.log1p(-p)
+
+
+def _logit_agreement(s, s_ref, t) -> dict[str, float]:
+    """How far the variant's scores sit from the reference's, in logit units (mean shift, sd), and how many
+    images the reference scores within ±0.25 logit of the threshold — the decisions any noise can flip."""
+    d = _logit(s) - _logit(s_ref)
+    out = {"logit_shift": float(d.mean()), "logit_noise_sd": float(d.std())}
+    if t is not None and 0 < float(t) < 1:
+        out["near_threshold"] = float(np.mean(np.abs(_logit(s_ref) - _logit([float(t)])[0]) < NEAR_LOGIT))
     return out
 
 

@@ -94,3 +94,20 @@ def test_report_serialises_to_json_markdown_csv(tmp_path):
     rows = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
     assert rows[1]["name"] == "int8" and float(rows[1]["latency_p50_ms"]) == 0.4
     assert "keras (ref)" in rep.to_terminal()
+
+
+def test_logit_shift_noise_and_near_threshold_are_measured_in_logit_units():
+    """A variant whose scores are the reference's shifted by +0.3 logit: shift 0.3, noise 0; the images whose
+    reference logit lies within ±0.25 of the threshold's are counted as fragile."""
+    spec = task_spec("glaucoma")
+    ref_logit = np.array([-3.0, -2.1, -2.0, -1.9, 0.0, 1.0, 2.0, -4.0])
+    y = np.array([0, 0, 1, 0, 1, 1, 1, 0])
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    ref = np.c_[1 - sig(ref_logit), sig(ref_logit)]
+    var = np.c_[1 - sig(ref_logit + 0.3), sig(ref_logit + 0.3)]
+    t = float(sig(-2.0))
+    sc = evaluate(spec, y, var, ref, t, n_boot=0)
+    assert sc.logit_shift == pytest.approx(0.3, abs=1e-6)
+    assert sc.logit_noise_sd == pytest.approx(0.0, abs=1e-6)
+    assert sc.near_threshold == pytest.approx(3 / 8)
+    assert sc.flip_rate == pytest.approx(1 / 8)  # only -2.1 (→ -1.8) crosses the threshold
