@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edgeretina.io import ensure_writable_dir, write_json_atomic, write_text_atomic
+from edgeretina.io import SizedArtifact, ensure_writable_dir, write_json_atomic, write_text_atomic
 
 SCHEMA = "edgeretina.bench/1"
 
@@ -24,7 +24,7 @@ class Latency:
 
 
 @dataclass(frozen=True)
-class VariantReport:
+class VariantReport(SizedArtifact):
     """One model file on one device, compared with the reference on the same images."""
 
     name: str
@@ -63,14 +63,6 @@ class VariantReport:
     logit_shift: float | None = None
     logit_noise_sd: float | None = None
     near_threshold: float | None = None  # share of images whose reference logit is within ±0.25 of the threshold
-
-    @property
-    def size_mb(self) -> float:
-        return self.size_bytes / 1e6
-
-    @property
-    def gzip_mb(self) -> float:
-        return self.gzip_bytes / 1e6
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

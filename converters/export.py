@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgeretina.errors import EdgeRetinaError, ExportError, ModelError
-from edgeretina.io import ensure_writable_dir, write_bytes_atomic, write_json_atomic
+from edgeretina.io import SizedArtifact, ensure_writable_dir, write_bytes_atomic, write_json_atomic
 from edgeretina.run import MODEL_FILE, RunConfig, file_sha256, resolve_model_path
 
 from . import calib as calib_mod
@@ -32,7 +32,7 @@ MANIFEST_SCHEMA = "edgeretina.export/1"
 
 
 @dataclass(frozen=True)
-class ExportResult:
+class ExportResult(SizedArtifact):
     variant: str
     path: str
     size_bytes: int
@@ -47,14 +47,6 @@ class ExportResult:
     target_sparsity: float | None = None
     finetune: dict[str, Any] | None = None
     bias_correction: dict[str, Any] | None = None  # output bias correction (full-integer variants)
-
-    @property
-    def size_mb(self) -> float:
-        return self.size_bytes / 1e6
-
-    @property
-    def gzip_mb(self) -> float:
-        return self.gzip_bytes / 1e6
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

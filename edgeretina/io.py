@@ -75,3 +75,18 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class SizedArtifact:
+    """Mixin for result dataclasses that carry ``size_bytes`` and ``gzip_bytes`` fields: sizes in MB (1e6)."""
+
+    size_bytes: int
+    gzip_bytes: int
+
+    @property
+    def size_mb(self) -> float:
+        return self.size_bytes / 1e6
+
+    @property
+    def gzip_mb(self) -> float:
+        return self.gzip_bytes / 1e6

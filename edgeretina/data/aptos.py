@@ -11,8 +11,7 @@ import os
 from pathlib import Path
 
 from edgeretina.data.csvutil import list_images, read_csv, require_columns
-from edgeretina.data.records import (FundusDataset, OnBadImage, Record, bad_image, content_duplicates,
-                                     duplicate_report, merge_groups)
+from edgeretina.data.records import FundusDataset, OnBadImage, Record, bad_image
 from edgeretina.errors import DataError
 from edgeretina.preprocess import check_image_file
 from edgeretina.tasks import Task, task_spec
@@ -86,20 +85,8 @@ def open_aptos(path: Path, task: str, on_bad_image: OnBadImage = OnBadImage.FAIL
         y = grade if spec.task is Task.DR else int(grade >= 2)
         records.append(Record(key=code, source=fpath, patient=None, y=y, meta={"grade": grade}))
     info = {"n_images_total": len(files), "n_patients_total": None}
-    if dedupe:
-        sizes = {p: s for p, s in files.values()}
-        dup = content_duplicates([r.source for r in records], [sizes[r.source] for r in records])
-        n_groups, conflicts = duplicate_report(records, dup, spec) if dup else (0, [])
-        info["duplicate_groups"] = n_groups
-        info["duplicate_label_conflicts"] = len(conflicts)
-        if n_groups:
-            problems.append(f"{n_groups} group(s) of byte-identical images under different id_codes "
-                            f"({sum(1 for r in records if r.source in dup)} images; each group kept on one side "
-                            "of every split)")
-            problems.extend(conflicts)
-            records = merge_groups(records, dup)
-    if check == "full":
-        from edgeretina.data.loading import verify_decodable
+    from edgeretina.data.loading import finish_records
 
-        records = verify_decodable(records, on_bad_image, problems)
+    records = finish_records(records, {p: s for p, s in files.values()}, spec, info, problems, dedupe=dedupe,
+                             check=check, on_bad_image=on_bad_image, what=" under different id_codes")
     return FundusDataset(str(root), "aptos", spec, records, problems, info)

@@ -12,8 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from edgeretina.data.records import (FundusDataset, OnBadImage, Record, bad_image, content_duplicates,
-                                     duplicate_report, merge_groups)
+from edgeretina.data.records import FundusDataset, OnBadImage, Record, bad_image
 from edgeretina.errors import DataError
 from edgeretina.preprocess import IMAGE_EXTENSIONS, check_image_file
 from edgeretina.tasks import Task, task_spec
@@ -117,16 +116,8 @@ def open_imagefolder(path: Path, task: str | None = None, on_bad_image: OnBadIma
             sizes[p] = size
             records.append(Record(key=rel, source=p, patient=None, y=label_of[d.name], meta={"folder": d.name}))
     info = {"n_images_total": len(records), "n_patients_total": None, "class_folders": names}
-    if dedupe and records:
-        dup = content_duplicates([r.source for r in records], [sizes[r.source] for r in records])
-        if dup:
-            n_groups, conflicts = duplicate_report(records, dup, spec, rel=lambda s: os.path.relpath(s, path))
-            info["duplicate_groups"] = n_groups
-            problems.append(f"{n_groups} group(s) of byte-identical images (kept on one side of every split)")
-            problems.extend(conflicts)
-            records = merge_groups(records, dup)
-    if check == "full":
-        from edgeretina.data.loading import verify_decodable
+    from edgeretina.data.loading import finish_records
 
-        records = verify_decodable(records, on_bad_image, problems)
+    records = finish_records(records, sizes, spec, info, problems, dedupe=dedupe, check=check,
+                             on_bad_image=on_bad_image, rel=lambda s: os.path.relpath(s, path))
     return FundusDataset(str(path), "imagefolder", spec, records, problems, info)

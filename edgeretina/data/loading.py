@@ -7,7 +7,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from edgeretina.data.records import OnBadImage, Record, labels_array
+from edgeretina.data.records import (OnBadImage, Record, content_duplicates, duplicate_report, labels_array,
+                                     merge_groups)
 from edgeretina.errors import DataError
 from edgeretina.preprocess import Pipeline, decode_image
 from edgeretina.tasks import TaskKind, TaskSpec
@@ -129,3 +130,24 @@ def class_weights(records: Iterable[Record], spec: TaskSpec) -> dict[int, float]
     out = {i: 1.0 for i in range(spec.n_outputs)}
     out.update({int(c): float(v) for c, v in zip(present, w)})
     return out
+
+
+def finish_records(records: list[Record], sizes: dict[str, int], spec: TaskSpec, info: dict, problems: list[str],
+                   *, dedupe: bool, check: str, on_bad_image, rel=os.path.basename, what: str = "") -> list[Record]:
+    """The last steps every adapter shares: group byte-identical images (``dedupe``; ``sizes`` maps each
+    source path to its byte size, so only equal-size files are hashed), report label conflicts, and with
+    ``check == "full"`` decode every image once. Updates ``info`` and ``problems``; returns the records."""
+    if dedupe and records:
+        dup = content_duplicates([r.source for r in records], [sizes[r.source] for r in records])
+        n_groups, conflicts = duplicate_report(records, dup, spec, rel=rel) if dup else (0, [])
+        info["duplicate_groups"] = n_groups
+        info["duplicate_label_conflicts"] = len(conflicts)
+        if n_groups:
+            problems.append(f"{n_groups} group(s) of byte-identical images{what} "
+                            f"({sum(1 for r in records if r.source in dup)} images; each group kept on one side "
+                            "of every split)")
+            problems.extend(conflicts)
+            records = merge_groups(records, dup)
+    if check == "full":
+        records = verify_decodable(records, on_bad_image, problems)
+    return records

@@ -17,8 +17,7 @@ import re
 from pathlib import Path
 
 from edgeretina.data.csvutil import list_images, read_csv, require_columns
-from edgeretina.data.records import (FundusDataset, OnBadImage, Record, bad_image, content_duplicates,
-                                     duplicate_report, merge_groups)
+from edgeretina.data.records import FundusDataset, OnBadImage, Record, bad_image
 from edgeretina.errors import DataError
 from edgeretina.preprocess import check_image_file
 from edgeretina.tasks import Task, task_spec
@@ -207,17 +206,8 @@ def open_odir(path: Path, task: str, on_bad_image: OnBadImage = OnBadImage.FAIL,
             "suspect": suspect}
     if spec.task is Task.GLAUCOMA:
         info.update({"glaucoma_suspected_only": n_suspect, "glaucoma_with_other_findings": n_with_other})
-    if dedupe:
-        dup = content_duplicates([r.source for r in records],
-                                 [files[Path(r.source).name][1] for r in records])
-        if dup:
-            n_groups, conflicts = duplicate_report(records, dup, spec)
-            info["duplicate_groups"] = n_groups
-            problems.append(f"{n_groups} group(s) of byte-identical images (kept on one side of every split)")
-            problems.extend(conflicts)
-            records = merge_groups(records, dup)
-    if check == "full":
-        from edgeretina.data.loading import verify_decodable
+    from edgeretina.data.loading import finish_records
 
-        records = verify_decodable(records, on_bad_image, problems)
+    records = finish_records(records, {r.source: files[Path(r.source).name][1] for r in records}, spec, info,
+                             problems, dedupe=dedupe, check=check, on_bad_image=on_bad_image)
     return FundusDataset(str(root), "odir", spec, records, problems, info)
