@@ -177,6 +177,7 @@ class _Data:
 def export_model(model_or_run_dir, variants: Sequence[str | Variant] | None = None,
                  out_dir: str | Path | None = None, calib: str | Path | None = None, *,
                  config: RunConfig | None = None, io: str | IO = IO.INT8, sparsity: float = 0.5,
+                 allocation: str = "uniform",
                  calib_n: int = 200, verify_n: int = 64, threshold_n: int = 500, allow_float_fallback: bool = False,
                  finetune: FineTune | None = None, output: str = "auto", seed: int = 0,
                  bias_correction: bool = True,
@@ -195,9 +196,11 @@ def export_model(model_or_run_dir, variants: Sequence[str | Variant] | None = No
     vs = _parse_variants(variants)
     infos = [VARIANTS[v] for v in vs]
     if any(i.pruned for i in infos):
-        from .prune import check_sparsity
+        from .prune import ALLOCATIONS, check_sparsity
 
         sparsity = check_sparsity(sparsity)
+        if allocation not in ALLOCATIONS:
+            raise ExportError(f"unknown --allocation '{allocation}' (choose {' or '.join(ALLOCATIONS)})")
     if output not in ("auto", "logits", "probabilities"):
         raise ExportError(f"unknown output '{output}' (choose auto, logits or probabilities)")
     ft = finetune or FineTune(seed=seed)
@@ -283,7 +286,7 @@ def export_model(model_or_run_dir, variants: Sequence[str | Variant] | None = No
             km = lmodel if logits else model
             ft_info = None
             if info.trains:
-                km, ft_info = _trained(info, lmodel, cfg, data, ft, sparsity, train_cache, seed)
+                km, ft_info = _trained(info, lmodel, cfg, data, ft, (sparsity, allocation), train_cache, seed)
             from .tflite import convert
 
             rep = (lambda: (x[None] for x in X_cal)) if (info.calibration and X_cal is not None) else None
@@ -351,6 +354,7 @@ def export_model(model_or_run_dir, variants: Sequence[str | Variant] | None = No
         calibration=calib_info, verification_sample=sample_info, config=cfg.to_dict(),
         versions=package_versions(),
         options={"io": io.value, "sparsity": sparsity if any(i.pruned for i in infos) else None,
+                 "allocation": allocation if any(i.pruned for i in infos) else None,
                  "calib_n": calib_n, "verify_n": verify_n, "allow_float_fallback": allow_float_fallback,
                  "output": output, "finetune": ft.to_dict() if any(i.trains for i in infos) else None,
                  "bias_correction": bias_correction,
@@ -382,7 +386,8 @@ def _parse_variants(variants) -> tuple[Variant, ...]:
     return tuple(dict.fromkeys(vs))
 
 
-def _trained(info, lmodel, cfg: RunConfig, data: _Data, ft: FineTune, sparsity: float, cache: dict, seed: int):
+def _trained(info, lmodel, cfg: RunConfig, data: _Data, ft: FineTune, pruning: tuple[float, str], cache: dict,
+             seed: int):
     """Fine-tuned Keras model for a pruned / QAT variant (the pruned model is shared by pruned,
     pruned-int8 and pqat)."""
     from .finetune import balanced_class_weight, labels_array
@@ -401,10 +406,11 @@ def _trained(info, lmodel, cfg: RunConfig, data: _Data, ft: FineTune, sparsity: 
         from .prune import keras_sparsity, prune
 
         t = time.perf_counter()
-        pm = prune(lmodel, X, ya, cfg.kind, sparsity, ft, class_weight=cw)
+        sparsity, allocation = pruning
+        pm = prune(lmodel, X, ya, cfg.kind, sparsity, ft, class_weight=cw, allocation=allocation)
         cache["pruned"] = pm
         cache["pruned_info"] = {"prune_seconds": round(time.perf_counter() - t, 2),
-                                "keras_sparsity": keras_sparsity(pm)}
+                                "keras_sparsity": keras_sparsity(pm), "allocation": allocation}
     if info.pruned:
         info_d.update(cache["pruned_info"])
     if not info.qat:

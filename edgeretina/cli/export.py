@@ -22,6 +22,9 @@ def _variant_flags(f):
 @_variant_flags
 @click.option("--all", "all_", is_flag=True, help="every variant (float32 fp16 dynamic int8 pruned pruned-int8 qat pqat)")
 @click.option("--sparsity", type=float, default=None, help="target sparsity for --pruned, in (0, 1) [0.5]")
+@click.option("--allocation", type=click.Choice(["uniform", "size"]), default="uniform", show_default=True,
+              help="--pruned: same sparsity in every layer, or small layers denser and large ones sparser "
+                   "(same total zeros)")
 @click.option("--calib", type=click.Path(path_type=str), default=None,
               help="calibration images: a folder of images or a .npy/.npz of preprocessed inputs "
                    "[default: training split of the run's dataset]")
@@ -42,7 +45,7 @@ def _variant_flags(f):
               help="what the .tflite outputs (auto: logits for full-integer variants)")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
               help="output folder [RUN_DIR/export]")
-def export(model, all_, sparsity, calib, calib_n, io_, allow_float_fallback, verify_n, steps, finetune_target,
+def export(model, all_, sparsity, allocation, calib, calib_n, io_, allow_float_fallback, verify_n, steps, finetune_target,
            bias_correction, output, out_dir,
            **flags):
     """Export MODEL (a run dir or a .keras file with config.json beside it) to .tflite variants.
@@ -78,7 +81,7 @@ def export(model, all_, sparsity, calib, calib_n, io_, allow_float_fallback, ver
     click.echo(f"edgeretina export: {model} → {names}")
     report = export_model(model, variants, out_dir, calib, io=io_, sparsity=0.5 if sparsity is None else sparsity,
                           calib_n=calib_n, verify_n=verify_n, allow_float_fallback=allow_float_fallback,
-                          output=output, bias_correction=bias_correction,
+                          output=output, bias_correction=bias_correction, allocation=allocation,
                           on_result=lambda r: click.echo(r.line()), **kw)
     click.echo(f"manifest: {report.manifest_path} ({len(report.results)} variant(s), "
                f"{report.options['seconds']:.1f}s)")
