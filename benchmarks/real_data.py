@@ -36,7 +36,7 @@ class Experiment:
     train_args: tuple[str, ...] = ()
     export_sets: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("export", ("--all", "--sparsity", "0.5")),
-        ("export_p80", ("--pruned", "--int8", "--sparsity", "0.8", "--allocation", "size")),
+        ("export_p80", ("--pruned", "--int8", "--sparsity", "0.8", "--allocation", "size", "--steps", "1200")),
     )
     bench_devices: tuple[tuple[str, int], ...] = (("cpu", 1), ("cpu", 2), ("keras-cpu", 2))
     bench_args: tuple[str, ...] = ()
