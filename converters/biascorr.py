@@ -108,26 +108,9 @@ def shift_output_bias(tflite: bytes, delta: np.ndarray) -> tuple[bytes, str] | N
 
 def raw_outputs(tflite: bytes, X: np.ndarray) -> np.ndarray:
     """Dequantized raw outputs (logits for edgeretina's full-integer exports) of ``tflite`` on ``X``."""
-    from ai_edge_litert.interpreter import Interpreter
+    from .verify import run
 
-    it = Interpreter(model_content=tflite, num_threads=None)
-    it.allocate_tensors()
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    out = []
-    for x in X:
-        x1 = np.asarray(x, dtype=np.float32)[None]
-        if np.dtype(i["dtype"]).kind in "iu":
-            s, z = i["quantization"]
-            info = np.iinfo(i["dtype"])
-            x1 = np.clip(np.round(x1 / s + z), info.min, info.max).astype(i["dtype"])
-        it.set_tensor(i["index"], x1)
-        it.invoke()
-        r = it.get_tensor(o["index"]).astype(np.float64)
-        if np.dtype(o["dtype"]).kind in "iu":
-            s, z = o["quantization"]
-            r = (r - z) * s
-        out.append(r.reshape(-1))
-    return np.asarray(out)
+    return run(tflite, X)
 
 
 def _error(out: np.ndarray, ref: np.ndarray, softmax: bool) -> np.ndarray:

@@ -128,7 +128,8 @@ def test_full_integer_variants_are_bias_corrected_towards_the_float_model(export
 
 def test_shift_output_bias_moves_the_int8_logits_by_delta(exported, small_run):
     """The flatbuffer patch of the output op's int32 bias shifts LiteRT's dequantized logits by delta
-    (to within one output quantization step), on a real preprocessed ODIR image."""
+    (to within the output quantization: the requantized output of each side rounds by up to half a step, and
+    the shifted bias itself by a fraction of one), on a real preprocessed ODIR image."""
     from edgeretina.converters.biascorr import raw_outputs, shift_output_bias
     from edgeretina.converters.calib import dataset_splits, load_records, pipeline_of
 
@@ -139,7 +140,7 @@ def test_shift_output_bias_moves_the_int8_logits_by_delta(exported, small_run):
     assert op == "FULLY_CONNECTED"
     step = exported["int8"].interface["output"]["scale"]
     d = raw_outputs(new, X) - raw_outputs(buf, X)
-    np.testing.assert_allclose(d, np.tile([0.4, -0.3], (len(X), 1)), atol=step + 1e-6)
+    np.testing.assert_allclose(d, np.tile([0.4, -0.3], (len(X), 1)), atol=1.5 * step)
 
 
 def test_bias_correction_can_be_switched_off(small_run, tmp_path):
