@@ -34,14 +34,17 @@ def embed_metadata(tflite: bytes, payload: dict[str, Any], name: str = NAME) -> 
 
     data = json.dumps(payload, sort_keys=False, default=_json_default).encode("utf-8")
     m = fu.read_model_from_bytearray(bytearray(tflite))
+    old = [x for x in (m.metadata or []) if _name(x) == name]
+    if old:  # replace the entry's data in its own buffer: re-embedding leaves no orphaned buffer behind
+        m.buffers[old[0].buffer].data = np.frombuffer(data, dtype=np.uint8)
+        return bytes(fu.convert_object_to_bytearray(m))
     buf = schema.BufferT()
     buf.data = np.frombuffer(data, dtype=np.uint8)
     m.buffers.append(buf)
     md = schema.MetadataT()
     md.name = name
     md.buffer = len(m.buffers) - 1
-    keep = [x for x in (m.metadata or []) if _name(x) != name]
-    m.metadata = keep + [md]
+    m.metadata = list(m.metadata or []) + [md]
     return bytes(fu.convert_object_to_bytearray(m))
 
 
