@@ -6,6 +6,12 @@
 - ``odir``: Gaussian noise with variance 0.01 on the 0–1 intensity scale (σ = 0.1 × 255), rotation ±45°,
   0.2–99.8 percentile contrast stretch (p = 0.5); **no flips** (left/right eyes are mirror images, so a
   flip changes the apparent eye).
+- ``camera``: another fundus camera or phone adapter (issue 12): two camera shifts per image from
+  ``edgeretina.shifts`` (colour cast, gamma, contrast, defocus and motion blur, JPEG quality, down-then-up
+  sampling, illumination gradient, vignetting, FOV cut / frame / smaller FOV, small rotation/scale), each of
+  a random kind at a random strength between none and the registry's ``severe`` level, applied in acquisition
+  order. A shift that changes the canvas (a 4:3/3:2 frame) is re-fitted to the input size the way the
+  default Pipeline does (FOV crop, pad to square, resize).
 - ``none``: identity.
 - ``<policy>+minority-only`` (or ``minority_only=True``): augment only positive / unhealthy records
   (``edgeretina.data.is_minority``); the others pass through unchanged.
@@ -37,11 +43,13 @@ class Policy:
     noise_var: float = 0.0         # Gaussian noise variance on the 0..1 scale
     stretch_p: float = 0.0         # probability of a 0.2-99.8 percentile contrast stretch
     minority_only: bool = False
+    camera: int = 0                # camera shifts per image (edgeretina.shifts), random kind and strength
+    camera_strength: float = 1.0   # strength drawn uniform in [0, camera_strength]; 1 = the severe level
 
     @property
     def is_identity(self) -> bool:
         return not any((self.rotation, self.zoom, self.shear, self.hflip, self.vflip, self.noise_var,
-                        self.stretch_p))
+                        self.stretch_p, self.camera))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,16 +79,32 @@ class Policy:
             sigma = np.sqrt(self.noise_var) * 255.0
             noise = rng.normal(0.0, sigma, size=out.shape).astype(np.float32)
             out = np.clip(np.rint(out.astype(np.float32) + noise), 0, 255).astype(np.uint8)
+        if self.camera:
+            out = _camera(out, rng, self.camera, self.camera_strength)
         return np.ascontiguousarray(out)
 
     def apply(self, img: np.ndarray, seed: int | tuple | list) -> np.ndarray:
         return self(img, np.random.default_rng(seed))
 
 
+def _camera(img: np.ndarray, rng: np.random.Generator, n: int, strength: float) -> np.ndarray:
+    """``n`` random camera shifts; a re-framed canvas is fitted back to ``img``'s size (FOV crop → square →
+    resize), as the model's Pipeline would."""
+    from edgeretina.preprocess import fov_crop, pad_square
+    from edgeretina.shifts import random_camera
+
+    out = random_camera(img, rng, n=n, max_strength=strength)
+    if out.shape != img.shape:
+        h, w = img.shape[:2]
+        out = cv2.resize(pad_square(fov_crop(out)), (w, h), interpolation=cv2.INTER_AREA)
+    return out
+
+
 POLICIES: dict[str, Policy] = {
     "none": Policy("none"),
     "mvoulana": Policy("mvoulana", rotation=40.0, zoom=0.2, shear=0.2, hflip=0.5, vflip=0.5),
     "odir": Policy("odir", rotation=45.0, noise_var=0.01, stretch_p=0.5),
+    "camera": Policy("camera", camera=2, camera_strength=1.0),
 }
 MINORITY_SUFFIX = "+minority-only"
 
