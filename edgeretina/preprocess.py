@@ -178,12 +178,21 @@ def fov_box(img: np.ndarray, threshold: int = 10, min_fraction: float = 0.01) ->
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def fov_crop(img: np.ndarray, threshold: int = 10, min_fraction: float = 0.01, margin: int = 0) -> np.ndarray:
+def fov_crop_box(img: np.ndarray, threshold: int = 10, min_fraction: float = 0.01,
+                 margin: int = 0) -> tuple[int, int, int, int]:
+    """The (y0, y1, x0, x1) window :func:`fov_crop` cuts out (the whole image for a nearly black one)."""
     y0, y1, x0, x1 = fov_box(img, threshold, min_fraction)
     h, w = img.shape[:2]
     y0, x0 = max(0, y0 - margin), max(0, x0 - margin)
     y1, x1 = min(h, y1 + margin), min(w, x1 + margin)
     if (y1 - y0) < 0.1 * h or (x1 - x0) < 0.1 * w:  # nearly black image: keep it whole (fallback)
+        return 0, h, 0, w
+    return y0, y1, x0, x1
+
+
+def fov_crop(img: np.ndarray, threshold: int = 10, min_fraction: float = 0.01, margin: int = 0) -> np.ndarray:
+    y0, y1, x0, x1 = fov_crop_box(img, threshold, min_fraction, margin)
+    if (y0, y1, x0, x1) == (0,) + img.shape[:1] + (0,) + img.shape[1:2]:
         return img
     return img[y0:y1, x0:x1]
 
@@ -263,87 +272,259 @@ def stretch(img: np.ndarray, low: float = 0.2, high: float = 99.8, per_channel: 
 # ---------------------------------------------------------------------------------------- ONH localisation
 @dataclass(frozen=True)
 class DiscDetection:
-    """Optic-disc estimate in image pixels. ``found`` False → the fallback (FOV centre) was used."""
+    """Optic-disc estimate in the pixels of the image given to :func:`locate_disc`.
+
+    ``found`` False = **flagged**: no convincing disc. ``reason`` says why (``""`` when found):
+    ``"no field of view"`` / ``"no disc-like spot"`` — (x, y) is the fallback, the FOV centre;
+    ``"ambiguous"`` (runner-up almost as good), ``"not round"`` (no isolated round blob: rim crescent,
+    lesion cluster), ``"at search border"`` (the score still rises towards the FOV rim) — (x, y) is the best
+    candidate, a guess an app should not trust (ask for a retake / skip the image).
+
+    ``confidence`` in [0, 1]: ``0.5 · min_i(value_i / threshold_i)`` over the criteria score, margin and
+    roundness (clipped), 0 when flagged for the FOV border or no FOV; ``found`` ⇔ every criterion met ⇔
+    ``confidence ≥ 0.5``. ``score`` (z-units), ``margin`` (score gap to the runner-up candidate) and
+    ``roundness`` (z-units, see :func:`locate_disc`) are the raw values.
+    """
 
     x: float
     y: float
     diameter: float
     confidence: float
     found: bool
+    score: float = 0.0
+    margin: float = 0.0
+    roundness: float = 0.0
+    reason: str = ""
+
+    @property
+    def flagged(self) -> bool:
+        return not self.found
+
+    @property
+    def fallback(self) -> bool:
+        """True when (x, y) is the FOV centre (no candidate at all), not a flagged best guess."""
+        return self.reason in ("no field of view", "no disc-like spot")
+
+    def scaled(self, sx: float, sy: float | None = None, dx: float = 0.0, dy: float = 0.0) -> "DiscDetection":
+        """The same detection in another image's pixels: ``x' = x · sx + dx`` (diameter scales by sx)."""
+        sy = sx if sy is None else sy
+        return DiscDetection(self.x * sx + dx, self.y * sy + dy, self.diameter * sx, self.confidence, self.found,
+                             self.score, self.margin, self.roundness, self.reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"x": round(self.x, 2), "y": round(self.y, 2), "diameter": round(self.diameter, 2),
+                "confidence": round(self.confidence, 3), "found": self.found, "score": round(self.score, 3),
+                "margin": round(self.margin, 3), "roundness": round(self.roundness, 3), "reason": self.reason}
+
+
+_DISC_WORK_SIZE = 192
+_N_CANDIDATES = 6
+_N_SECTORS = 8
+
+
+def _clean_fov_mask(small: np.ndarray, threshold: int) -> np.ndarray:
+    """FOV mask at work size: max(R, G, B) > threshold, opened (drops specks/text), holes filled, largest
+    connected component. uint8 0/1."""
+    m = fov_mask(small, threshold).astype(np.uint8)
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    m = cv2.morphologyEx(m, cv2.MORPH_OPEN, k)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    if n <= 1:
+        return m
+    big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    m = (lab == big).astype(np.uint8)
+    # fill holes: background connected to the image border stays background
+    inv = np.pad(1 - m, 1, constant_values=1)
+    n2, lab2 = cv2.connectedComponents(inv, connectivity=4)
+    outside = lab2 == lab2[0, 0]
+    return (~outside[1:-1, 1:-1]).astype(np.uint8)
+
+
+def _sector_geometry(dd: float):
+    """Offsets of a (2R+1)² window (R = dd): inner disc (r ≤ 0.4 dd) and 8 annular sectors
+    (0.6 dd < r ≤ 1.0 dd) used for the roundness test."""
+    R = max(2, int(round(dd)))
+    yy, xx = np.mgrid[-R:R + 1, -R:R + 1].astype(np.float32)
+    r = np.hypot(xx, yy)
+    inner = r <= max(1.0, 0.4 * dd)
+    ring = (r > 0.6 * dd) & (r <= dd)
+    sector = ((np.arctan2(yy, xx) + np.pi) / (2 * np.pi) * _N_SECTORS).astype(np.int32) % _N_SECTORS
+    return R, inner, ring, sector
+
+
+def _roundness(lum: np.ndarray, mask: np.ndarray, x: int, y: int, geo, spread: float) -> float:
+    """How much brighter the centre is than *every* side of it, in units of the FOV's brightness spread:
+    the second-lowest of the 8 sector contrasts (inner mean − sector mean of the ring at 0.6–1 dd).
+    A disc is brighter than all its surroundings (one sector may hold a vessel trunk); a rim crescent or
+    a streak is as bright along its length, a lesion cluster is patchy. Sectors mostly outside the FOV are
+    skipped (a disc at the FOV edge)."""
+    R, inner, ring, sector = geo
+    h, w = lum.shape
+    y0, y1, x0, x1 = y - R, y + R + 1, x - R, x + R + 1
+    oy0, ox0 = max(0, -y0), max(0, -x0)
+    win = lum[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
+    mw = mask[max(0, y0):min(h, y1), max(0, x0):min(w, x1)] > 0
+    sl = (slice(oy0, oy0 + win.shape[0]), slice(ox0, ox0 + win.shape[1]))
+    inn = inner[sl] & mw
+    if inn.sum() < 3:
+        return -10.0
+    c = float(win[inn].mean())
+    rg, sec = ring[sl] & mw, sector[sl]
+    full = np.bincount(sector[ring], minlength=_N_SECTORS)
+    cnt = np.bincount(sec[rg], minlength=_N_SECTORS)
+    tot = np.bincount(sec[rg], weights=win[rg], minlength=_N_SECTORS)
+    ok = cnt >= 0.3 * full
+    if ok.sum() < 3:
+        return -10.0
+    contrast = np.sort((c - tot[ok] / cnt[ok]) / spread)
+    return float(contrast[1])
 
 
 def locate_disc(img: np.ndarray, disc_fraction: float = 0.15, threshold: int = 10,
                 min_confidence: float = 2.0, vessel_weight: float = 1.0,
-                vertical_prior: float = 4.0, edge_penalty: float = 3.5) -> DiscDetection:
-    """Find the optic nerve head: the disc-sized spot that is brightest *and* where vessels converge.
+                vertical_prior: float = 4.0, edge_penalty: float = 3.5, search_margin: float = 0.07,
+                roundness_weight: float = 1.0, fovea_weight: float = 0.5, min_margin: float = 0.75,
+                min_roundness: float = 0.25) -> DiscDetection:
+    """Find the optic nerve head: a bright, round, disc-sized spot where vessels converge, well inside the
+    field of view.
 
-    Detector (all at 192 px on the longer side; every size is relative to the field-of-view diameter
-    ``D`` and the expected disc diameter ``dd = disc_fraction · D``):
+    Everything runs at 192 px on the longer side; sizes are relative to the field-of-view diameter ``D``
+    (the FOV mask's bounding-box side) and the expected disc diameter ``dd = disc_fraction · D``:
 
-    1. FOV mask = max(R, G, B) > ``threshold``, eroded by 2 % of ``D`` (drops the rim glare).
-    2. Brightness: ``0.25 R + 0.75 G`` (red saturates; the disc is brightest in green), clipped at its 99.5th
-       percentile inside the FOV (a tiny specular reflex must not win), outside-FOV pixels set to the FOV
-       median; band-pass = GaussianBlur(σ = dd/4) − GaussianBlur(σ = 2 dd).
-    3. Vessels: morphological black-hat of the green channel with an elliptic element of ``dd/3`` px
-       (dark thin structures), blurred with σ = dd/2 — high where the main vessels converge on the disc.
-       This term tells the disc from bright lesions (exudates, reflexes) that carry no vessels.
-    4. Score = z(brightness) + ``vessel_weight`` · z(vessels) − ``vertical_prior`` · (2·dy / D)², with
-       z = (v − median) / std inside the eroded FOV and dy the vertical offset from the FOV centre (in
-       fundus photographs the disc sits near the horizontal midline, level with the fovea; glare at the
-       top/bottom rim is the commonest false peak), minus up to ``edge_penalty`` where the point is closer
-       than dd/2 to the FOV border (rim glare crescents). The disc centre is the argmax, ``confidence`` the
-       score there.
+    1. FOV mask = max(R, G, B) > ``threshold``, opened, holes filled, largest component. ``dist`` = distance
+       to the FOV edge (the image border counts as edge). **Search region**: ``dist > search_margin · D``
+       — a bright rim, yellow ring or edge glare can never be the answer. **Rim band** ``dist ≤
+       search_margin · D / 2`` is replaced by the FOV median before filtering, so its glare does not leak in.
+    2. Brightness ``0.25 R + 0.75 G`` clipped at its 99.5th percentile inside the FOV, band-pass =
+       GaussianBlur(σ = dd/4) − GaussianBlur(σ = 2 dd).
+    3. Vessels: dark thin structures = max(0, medianBlur(G, ≈dd/2) − G) (darker than their surroundings;
+       unlike a black-hat it does not fire on the gaps between bright exudates), blurred with σ = dd/2:
+       high where the main vessels converge on the disc.
+    4. Map score = z(brightness) + ``vessel_weight`` · z(vessels) − ``vertical_prior`` · (2·dy / D)² −
+       up to ``edge_penalty`` within dd/2 of the FOV edge (z = (v − median) / std in the search region).
+    5. Candidates: the ``6`` best local maxima of the map (one per disc-sized neighbourhood). Each gets
+       ``roundness`` = second-lowest of 8 sector contrasts (centre ≤ 0.4 dd vs. ring 0.6–1 dd, in FOV
+       brightness standard deviations) and a fovea term = how dark the band-pass is 2–2.7 dd to either
+       side at the same height (clipped 0–3). Candidate score = map score + ``roundness_weight`` ·
+       clip(roundness, −3, 3) + ``fovea_weight`` · fovea. The best candidate is the disc.
 
-    **Fallback**: when ``confidence < min_confidence`` (no distinct disc: very dark, over-exposed,
-    macula-only or disc-less images) the FOV centre is returned with ``found=False``.
+    **Honest confidence** — the detection is *flagged* (``found=False``) when: the score is below
+    ``min_confidence`` (no disc-like spot: the FOV centre is returned), the runner-up is within
+    ``min_margin`` (ambiguous), ``roundness < min_roundness`` (not a round isolated blob), or the winner sits
+    on the search region's border (the map still rises towards the rim). See :class:`DiscDetection`.
     """
     h, w = img.shape[:2]
     s = _DISC_WORK_SIZE / max(h, w)
     small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA) \
         if s < 1 else img
     s = small.shape[1] / w
-    y0, y1, x0, x1 = fov_box(small, threshold)
-    fov_d = max(y1 - y0, x1 - x0)
+    sh, sw = small.shape[:2]
+
+    def to_img(v):
+        return (v + 0.5) / s - 0.5
+
+    mask = _clean_fov_mask(small, threshold)
+    ys, xs = np.nonzero(mask)
+    if ys.size < 0.05 * mask.size:
+        y0, y1, x0, x1 = fov_box(small, threshold)
+        fov_d = max(y1 - y0, x1 - x0)
+        return DiscDetection(to_img((x0 + x1 - 1) / 2.0), to_img((y0 + y1 - 1) / 2.0),
+                             disc_fraction * fov_d / s, 0.0, False, reason="no field of view")
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    fov_d = float(max(y1 - y0, x1 - x0))
     dd = disc_fraction * fov_d
     cx_f, cy_f = (x0 + x1) / 2.0, (y0 + y1) / 2.0
-    fallback = DiscDetection((cx_f + 0.5) / s - 0.5, (cy_f + 0.5) / s - 0.5, dd / s, 0.0, False)
-    mask = fov_mask(small, threshold).astype(np.uint8)
-    if mask.sum() < 0.05 * mask.size:
-        return fallback
-    er = max(1, int(round(0.02 * fov_d)))
-    inner = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * er + 1, 2 * er + 1))) > 0
-    if inner.sum() < 0.05 * mask.size:
-        inner = mask > 0
-    g = small[:, :, 1].astype(np.float32)
-    lum = 0.25 * small[:, :, 0].astype(np.float32) + 0.75 * g
+
+    def fallback(score: float, reason: str) -> DiscDetection:
+        return DiscDetection(to_img(cx_f - 0.5), to_img(cy_f - 0.5), dd / s, 0.0, False, score, 0.0, 0.0, reason)
+
+    dist = cv2.distanceTransform(np.pad(mask, 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    m_px = search_margin * fov_d
+    search = dist > m_px
+    if search.sum() < 0.02 * mask.size:  # tiny FOV: search half-way in
+        m_px = 0.5 * float(dist.max())
+        search = dist > m_px
     inside = mask > 0
-    lum = np.where(inside, np.minimum(lum, np.percentile(lum[inside], 99.5)), float(np.median(lum[inside])))
+    core = dist > 0.5 * m_px  # FOV without the rim band
+    if core.sum() < 0.05 * mask.size:
+        core = inside
+
+    g = small[:, :, 1].astype(np.float32)
+    lum_raw = 0.25 * small[:, :, 0].astype(np.float32) + 0.75 * g
+    lum_raw = np.minimum(lum_raw, np.percentile(lum_raw[inside], 99.5))
+    lum = np.where(core, lum_raw, float(np.median(lum_raw[core])))
     bright = cv2.GaussianBlur(lum, (0, 0), max(1.0, dd / 4)) - _wide_blur(lum, max(2.0, 2 * dd))
-    resp = _zscore(bright, inner)
+    resp = _zscore(bright, search, 1.0)
     if vessel_weight:
-        gg = np.where(inside, g, float(np.median(g[inside])))
-        k = max(3, int(round(dd / 3)) | 1)
-        vess = cv2.morphologyEx(gg, cv2.MORPH_BLACKHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-        resp = resp + vessel_weight * _zscore(cv2.GaussianBlur(vess, (0, 0), max(1.0, dd / 2)), inner)
+        g8 = np.where(core, small[:, :, 1], np.uint8(np.median(small[:, :, 1][core])))
+        k = max(3, int(round(dd / 2)) | 1)
+        vess = np.maximum(cv2.medianBlur(np.ascontiguousarray(g8), k).astype(np.float32) - g8, 0.0)
+        resp = resp + vessel_weight * _zscore(cv2.GaussianBlur(vess, (0, 0), max(1.0, dd / 2)), search, 0.25)
     if vertical_prior:
-        # the disc sits level with the fovea, near the FOV's horizontal midline: rim glare at the top/bottom
-        # edge is a common false peak, so the score loses vertical_prior · (2·dy / D)² z-units.
-        dy = (np.arange(resp.shape[0], dtype=np.float32) - cy_f + 0.5) * (2.0 / max(fov_d, 1))
-        resp = resp - vertical_prior * (dy ** 2)[:, None]
+        dyv = (np.arange(sh, dtype=np.float32) - cy_f + 0.5) * (2.0 / max(fov_d, 1.0))
+        resp = resp - vertical_prior * (dyv ** 2)[:, None]
     if edge_penalty:
-        # rim glare: a bright crescent hugging the FOV border. Peaks closer to the border than half a disc
-        # diameter lose up to edge_penalty z-units (a disc cut by the border still wins if it is distinct).
-        dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
         resp = resp - edge_penalty * np.clip(1.0 - dist / max(dd / 2, 1.0), 0.0, 1.0)
-    masked = np.where(inner, resp, -np.inf)
-    iy, ix = np.unravel_index(int(np.argmax(masked)), masked.shape)
-    conf = float(resp[iy, ix])
-    if not np.isfinite(conf) or conf < min_confidence:
-        return DiscDetection(fallback.x, fallback.y, fallback.diameter, conf if np.isfinite(conf) else 0.0, False)
-    return DiscDetection((ix + 0.5) / s - 0.5, (iy + 0.5) / s - 0.5, dd / s, conf, True)
+
+    masked = np.where(search, resp, -np.inf).astype(np.float32)
+    kk = max(3, int(round(dd)) | 1)
+    peaks = (masked >= cv2.dilate(masked, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kk, kk)))) & search
+    py, px = np.nonzero(peaks)
+    if py.size == 0:
+        return fallback(0.0, "no disc-like spot")
+    order = np.argsort(-masked[py, px])[:_N_CANDIDATES]
+    py, px = py[order], px[order]
+
+    spread = float(lum_raw[inside].std()) + 1e-6
+    geo = _sector_geometry(dd)
+    cands = []
+    for yy, xx in zip(py.tolist(), px.tolist()):
+        base = float(masked[yy, xx])
+        rnd = _roundness(lum_raw, mask, xx, yy, geo, spread)
+        fov_term = _fovea_term(bright, inside, xx, yy, dd) if fovea_weight else 0.0
+        total = base + roundness_weight * float(np.clip(rnd, -3.0, 3.0)) + fovea_weight * fov_term
+        cands.append((total, xx, yy, rnd, base))
+    cands.sort(key=lambda c: -c[0])
+    total, bx, by, rnd, base = cands[0]
+    margin = total - cands[1][0] if len(cands) > 1 else 10.0
+    if not np.isfinite(total) or total < min_confidence:
+        return fallback(total if np.isfinite(total) else 0.0, "no disc-like spot")
+    at_border = dist[by, bx] <= m_px + 1.5
+    crit = [total / max(min_confidence, 1e-6), margin / max(min_margin, 1e-6)]
+    if min_roundness > 0:
+        crit.append(rnd / min_roundness)
+    conf = float(np.clip(0.5 * min(crit), 0.0, 1.0))
+    reason = ""
+    if at_border:
+        reason, conf = "at search border", 0.0
+    elif margin < min_margin:
+        reason = "ambiguous"
+    elif rnd < min_roundness:
+        reason = "not round"
+    if reason:
+        conf = min(conf, 0.49)
+    return DiscDetection(to_img(bx), to_img(by), dd / s, conf, not reason, float(total), float(margin),
+                         float(rnd), reason)
 
 
-_DISC_WORK_SIZE = 192
+def _fovea_term(bright: np.ndarray, inside: np.ndarray, x: int, y: int, dd: float) -> float:
+    """Darkest band-pass value (in units of its spread, sign flipped, clipped 0–3) 2–2.7 disc diameters to the
+    left or right of (x, y) within ±0.4 dd vertically: the fovea sits there, level with the disc."""
+    h, w = bright.shape
+    std = float(bright[inside].std()) + 1e-6
+    best = 0.0
+    ylo, yhi = max(0, int(y - 0.4 * dd)), min(h, int(y + 0.4 * dd) + 1)
+    for sgn in (-1, 1):
+        xa, xb = x + sgn * 2.0 * dd, x + sgn * 2.7 * dd
+        xlo, xhi = max(0, int(min(xa, xb))), min(w, int(max(xa, xb)) + 1)
+        if xhi <= xlo or yhi <= ylo:
+            continue
+        win = bright[ylo:yhi, xlo:xhi]
+        m = inside[ylo:yhi, xlo:xhi]
+        if m.sum() < 3:
+            continue
+        best = max(best, float(-win[m].min()) / std)
+    return float(np.clip(best, 0.0, 3.0))
 
 
 def _wide_blur(a: np.ndarray, sigma: float) -> np.ndarray:
@@ -354,17 +535,16 @@ def _wide_blur(a: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _zscore(a: np.ndarray, m: np.ndarray) -> np.ndarray:
+def _zscore(a: np.ndarray, m: np.ndarray, floor: float = 1e-6) -> np.ndarray:
+    """(a − median) / max(std, floor) over the pixels in ``m``; the floor (in grey levels) keeps a flat,
+    featureless image at z ≈ 0 instead of blowing rounding noise up to large z-values."""
     v = a[m]
-    return (a - float(np.median(v))) / (float(v.std()) + 1e-6)
+    return (a - float(np.median(v))) / max(float(v.std()), floor)
 
 
-def onh_crop(img: np.ndarray, diameters: float = 2.0, disc_fraction: float = 0.15, threshold: int = 10,
-             min_confidence: float = 2.0, vessel_weight: float = 1.0, vertical_prior: float = 4.0,
-             edge_penalty: float = 3.5) -> np.ndarray:
-    """Square crop of ``diameters`` disc diameters centred on the detected optic disc (see
-    :func:`locate_disc`); zero-padded where the window leaves the image. Fallback: centred on the FOV."""
-    det = locate_disc(img, disc_fraction, threshold, min_confidence, vessel_weight, vertical_prior, edge_penalty)
+def onh_crop_with_info(img: np.ndarray, diameters: float = 2.0, **locator) -> tuple[np.ndarray, DiscDetection]:
+    """:func:`onh_crop` that also returns the :class:`DiscDetection` it cropped around."""
+    det = locate_disc(img, **locator)
     side = max(8, int(round(diameters * det.diameter)))
     x0 = int(round(det.x - side / 2))
     y0 = int(round(det.y - side / 2))
@@ -373,7 +553,66 @@ def onh_crop(img: np.ndarray, diameters: float = 2.0, disc_fraction: float = 0.1
     sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + side), min(h, y0 + side)
     if sx1 > sx0 and sy1 > sy0:
         out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = img[sy0:sy1, sx0:sx1]
-    return out
+    return out, det
+
+
+def onh_crop(img: np.ndarray, diameters: float = 2.0, disc_fraction: float = 0.15, threshold: int = 10,
+             min_confidence: float = 2.0, vessel_weight: float = 1.0, vertical_prior: float = 4.0,
+             edge_penalty: float = 3.5, search_margin: float = 0.07, roundness_weight: float = 1.0,
+             fovea_weight: float = 0.5, min_margin: float = 0.75, min_roundness: float = 0.25) -> np.ndarray:
+    """Square crop of ``diameters`` disc diameters centred on the detected optic disc (see
+    :func:`locate_disc`); zero-padded where the window leaves the image. Flagged detections crop around the
+    best guess, or the FOV centre when there is none (``DiscDetection.fallback``); use
+    :meth:`Pipeline.apply_with_info` to see the flag."""
+    return onh_crop_with_info(img, diameters, disc_fraction=disc_fraction, threshold=threshold,
+                              min_confidence=min_confidence, vessel_weight=vessel_weight,
+                              vertical_prior=vertical_prior, edge_penalty=edge_penalty,
+                              search_margin=search_margin, roundness_weight=roundness_weight,
+                              fovea_weight=fovea_weight, min_margin=min_margin, min_roundness=min_roundness)[0]
+
+
+@dataclass(frozen=True)
+class PipelineInfo:
+    """What a pipeline's image steps found on one image (:meth:`Pipeline.apply_with_info`).
+
+    ``disc``: the ``onh_crop`` step's :class:`DiscDetection` mapped back to the **input image's pixels**
+    (None when the pipeline has no ``onh_crop``); ``disc_flagged``: that detection is low-confidence /
+    fallback — an app should ask for a retake, a training set can count or drop the image."""
+
+    disc: DiscDetection | None = None
+
+    @property
+    def disc_flagged(self) -> bool:
+        return self.disc is not None and not self.disc.found
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"disc": None if self.disc is None else self.disc.to_dict(), "disc_flagged": self.disc_flagged}
+
+
+def count_disc_flags(records, pipeline: "Pipeline | None" = None, workers: int | None = None,
+                     max_keys: int = 50) -> dict[str, Any]:
+    """Run the optic-disc locator of ``pipeline`` (its ``onh_crop`` step and the steps before it; a pipeline
+    without one — or None — uses the default recipe's ``fov_crop → onh_crop``) on every record and count
+    the flagged crops. Returns ``{"n", "found", "flagged", "fallback", "reasons": {reason: count},
+    "flagged_keys": [first max_keys keys], "params": the onh_crop parameters}``; ``fallback`` = flagged with
+    no candidate at all (crop at the FOV centre). Thread-parallel like :func:`edgeretina.data.load_arrays`."""
+    from edgeretina.data.loading import _map, load_image
+
+    pipe = pipeline if pipeline is not None and pipeline.uses_onh else Pipeline.default(onh=True)
+    records = list(records)
+    dets = _map(lambda r: pipe.detect_disc(load_image(r)), records, workers)
+    reasons: dict[str, int] = {}
+    keys = []
+    for r, d in zip(records, dets):
+        if not d.found:
+            reasons[d.reason] = reasons.get(d.reason, 0) + 1
+            if len(keys) < max_keys:
+                keys.append(r.key)
+    flagged = sum(reasons.values())
+    onh = next(s for s in pipe.image_steps if s.name == "onh_crop")
+    return {"n": len(records), "found": len(records) - flagged, "flagged": flagged,
+            "fallback": sum(1 for d in dets if d.fallback), "reasons": dict(sorted(reasons.items())),
+            "flagged_keys": keys, "params": dict(onh.params)}
 
 
 # ------------------------------------------------------------------------------------------- float steps
@@ -411,7 +650,8 @@ STEPS: dict[str, StepDef] = {
                         doc="crop to the bounding box of the field of view (black border removed)"),
     "onh_crop": StepDef(onh_crop, {"diameters": 2.0, "disc_fraction": 0.15, "threshold": 10,
                                    "min_confidence": 2.0, "vessel_weight": 1.0, "vertical_prior": 4.0,
-                                   "edge_penalty": 3.5},
+                                   "edge_penalty": 3.5, "search_margin": 0.07, "roundness_weight": 1.0,
+                                   "fovea_weight": 0.5, "min_margin": 0.75, "min_roundness": 0.25},
                         doc="square window of ~2 disc diameters around the detected optic disc"),
     "pad_square": StepDef(pad_square, {"value": 0}, doc="pad to a square with black"),
     "resize": StepDef(resize, {"size": 224, "interpolation": "area"}, doc="resize (INTER_AREA when shrinking)"),
@@ -594,6 +834,63 @@ class Pipeline:
     def apply(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 (H, W, 3) → float32 model input (S, S, 3)."""
         return self.apply_float(self.apply_image(rgb))
+
+    @property
+    def uses_onh(self) -> bool:
+        return any(s.name == "onh_crop" for s in self.steps)
+
+    def apply_image_with_info(self, rgb: np.ndarray) -> tuple[np.ndarray, PipelineInfo]:
+        """:meth:`apply_image` plus what the steps found (the ``onh_crop`` detection in input pixels)."""
+        return self._run_image(rgb, stop_at_onh=False)
+
+    def apply_with_info(self, rgb: np.ndarray) -> tuple[np.ndarray, PipelineInfo]:
+        """:meth:`apply` plus a :class:`PipelineInfo` (e.g. ``info.disc_flagged``: the ONH crop is a
+        low-confidence guess). The tensor is identical to :meth:`apply`'s."""
+        img, info = self._run_image(rgb, stop_at_onh=False)
+        return self.apply_float(img), info
+
+    def load_with_info(self, path: str | os.PathLike) -> tuple[np.ndarray, PipelineInfo]:
+        return self.apply_with_info(decode_image(path))
+
+    def detect_disc(self, rgb: np.ndarray) -> DiscDetection | None:
+        """Only the steps up to ``onh_crop``: its detection in input pixels (None without ``onh_crop``)."""
+        if not self.uses_onh:
+            return None
+        return self._run_image(rgb, stop_at_onh=True)[1].disc
+
+    def _run_image(self, rgb: np.ndarray, stop_at_onh: bool) -> tuple[np.ndarray, PipelineInfo]:
+        img = rgb
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            img = to_rgb_uint8(img)
+        # input pixel = current pixel · (sx, sy) + (ox, oy): tracked through the geometric steps
+        sx = sy = 1.0
+        ox = oy = 0.0
+        disc = None
+        for s in self.image_steps:
+            h, w = img.shape[:2]
+            if s.name == "onh_crop":
+                p = dict(s.params)
+                img, det = onh_crop_with_info(img, p.pop("diameters"), **p)
+                disc = det.scaled(sx, sy, ox, oy)
+                if stop_at_onh:
+                    break
+                side = img.shape[0]
+                ox += sx * int(round(det.x - side / 2))
+                oy += sy * int(round(det.y - side / 2))
+                continue
+            if s.name == "fov_crop":
+                y0, _, x0, _ = fov_crop_box(img, **s.params)
+                ox, oy = ox + sx * x0, oy + sy * y0
+            elif s.name == "pad_square" and h != w:
+                n = max(h, w)
+                ox, oy = ox - sx * ((n - w) // 2), oy - sy * ((n - h) // 2)
+            img = s(img)
+            if s.name == "resize" and img.shape[:2] != (h, w):
+                # pixel centres: x_in = (x_out + 0.5) · w / w' − 0.5
+                fx, fy = w / img.shape[1], h / img.shape[0]
+                ox, oy = ox + sx * (0.5 * fx - 0.5), oy + sy * (0.5 * fy - 0.5)
+                sx, sy = sx * fx, sy * fy
+        return np.ascontiguousarray(img), PipelineInfo(disc)
 
     def load_image(self, path: str | os.PathLike) -> np.ndarray:
         """Decode a file and run the image steps (uint8)."""
