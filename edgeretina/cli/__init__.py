@@ -7,6 +7,7 @@ exit code 2 — never a traceback.
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -23,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("edgeretina.cli.export", "export"),
     "bench": ("edgeretina.cli.bench", "bench"),
     "predict": ("edgeretina.cli.predict", "predict"),
+    "calibrate": ("edgeretina.cli.calibrate", "calibrate"),
     "explain": ("edgeretina.cli.explain", "explain"),
 }
 
@@ -38,14 +40,65 @@ class _Group(click.Group):
         return getattr(importlib.import_module(mod), attr)
 
     def invoke(self, ctx):
+        _terminate_as_interrupt()
         try:
             return super().invoke(ctx)
         except EdgeRetinaError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except Terminated:
+            click.echo("error: terminated (SIGTERM)", err=True)
+            ctx.exit(143)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             ctx.exit(130)
+        except OSError as e:
+            line = os_error_line(e)
+            if line is None:
+                raise
+            click.echo(f"error: {line}", err=True)
+            ctx.exit(2)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that ``with`` blocks clean up (staging folders, temp files)."""
+
+
+def _terminate_as_interrupt() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, handler)
+
+
+# OS errors that are the user's environment, not a bug: one line naming the file, exit 2.
+_OS_ERRNOS = {
+    errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+    errno.ELOOP: "too many levels of symbolic links (a symlink loop?)", errno.EROFS: "read-only file system",
+    errno.ENAMETOOLONG: "file name too long", errno.EMFILE: "too many open files", errno.EIO: "input/output error",
+    errno.ENOENT: "no such file or directory", errno.ENOTDIR: "not a directory", errno.EISDIR: "is a directory",
+    errno.EEXIST: "file exists", errno.EXDEV: "cross-device link", errno.ENOMEM: "out of memory",
+    errno.EFBIG: "file too large", errno.ENOTEMPTY: "directory not empty", errno.EBUSY: "device or resource busy",
+}
+
+
+def os_error_line(e: OSError) -> str | None:
+    """``OSError`` → one line ``<file>: <what> (<strerror>)``; None for errors not in the table."""
+    what = _OS_ERRNOS.get(e.errno)
+    if what is None:
+        return None
+    names = [str(x) for x in (e.filename, e.filename2) if x is not None]
+    where = " → ".join(names) + ": " if names else ""
+    detail = f" ({e.strerror})" if e.strerror and e.strerror.lower() != what else ""
+    return f"{where}{what}{detail}"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
