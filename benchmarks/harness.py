@@ -8,8 +8,11 @@
    split the model was trained with (``config.dataset.split``) or all images.
 4. For each (model, device): make the device's runner, score every image, time batch-1 inference on the
    first ``timing_images`` images (``warmup`` calls, then ``runs`` passes), and compare with the reference.
-5. Build a :class:`~edgeretina.benchmarks.report.Report`; with ``out`` write report.json/md/csv, roc.png
-   and ballchart.png.
+5. Robustness stages (``options``: :class:`~edgeretina.benchmarks.robustness.BenchOptions`): the
+   decision-stability floor under benign re-acquisition (on by default) and the camera-shift stress test
+   (``shifts``), every model re-scored on the host on perturbed copies of the same photos.
+6. Build a :class:`~edgeretina.benchmarks.report.Report`; with ``out`` write report.json/md/csv, roc.png
+   and ballchart.png (+ shift.csv and shift.png, stability.csv).
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import datetime as _dt
 import json
 import os
 import platform
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -29,8 +33,9 @@ from edgeretina.tasks import TaskKind, TaskSpec
 from . import plots
 from .devices import DEVICES, Device, get_device
 from .modelfile import ModelFile, expand_models, open_model
-from .report import Latency, Report, VariantReport
-from .scoring import binary_truth, default_threshold, evaluate, screening_scores
+from .report import Latency, Report, ShiftResult, Stability, VariantReport
+from .robustness import BenchOptions
+from .scoring import binary_truth, decision_change, default_threshold, evaluate, screening_scores
 
 Progress = Callable[[int, int, str], None]  # (done, total, what is running now)
 
@@ -153,8 +158,10 @@ def run_bench(models: Sequence[str | os.PathLike], data: str, *, task: str | Non
               runs: int = 10, warmup: int = 3, timing_images: int = 20, reference=None,
               out: str | os.PathLike | None = None, n_boot: int = 1000, seed: int = 0,
               max_images: int | None = None, progress: Progress | None = None,
-              warn: Callable[[str], None] | None = None, command: str | None = None) -> Report:
+              warn: Callable[[str], None] | None = None, command: str | None = None,
+              options: BenchOptions | None = None) -> Report:
     """Benchmark ``models`` on ``data`` (see the module doc). Returns the report; writes it to ``out``."""
+    options = options or BenchOptions()
     if runs < 1 or warmup < 0 or timing_images < 1:
         raise EdgeRetinaError("--runs and --timing-images must be >= 1 and --warmup >= 0")
     warn = warn or (lambda msg: None)
@@ -200,7 +207,7 @@ def run_bench(models: Sequence[str | os.PathLike], data: str, *, task: str | Non
         raise DeviceError(f"none of the models ({', '.join('.' + f for f in formats)}) runs on "
                           f"{', '.join(s.device.value for s in usable)}: "
                           + "; ".join(s.skip_reason(f) for s in usable for f in formats[:1]))
-    total = len(jobs) + 1
+    total = len(jobs) + 1 + options.passes
     report_progress = progress or (lambda done, total, what: None)
 
     # Images: once per distinct preprocessing.
@@ -291,6 +298,16 @@ def run_bench(models: Sequence[str | os.PathLike], data: str, *, task: str | Non
         if m.path not in curves:
             curves[m.path] = (m.name, binary_truth(spec, y), screening_scores(spec, probs))
         del runner
+
+    def stage_progress(what, _n=[len(jobs)]):
+        _n[0] += 1
+        report_progress(_n[0], total, what)
+
+    base = {m.path: host(m) for m in opened} if options.passes else {}
+    shift_rows, stability = robustness_stages(options, opened, ref, records, spec, y, ref.config.threshold, base,
+                                              threads, seed, stage_progress)
+    if stability is not None:
+        rows = [replace(r, flip_floor_ratio=stability.ratio(r.flip_rate)) for r in rows]
     report_progress(total, total, "done")
 
     from edgeretina import __version__
@@ -302,13 +319,37 @@ def run_bench(models: Sequence[str | os.PathLike], data: str, *, task: str | Non
         machine=machine_info(), reference=str(ref.path), variants=tuple(rows),
         settings={"runs": runs, "warmup": warmup, "timing_images": min(timing_images, len(y)),
                   "threads": threads, "n_boot": n_boot, "seed": seed, "threshold": threshold,
-                  "devices": [s.device.value for s in specs], "max_images": max_images},
+                  "devices": [s.device.value for s in specs], "max_images": max_images,
+                  "shift": [s.value for s in options.shifts], "stability": options.stability},
         skipped=tuple(skipped), created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        edgeretina_version=__version__,
+        edgeretina_version=__version__, shifts=shift_rows, stability=stability,
     )
     if out_dir is not None:
         write_outputs(report, list(curves.values()), spec, out_dir, command=command)
     return report
+
+
+def robustness_stages(options: BenchOptions, models: Sequence[ModelFile], ref: ModelFile, records, spec: TaskSpec,
+                      y: np.ndarray, threshold, base: dict, threads: int, seed: int,
+                      progress: Callable[[str], None]) -> tuple[tuple[ShiftResult, ...], Stability | None]:
+    """The stability floor and the camera-shift stress test (``benchmarks/robustness.py``); ``base`` holds
+    every model's host probabilities on the unperturbed images."""
+    if not options.shifts and not options.stability:
+        return (), None
+    from .robustness import RawImages, Rescorer, shift_stage, stability_stage
+
+    rescorer = Rescorer(models, RawImages(records, options.raw_cache_mb << 20), threads, seed)
+    try:
+        stability = None
+        if options.stability:
+            flips = {m.path: decision_change(spec, base[ref.path], base[m.path], threshold).flip_rate
+                     for m in models}
+            stability = stability_stage(rescorer, options.benign, spec, threshold, ref, base, flips, progress)
+        shift_rows = shift_stage(rescorer, options.shifts, spec, y, threshold, ref, base, progress) \
+            if options.shifts else ()
+    finally:
+        rescorer.close()
+    return shift_rows, stability
 
 
 def write_outputs(report: Report, curves, spec: TaskSpec, out_dir: Path, command: str | None = None) -> dict:
@@ -327,4 +368,7 @@ def write_outputs(report: Report, curves, spec: TaskSpec, out_dir: Path, command
                                   title=f"ROC: {report.task} ({what}), {n} images")
     paths["ballchart"] = plots.plot_ballchart(report.variants, out_dir / "ballchart.png",
                                               title=f"{report.task}: throughput vs AUROC")
+    if report.shifts:
+        paths["shift"] = plots.plot_shifts(report.shifts, out_dir / "shift.png",
+                                           title=f"{report.task}: AUROC under camera shifts, {n} images")
     return paths

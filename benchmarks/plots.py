@@ -87,6 +87,54 @@ def plot_ballchart(variants, path: str | Path, title: str = "Throughput vs AUROC
     return _save(fig, plt, path)
 
 
+def plot_shifts(results, path: str | Path, title: str = "AUROC under camera shifts") -> Path:
+    """``results``: ShiftResult-like rows (name, file, shift, level, auroc). One panel per level (mild,
+    severe); x = shift, one line of markers per variant, its unshifted AUROC as a dotted line."""
+    plt = _plt()
+    shifts = []
+    for r in results:
+        if r.shift != "none" and r.shift not in shifts:
+            shifts.append(r.shift)
+    variants = []
+    for r in results:
+        if (r.name, r.file) not in variants:
+            variants.append((r.name, r.file))
+    names = [n for n, _ in variants]
+    label = {v: (n if names.count(n) == 1 else f"{n} ({Path(f).parent.name})") for v, (n, f) in
+             zip(variants, variants)}
+    val = {(r.name, r.file, r.shift, r.level): r.auroc for r in results}
+    levels = ["mild", "severe"]
+    fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 1.0 + 0.7 * len(shifts) * 2), 4.8), dpi=120, sharey=True)
+    markers = "osD^v<>PX*"
+    ys_all = []
+    for ax, lv in zip(axes, levels):
+        x = np.arange(len(shifts))
+        for i, v in enumerate(variants):
+            ys = np.array([val.get((v[0], v[1], s, lv)) if val.get((v[0], v[1], s, lv)) is not None else np.nan
+                           for s in shifts], dtype=float)
+            off = (i - (len(variants) - 1) / 2) * 0.08
+            ax.plot(x + off, ys, markers[i % len(markers)], color=f"C{i % 10}", ms=6, alpha=0.85,
+                    label=label[v] if lv == "mild" else None)
+            base = val.get((v[0], v[1], "none", "none"))
+            if base is not None and math.isfinite(base):
+                ax.axhline(base, color=f"C{i % 10}", ls=":", lw=0.9, alpha=0.7)
+                ys_all.append(base)
+            ys_all += [y for y in ys if math.isfinite(y)]
+        ax.set_xticks(x)
+        ax.set_xticklabels(shifts, rotation=55, ha="right", fontsize=8)
+        ax.set_title(f"{lv} shifts")
+        ax.grid(alpha=0.3, axis="y")
+    if ys_all:
+        lo, hi = min(ys_all), max(ys_all)
+        pad = max(0.01, (hi - lo) * 0.1)
+        axes[0].set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
+    axes[0].set_ylabel("AUROC (dotted: unshifted)")
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
 def _save(fig, plt, path) -> Path:
     path = Path(path)
     try:

@@ -29,13 +29,58 @@ class Prediction:
     score: float  # the value the decision is made on (p(positive), p(referable), max abnormal label p)
     threshold: float | list[float] | None
     probabilities: dict[str, float]
+    # True when the score lies within ±borderline_band (logit units) of the threshold (any label for
+    # multi-label): a benign retake could flip the decision, so an app should ask for one. None: no band.
+    borderline: bool | None = None
+    borderline_band: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def predict_images(model: str | Path, images: Sequence[str | Path], threads: int | None = None
-                   ) -> list[Prediction]:
+BAND_KEY = "borderline_band"  # metadata / config.json key: the band in logit units (e.g. a bench's δ)
+
+
+def borderline_band_of(m) -> float | None:
+    """The model's own borderline band: ``borderline_band`` in its .tflite metadata or config.json (top level
+    or under ``extra``); None when absent. A band that is not a positive number is a ModelError."""
+    from edgeretina.errors import ModelError
+
+    v = (m.meta or {}).get(BAND_KEY)
+    if v is None:
+        v = (m.config.extra or {}).get(BAND_KEY)
+    if v is None:
+        return None
+    try:
+        band = float(v)
+    except (TypeError, ValueError):
+        band = float("nan")
+    if not np.isfinite(band) or band < 0:
+        raise ModelError(f"{m.path}: metadata '{BAND_KEY}' must be a non-negative number of logits, not {v!r}")
+    return band
+
+
+def _logit(p: float) -> float:
+    p = min(max(float(p), 1e-7), 1 - 1e-7)
+    return float(np.log(p) - np.log1p(-p))
+
+
+def mark_borderline(p: Prediction, band: float | None) -> Prediction:
+    """``p`` with ``borderline`` set: |logit(score) − logit(threshold)| ≤ band (each label against its own
+    threshold for multi-label; no screening threshold: None)."""
+    from dataclasses import replace
+
+    if band is None or p.threshold is None:
+        return replace(p, borderline=None, borderline_band=band)
+    if isinstance(p.threshold, list):
+        near = any(abs(_logit(v) - _logit(t)) <= band for v, t in zip(p.probabilities.values(), p.threshold))
+    else:
+        near = abs(_logit(p.score) - _logit(p.threshold)) <= band
+    return replace(p, borderline=bool(near), borderline_band=float(band))
+
+
+def predict_images(model: str | Path, images: Sequence[str | Path], threads: int | None = None, *,
+                   borderline: float | None = None) -> list[Prediction]:
     """Preprocess each image with the model's own pipeline and score it."""
     from edgeretina.preprocess import Pipeline
 
@@ -76,4 +121,6 @@ def predict_images(model: str | Path, images: Sequence[str | Path], threads: int
             refer = any(lb.lower() not in _NORMAL_LABELS for lb in on)
         decision = label if refer is None else ("refer" if refer else "no referral")
         out.append(Prediction(str(path), label, prob, of, decision, score, t, pd))
-    return out
+    # borderline: --borderline DELTA if given, else the band the model's metadata carries (if any)
+    band = float(borderline) if borderline is not None else borderline_band_of(m)
+    return [mark_borderline(p, band) for p in out]

@@ -1,4 +1,10 @@
-"""Benchmark results as frozen dataclasses that serialise themselves: report.json, report.md, report.csv."""
+"""Benchmark results as frozen dataclasses that serialise themselves: report.json, report.md, report.csv
+(+ shift.csv and stability.csv when the bench ran those stages).
+
+Every table has ONE column list (:data:`VARIANT_COLUMNS`, :data:`SHIFT_COLUMNS`, :data:`STABILITY_COLUMNS`)
+that drives its CSV header, the flat keys its rows add to report.json and — for the columns that have a
+header — the report.md / terminal table, so the three cannot drift apart.
+"""
 from __future__ import annotations
 
 import csv
@@ -6,7 +12,7 @@ import io
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from edgeretina.io import SizedArtifact, ensure_writable_dir, write_json_atomic, write_text_atomic
 
@@ -63,14 +69,14 @@ class VariantReport(SizedArtifact):
     logit_shift: float | None = None
     logit_noise_sd: float | None = None
     near_threshold: float | None = None  # share of images whose reference logit is within ±0.25 of the threshold
+    # flip_rate ÷ the reference's own flip rate under a JPEG-95 re-save (the stability floor; issue 18)
+    flip_floor_ratio: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["auroc_ci95"] = list(self.auroc_ci95) if self.auroc_ci95 else None
         d["delta_auroc_ci95"] = list(self.delta_auroc_ci95) if self.delta_auroc_ci95 else None
-        d["size_mb"] = round(self.size_mb, 4)
-        d["gzip_mb"] = round(self.gzip_mb, 4)
-        return _clean(d)
+        return _clean(_with_columns(d, VARIANT_COLUMNS, self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "VariantReport":
@@ -81,6 +87,131 @@ class VariantReport(SizedArtifact):
             if kw.get(k) is not None:
                 kw[k] = tuple(kw[k])
         return cls(**kw)
+
+
+@dataclass(frozen=True)
+class ShiftResult:
+    """One model file under one camera shift at one level (``shift="none"``: the same images unshifted),
+    scored on the host; accuracy at the reference's shipped threshold."""
+
+    name: str
+    file: str
+    is_reference: bool
+    shift: str
+    level: str
+    auroc: float | None
+    delta_auroc: float | None  # vs the UNSHIFTED reference model
+    delta_auroc_self: float | None  # vs the same model unshifted
+    delta_auroc_vs_ref_shifted: float | None  # vs the reference under the same shift (retention under shift)
+    sensitivity: float | None
+    specificity: float | None
+    flip_rate: float | None  # decisions that differ from the same model's unshifted ones
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean(_with_columns(asdict(self), SHIFT_COLUMNS, self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ShiftResult":
+        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class StabilityRow:
+    """One model file under one benign re-acquisition perturbation, against its own unperturbed scores."""
+
+    name: str
+    file: str
+    is_reference: bool
+    perturbation: str
+    flip_rate: float | None  # decisions that differ from the same model's unperturbed ones
+    logit_change_mean: float | None
+    logit_change_sd: float | None
+    amplification: float | None = None  # flip_rate ÷ the reference's flip rate under this perturbation
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean(_with_columns(asdict(self), STABILITY_COLUMNS, self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StabilityRow":
+        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Stability:
+    """The decision-stability floor (issue 18): the reference model's own flip rate under benign
+    re-acquisition, every model's flips under the same perturbations, and the threshold margin."""
+
+    reference: str
+    n_images: int
+    perturbations: tuple[str, ...]
+    floor: float | None  # the reference's flip rate under a JPEG-95 re-save (the "JPEG-95 floor")
+    floor_max: float | None  # its largest flip rate over the perturbations
+    floor_perturbation: str | None  # which perturbation gives floor_max
+    resolution: float  # 1 / n_images: ratios divide by max(floor, resolution) so they stay finite
+    band: float | None  # δ in logit units: 1.96 × the reference's largest logit-change sd
+    near_band: float | None  # share of images whose reference logit lies within ±band of the threshold
+    rows: tuple[StabilityRow, ...] = ()
+    # per model file: flips vs the reference ÷ the floor, and the share of its own scores within ±band
+    variants: tuple[dict[str, Any], ...] = ()
+
+    def ratio(self, flip_rate: float | None, to_max: bool = False) -> float | None:
+        base = self.floor_max if to_max else self.floor
+        if flip_rate is None or base is None or not math.isfinite(flip_rate):
+            return None
+        return float(flip_rate / max(base, self.resolution))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rows"] = [r.to_dict() for r in self.rows]
+        d["variants"] = [dict(v) for v in self.variants]
+        return _clean(d)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Stability":
+        kw = {f.name: d.get(f.name) for f in fields(cls)}
+        kw["perturbations"] = tuple(d.get("perturbations") or ())
+        kw["rows"] = tuple(StabilityRow.from_dict(r) for r in d.get("rows") or ())
+        kw["variants"] = tuple(d.get("variants") or ())
+        return cls(**kw)
+
+    def summary(self) -> str:
+        worst = (f"max {_pct(self.floor_max)} ({self.floor_perturbation})" if self.floor_perturbation else "")
+        return (f"JPEG-95 floor {_pct(self.floor)}, {worst}; borderline band ±{_f(self.band, 3)} logit holds "
+                f"{_pct(self.near_band)} of the images")
+
+    def to_markdown(self) -> list[str]:
+        floor_txt = _pct(self.floor)
+        at_res = self.floor is not None and self.floor < self.resolution
+        lines = ["", "## Decision stability floor", "",
+                 f"The reference (`{self.reference}`) re-scored on the same {self.n_images} photos after benign "
+                 f"re-acquisition perturbations (seeded), against its own unperturbed decisions. "
+                 f"**JPEG-95 floor: {floor_txt}**; largest: {_pct(self.floor_max)} "
+                 f"({self.floor_perturbation or '–'}). Borderline band δ = 1.96 × the largest logit-change sd = "
+                 f"±{_f(self.band, 3)} logit: {_pct(self.near_band)} of the images lie within it of the threshold.",
+                 ""]
+        if at_res:
+            lines += [f"The floor is below one image (1/{self.n_images}); ratios divide by 1/{self.n_images} and "
+                      "are lower bounds (marked ≥).", ""]
+        pre = "≥" if at_res else ""
+        if self.variants:
+            lines += [_md_table(["Variant", "Flips vs reference", "× JPEG-95 floor", "× max floor",
+                                 "Within ±δ of threshold"],
+                                [[v.get("name", ""), _pct(v.get("flip_rate")),
+                                  (pre + _f(v.get("floor_ratio"), 1) + "×") if _ok(v.get("floor_ratio")) else "–",
+                                  _f(v.get("floor_max_ratio"), 1) + "×" if _ok(v.get("floor_max_ratio")) else "–",
+                                  _pct(v.get("near_band"))] for v in self.variants]), ""]
+        by_model: dict[tuple[str, str], dict[str, StabilityRow]] = {}
+        for r in self.rows:
+            by_model.setdefault((r.name, r.file), {})[r.perturbation] = r
+        if by_model:
+            lines += ["Flip rate of each model under each perturbation (vs its own unperturbed decisions; "
+                      "logit-change sd in brackets):", "",
+                      _md_table(["Variant"] + list(self.perturbations),
+                                [[name + (" (ref)" if any(r.is_reference for r in rs.values()) else "")]
+                                 + [f"{_pct(rs[p].flip_rate)} ({_f(rs[p].logit_change_sd, 3)})" if p in rs else "–"
+                                    for p in self.perturbations]
+                                 for (name, _), rs in by_model.items()])]
+        return lines
 
 
 @dataclass(frozen=True)
@@ -96,8 +227,18 @@ class Report:
     schema: str = SCHEMA
     created: str = ""
     edgeretina_version: str = ""
+    shifts: tuple[ShiftResult, ...] = ()  # edgeretina bench --shift (issue 12)
+    stability: Stability | None = None  # the decision-stability floor (issue 18; --stability off: None)
 
     def to_dict(self) -> dict[str, Any]:
+        d = self._base_dict()
+        if self.shifts:
+            d["shifts"] = [r.to_dict() for r in self.shifts]
+        if self.stability is not None:
+            d["stability"] = self.stability.to_dict()
+        return d
+
+    def _base_dict(self) -> dict[str, Any]:
         return _clean({
             "schema": self.schema,
             "task": self.task,
@@ -119,7 +260,9 @@ class Report:
                    variants=tuple(VariantReport.from_dict(v) for v in d["variants"]),
                    settings=d.get("settings", {}), skipped=tuple(d.get("skipped", ())),
                    schema=d.get("schema", SCHEMA), created=d.get("created", ""),
-                   edgeretina_version=d.get("edgeretina_version", ""))
+                   edgeretina_version=d.get("edgeretina_version", ""),
+                   shifts=tuple(ShiftResult.from_dict(r) for r in d.get("shifts") or ()),
+                   stability=Stability.from_dict(d["stability"]) if d.get("stability") else None)
 
     @classmethod
     def load(cls, path: str | Path) -> "Report":
@@ -131,38 +274,17 @@ class Report:
         return cls.from_dict(json.loads(p.read_text()))
 
     # ------------------------------------------------------------------------------------- renderers
+    def table_columns(self) -> list["Column"]:
+        """The VARIANT_COLUMNS shown in report.md and on the terminal for this report."""
+        return [c for c in VARIANT_COLUMNS if c.header and (c.show is None or c.show(self))]
+
     def columns(self) -> list[tuple[str, str]]:
         """(header, key) of the summary table; the same columns for markdown and the terminal."""
-        cols = [("Variant", "name"), ("Device", "device"), ("Size MB", "size_mb"), ("gzip MB", "gzip_mb"),
-                ("Params M", "params_m"), ("AUROC [95% CI]", "auroc_ci"), ("ΔAUROC", "delta_auroc"),
-                ("Retention", "auroc_retention"), ("DeLong p", "delong_p"), ("AUROC/M", "auroc_density"),
-                ("Sens", "sensitivity"), ("Spec", "specificity"), ("Flips", "flip_rate")]
-        if self.kind == "multiclass":
-            cols.append(("κ", "kappa"))
-        cols += [("p50 ms", "p50"), ("p90 ms", "p90"), ("img/s", "images_per_s")]
-        return cols
+        return [(c.header, c.key) for c in self.table_columns()]
 
     def rows(self) -> list[list[str]]:
-        out = []
-        for v in self.variants:
-            cells = {
-                "name": v.name + (" (ref)" if v.is_reference else ""),
-                "device": v.device + (f"×{v.threads}" if v.threads else ""),
-                "size_mb": _f(v.size_mb, 2), "gzip_mb": _f(v.gzip_mb, 2),
-                "params_m": _f(v.params / 1e6, 3),
-                "auroc_ci": (f"{_f(v.auroc, 3)} [{_f(v.auroc_ci95[0], 3)}, {_f(v.auroc_ci95[1], 3)}]"
-                             if v.auroc_ci95 else _f(v.auroc, 3)),
-                "delta_auroc": _f(v.delta_auroc, 4, sign=True),
-                "auroc_retention": _pct(v.auroc_retention),
-                "delong_p": _p(v.delong_p),
-                "auroc_density": _f(v.auroc_density, 3),
-                "sensitivity": _f(v.sensitivity, 3), "specificity": _f(v.specificity, 3),
-                "flip_rate": _pct(v.flip_rate), "kappa": _f(v.kappa, 3),
-                "p50": _f(v.latency_ms.p50, 2), "p90": _f(v.latency_ms.p90, 2),
-                "images_per_s": _f(v.images_per_s, 1),
-            }
-            out.append([cells[k] for _, k in self.columns()])
-        return out
+        cols = self.table_columns()
+        return [[c.cell(v) for c in cols] for v in self.variants]
 
     def to_markdown(self, command: str | None = None) -> str:
         ds = self.dataset
@@ -201,25 +323,36 @@ class Report:
                                                for s in self.skipped]
         lines += ["", "Columns: size = file bytes / 1e6; gzip = gzip -9 of the file; Params M = stored "
                   "weights (BatchNorm folded in .tflite); AUROC/M = AUROC per million parameters; "
-                  "Flips = share of images whose screening decision differs from the reference.", ""]
-        return "\n".join(lines)
+                  "Flips = share of images whose screening decision differs from the reference; logit sd = sd "
+                  "of the per-image screening-logit difference from the reference"
+                  + ("; × floor = Flips ÷ the reference's own flip rate under a JPEG-95 re-save (below)."
+                     if self.stability is not None else "."), ""]
+        if self.stability is not None:
+            lines += self.stability.to_markdown()
+        if self.shifts:
+            lines += self.shift_markdown()
+        return "\n".join(lines).rstrip("\n") + "\n"
+
+    def shift_markdown(self) -> list[str]:
+        names = sorted({r.shift for r in self.shifts if r.shift != "none"},
+                       key=[r.shift for r in self.shifts].index)
+        return ["", "## Camera-shift stress test", "",
+                f"The same photos through each named, seeded shift ({', '.join(names)}) at a mild and a severe "
+                "level before the model's preprocessing, every model scored on the host. ΔAUROC vs ref = against "
+                "the UNSHIFTED reference; Δ vs self = against the same model unshifted; Δ vs ref (same shift) = "
+                "int8-style retention under the shift; Sens/Spec at the shipped threshold; Flips = decisions "
+                "that differ from the same model's unshifted ones. Plot: shift.png.", "",
+                _md_table([c.header for c in SHIFT_COLUMNS if c.header],
+                          [[c.cell(r) for c in SHIFT_COLUMNS if c.header] for r in self.shifts])]
 
     def to_csv(self) -> str:
-        keys = ["name", "file", "device", "threads", "format", "is_reference", "depth", "params",
-                "nonzero_params", "size_bytes", "gzip_bytes", "auroc", "auroc_ci_low", "auroc_ci_high",
-                "delta_auroc", "auroc_retention", "delong_p", "auroc_density", "auroc_density_nonzero",
-                "auroc_per_mb", "sensitivity", "specificity", "flip_rate", "kappa", "latency_p50_ms",
-                "latency_p90_ms", "latency_mean_ms", "images_per_s"]
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(keys)
-        for v in self.variants:
-            d = v.to_dict()
-            ci = v.auroc_ci95 or (None, None)
-            d.update(auroc_ci_low=ci[0], auroc_ci_high=ci[1], latency_p50_ms=v.latency_ms.p50,
-                     latency_p90_ms=v.latency_ms.p90, latency_mean_ms=v.latency_ms.mean)
-            w.writerow(["" if d.get(k) is None else d.get(k) for k in keys])
-        return buf.getvalue()
+        return _csv(VARIANT_COLUMNS, self.variants)
+
+    def shift_csv(self) -> str:
+        return _csv(SHIFT_COLUMNS, self.shifts)
+
+    def stability_csv(self) -> str:
+        return _csv(STABILITY_COLUMNS, self.stability.rows if self.stability else ())
 
     def to_terminal(self) -> str:
         headers = [h for h, _ in self.columns()]
@@ -231,11 +364,132 @@ class Report:
 
     def save(self, out_dir: str | Path, command: str | None = None) -> dict[str, Path]:
         d = ensure_writable_dir(out_dir)
-        return {
+        paths = {
             "json": write_json_atomic(d / "report.json", self.to_dict()),
             "md": write_text_atomic(d / "report.md", self.to_markdown(command)),
             "csv": write_text_atomic(d / "report.csv", self.to_csv()),
         }
+        if self.shifts:
+            paths["shift_csv"] = write_text_atomic(d / "shift.csv", self.shift_csv())
+        if self.stability is not None:
+            paths["stability_csv"] = write_text_atomic(d / "stability.csv", self.stability_csv())
+        return paths
+
+
+# ------------------------------------------------------------------------------------------- columns
+@dataclass(frozen=True)
+class Column:
+    """One column of a table: ``key`` is its CSV header and its flat key in report.json (rows' ``to_dict``
+    add every column key); ``header`` (None: CSV/JSON only) puts it in report.md and the terminal table,
+    rendered by ``fmt`` — or ``render`` when the cell needs the whole row; ``show`` limits it to some reports."""
+
+    key: str
+    get: Callable[[Any], Any]
+    header: str | None = None
+    fmt: Callable[[Any], str] = str
+    render: Callable[[Any], str] | None = None
+    show: Callable[["Report"], bool] | None = None
+
+    def cell(self, row) -> str:
+        return self.render(row) if self.render is not None else self.fmt(self.get(row))
+
+
+def _attr(name: str) -> Callable[[Any], Any]:
+    return lambda row: getattr(row, name)
+
+
+def _col(key: str, header: str | None = None, fmt: Callable[[Any], str] = str, **kw) -> Column:
+    return Column(key, kw.pop("get", None) or _attr(key), header, fmt, **kw)
+
+
+def _n(digits: int, sign: bool = False) -> Callable[[Any], str]:
+    return lambda v: _f(v, digits, sign=sign)
+
+
+def _ci(row, i: int, name: str = "auroc_ci95"):
+    ci = getattr(row, name)
+    return ci[i] if ci else None
+
+
+def _auroc_cell(v) -> str:
+    if v.auroc_ci95:
+        return f"{_f(v.auroc, 3)} [{_f(v.auroc_ci95[0], 3)}, {_f(v.auroc_ci95[1], 3)}]"
+    return _f(v.auroc, 3)
+
+
+def _ratio(v) -> str:
+    return f"{v:.1f}×" if _ok(v) else "–"
+
+
+# The per-variant table. Order = CSV order; the md/terminal table shows the columns with a header, in order.
+VARIANT_COLUMNS: tuple[Column, ...] = (
+    _col("name", "Variant", render=lambda v: v.name + (" (ref)" if v.is_reference else "")),
+    _col("file"),
+    _col("device", "Device", render=lambda v: v.device + (f"×{v.threads}" if v.threads else "")),
+    _col("threads"), _col("format"), _col("is_reference"), _col("depth"), _col("params"),
+    _col("nonzero_params"), _col("size_bytes"), _col("gzip_bytes"),
+    _col("size_mb", "Size MB", _n(2), get=lambda v: round(v.size_mb, 4)),
+    _col("gzip_mb", "gzip MB", _n(2), get=lambda v: round(v.gzip_mb, 4)),
+    _col("params_m", "Params M", _n(3), get=lambda v: v.params / 1e6),
+    _col("auroc", "AUROC [95% CI]", render=_auroc_cell),
+    _col("auroc_ci_low", get=lambda v: _ci(v, 0)), _col("auroc_ci_high", get=lambda v: _ci(v, 1)),
+    _col("delta_auroc", "ΔAUROC", _n(4, sign=True)),
+    _col("delta_auroc_ci_low", get=lambda v: _ci(v, 0, "delta_auroc_ci95")),
+    _col("delta_auroc_ci_high", get=lambda v: _ci(v, 1, "delta_auroc_ci95")),
+    _col("auroc_retention", "Retention", lambda v: _pct(v)),
+    _col("delong_p", "DeLong p", lambda v: _p(v)),
+    _col("auroc_density", "AUROC/M", _n(3)), _col("auroc_density_nonzero"), _col("auroc_per_mb"),
+    _col("sensitivity", "Sens", _n(3)), _col("specificity", "Spec", _n(3)),
+    _col("flip_rate", "Flips", lambda v: _pct(v)),
+    _col("flip_floor_ratio", "× floor", _ratio, show=lambda r: r.stability is not None),
+    _col("logit_shift", "Logit shift", _n(3, sign=True), show=lambda r: r.kind != "multilabel"),
+    _col("logit_noise_sd", "Logit sd", _n(3), show=lambda r: r.kind != "multilabel"),
+    _col("near_threshold"),
+    _col("kappa", "κ", _n(3), show=lambda r: r.kind == "multiclass"),
+    _col("grade_flip_rate"),
+    _col("latency_p50_ms", "p50 ms", _n(2), get=lambda v: v.latency_ms.p50),
+    _col("latency_p90_ms", "p90 ms", _n(2), get=lambda v: v.latency_ms.p90),
+    _col("latency_mean_ms", get=lambda v: v.latency_ms.mean),
+    _col("images_per_s", "img/s", _n(1)),
+)
+
+SHIFT_COLUMNS: tuple[Column, ...] = (
+    _col("name", "Variant", render=lambda r: r.name + (" (ref)" if r.is_reference else "")),
+    _col("file"), _col("is_reference"),
+    _col("shift", "Shift"), _col("level", "Level"),
+    _col("auroc", "AUROC", _n(3)),
+    _col("delta_auroc", "ΔAUROC vs ref", _n(4, sign=True)),
+    _col("delta_auroc_self", "Δ vs self", _n(4, sign=True)),
+    _col("delta_auroc_vs_ref_shifted", "Δ vs ref (same shift)", _n(4, sign=True)),
+    _col("sensitivity", "Sens", _n(3)), _col("specificity", "Spec", _n(3)),
+    _col("flip_rate", "Flips", lambda v: _pct(v)),
+)
+
+STABILITY_COLUMNS: tuple[Column, ...] = (
+    _col("name", "Variant"), _col("file"), _col("is_reference"), _col("perturbation", "Perturbation"),
+    _col("flip_rate", "Flips", lambda v: _pct(v)),
+    _col("logit_change_mean", "Logit change mean", _n(3, sign=True)),
+    _col("logit_change_sd", "Logit change sd", _n(3)),
+    _col("amplification", "× reference", _ratio),
+)
+
+
+def _with_columns(d: dict[str, Any], columns: Sequence[Column], row) -> dict[str, Any]:
+    """``d`` (a row's own fields) plus every column key it does not have yet (derived values)."""
+    for c in columns:
+        if c.key not in d:
+            d[c.key] = c.get(row)
+    return d
+
+
+def _csv(columns: Sequence[Column], rows) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([c.key for c in columns])
+    for r in rows:
+        vals = [_clean(c.get(r)) for c in columns]
+        w.writerow(["" if v is None else v for v in vals])
+    return buf.getvalue()
 
 
 # ------------------------------------------------------------------------------------------- helpers

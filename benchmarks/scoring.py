@@ -189,3 +189,44 @@ def evaluate(spec: TaskSpec, y, probs, ref_probs, threshold=None, n_boot: int = 
         flip_rate=compare.flip_rate(s_ref, s, np.asarray(ts)),
         per_label=per_label,
     )
+
+
+# ------------------------------------------------------------------ agreement of one model with itself
+@dataclass(frozen=True)
+class Change:
+    """How a model's decisions and screening logits move between two versions of the same images."""
+
+    flip_rate: float | None
+    logit_mean: float | None = None
+    logit_sd: float | None = None
+
+
+def decision_change(spec: TaskSpec, probs_a, probs_b, threshold) -> Change:
+    """Flip rate of the screening decision (any label for MULTILABEL, the argmax class for a multiclass task
+    without a screening threshold) and the mean / sd of the screening-logit change from ``a`` to ``b``."""
+    a, b = np.asarray(probs_a, dtype=np.float64), np.asarray(probs_b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"decision change needs the same images: {a.shape} vs {b.shape}")
+    if len(a) == 0:
+        return Change(None)
+    t = default_threshold(spec, threshold)
+    if t is None:  # multiclass without a screening score: the predicted class
+        return Change(compare.label_flip_rate(a.argmax(axis=1), b.argmax(axis=1)))
+    sa, sb = screening_scores(spec, a), screening_scores(spec, b)
+    d = (_logit(sb) - _logit(sa)).reshape(-1)
+    return Change(compare.flip_rate(sa, sb, np.asarray(t) if isinstance(t, list) else t),
+                  float(d.mean()), float(d.std()))
+
+
+def margin_share(spec: TaskSpec, probs, threshold, band: float | None) -> float | None:
+    """Share of images whose screening logit lies within ±``band`` of the threshold's logit (any label for
+    MULTILABEL): the decisions a perturbation of that size can flip."""
+    t = default_threshold(spec, threshold)
+    if t is None or band is None or not math.isfinite(band):
+        return None
+    s = _logit(screening_scores(spec, probs))
+    tl = _logit(np.asarray(t, dtype=np.float64))
+    near = np.abs(s - tl) <= band
+    if near.ndim > 1:
+        near = near.any(axis=1)
+    return float(near.mean()) if near.size else None

@@ -47,9 +47,15 @@ def _devices(values) -> list[str]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
               help="Report directory: report.json/md/csv, roc.png, ballchart.png.")
+@click.option("--shift", "shift", default=None, metavar="NAME[,NAME...]|all",
+              help="Camera-shift stress test: re-score the same photos under each named shift (edgeretina.shifts) "
+                   "at a mild and a severe level; adds a table, shift.csv and shift.png.")
+@click.option("--stability", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="Decision-stability floor: the reference's flips under benign re-acquisition (JPEG re-save, "
+                   "1-2 px moves, brightness, white balance) and every variant's flips as a multiple of it.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
 def bench(more_models, models, data, task, split, devices, threads, runs, warmup, timing_images, reference,
-          max_images, n_boot, seed, out, as_json):
+          max_images, n_boot, seed, out, shift, stability, as_json):
     """Benchmark model variants on the same images: AUROC (95 % CI), ΔAUROC and paired DeLong p against
     the reference, AUROC density, sensitivity/specificity at the reference threshold, decision flips,
     size, gzip size and batch-1 latency.
@@ -59,12 +65,14 @@ def bench(more_models, models, data, task, split, devices, threads, runs, warmup
         --task glaucoma --device cpu --threads 2 --out reports/glaucoma
     """
     from edgeretina.benchmarks.harness import run_bench
+    from edgeretina.benchmarks.robustness import BenchOptions
 
+    options = BenchOptions.make(shift=shift, stability=stability)  # unknown shift names: one-line error
     all_models = list(models) + list(more_models)
     if not all_models:
         raise click.UsageError("give the models to benchmark (--models FILE_OR_DIR ...)")
     command = _command(all_models, data, task, split, devices, threads, runs, warmup, timing_images,
-                       reference, max_images, n_boot, seed, out)
+                       reference, max_images, n_boot, seed, out, shift, stability)
     bar = {"bar": None}
 
     def progress(done, total, what):
@@ -84,7 +92,7 @@ def bench(more_models, models, data, task, split, devices, threads, runs, warmup
         report = run_bench(all_models, data, task=task, split=split, devices=_devices(devices), threads=threads,
                            runs=runs, warmup=warmup, timing_images=timing_images, reference=reference, out=out,
                            n_boot=n_boot, seed=seed, max_images=max_images, progress=progress, warn=warn,
-                           command=command)
+                           command=command, options=options)
     finally:
         if bar["bar"] is not None:
             bar["bar"].__exit__(None, None, None)
@@ -98,11 +106,15 @@ def bench(more_models, models, data, task, split, devices, threads, runs, warmup
         click.echo(f"skipped {s['file']} on {s['device']}: {s['reason']}", err=True)
     click.echo(f"reference: {report.reference}; {report.dataset['n_images']} images "
                f"({report.dataset['split']} split)")
-    click.echo(f"wrote {out}/report.json, report.md, report.csv, roc.png, ballchart.png")
+    if report.stability is not None:
+        click.echo(f"stability: {report.stability.summary()}")
+    extra = (", stability.csv" if report.stability is not None else "") + \
+        (", shift.csv, shift.png" if report.shifts else "")
+    click.echo(f"wrote {out}/report.json, report.md, report.csv, roc.png, ballchart.png{extra}")
 
 
 def _command(models, data, task, split, devices, threads, runs, warmup, timing_images, reference, max_images,
-             n_boot, seed, out) -> str:
+             n_boot, seed, out, shift=None, stability="on") -> str:
     parts = ["edgeretina", "bench", "--models", *models, "--data", data]
     if task:
         parts += ["--task", task]
@@ -126,5 +138,9 @@ def _command(models, data, task, split, devices, threads, runs, warmup, timing_i
         parts += ["--n-boot", str(n_boot)]
     if seed:
         parts += ["--seed", str(seed)]
+    if shift:
+        parts += ["--shift", shift]
+    if stability != "on":
+        parts += ["--stability", stability]
     parts += ["--out", out]
     return shlex.join(str(p) for p in parts)

@@ -9,12 +9,15 @@ import click
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for LiteRT.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image (all probabilities).")
-def predict(model, images, threads, as_json):
+@click.option("--borderline", type=click.FloatRange(min=0), default=None, metavar="DELTA",
+              help="Flag a decision as borderline when the score is within DELTA logits of the threshold "
+                   "(default: the model metadata's borderline_band, if it has one; e.g. the bench's stability band).")
+def predict(model, images, threads, as_json, borderline):
     """Score fundus photos with MODEL (.tflite, .keras or a run dir) using the labels, preprocessing and
     recommended threshold the model carries in its metadata."""
     from edgeretina.benchmarks.predict import predict_images
 
-    preds = predict_images(model, images, threads=threads)
+    preds = predict_images(model, images, threads=threads, borderline=borderline)
     if as_json:
         import json
 
@@ -29,4 +32,5 @@ def predict(model, images, threads, as_json):
     for p, ps in zip(preds, probs):
         thr = p.threshold if isinstance(p.threshold, (int, float)) else None
         why = f" (score {p.score:.3f} {'≥' if p.score >= thr else '<'} threshold {thr:.3f})" if thr is not None else ""
-        click.echo(f"{p.image.ljust(w)}  {p.label.ljust(cw)}  {ps.ljust(pw)}  {p.decision}{why}")
+        near = f" — borderline (within ±{p.borderline_band:g} logit; retake advised)" if p.borderline else ""
+        click.echo(f"{p.image.ljust(w)}  {p.label.ljust(cw)}  {ps.ljust(pw)}  {p.decision}{why}{near}")
