@@ -295,6 +295,8 @@ class DiscDetection:
     margin: float = 0.0
     roundness: float = 0.0
     reason: str = ""
+    #: every candidate scored, best first: (x, y, score, map score, roundness, fovea term), image pixels
+    candidates: tuple[tuple[float, ...], ...] = field(default=(), repr=False, compare=False)
 
     @property
     def flagged(self) -> bool:
@@ -309,7 +311,8 @@ class DiscDetection:
         """The same detection in another image's pixels: ``x' = x · sx + dx`` (diameter scales by sx)."""
         sy = sx if sy is None else sy
         return DiscDetection(self.x * sx + dx, self.y * sy + dy, self.diameter * sx, self.confidence, self.found,
-                             self.score, self.margin, self.roundness, self.reason)
+                             self.score, self.margin, self.roundness, self.reason,
+                             tuple((c[0] * sx + dx, c[1] * sy + dy) + tuple(c[2:]) for c in self.candidates))
 
     def to_dict(self) -> dict[str, Any]:
         return {"x": round(self.x, 2), "y": round(self.y, 2), "diameter": round(self.diameter, 2),
@@ -384,7 +387,8 @@ def locate_disc(img: np.ndarray, disc_fraction: float = 0.15, threshold: int = 1
                 min_confidence: float = 2.0, vessel_weight: float = 1.0,
                 vertical_prior: float = 4.0, edge_penalty: float = 3.5, search_margin: float = 0.07,
                 roundness_weight: float = 1.0, fovea_weight: float = 0.5, min_margin: float = 0.75,
-                min_roundness: float = 0.25) -> DiscDetection:
+                min_roundness: float = 0.25, red_weight: float = 0.25, vessel_clip: bool = True,
+                refine: bool = False) -> DiscDetection:
     """Find the optic nerve head: a bright, round, disc-sized spot where vessels converge, well inside the
     field of view.
 
@@ -450,15 +454,17 @@ def locate_disc(img: np.ndarray, disc_fraction: float = 0.15, threshold: int = 1
         core = inside
 
     g = small[:, :, 1].astype(np.float32)
-    lum_raw = 0.25 * small[:, :, 0].astype(np.float32) + 0.75 * g
+    lum_raw = red_weight * small[:, :, 0].astype(np.float32) + (1.0 - red_weight) * g
     lum_raw = np.minimum(lum_raw, np.percentile(lum_raw[inside], 99.5))
     lum = np.where(core, lum_raw, float(np.median(lum_raw[core])))
     bright = cv2.GaussianBlur(lum, (0, 0), max(1.0, dd / 4)) - _wide_blur(lum, max(2.0, 2 * dd))
     resp = _zscore(bright, search, 1.0)
     if vessel_weight:
-        g8 = np.where(core, small[:, :, 1], np.uint8(np.median(small[:, :, 1][core])))
+        g8 = np.ascontiguousarray(np.where(core, small[:, :, 1], np.uint8(np.median(small[:, :, 1][core]))))
         k = max(3, int(round(dd / 2)) | 1)
-        vess = np.maximum(cv2.medianBlur(np.ascontiguousarray(g8), k).astype(np.float32) - g8, 0.0)
+        if vessel_clip:  # bright spots (exudates) pushed down to the local median first: they must not
+            g8 = np.minimum(g8, cv2.medianBlur(g8, k))  # lift the median and make the gaps look like vessels
+        vess = np.maximum(cv2.medianBlur(g8, k).astype(np.float32) - g8, 0.0)
         resp = resp + vessel_weight * _zscore(cv2.GaussianBlur(vess, (0, 0), max(1.0, dd / 2)), search, 0.25)
     if vertical_prior:
         dyv = (np.arange(sh, dtype=np.float32) - cy_f + 0.5) * (2.0 / max(fov_d, 1.0))
@@ -483,13 +489,22 @@ def locate_disc(img: np.ndarray, disc_fraction: float = 0.15, threshold: int = 1
         rnd = _roundness(lum_raw, mask, xx, yy, geo, spread)
         fov_term = _fovea_term(bright, inside, xx, yy, dd) if fovea_weight else 0.0
         total = base + roundness_weight * float(np.clip(rnd, -3.0, 3.0)) + fovea_weight * fov_term
-        cands.append((total, xx, yy, rnd, base))
+        cands.append((total, xx, yy, rnd, base, fov_term))
     cands.sort(key=lambda c: -c[0])
-    total, bx, by, rnd, base = cands[0]
+    total, bx, by, rnd, base, _ = cands[0]
+    trace = tuple((float(to_img(c[1])), float(to_img(c[2])), round(c[0], 3), round(c[4], 3), round(c[3], 3),
+                   round(c[5], 3)) for c in cands)
     margin = total - cands[1][0] if len(cands) > 1 else 10.0
     if not np.isfinite(total) or total < min_confidence:
         return fallback(total if np.isfinite(total) else 0.0, "no disc-like spot")
     at_border = dist[by, bx] <= m_px + 1.5
+    if refine:  # centre on the brightness blob: the vessel term peaks on the trunk, beside the disc centre
+        rr = max(1, int(round(0.4 * dd)))
+        ya, yb, xa, xb = max(0, by - rr), min(sh, by + rr + 1), max(0, bx - rr), min(sw, bx + rr + 1)
+        yy_, xx_ = np.mgrid[ya:yb, xa:xb]
+        win = np.where((np.hypot(yy_ - by, xx_ - bx) <= rr) & inside[ya:yb, xa:xb], bright[ya:yb, xa:xb], -np.inf)
+        iy, ix = np.unravel_index(int(np.argmax(win)), win.shape)
+        bx, by = int(xa + ix), int(ya + iy)
     crit = [total / max(min_confidence, 1e-6), margin / max(min_margin, 1e-6)]
     if min_roundness > 0:
         crit.append(rnd / min_roundness)
@@ -504,7 +519,7 @@ def locate_disc(img: np.ndarray, disc_fraction: float = 0.15, threshold: int = 1
     if reason:
         conf = min(conf, 0.49)
     return DiscDetection(to_img(bx), to_img(by), dd / s, conf, not reason, float(total), float(margin),
-                         float(rnd), reason)
+                         float(rnd), reason, trace)
 
 
 def _fovea_term(bright: np.ndarray, inside: np.ndarray, x: int, y: int, dd: float) -> float:
@@ -559,7 +574,8 @@ def onh_crop_with_info(img: np.ndarray, diameters: float = 2.0, **locator) -> tu
 def onh_crop(img: np.ndarray, diameters: float = 2.0, disc_fraction: float = 0.15, threshold: int = 10,
              min_confidence: float = 2.0, vessel_weight: float = 1.0, vertical_prior: float = 4.0,
              edge_penalty: float = 3.5, search_margin: float = 0.07, roundness_weight: float = 1.0,
-             fovea_weight: float = 0.5, min_margin: float = 0.75, min_roundness: float = 0.25) -> np.ndarray:
+             fovea_weight: float = 0.5, min_margin: float = 0.75, min_roundness: float = 0.25,
+             red_weight: float = 0.25, vessel_clip: bool = True, refine: bool = False) -> np.ndarray:
     """Square crop of ``diameters`` disc diameters centred on the detected optic disc (see
     :func:`locate_disc`); zero-padded where the window leaves the image. Flagged detections crop around the
     best guess, or the FOV centre when there is none (``DiscDetection.fallback``); use
@@ -568,7 +584,8 @@ def onh_crop(img: np.ndarray, diameters: float = 2.0, disc_fraction: float = 0.1
                               min_confidence=min_confidence, vessel_weight=vessel_weight,
                               vertical_prior=vertical_prior, edge_penalty=edge_penalty,
                               search_margin=search_margin, roundness_weight=roundness_weight,
-                              fovea_weight=fovea_weight, min_margin=min_margin, min_roundness=min_roundness)[0]
+                              fovea_weight=fovea_weight, min_margin=min_margin, min_roundness=min_roundness,
+                              red_weight=red_weight, vessel_clip=vessel_clip, refine=refine)[0]
 
 
 @dataclass(frozen=True)
@@ -651,7 +668,8 @@ STEPS: dict[str, StepDef] = {
     "onh_crop": StepDef(onh_crop, {"diameters": 2.0, "disc_fraction": 0.15, "threshold": 10,
                                    "min_confidence": 2.0, "vessel_weight": 1.0, "vertical_prior": 4.0,
                                    "edge_penalty": 3.5, "search_margin": 0.07, "roundness_weight": 1.0,
-                                   "fovea_weight": 0.5, "min_margin": 0.75, "min_roundness": 0.25},
+                                   "fovea_weight": 0.5, "min_margin": 0.75, "min_roundness": 0.25,
+                                   "red_weight": 0.25, "vessel_clip": True, "refine": False},
                         doc="square window of ~2 disc diameters around the detected optic disc"),
     "pad_square": StepDef(pad_square, {"value": 0}, doc="pad to a square with black"),
     "resize": StepDef(resize, {"size": 224, "interpolation": "area"}, doc="resize (INTER_AREA when shrinking)"),
