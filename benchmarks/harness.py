@@ -67,6 +67,12 @@ def load_models(models: Sequence[str | os.PathLike], reference: str | os.PathLik
     if not paths:
         raise ModelError("no models to benchmark (give .tflite/.keras files or directories)")
     opened = sorted((open_model(p) for p in paths), key=_order_key)
+    named: dict[str, ModelFile] = {}
+    for m in opened:  # two rows of one name would make the report ambiguous (and the reference a guess)
+        if m.name in named:
+            raise ModelError(f"two models are named '{m.name}': {named[m.name].path} and {m.path}; benchmark "
+                             "one of them, or export them to separate folders and bench each")
+        named[m.name] = m
     first = opened[0]
     for m in opened[1:]:
         if m.config.task != first.config.task or tuple(m.config.labels) != tuple(first.config.labels):
@@ -353,6 +359,17 @@ def robustness_stages(options: BenchOptions, models: Sequence[ModelFile], ref: M
 
 
 def write_outputs(report: Report, curves, spec: TaskSpec, out_dir: Path, command: str | None = None) -> dict:
+    """Write every report file into a staging folder beside ``out_dir`` and publish them together
+    (``edgeretina.io.staged_dir``): a failed or killed bench leaves the previous report as it was."""
+    from edgeretina.io import staged_dir
+
+    final = Path(out_dir)
+    with staged_dir(final, what="edgeretina bench") as stage:
+        paths = _write_report_files(report, curves, spec, stage, command)
+    return {k: final / Path(p).name for k, p in paths.items()}
+
+
+def _write_report_files(report: Report, curves, spec: TaskSpec, out_dir: Path, command: str | None) -> dict:
     paths = report.save(out_dir, command=command)
     roc_curves = []
     for name, yb, s in curves:

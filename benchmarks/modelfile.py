@@ -114,12 +114,30 @@ def open_model(path: str | Path) -> ModelFile:
         from edgeretina.run import resolve_model_path
 
         model, cfg = resolve_model_path(p)
+        from . import integrity
+
+        integrity.check_metadata(cfg.to_dict(), cfg, None, None, f"{model.parent / CONFIG_FILE}")
         return ModelFile(model, "keras", cfg, cfg.to_dict())
     if p.suffix != ".tflite":
         raise ModelError(f"{p}: not a model file (expected .tflite, .keras or a run dir)")
     meta = read_tflite_metadata(p)
     cfg = RunConfig.from_dict(meta, source=f"{p} metadata")
+    _check_tflite(p, meta, cfg)
     return ModelFile(p, "tflite", cfg, meta)
+
+
+def _check_tflite(p: Path, meta: dict, cfg: RunConfig) -> None:
+    """Before any image is scored: the file matches its export folder's manifest (unless switched off with
+    ``integrity.manifest_verification(False)``) and its metadata fits the graph (``benchmarks/integrity.py``)."""
+    import hashlib
+
+    from . import integrity
+
+    data = p.read_bytes()
+    if integrity.verifying_manifest():
+        integrity.check_manifest(p, sha256=hashlib.sha256(data).hexdigest())
+    ins, outs = integrity.tflite_io_shapes(data)
+    integrity.check_metadata(meta, cfg, outs, ins, f"{p} metadata")
 
 
 def expand_models(paths) -> list[Path]:

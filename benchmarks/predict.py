@@ -80,16 +80,41 @@ def mark_borderline(p: Prediction, band: float | None) -> Prediction:
 
 
 def predict_images(model: str | Path, images: Sequence[str | Path], threads: int | None = None, *,
-                   borderline: float | None = None) -> list[Prediction]:
-    """Preprocess each image with the model's own pipeline and score it."""
-    from edgeretina.preprocess import Pipeline
+                   on_bad_image: str = "fail", problems: list[str] | None = None,
+                   verify_manifest: bool = True, borderline: float | None = None) -> list[Prediction]:
+    """Preprocess each image with the model's own pipeline and score it.
+
+    The model is checked first (its export folder's manifest.json unless ``verify_manifest=False``; its
+    metadata against the graph: ``integrity.py``), then every image is decoded strictly (a JPEG that makes
+    libjpeg warn, an image under 64 px or over 50 MP is bad). ``on_bad_image="skip"`` leaves bad images
+    out (one line each appended to ``problems``) instead of failing on the first."""
+    from edgeretina.data.records import OnBadImage
+    from edgeretina.errors import DataError
+    from edgeretina.preprocess import Pipeline, strict_decoding
 
     from .devices import DEVICES, Device
+    from .integrity import manifest_verification
 
-    m = open_model(model)
+    policy = OnBadImage(on_bad_image)
+    with manifest_verification(verify_manifest):
+        m = open_model(model)
     spec = m.config.spec
     pipeline = Pipeline.from_json(m.config.preprocessing)
-    x = np.stack([pipeline.load(p) for p in images]).astype(np.float32)
+    xs, kept = [], []
+    with strict_decoding():
+        for p in images:
+            try:
+                xs.append(pipeline.load(p))
+                kept.append(p)
+            except DataError as e:
+                if policy is OnBadImage.FAIL:
+                    raise
+                if problems is not None:
+                    problems.append(f"skipped {e}")
+    if not xs:
+        raise DataError(f"none of the {len(images)} image(s) could be used")
+    images = kept
+    x = np.stack(xs).astype(np.float32)
     runner = DEVICES[Device.CPU].load(m, threads)
     probs = np.asarray(runner.predict(x), dtype=np.float64)
     t = default_threshold(spec, m.config.threshold)

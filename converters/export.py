@@ -1,15 +1,23 @@
-"""``export_model``: one Keras run → the requested .tflite variants + manifest.json, verified.
+"""``export_model``: one Keras run → the requested .tflite variants + manifest.json, verified, published
+together.
 
-Order of work per variant: (fine-tune if pruned/QAT) → convert to bytes → embed metadata → verify the final
-bytes in LiteRT → write atomically. Any failure before the rename leaves no .tflite behind.
+:class:`ExportOptions` (validated once) → :class:`Exporter`, one method per stage: calibrate → reference →
+per variant (fine-tune if pruned/QAT → convert to bytes → bias correction → embed metadata and verify the final
+bytes in LiteRT → write into the staging folder) → publish (manifest written, every file re-hashed, the staging
+folder swapped in for the output folder in one step). A failed, interrupted or killed export leaves the previous
+export untouched; an :class:`ExportContext` carries the state of one export between stages.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
+import os
 import platform
+import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -17,14 +25,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgeretina.errors import EdgeRetinaError, ExportError, ModelError
-from edgeretina.io import SizedArtifact, ensure_writable_dir, write_bytes_atomic, write_json_atomic
+from edgeretina.io import (SizedArtifact, StagedDir, ensure_writable_dir, fault_point, write_bytes_atomic,
+                           write_json_atomic)
 from edgeretina.run import MODEL_FILE, RunConfig, file_sha256, resolve_model_path
 
 from . import calib as calib_mod
 from .finetune import FineTune
 from .metadata import SCHEMA as META_SCHEMA
 from .metadata import embed_metadata
-from .variants import DEFAULT, IO, VARIANTS, Variant, parse_variant
+from .variants import DEFAULT, IO, VARIANTS, Variant, VariantInfo, parse_variant
 from .verify import drift, verify
 
 MANIFEST = "manifest.json"
@@ -174,193 +183,580 @@ class _Data:
         return self._cache[key]
 
 
-def export_model(model_or_run_dir, variants: Sequence[str | Variant] | None = None,
-                 out_dir: str | Path | None = None, calib: str | Path | None = None, *,
-                 config: RunConfig | None = None, io: str | IO = IO.INT8, sparsity: float = 0.5,
-                 allocation: str = "uniform",
-                 calib_n: int = 200, verify_n: int = 64, threshold_n: int = 500, allow_float_fallback: bool = False,
-                 finetune: FineTune | None = None, output: str = "auto", seed: int = 0,
-                 bias_correction: bool = True,
-                 on_result: Callable[[ExportResult], None] | None = None) -> ExportReport:
-    """Export a run dir / ``.keras`` file (or a Keras model with ``config=``) into ``variants``.
+# ------------------------------------------------------------------------------------------ options
 
-    ``output``: ``auto`` (full-integer variants output logits — the int8 softmax output step of 1/256 is
-    coarse near low screening thresholds — float variants keep probabilities), ``logits`` or
-    ``probabilities`` for every variant. The metadata's ``output`` says which, so runners know.
-    ``bias_correction``: fold the mean logit error of each int8-activation variant against the source model
-    (on the calibration images) into its output bias (``converters/biascorr.py``).
-    Returns the report; ``manifest.json`` is written beside the files.
-    """
-    t_all = time.perf_counter()
-    io = _parse_io(io)
-    vs = _parse_variants(variants)
-    infos = [VARIANTS[v] for v in vs]
-    if any(i.pruned for i in infos):
-        from .prune import ALLOCATIONS, check_sparsity
+OUTPUTS = ("auto", "logits", "probabilities")
+ALLOCATIONS = ("uniform", "size")  # converters.prune.ALLOCATIONS (kept here so options need no TensorFlow)
+DEFAULT_SPARSITY = 0.5
+MAX_IMAGES = 10_000  # calibration / verification / threshold images held in memory at once
 
-        sparsity = check_sparsity(sparsity)
-        if allocation not in ALLOCATIONS:
-            raise ExportError(f"unknown --allocation '{allocation}' (choose {' or '.join(ALLOCATIONS)})")
-    if output not in ("auto", "logits", "probabilities"):
-        raise ExportError(f"unknown output '{output}' (choose auto, logits or probabilities)")
-    ft = finetune or FineTune(seed=seed)
 
-    # ---- source model + config
-    if isinstance(model_or_run_dir, (str, Path)):
-        model_path, cfg = resolve_model_path(model_or_run_dir)
-        source, source_sha = str(model_path), file_sha256(model_path)
-        cfg_source = str(model_path.parent / "config.json")
-        out = Path(out_dir) if out_dir else model_path.parent / "export"
-        stem = _stem(model_path)
-    else:
-        if config is None:
-            raise ModelError("export_model(model=...) needs config=RunConfig (labels, preprocessing, threshold)")
-        model_path, cfg, source, source_sha, cfg_source = None, config, "<keras model>", None, "config"
-        if out_dir is None:
-            raise ExportError("export_model(model=...) needs out_dir")
-        out, stem = Path(out_dir), getattr(model_or_run_dir, "name", "model")
+@dataclass(frozen=True)
+class ExportOptions:
+    """Everything an export is asked to do, checked once here (the CLI only maps its flags onto these
+    fields, so the Python API refuses the same combinations with the same one-line messages).
+
+    ``sparsity`` / ``steps``: None = the default (0.5 / ``FineTune.steps``); giving either for variants that
+    do not use it is an error. ``finetune``: a full :class:`FineTune` (overrides ``steps`` and
+    ``finetune_target``)."""
+
+    variants: tuple[Variant, ...] = DEFAULT
+    io: IO = IO.INT8
+    sparsity: float | None = None
+    allocation: str = "uniform"
+    calib: str | None = None
+    calib_n: int = 200
+    verify_n: int = 64
+    threshold_n: int = 500
+    allow_float_fallback: bool = False
+    steps: int | None = None
+    finetune_target: str = "teacher"
+    finetune: FineTune | None = None
+    output: str = "auto"
+    seed: int = 0
+    bias_correction: bool = True
+
+    def __post_init__(self):
+        put = object.__setattr__
+        put(self, "variants", _parse_variants(self.variants))
+        put(self, "io", _parse_io(self.io))
+        infos = self.infos
+        if self.sparsity is not None and not any(i.pruned for i in infos):
+            raise ExportError("--sparsity only applies to pruned variants (add --pruned)")
+        if any(i.pruned for i in infos):
+            put(self, "sparsity", _check_sparsity(DEFAULT_SPARSITY if self.sparsity is None else self.sparsity))
+        if self.allocation not in ALLOCATIONS:
+            raise ExportError(f"unknown --allocation '{self.allocation}' (choose {' or '.join(ALLOCATIONS)})")
+        if self.steps is not None and not any(i.trains for i in infos):
+            raise ExportError("--steps only applies to --pruned/--qat variants")
+        if self.steps is not None and self.steps < 1:
+            raise ExportError(f"--steps must be >= 1, got {self.steps}")
+        if self.calib is not None and not any(i.calibration for i in infos):
+            raise ExportError("--calib only applies to calibrated variants (--int8, --pruned --int8)")
+        if self.calib_n < 1 or self.verify_n < 0 or self.threshold_n < 1:
+            raise ExportError("--calib-n must be >= 1 and --verify-n >= 0")
+        if max(self.calib_n, self.verify_n, self.threshold_n) > MAX_IMAGES:
+            raise ExportError(f"--calib-n and --verify-n must be <= {MAX_IMAGES} (images held in memory)")
+        if self.output not in OUTPUTS:
+            raise ExportError(f"unknown output '{self.output}' (choose auto, logits or probabilities)")
+        if self.finetune is None:
+            put(self, "finetune", FineTune(seed=self.seed, target=self.finetune_target,
+                                           **({} if self.steps is None else {"steps": self.steps})))
+
+    @property
+    def infos(self) -> tuple[VariantInfo, ...]:
+        return tuple(VARIANTS[v] for v in self.variants)
+
+    def to_manifest(self, seconds: float) -> dict[str, Any]:
+        infos, ft = self.infos, self.finetune
+        return {"io": self.io.value, "sparsity": self.sparsity,
+                "allocation": self.allocation if any(i.pruned for i in infos) else None,
+                "calib_n": self.calib_n, "verify_n": self.verify_n,
+                "allow_float_fallback": self.allow_float_fallback, "output": self.output,
+                "finetune": ft.to_dict() if any(i.trains for i in infos) else None,
+                "bias_correction": self.bias_correction, "seconds": round(seconds, 2)}
+
+
+def _check_sparsity(s) -> float:
     try:
-        spec = cfg.spec
-    except EdgeRetinaError as e:
-        raise ModelError(f"{cfg_source}: {e}") from None
-    pipeline = calib_mod.pipeline_of(cfg, cfg_source)
-    out = ensure_writable_dir(out)
-    model = load_keras_model(model_path) if model_path is not None else model_or_run_dir
-    from .tflite import input_shape, logits_model
+        s = float(s)
+    except (TypeError, ValueError):
+        raise ExportError(f"--sparsity must be a number in (0, 1), got {s!r}") from None
+    if not 0.0 < s < 1.0:
+        raise ExportError(f"--sparsity must be in (0, 1) (e.g. 0.5 for 50 % zeros), got {s:g}")
+    return s
 
-    shape = input_shape(model)
-    if pipeline.input_size is not None and pipeline.input_size != shape[0]:
-        raise ModelError(f"{cfg_source}: preprocessing resizes to {pipeline.input_size} px but the model "
-                         f"takes {shape[0]} px")
-    data = _Data(cfg, cfg_source, pipeline)
 
-    # ---- calibration set (only if a variant needs it)
-    calib_info: dict[str, Any] = {}
-    X_cal = None
-    if any(i.calibration for i in infos):
-        if calib is not None:
-            X_cal = calib_mod.from_path(calib, pipeline, shape, n=calib_n, seed=seed)
-            calib_info = {"source": str(calib), "n": int(len(X_cal))}
+# ------------------------------------------------------------------------------------------ context
+
+
+@dataclass
+class ExportContext:
+    """The state of one export, passed explicitly from stage to stage."""
+
+    source: str
+    source_sha: str | None
+    cfg_source: str
+    cfg: RunConfig
+    out: Path                      # the folder the user named (paths in the manifest point here)
+    stem: str
+    model: Any
+    pipeline: Any = None
+    data: "_Data | None" = None
+    stage: Path | None = None      # the private staging folder the files are written to
+    lmodel: Any = None             # the model without its final activation (logits)
+    act: str | None = None
+    X_cal: np.ndarray | None = None
+    calib_info: dict[str, Any] = field(default_factory=dict)
+    X_ver: np.ndarray | None = None
+    sample_info: dict[str, Any] = field(default_factory=lambda: {"source": None, "n": 0})
+    ref: np.ndarray | None = None  # the source model's scores on X_ver
+    train_xy: tuple | None = None  # fine-tune images, targets, class weights (shared by pruned / QAT)
+    pruned: Any = None
+    pruned_info: dict[str, Any] | None = None
+    bias_x: np.ndarray | None = None
+    kept: list[dict] = field(default_factory=list)  # manifest entries of the same source kept from before
+    results: list[ExportResult] = field(default_factory=list)
+
+    @property
+    def spec(self):
+        return self.cfg.spec
+
+    @property
+    def prob_output(self) -> dict[str, Any]:
+        return dict(self.cfg.output or {"kind": "probabilities", "activation": self.spec.activation})
+
+    @property
+    def logit_output(self) -> dict[str, Any]:
+        return {"kind": "logits", "activation": self.act} if self.act else self.prob_output
+
+
+@dataclass
+class _Build:
+    """One variant on its way through the stages."""
+
+    info: VariantInfo
+    logits: bool
+    km: Any
+    t0: float
+    buf: bytes = b""
+    ft_info: dict | None = None
+    bias_info: dict | None = None
+    threshold: Any = None
+    threshold_source: str | None = None
+    ref_v: np.ndarray | None = None
+    ref_name: str = "source Keras model"
+    iface: dict | None = None
+    sparsity: float | None = None
+    ver: Any = None
+
+
+# ------------------------------------------------------------------------------------------ progress
+
+
+def _clock(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class Progress:
+    """``[step/total] what (elapsed, ETA)`` lines for the export's stages, and step ticks inside a
+    fine-tune. The ETA assumes the remaining stages take as long as the finished ones on average."""
+
+    def __init__(self, total: int, emit: Callable[[str], None] | None):
+        self.total, self.emit, self.done, self.t0 = total, emit, 0, time.perf_counter()
+
+    def stage(self, what: str) -> None:
+        fault_point(f"export:{what}")
+        self.done += 1
+        if self.emit is None:
+            return
+        el = time.perf_counter() - self.t0
+        eta = f", ETA {_clock(el / (self.done - 1) * (self.total - self.done + 1))}" if self.done > 1 else ""
+        self.emit(f"[{self.done}/{self.total}] {what} ({_clock(el)} elapsed{eta})")
+
+    def ticker(self, what: str) -> Callable[[int, int], None]:
+        t0 = time.perf_counter()
+
+        def tick(step: int, total: int) -> None:
+            if self.emit is None:
+                return
+            el = time.perf_counter() - t0
+            self.emit(f"      {what} step {step}/{total} ({_clock(el)} elapsed, "
+                      f"ETA {_clock(el / max(step, 1) * (total - step))})")
+        return tick
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Keep TensorFlow's and the converter's own stderr output (``fully_quantize: 0, inference_type: 6 …``,
+    deprecation warnings) out of the user's terminal: file descriptor 2 points at /dev/null inside the block.
+    ``EDGERETINA_VERBOSE=1`` keeps it."""
+    if os.environ.get("EDGERETINA_VERBOSE"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+# ------------------------------------------------------------------------------------------ exporter
+
+
+class Exporter:
+    """One export, stage by stage: open → calibrate → reference → per variant (fine-tune → convert →
+    correct → verify → write) → publish. Files are written into a private staging folder beside the output
+    folder and published in one step (:class:`edgeretina.io.StagedDir`): a failed, interrupted or killed
+    export leaves the previous export untouched; a second concurrent export into the same folder is refused."""
+
+    def __init__(self, options: ExportOptions, on_result: Callable[[ExportResult], None] | None = None,
+                 progress: Callable[[str], None] | None = None):
+        self.opts, self.on_result, self.emit = options, on_result, progress
+
+    def run(self, model_or_run_dir, out_dir=None, config: RunConfig | None = None) -> ExportReport:
+        t_all = time.perf_counter()
+        with quiet_native_stderr():
+            from .tflite import SavedModels, clean_stale_savedmodels
+
+            clean_stale_savedmodels()
+            ctx = self.open(model_or_run_dir, out_dir, config)
+            keep, fresh = self._carry_rules(ctx)
+            self.progress = Progress(self._n_stages(), self.emit)
+            with StagedDir(ctx.out, keep=keep, what="edgeretina export") as st, SavedModels() as saved:
+                ctx.stage = st.path
+                try:
+                    self.calibrate(ctx)
+                    self.reference(ctx)
+                    for info in self.opts.infos:
+                        self.variant(ctx, info, saved)
+                    report = self.publish(ctx, st, time.perf_counter() - t_all)
+                except KeyboardInterrupt:
+                    if fresh and ctx.results:  # nothing earlier to protect: keep the finished, verified files
+                        st.publish()
+                    raise
+        return report
+
+    def _n_stages(self) -> int:
+        n = 3  # calibrate, reference, publish
+        for i in self.opts.infos:
+            n += 2 + int(i.trains) + int(self.opts.bias_correction and i.activations == "int8")
+        return n
+
+    # ---- open: source model, config, output folder
+    def open(self, model_or_run_dir, out_dir, config: RunConfig | None) -> ExportContext:
+        if isinstance(model_or_run_dir, (str, Path)):
+            model_path, cfg = resolve_model_path(model_or_run_dir)
+            out = Path(out_dir) if out_dir else model_path.parent / "export"
+            ctx_kw = dict(source=str(model_path), source_sha=file_sha256(model_path), cfg=cfg,
+                          cfg_source=str(model_path.parent / "config.json"), stem=_stem(model_path))
         else:
-            if not data.available():
-                data.splits()  # raises the one-line reason
-            X_cal, ycal = data.sample("train", calib_n, seed)
-            if len(X_cal) < calib_mod.MIN_CALIB:
-                raise ExportError(f"{cfg_source}: only {len(X_cal)} training images for calibration, "
-                                  f"need at least {calib_mod.MIN_CALIB}")
-            calib_info = {"source": f"{cfg.dataset.get('path')} train split", "n": int(len(X_cal)),
+            if config is None:
+                raise ModelError("export_model(model=...) needs config=RunConfig (labels, preprocessing, threshold)")
+            if out_dir is None:
+                raise ExportError("export_model(model=...) needs out_dir")
+            model_path, out = None, Path(out_dir)
+            ctx_kw = dict(source="<keras model>", source_sha=None, cfg=config, cfg_source="config",
+                          stem=getattr(model_or_run_dir, "name", "model"))
+        try:
+            ctx_kw["cfg"].spec
+        except EdgeRetinaError as e:
+            raise ModelError(f"{ctx_kw['cfg_source']}: {e}") from None
+        pipeline = calib_mod.pipeline_of(ctx_kw["cfg"], ctx_kw["cfg_source"])
+        out = ensure_writable_dir(out)
+        model = load_keras_model(model_path) if model_path is not None else model_or_run_dir
+        ctx = ExportContext(out=out, model=model, pipeline=pipeline, **ctx_kw)
+        from .tflite import input_shape, logits_model
+
+        shape = input_shape(model)
+        if pipeline.input_size is not None and pipeline.input_size != shape[0]:
+            raise ModelError(f"{ctx.cfg_source}: preprocessing resizes to {pipeline.input_size} px but the "
+                             f"model takes {shape[0]} px")
+        ctx.data = _Data(ctx.cfg, ctx.cfg_source, pipeline)
+        ctx.lmodel, ctx.act = logits_model(model)
+        self.shape = shape
+        return ctx
+
+    def _carry_rules(self, ctx: ExportContext):
+        """Which entries of the existing folder the new one keeps: everything except manifest.json, the
+        files this export writes and the .tflite files an earlier manifest lists that are not kept (another
+        source model, or changed since). Entries of the same source model whose files are unchanged are kept
+        in the new manifest. Returns (keep(path) -> bool, fresh: the folder held no export)."""
+        old = _read_manifest(ctx.out / MANIFEST)
+        mine = {v.value for v in self.opts.variants}
+        names = {f"{ctx.stem}_{i.suffix}.tflite" for i in self.opts.infos}
+        drop = set(names) | {MANIFEST}
+        for r in (old or {}).get("results", []) if isinstance(old, dict) else []:
+            if not isinstance(r, dict) or not isinstance(r.get("path"), str):
+                continue
+            f = ctx.out / Path(r["path"]).name
+            same = bool(ctx.source_sha) and old.get("source_sha256") == ctx.source_sha
+            if same and r.get("variant") not in mine and f.is_file() and file_sha256(f) == r.get("sha256"):
+                ctx.kept.append({**r, "path": str(f)})
+            else:
+                drop.add(f.name)
+        fresh = old is None and not any(ctx.out.glob("*.tflite"))
+        return (lambda p: p.name not in drop), fresh
+
+    # ---- calibrate: representative images for full-integer variants
+    def calibrate(self, ctx: ExportContext) -> None:
+        self.progress.stage("calibration images")
+        o = self.opts
+        if not any(i.calibration for i in o.infos):
+            return
+        if o.calib is not None:
+            ctx.X_cal = calib_mod.from_path(o.calib, ctx.pipeline, self.shape, n=o.calib_n, seed=o.seed)
+            ctx.calib_info = {"source": str(o.calib), "n": int(len(ctx.X_cal))}
+            return
+        if not ctx.data.available():
+            ctx.data.splits()  # raises the one-line reason
+        ctx.X_cal, ycal = ctx.data.sample("train", o.calib_n, o.seed)
+        if len(ctx.X_cal) < calib_mod.MIN_CALIB:
+            raise ExportError(f"{ctx.cfg_source}: only {len(ctx.X_cal)} training images for calibration, "
+                              f"need at least {calib_mod.MIN_CALIB}")
+        ctx.calib_info = {"source": f"{ctx.cfg.dataset.get('path')} train split", "n": int(len(ctx.X_cal)),
                           "stratified_by_class": _counts(ycal)}
 
-    # ---- verification sample: validation split, else the calibration images
-    X_ver, sample_info = None, {"source": None, "n": 0}
-    if verify_n > 0:
-        if data.available() and (data.splits().get("val") or []):
-            X_ver, yv = data.sample("val", verify_n, seed)
-            sample_info = {"source": "val split", "n": int(len(X_ver)), "classes": _counts(yv)}
-        elif X_cal is not None:
-            X_ver = X_cal[:verify_n]
-            sample_info = {"source": "calibration images", "n": int(len(X_ver))}
-    ref = None
-    if X_ver is not None:
-        from edgeretina.tasks import scores_from_output
+    # ---- reference: the source model's scores on the verification sample
+    def reference(self, ctx: ExportContext) -> None:
+        self.progress.stage("reference scores of the source model")
+        o = self.opts
+        if o.verify_n <= 0:
+            return
+        if ctx.data.available() and (ctx.data.splits().get("val") or []):
+            ctx.X_ver, yv = ctx.data.sample("val", o.verify_n, o.seed)
+            ctx.sample_info = {"source": "val split", "n": int(len(ctx.X_ver)), "classes": _counts(yv)}
+        elif ctx.X_cal is not None:
+            ctx.X_ver = ctx.X_cal[:o.verify_n]
+            ctx.sample_info = {"source": "calibration images", "n": int(len(ctx.X_ver))}
+        if ctx.X_ver is not None:
+            from edgeretina.tasks import scores_from_output
 
-        ref = scores_from_output(spec, model.predict(X_ver, batch_size=32, verbose=0))
+            ctx.ref = scores_from_output(ctx.spec, ctx.model.predict(ctx.X_ver, batch_size=32, verbose=0))
 
-    # ---- the models each variant converts
-    lmodel, act = logits_model(model)
-    prob_output = dict(cfg.output or {"kind": "probabilities", "activation": spec.activation})
-    logit_output = {"kind": "logits", "activation": act} if act else prob_output
+    # ---- one variant through its stages
+    def variant(self, ctx: ExportContext, info: VariantInfo, saved) -> ExportResult:
+        o = self.opts
+        logits = ctx.act is not None and (o.output == "logits" or (o.output == "auto" and info.full_integer))
+        logits = logits or info.trains  # fine-tuned models are trained on logits
+        b = _Build(info, logits, ctx.lmodel if logits else ctx.model, time.perf_counter())
+        if info.trains:
+            self.fine_tune(ctx, b)
+        self.convert(ctx, b, saved)
+        if o.bias_correction and info.activations == "int8":
+            self.correct(ctx, b)
+        self.verify(ctx, b)
+        return self.write(ctx, b)
 
-    def wants_logits(info) -> bool:
-        return act is not None and (output == "logits" or (output == "auto" and info.full_integer))
+    # ---- fine-tune (pruned / QAT); the pruned model is shared by pruned, pruned-int8 and pqat
+    def fine_tune(self, ctx: ExportContext, b: _Build) -> None:
+        from .finetune import reporting
 
-    from .tflite import SavedModels
+        info, ft = b.info, self.opts.finetune
+        self.progress.stage(f"{info.variant.value}: fine-tune ({ft.steps} steps)")
+        X, ya, cw = self._train_xy(ctx)
+        b.ft_info = {**ft.to_dict(), "n_train_images": int(len(X))}
+        with reporting(self.progress.ticker(f"{info.variant.value}: fine-tune")):
+            if info.pruned and ctx.pruned is None:
+                from .prune import keras_sparsity, prune
 
-    train_cache: dict[str, Any] = {}
-    results: list[ExportResult] = []
-    with SavedModels() as saved:
-        for info in infos:
-            t0 = time.perf_counter()
-            logits = wants_logits(info) or info.trains  # fine-tuned models are trained on logits
-            out_desc = logit_output if logits else prob_output
-            km = lmodel if logits else model
-            ft_info = None
-            if info.trains:
-                km, ft_info = _trained(info, lmodel, cfg, data, ft, (sparsity, allocation), train_cache, seed)
-            from .tflite import convert
-
-            rep = (lambda: (x[None] for x in X_cal)) if (info.calibration and X_cal is not None) else None
-            buf = convert(km, info, representative=rep, io=io, allow_float_fallback=allow_float_fallback,
-                          qat=info.qat, saved=saved)
-            bias_info = None
-            if bias_correction and info.activations == "int8" and logits and act is not None:
-                buf, bias_info = _correct_bias(buf, km, act, X_cal, data, calib_n, seed, train_cache)
-            from .verify import interpreter, io_details
-
-            iface = io_details(interpreter(buf))
-            measured = None
+                t = time.perf_counter()
+                ctx.pruned = prune(ctx.lmodel, X, ya, ctx.cfg.kind, self.opts.sparsity, ft, class_weight=cw,
+                                   allocation=self.opts.allocation)
+                ctx.pruned_info = {"prune_seconds": round(time.perf_counter() - t, 2),
+                                   "keras_sparsity": keras_sparsity(ctx.pruned), "allocation": self.opts.allocation}
             if info.pruned:
-                from .prune import tflite_sparsity
+                b.ft_info.update(ctx.pruned_info)
+            b.km = ctx.pruned
+            if info.qat:
+                from edgeretina._keras import keras
 
-                measured = tflite_sparsity(buf)
-            payload = cfg.to_dict()
-            payload["output"] = out_desc
-            payload["export"] = {
-                "schema": META_SCHEMA, "variant": info.variant.value, "description": info.description,
-                "weights": info.weights, "activations": info.activations,
-                "io": io.value if info.full_integer and not info.mixed else "float", "interface": iface,
-                "source_file": Path(source).name, "source_sha256": source_sha,
-                "sparsity": measured, "target_sparsity": sparsity if info.pruned else None,
-                "calibration": calib_info if info.calibration else None,
-                "bias_correction": bias_info,
-                "versions": package_versions(),
-            }
-            threshold, ref_v, ref_name = cfg.threshold, ref, "source Keras model"
-            if info.trains and X_ver is not None:
-                ref_v = _keras_scores(km, X_ver, spec, logits)
-                ref_name = f"fine-tuned Keras model ({info.variant.value})"
-                if not ft.distil:  # a model distilled from the source keeps the source's threshold
-                    threshold = _rederive_threshold(km, cfg, spec, data, logits, train_cache, seed,
-                                                    threshold_n)
-                else:
-                    train_cache["threshold_source"] = "config.json (distilled from the source model)"
-            if info.trains:
-                payload["threshold"] = threshold
-                payload["export"]["source_threshold"] = cfg.threshold
-                payload["export"]["threshold_source"] = train_cache.get("threshold_source")
-            buf = embed_metadata(buf, payload)
-            ver = verify(buf, info, io, spec, out_desc, threshold, X_ver, ref_v,
-                         allow_float_fallback=allow_float_fallback, sample=sample_info["source"] or "",
-                         reference=ref_name)
-            if info.trains and ver.scores is not None:
-                from dataclasses import replace
+                from .qat import qat
 
-                ver = replace(ver, vs_source=drift(spec, ver.scores, threshold, ref, cfg.threshold))
-            target = out / f"{stem}_{info.suffix}.tflite"
-            write_bytes_atomic(target, buf)
-            res = ExportResult(
-                variant=info.variant.value, path=str(target), size_bytes=len(buf),
-                gzip_bytes=len(gzip.compress(buf, 9)), sha256=hashlib.sha256(buf).hexdigest(),
-                seconds=round(time.perf_counter() - t0, 2),
-                io=io.value if info.full_integer and not info.mixed else "float",
-                output=out_desc, interface=iface, verification=ver.to_dict(), sparsity=measured,
-                target_sparsity=sparsity if info.pruned else None, finetune=ft_info, bias_correction=bias_info)
-            results.append(res)
-            if on_result:
-                on_result(res)
+                base = ctx.pruned if info.pruned else ctx.lmodel
+                m = keras.models.clone_model(base)
+                m.set_weights(base.get_weights())
+                t = time.perf_counter()
+                b.km = qat(m, X, ya, ctx.cfg.kind, ft, preserve_sparsity=info.pruned, class_weight=cw)
+                b.ft_info["qat_seconds"] = round(time.perf_counter() - t, 2)
 
-    report = ExportReport(
-        source=source, source_sha256=source_sha, out_dir=str(out), results=tuple(results),
-        calibration=calib_info, verification_sample=sample_info, config=cfg.to_dict(),
-        versions=package_versions(),
-        options={"io": io.value, "sparsity": sparsity if any(i.pruned for i in infos) else None,
-                 "allocation": allocation if any(i.pruned for i in infos) else None,
-                 "calib_n": calib_n, "verify_n": verify_n, "allow_float_fallback": allow_float_fallback,
-                 "output": output, "finetune": ft.to_dict() if any(i.trains for i in infos) else None,
-                 "bias_correction": bias_correction,
-                 "seconds": round(time.perf_counter() - t_all, 2)})
-    _save_manifest(report)
-    return report
+    def _train_xy(self, ctx: ExportContext) -> tuple:
+        if ctx.train_xy is None:
+            from .finetune import balanced_class_weight, labels_array
+
+            ft = self.opts.finetune
+            if not ctx.data.available():
+                ctx.data.splits()
+            X, y = ctx.data.sample("train", ft.max_images, self.opts.seed)
+            ya = labels_array(y, ctx.cfg.kind)
+            if ft.distil:  # the source model's logits are the target
+                ya = ctx.lmodel.predict(X, batch_size=32, verbose=0).astype(np.float32)
+            ctx.train_xy = (X, ya, None if ft.distil else balanced_class_weight(ya, ctx.cfg.kind))
+        return ctx.train_xy
+
+    # ---- convert to .tflite bytes
+    def convert(self, ctx: ExportContext, b: _Build, saved) -> None:
+        from .tflite import convert
+
+        info, o = b.info, self.opts
+        self.progress.stage(f"{info.variant.value}: convert")
+        rep = (lambda: (x[None] for x in ctx.X_cal)) if (info.calibration and ctx.X_cal is not None) else None
+        b.buf = convert(b.km, info, representative=rep, io=o.io, allow_float_fallback=o.allow_float_fallback,
+                        qat=info.qat, saved=saved)
+
+    # ---- correct: output bias correction of int8-activation variants that output logits
+    def correct(self, ctx: ExportContext, b: _Build) -> None:
+        """Against the logits of the Keras model the file was converted from, on the calibration images
+        (training images when the variant needed none)."""
+        self.progress.stage(f"{b.info.variant.value}: bias correction")
+        if not (b.logits and ctx.act is not None):
+            return
+        from .biascorr import correct_output_bias
+
+        if ctx.bias_x is None:
+            X = ctx.X_cal
+            if X is None:
+                if not ctx.data.available():
+                    b.bias_info = {"applied": False, "reason": "no calibration images (dataset unavailable)"}
+                    return
+                X, _ = ctx.data.sample("train", self.opts.calib_n, self.opts.seed)
+            ctx.bias_x = X
+        ref = b.km.predict(ctx.bias_x, batch_size=32, verbose=0)
+        b.buf, info = correct_output_bias(b.buf, ctx.bias_x, ref, softmax=(ctx.act == "softmax"))
+        b.bias_info = info.to_dict()
+
+    # ---- verify: metadata embedded, then the final bytes checked in LiteRT
+    def verify(self, ctx: ExportContext, b: _Build) -> None:
+        from .verify import interpreter, io_details
+
+        info, o = b.info, self.opts
+        self.progress.stage(f"{info.variant.value}: verify in LiteRT")
+        b.iface = io_details(interpreter(b.buf))
+        if info.pruned:
+            from .prune import tflite_sparsity
+
+            b.sparsity = tflite_sparsity(b.buf)
+        self._threshold(ctx, b)
+        b.buf = embed_metadata(b.buf, self._payload(ctx, b))
+        out_desc = ctx.logit_output if b.logits else ctx.prob_output
+        b.ver = verify(b.buf, info, o.io, ctx.spec, out_desc, b.threshold, ctx.X_ver, b.ref_v,
+                       allow_float_fallback=o.allow_float_fallback, sample=ctx.sample_info["source"] or "",
+                       reference=b.ref_name)
+        if info.trains and b.ver.scores is not None:
+            from dataclasses import replace
+
+            b.ver = replace(b.ver, vs_source=drift(ctx.spec, b.ver.scores, b.threshold, ctx.ref, ctx.cfg.threshold))
+
+    def _threshold(self, ctx: ExportContext, b: _Build) -> None:
+        """Conversion-only variants and distilled fine-tunes keep the source threshold; a binary variant
+        fine-tuned on labels gets its own Youden threshold on the validation split (up to threshold_n)."""
+        b.threshold, b.ref_v = ctx.cfg.threshold, ctx.ref
+        if not b.info.trains or ctx.X_ver is None:
+            return
+        from edgeretina.tasks import TaskKind
+
+        b.ref_v = _keras_scores(b.km, ctx.X_ver, ctx.spec, b.logits)
+        b.ref_name = f"fine-tuned Keras model ({b.info.variant.value})"
+        if self.opts.finetune.distil:
+            b.threshold_source = "config.json (distilled from the source model)"
+        elif ctx.spec.kind is not TaskKind.BINARY or not ctx.data.available() or not ctx.data.splits().get("val"):
+            b.threshold_source = "config.json (not re-derived)"
+        else:
+            from edgeretina.metrics import youden_threshold
+
+            X, y = ctx.data.sample("val", self.opts.threshold_n, self.opts.seed)
+            b.threshold = youden_threshold(np.asarray(y), _keras_scores(b.km, X, ctx.spec, b.logits))
+            b.threshold_source = f"Youden J of the fine-tuned model on {len(X)} validation images"
+
+    def _payload(self, ctx: ExportContext, b: _Build) -> dict[str, Any]:
+        info, o = b.info, self.opts
+        payload = ctx.cfg.to_dict()
+        payload["output"] = ctx.logit_output if b.logits else ctx.prob_output
+        payload["export"] = {
+            "schema": META_SCHEMA, "variant": info.variant.value, "description": info.description,
+            "weights": info.weights, "activations": info.activations, "io": _io_of(info, o.io),
+            "interface": b.iface, "source_file": Path(ctx.source).name, "source_sha256": ctx.source_sha,
+            "sparsity": b.sparsity, "target_sparsity": o.sparsity if info.pruned else None,
+            "calibration": ctx.calib_info if info.calibration else None,
+            "bias_correction": b.bias_info, "versions": package_versions(),
+        }
+        if info.trains:
+            payload["threshold"] = b.threshold
+            payload["export"]["source_threshold"] = ctx.cfg.threshold
+            payload["export"]["threshold_source"] = b.threshold_source
+        return payload
+
+    # ---- write the verified bytes into the staging folder
+    def write(self, ctx: ExportContext, b: _Build) -> ExportResult:
+        info = b.info
+        name = f"{ctx.stem}_{info.suffix}.tflite"
+        write_bytes_atomic(ctx.stage / name, b.buf)
+        res = ExportResult(
+            variant=info.variant.value, path=str(ctx.out / name), size_bytes=len(b.buf),
+            gzip_bytes=len(gzip.compress(b.buf, 9)), sha256=hashlib.sha256(b.buf).hexdigest(),
+            seconds=round(time.perf_counter() - b.t0, 2), io=_io_of(info, self.opts.io),
+            output=ctx.logit_output if b.logits else ctx.prob_output, interface=b.iface,
+            verification=b.ver.to_dict(), sparsity=b.sparsity,
+            target_sparsity=self.opts.sparsity if info.pruned else None, finetune=b.ft_info,
+            bias_correction=b.bias_info)
+        ctx.results.append(res)
+        if self.on_result:
+            self.on_result(res)
+        return res
+
+    # ---- publish: manifest written and every listed file re-hashed in the staging folder, then one rename
+    def publish(self, ctx: ExportContext, st: StagedDir, seconds: float) -> ExportReport:
+        self.progress.stage("publish")
+        report = ExportReport(
+            source=ctx.source, source_sha256=ctx.source_sha, out_dir=str(ctx.out), results=tuple(ctx.results),
+            calibration=ctx.calib_info, verification_sample=ctx.sample_info, config=ctx.cfg.to_dict(),
+            versions=package_versions(), options=self.opts.to_manifest(seconds))
+        d = report.to_dict()
+        if ctx.kept:
+            order = [v.value for v in Variant]
+            d["results"] = sorted(ctx.kept + d["results"], key=lambda r: order.index(r["variant"])
+                                  if r["variant"] in order else 99)
+        for r in d["results"]:
+            f = st.path / Path(r["path"]).name
+            if not f.is_file() or file_sha256(f) != r["sha256"]:
+                raise ExportError(f"{f.name}: the staged file does not match its manifest entry; nothing "
+                                  "was published")
+        write_json_atomic(st.path / MANIFEST, d)
+        st.publish()
+        return report
+
+
+def export_model(model_or_run_dir, variants: Sequence[str | Variant] | None = None,
+                 out_dir: str | Path | None = None, calib: str | Path | None = None, *,
+                 config: RunConfig | None = None, options: ExportOptions | None = None,
+                 on_result: Callable[[ExportResult], None] | None = None,
+                 progress: Callable[[str], None] | None = None, **option_fields) -> ExportReport:
+    """Export a run dir / ``.keras`` file (or a Keras model with ``config=``) into ``variants``.
+
+    ``option_fields`` are :class:`ExportOptions` fields (``io``, ``sparsity``, ``allocation``, ``calib_n``,
+    ``verify_n``, ``threshold_n``, ``allow_float_fallback``, ``finetune``, ``steps``, ``output``, ``seed``,
+    ``bias_correction``), or pass ``options=``. ``output``: ``auto`` (full-integer variants output logits —
+    the int8 softmax output step of 1/256 is coarse near low screening thresholds — float variants keep
+    probabilities), ``logits`` or ``probabilities``. ``bias_correction``: fold the mean logit error of each
+    int8-activation variant against the source model (calibration images) into its output bias.
+    ``progress``: called with one line per stage. Returns the report; ``manifest.json`` is published with the
+    files, all together (see :class:`Exporter`).
+    """
+    if options is None:
+        options = ExportOptions(variants=variants, calib=None if calib is None else str(calib), **option_fields)
+    elif variants is not None or calib is not None or option_fields:
+        raise TypeError("export_model: pass either options= or variants/calib/option fields, not both")
+    return Exporter(options, on_result=on_result, progress=progress).run(model_or_run_dir, out_dir, config)
+
+
+def _io_of(info: VariantInfo, io: IO) -> str:
+    return io.value if info.full_integer and not info.mixed else "float"
+
+
+def _read_manifest(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return {}
+    return old if isinstance(old, dict) else {}
+
+
+def _keras_scores(km, X, spec, logits: bool) -> np.ndarray:
+    from edgeretina.tasks import activate, scores_from_output
+
+    out = km.predict(X, batch_size=32, verbose=0)
+    return scores_from_output(spec, activate(out, spec.activation) if logits else out)
 
 
 def _counts(y) -> dict[str, int]:
@@ -384,108 +780,3 @@ def _parse_variants(variants) -> tuple[Variant, ...]:
     if not vs:
         raise ExportError("no variant to export")
     return tuple(dict.fromkeys(vs))
-
-
-def _trained(info, lmodel, cfg: RunConfig, data: _Data, ft: FineTune, pruning: tuple[float, str], cache: dict,
-             seed: int):
-    """Fine-tuned Keras model for a pruned / QAT variant (the pruned model is shared by pruned,
-    pruned-int8 and pqat)."""
-    from .finetune import balanced_class_weight, labels_array
-
-    if "xy" not in cache:
-        if not data.available():
-            data.splits()
-        X, y = data.sample("train", ft.max_images, seed)
-        ya = labels_array(y, cfg.kind)
-        if ft.distil:  # the source model's logits are the target
-            ya = lmodel.predict(X, batch_size=32, verbose=0).astype(np.float32)
-        cache["xy"] = (X, ya, None if ft.distil else balanced_class_weight(ya, cfg.kind))
-    X, ya, cw = cache["xy"]
-    info_d: dict[str, Any] = {**ft.to_dict(), "n_train_images": int(len(X))}
-    if info.pruned and "pruned" not in cache:
-        from .prune import keras_sparsity, prune
-
-        t = time.perf_counter()
-        sparsity, allocation = pruning
-        pm = prune(lmodel, X, ya, cfg.kind, sparsity, ft, class_weight=cw, allocation=allocation)
-        cache["pruned"] = pm
-        cache["pruned_info"] = {"prune_seconds": round(time.perf_counter() - t, 2),
-                                "keras_sparsity": keras_sparsity(pm), "allocation": allocation}
-    if info.pruned:
-        info_d.update(cache["pruned_info"])
-    if not info.qat:
-        return cache["pruned"], info_d
-    from edgeretina._keras import keras
-
-    from .qat import qat
-
-    base = cache["pruned"] if info.pruned else lmodel
-    m = keras.models.clone_model(base)
-    m.set_weights(base.get_weights())
-    t = time.perf_counter()
-    qm = qat(m, X, ya, cfg.kind, ft, preserve_sparsity=info.pruned, class_weight=cw)
-    info_d["qat_seconds"] = round(time.perf_counter() - t, 2)
-    return qm, info_d
-
-
-def _correct_bias(buf: bytes, km, act: str, X_cal, data: "_Data", calib_n: int, seed: int, cache: dict):
-    """Output bias correction against the logits of the Keras model the file was converted from (the source
-    model for post-training variants; the pruned / QAT model, itself distilled from the source, otherwise), on
-    the calibration images (training images when the variant needed none)."""
-    from .biascorr import correct_output_bias
-
-    if "bias_x" not in cache:
-        X = X_cal
-        if X is None:
-            if not data.available():
-                return buf, {"applied": False, "reason": "no calibration images (dataset unavailable)"}
-            X, _ = data.sample("train", calib_n, seed)
-        cache["bias_x"] = X
-    X = cache["bias_x"]
-    ref = km.predict(X, batch_size=32, verbose=0)
-    new, info = correct_output_bias(buf, X, ref, softmax=(act == "softmax"))
-    return new, info.to_dict()
-
-
-def _keras_scores(km, X, spec, logits: bool) -> np.ndarray:
-    from edgeretina.tasks import activate, scores_from_output
-
-    out = km.predict(X, batch_size=32, verbose=0)
-    return scores_from_output(spec, activate(out, spec.activation) if logits else out)
-
-
-def _rederive_threshold(km, cfg: RunConfig, spec, data: "_Data", logits: bool, cache: dict, seed: int, n: int):
-    """Fine-tuning moves the score distribution, so a binary pruned/QAT variant gets its own Youden
-    threshold on the validation split (up to ``n`` images); otherwise the config's threshold is kept."""
-    from edgeretina.tasks import TaskKind
-
-    if spec.kind is not TaskKind.BINARY or not data.available() or not data.splits().get("val"):
-        cache["threshold_source"] = "config.json (not re-derived)"
-        return cfg.threshold
-    from edgeretina.metrics import youden_threshold
-
-    X, y = data.sample("val", n, seed)
-    thr = youden_threshold(np.asarray(y), _keras_scores(km, X, spec, logits))
-    cache["threshold_source"] = f"Youden J of the fine-tuned model on {len(X)} validation images"
-    return thr
-
-
-def _save_manifest(report: ExportReport) -> Path:
-    """Write manifest.json; entries for other variants from an earlier export of the SAME source model into
-    the same folder are kept if their files are still there unchanged."""
-    path = report.manifest_path
-    d = report.to_dict()
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-            old = None
-        if isinstance(old, dict) and old.get("source_sha256") == report.source_sha256 and report.source_sha256:
-            mine = {r["variant"] for r in d["results"]}
-            kept = [r for r in old.get("results", []) if r.get("variant") not in mine
-                    and Path(r.get("path", "")).is_file() and file_sha256(r["path"]) == r.get("sha256")]
-            if kept:
-                order = [v.value for v in Variant]
-                d["results"] = sorted(kept + d["results"], key=lambda r: order.index(r["variant"])
-                                      if r["variant"] in order else 99)
-    return write_json_atomic(path, d)

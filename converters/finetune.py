@@ -14,7 +14,10 @@ mode), so a few small batches cannot wreck their statistics.
 """
 from __future__ import annotations
 
+import contextlib
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -22,6 +25,35 @@ from edgeretina.tasks import TaskKind
 
 
 TARGETS = ("teacher", "labels")
+
+# Who hears about fine-tune steps (set by the exporter for its progress lines): fn(step, total).
+_STEP_PROGRESS: ContextVar[Callable[[int, int], None] | None] = ContextVar("finetune_progress", default=None)
+
+
+@contextlib.contextmanager
+def reporting(fn: Callable[[int, int], None] | None):
+    """Inside the block, every :func:`fit` reports its progress to ``fn(step, total)`` about ten times."""
+    token = _STEP_PROGRESS.set(fn)
+    try:
+        yield
+    finally:
+        _STEP_PROGRESS.reset(token)
+
+
+def _progress_callback(total: int):
+    fn = _STEP_PROGRESS.get()
+    if fn is None:
+        return None
+    from edgeretina._keras import keras
+
+    every = max(1, total // 10)
+
+    class _Steps(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if (batch + 1) % every == 0 or batch + 1 == total:
+                fn(batch + 1, total)
+
+    return _Steps()
 
 
 @dataclass(frozen=True)
@@ -85,7 +117,9 @@ def fit(model, X: np.ndarray, y: np.ndarray, kind: str, ft: FineTune, callbacks=
     if class_weight is not None and kind != TaskKind.MULTILABEL.value:
         w = np.asarray([class_weight.get(i, 1.0) for i in range(int(y.max()) + 1)], dtype=np.float32)
         ds = ds.map(lambda a, b: (a, b, tf.gather(w, b)))
-    model.fit(ds, steps_per_epoch=max(1, ft.steps), epochs=1, verbose=0, callbacks=list(callbacks))
+    cb = _progress_callback(max(1, ft.steps))
+    callbacks = list(callbacks) + ([cb] if cb is not None else [])
+    model.fit(ds, steps_per_epoch=max(1, ft.steps), epochs=1, verbose=0, callbacks=callbacks)
     return model
 
 

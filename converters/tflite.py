@@ -135,12 +135,47 @@ def _selective(saved_dir: str, info: VariantInfo, representative) -> bytes:
     return bytes(sel.get_nondebug_quantized_model())
 
 
+SAVED_PREFIX = "edgeretina-sm-"
+
+
+def clean_stale_savedmodels() -> int:
+    """Remove ``edgeretina-sm-*`` SavedModel folders that killed exports left in the temp directory: only
+    those whose lock no live process holds. Returns how many were removed."""
+    import fcntl
+    import os
+    import shutil
+    from pathlib import Path
+
+    n = 0
+    for d in Path(tempfile.gettempdir()).glob(f"{SAVED_PREFIX}*"):
+        try:
+            fd = os.open(d, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live export holds it
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+            n += 1
+        finally:
+            os.close(fd)
+    return n
+
+
 class SavedModels:
     """SavedModel directories for the Keras models of one export, written once each and reused by every
     variant converted from the same model; removed on ``close()`` / leaving the ``with`` block."""
 
     def __init__(self):
-        self._tmp = tempfile.TemporaryDirectory(prefix="edgeretina-sm-")
+        import fcntl
+        import os
+
+        self._tmp = tempfile.TemporaryDirectory(prefix=SAVED_PREFIX)
+        # held while the directory is in use: clean_stale_savedmodels() removes only unlocked (dead) ones
+        self._lock = os.open(self._tmp.name, os.O_RDONLY)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
         self._dirs: dict[int, tuple[object, str]] = {}
 
     def get(self, model) -> str:
@@ -152,8 +187,13 @@ class SavedModels:
         return self._dirs[key][1]
 
     def close(self) -> None:
+        import os
+
         self._dirs.clear()
         self._tmp.cleanup()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def __enter__(self) -> "SavedModels":
         return self

@@ -93,16 +93,12 @@ VARIANTS: dict[Variant, VariantInfo] = {
                               0.7, 0.75, "pruned, then pruning-preserving QAT, full-integer int8"),
 }
 
-# CLI flags (edgeretina export --<flag>), generated from the table above; --pruned is a modifier.
+# CLI flags (edgeretina export --<flag>), generated from the table above: one per variant that is not a pruned
+# form of another (the --pruned modifier maps float32 / int8 / qat onto those), then --pruned itself.
 FLAGS: dict[str, str] = {
-    "float32": VARIANTS[Variant.FLOAT32].description,
-    "fp16": VARIANTS[Variant.FP16].description,
-    "dynamic": VARIANTS[Variant.DYNAMIC].description,
-    "int8": VARIANTS[Variant.INT8].description,
-    "mixed": VARIANTS[Variant.MIXED].description,
+    **{v.value: i.description for v, i in VARIANTS.items() if not i.pruned},
     "pruned": "magnitude-prune to --sparsity and fine-tune (alone: float32; with --int8: pruned-int8; "
               "with --qat: pqat)",
-    "qat": VARIANTS[Variant.QAT].description,
 }
 
 ALL: tuple[Variant, ...] = tuple(Variant)

@@ -15,8 +15,13 @@ truncated, corrupt or non-image files. See ``docs/data.md`` for every step's exa
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import numbers
 import os
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -109,13 +114,77 @@ def _check_bytes(head: bytes, tail: bytes, size: int) -> str | None:
     return None
 
 
-def decode_image(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray:
+# Image integrity limits (issue 14). A decompression bomb (a 30000×30000 PNG compresses to < 1 MB) is refused
+# from its header, before the raster is allocated; a fundus photograph is 1–25 MP.
+MAX_PIXELS = 50_000_000
+MIN_SIDE = 64          # smaller images are refused where decisions are made (strict decoding)
+MAX_INPUT_SIZE = 1024  # largest model input / resize size (memory is O(size²) per image)
+
+_STRICT = {"on": False}
+_DECODE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def strict_decoding(on: bool = True):
+    """Inside the block (process-wide, every thread), :func:`decode_image` defaults to ``strict=on``:
+    libjpeg's "corrupt data" / "premature end" warnings and images under ``MIN_SIDE`` px are errors."""
+    old = _STRICT["on"]
+    _STRICT["on"] = bool(on)
+    try:
+        yield
+    finally:
+        _STRICT["on"] = old
+
+
+def image_size(buf: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from the file header without decoding the raster (Pillow); None if unknown."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(io.BytesIO(buf.tobytes())) as im:
+                    return int(im.size[0]), int(im.size[1])
+            finally:
+                Image.MAX_IMAGE_PIXELS = old
+    except Exception:  # noqa: BLE001 - Pillow cannot read this header: OpenCV decides below
+        return None
+
+
+def _imdecode_checked(buf: np.ndarray, flags: int) -> tuple[np.ndarray | None, str]:
+    """``cv2.imdecode`` with libjpeg's warnings captured: OpenCV prints them on stderr (file descriptor 2)
+    and returns the damaged image, so stderr is pointed at a temp file for the call (one decode at a time)."""
+    with _DECODE_LOCK, tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            img = cv2.imdecode(buf, flags)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        msg = tmp.read(2000).decode("utf-8", "replace").strip()
+    return img, msg
+
+
+def decode_image(path: str | os.PathLike, data: bytes | None = None, strict: bool | None = None) -> np.ndarray:
     """Read an image file as RGB uint8 ``(H, W, 3)``; any problem is a one-line DataError naming the file.
 
     JPEG/BMP: ``cv2.IMREAD_COLOR`` (applies EXIF orientation, grey → 3 channels). PNG/TIFF/WebP:
     ``cv2.IMREAD_UNCHANGED`` then grey → RGB, RGBA composited on black, 16-bit → 8-bit (``>> 8``, i.e.
     ``x // 257`` rounded down). TIFF orientation tags are applied by OpenCV's TIFF reader.
+
+    Images over ``MAX_PIXELS`` are refused from their header. ``strict`` (default: :func:`strict_decoding`):
+    a JPEG whose decoding makes libjpeg warn (corrupt or missing scan data: OpenCV would return a damaged
+    picture) and images under ``MIN_SIDE`` px on a side are refused too.
     """
+    strict = _STRICT["on"] if strict is None else strict
     p = str(path)
     try:
         buf = np.frombuffer(data, np.uint8) if data is not None else np.fromfile(p, dtype=np.uint8)
@@ -128,10 +197,28 @@ def decode_image(path: str | os.PathLike, data: bytes | None = None) -> np.ndarr
     if problem:
         raise DataError(f"{p}: {problem}")
     fmt = sniff_format(raw)
+    wh = image_size(buf)
+    if wh is not None and wh[0] * wh[1] > MAX_PIXELS:
+        raise DataError(f"{p}: {wh[0]}×{wh[1]} image ({wh[0] * wh[1] / 1e6:.0f} MP) exceeds the "
+                        f"{MAX_PIXELS / 1e6:.0f} MP limit (a decompression bomb?); not decoded")
+    if strict and wh is not None and min(wh) < MIN_SIDE:
+        raise DataError(f"{p}: {wh[0]}×{wh[1]} image is smaller than {MIN_SIDE} px on a side; too small to "
+                        "screen")
     flags = cv2.IMREAD_COLOR if fmt in ("jpeg", "bmp") else cv2.IMREAD_UNCHANGED
-    img = cv2.imdecode(buf, flags)
+    if strict and fmt == "jpeg":
+        img, warning = _imdecode_checked(buf, flags)
+        if warning and img is not None:
+            first = warning.splitlines()[0][:160]
+            raise DataError(f"{p}: corrupt JPEG data (libjpeg: {first}); the decoded picture would be damaged")
+    else:
+        img = cv2.imdecode(buf, flags)
     if img is None or img.size == 0:
         raise DataError(f"{p}: corrupt {fmt.upper()} (OpenCV cannot decode it)")
+    if img.shape[0] * img.shape[1] > MAX_PIXELS:  # a format Pillow could not size
+        raise DataError(f"{p}: {img.shape[1]}×{img.shape[0]} image exceeds the {MAX_PIXELS / 1e6:.0f} MP limit")
+    if strict and min(img.shape[:2]) < MIN_SIDE:
+        raise DataError(f"{p}: {img.shape[1]}×{img.shape[0]} image is smaller than {MIN_SIDE} px on a side; "
+                        "too small to screen")
     return to_rgb_uint8(img, bgr=True, source=p)
 
 
@@ -704,6 +791,13 @@ class Step:
             except ValueError:
                 raise DataError(f"preprocessing step 'scale': unknown mode '{full['mode']}' "
                                 f"(choose from: {', '.join(s.value for s in Scaling)})") from None
+        if self.name == "resize":  # bounded: a metadata asking for a 20000-px resize would allocate gigabytes
+            size = full["size"]
+            sides = list(size) if isinstance(size, (list, tuple)) else [size]
+            if not sides or len(sides) > 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and
+                                                      8 <= v <= MAX_INPUT_SIZE for v in sides):
+                raise DataError(f"preprocessing step 'resize': size {size!r} must be an integer (or a pair) "
+                                f"between 8 and {MAX_INPUT_SIZE} px")
         object.__setattr__(self, "params", full)  # every parameter explicit (the JSON is the spec)
 
     @property

@@ -54,8 +54,10 @@ def _devices(values) -> list[str]:
               help="Decision-stability floor: the reference's flips under benign re-acquisition (JPEG re-save, "
                    "1-2 px moves, brightness, white balance) and every variant's flips as a multiple of it.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
+@click.option("--no-verify-manifest", is_flag=True,
+              help="Use .tflite files even if they do not match their export folder's manifest.json (warns).")
 def bench(more_models, models, data, task, split, devices, threads, runs, warmup, timing_images, reference,
-          max_images, n_boot, seed, out, shift, stability, as_json):
+          max_images, n_boot, seed, out, shift, stability, as_json, no_verify_manifest):
     """Benchmark model variants on the same images: AUROC (95 % CI), ΔAUROC and paired DeLong p against
     the reference, AUROC density, sensitivity/specificity at the reference threshold, decision flips,
     size, gzip size and batch-1 latency.
@@ -88,11 +90,18 @@ def bench(more_models, models, data, task, split, devices, threads, runs, warmup
     def warn(msg):
         click.echo(f"warning: {msg}", err=True)
 
+    if no_verify_manifest:
+        warn("--no-verify-manifest: model files are NOT checked against their export manifests; a tampered "
+             "or swapped file would be benchmarked")
+    from edgeretina.benchmarks.integrity import manifest_verification
+    from edgeretina.preprocess import strict_decoding
+
     try:
-        report = run_bench(all_models, data, task=task, split=split, devices=_devices(devices), threads=threads,
-                           runs=runs, warmup=warmup, timing_images=timing_images, reference=reference, out=out,
-                           n_boot=n_boot, seed=seed, max_images=max_images, progress=progress, warn=warn,
-                           command=command, options=options)
+        with manifest_verification(not no_verify_manifest), strict_decoding():  # issue 14: checked artifacts
+            report = run_bench(all_models, data, task=task, split=split, devices=_devices(devices),
+                               threads=threads, runs=runs, warmup=warmup, timing_images=timing_images,
+                               reference=reference, out=out, n_boot=n_boot, seed=seed, max_images=max_images,
+                               progress=progress, warn=warn, command=command, options=options)
     finally:
         if bar["bar"] is not None:
             bar["bar"].__exit__(None, None, None)

@@ -1,14 +1,14 @@
 """`edgeretina export RUN_DIR_or_MODEL [--int8 ...]`: thin wrapper over ``edgeretina.converters.export_model``.
 
-The variant flags come from ``edgeretina.converters.variants.FLAGS`` (the registry table). No TensorFlow
-import at module level.
+The variant flags come from ``edgeretina.converters.variants`` (the registry table); every flag maps onto an
+:class:`~edgeretina.converters.export.ExportOptions` field, which checks the combinations (the Python API gets
+the same checks). No TensorFlow import at module level.
 """
 from __future__ import annotations
 
 import click
 
-from edgeretina.converters.variants import FLAGS, IO, select_variants
-from edgeretina.errors import ExportError
+from edgeretina.converters.variants import ALL, FLAGS, IO, select_variants
 
 
 def _variant_flags(f):
@@ -20,7 +20,7 @@ def _variant_flags(f):
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(path_type=str))
 @_variant_flags
-@click.option("--all", "all_", is_flag=True, help="every variant (float32 fp16 dynamic int8 pruned pruned-int8 qat pqat)")
+@click.option("--all", "all_", is_flag=True, help=f"every variant ({' '.join(v.value for v in ALL)})")
 @click.option("--sparsity", type=float, default=None, help="target sparsity for --pruned, in (0, 1) [0.5]")
 @click.option("--allocation", type=click.Choice(["uniform", "size"]), default="uniform", show_default=True,
               help="--pruned: same sparsity in every layer, or small layers denser and large ones sparser "
@@ -44,44 +44,33 @@ def _variant_flags(f):
 @click.option("--output", type=click.Choice(["auto", "logits", "probabilities"]), default="auto", show_default=True,
               help="what the .tflite outputs (auto: logits for full-integer variants)")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
-              help="output folder [RUN_DIR/export]")
-def export(model, all_, sparsity, allocation, calib, calib_n, io_, allow_float_fallback, verify_n, steps, finetune_target,
-           bias_correction, output, out_dir,
-           **flags):
+              help="output folder [RUN_DIR/export]; built beside it and swapped in when every file is verified")
+@click.option("--quiet", "-q", is_flag=True, help="no per-stage progress lines")
+def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io_, allow_float_fallback, verify_n,
+           steps, finetune_target, bias_correction, output, **flags):
     """Export MODEL (a run dir or a .keras file with config.json beside it) to .tflite variants.
 
     No variant flag: float32 + int8. Writes <name>_<variant>.tflite (config embedded as metadata) and
-    manifest.json; every file is verified in LiteRT against the Keras model.
+    manifest.json; every file is verified in LiteRT against the Keras model. The folder is replaced as a
+    whole at the end: a failed or interrupted export leaves the previous one untouched.
     """
+    from edgeretina.converters.export import ExportOptions
+
     sel = {k.removeprefix("flag_"): v for k, v in flags.items()}
-    variants = select_variants(**sel, all_=all_)
-    pruning = any(v.info.pruned for v in variants)
-    if sparsity is not None and not pruning:
-        raise ExportError("--sparsity only applies to pruned variants (add --pruned)")
-    if steps is not None and not any(v.info.trains for v in variants):
-        raise ExportError("--steps only applies to --pruned/--qat variants")
-    if steps is not None and steps < 1:
-        raise ExportError(f"--steps must be >= 1, got {steps}")
-    if calib is not None and not any(v.info.calibration for v in variants):
-        raise ExportError("--calib only applies to calibrated variants (--int8, --pruned --int8)")
-    if calib_n < 1 or verify_n < 0:
-        raise ExportError("--calib-n must be >= 1 and --verify-n >= 0")
+    options = ExportOptions(
+        variants=select_variants(**sel, all_=all_), io=io_, sparsity=sparsity, allocation=allocation,
+        calib=calib, calib_n=calib_n, verify_n=verify_n, allow_float_fallback=allow_float_fallback, steps=steps,
+        finetune_target=finetune_target, bias_correction=bias_correction, output=output)
 
     from pathlib import Path
 
-    from edgeretina.converters import FineTune, export_model
+    from edgeretina.converters import export_model
     from edgeretina.run import resolve_model_path
 
     resolve_model_path(Path(model))  # missing file / not a model / no config → one-line error before any work
-
-    kw = {}
-    if steps is not None or finetune_target != "teacher":
-        kw["finetune"] = FineTune(**({} if steps is None else {"steps": steps}), target=finetune_target)
-    names = " ".join(v.value for v in variants)
+    names = " ".join(v.value for v in options.variants)
     click.echo(f"edgeretina export: {model} → {names}")
-    report = export_model(model, variants, out_dir, calib, io=io_, sparsity=0.5 if sparsity is None else sparsity,
-                          calib_n=calib_n, verify_n=verify_n, allow_float_fallback=allow_float_fallback,
-                          output=output, bias_correction=bias_correction, allocation=allocation,
-                          on_result=lambda r: click.echo(r.line()), **kw)
+    report = export_model(model, out_dir=out_dir, options=options, on_result=lambda r: click.echo(r.line()),
+                          progress=None if quiet else (lambda line: click.echo(f"  {line}")))
     click.echo(f"manifest: {report.manifest_path} ({len(report.results)} variant(s), "
                f"{report.options['seconds']:.1f}s)")

@@ -18,11 +18,12 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def load_image(record: Record) -> np.ndarray:
-    """The record's RGB uint8 pixels (decoded from its file, or held in memory)."""
+def load_image(record: Record, strict: bool | None = None) -> np.ndarray:
+    """The record's RGB uint8 pixels (decoded from its file, or held in memory). ``strict``: see
+    :func:`edgeretina.preprocess.decode_image` (libjpeg warnings and tiny images are errors)."""
     if record.image is not None:
         return record.image
-    return decode_image(record.source)
+    return decode_image(record.source, strict=strict)
 
 
 def _map(fn, items: Sequence, workers: int | None):
@@ -35,13 +36,14 @@ def _map(fn, items: Sequence, workers: int | None):
 
 def verify_decodable(records: list[Record], on_bad_image: OnBadImage | str = OnBadImage.FAIL,
                      problems: list[str] | None = None, workers: int | None = None) -> list[Record]:
-    """Decode every record once (``--verify full``); bad ones fail or are skipped and listed."""
+    """Decode every record once (``--verify full``), strictly (a JPEG that makes libjpeg warn, an image
+    under 64 px or over the pixel budget is bad); bad ones fail or are skipped and listed."""
     policy = OnBadImage(on_bad_image)
     problems = [] if problems is None else problems
 
     def try_one(r: Record):
         try:
-            load_image(r)
+            load_image(r, strict=True)
             return None
         except DataError as e:
             return str(e)
