@@ -15,9 +15,10 @@ scores shift and the shipped operating point can miss most positives. :func:`cal
    is (bootstrap range, and out-of-bag sensitivity/specificity when it is re-derived on each resample);
 4. writes a copy of the model whose metadata carries the new ``threshold``, a ``threshold_source`` line and a
    ``calibration`` record (graph bytes unchanged, checked by :func:`graph_sha256` and by running both
-   files in LiteRT), atomically, never over the input, plus a sha256 record: an entry in the folder's
-   ``manifest.json`` ``calibrated`` list when the folder is an edgeretina export folder, else a
-   ``<out>.calibration.json`` sidecar.
+   files in LiteRT), atomically, never over the input, plus a sha256 record: when the output folder holds a
+   ``manifest.json`` (an export folder) the file gets an entry in its ``results`` (variant
+   ``<variant>-calibrated``, so ``predict``/``bench``'s manifest check accepts it and a re-export of the same
+   source model keeps it); otherwise a ``<out>.calibration.json`` sidecar is written beside it.
 
 This sits in ``benchmarks/`` because it runs models (runners) — core ← converters ← benchmarks ← cli.
 """
@@ -63,9 +64,9 @@ class OperatingPoint:
 
     threshold: float
     sensitivity: float
-    sensitivity_ci95: tuple[float, float]
+    sensitivity_ci95: tuple[float, float] | None  # None with n_boot=0
     specificity: float
-    specificity_ci95: tuple[float, float]
+    specificity_ci95: tuple[float, float] | None
     tp: int
     fn: int
     tn: int
@@ -73,7 +74,8 @@ class OperatingPoint:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["sensitivity_ci95"], d["specificity_ci95"] = list(self.sensitivity_ci95), list(self.specificity_ci95)
+        for k in ("sensitivity_ci95", "specificity_ci95"):
+            d[k] = list(d[k]) if d[k] is not None else None
         return d
 
 
@@ -109,7 +111,7 @@ class CalibrationResult:
     n_pos: int
     n_neg: int
     auroc: float
-    auroc_ci95: tuple[float, float]
+    auroc_ci95: tuple[float, float] | None
     target: dict[str, Any]  # {"kind": "sensitivity", "value": 0.9} | {"kind": "youden"}
     old: OperatingPoint
     new: OperatingPoint
@@ -121,7 +123,7 @@ class CalibrationResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["auroc_ci95"] = list(self.auroc_ci95)
+        d["auroc_ci95"] = list(self.auroc_ci95) if self.auroc_ci95 else None
         d["old"], d["new"] = self.old.to_dict(), self.new.to_dict()
         d["stability"] = self.stability.to_dict() if self.stability else None
         return d
@@ -132,7 +134,7 @@ class CalibrationResult:
         pos = self.positive_label
         out = [f"local set: {ds['name']} ({ds['format']}, split {ds['split']}): n={self.n}, "
                f"{self.n_pos} {pos} / {self.n_neg} other",
-               f"AUROC {self.auroc:.3f} (95% CI {_ci(self.auroc_ci95)})", ""]
+               f"AUROC {self.auroc:.3f}" + (f" (95% CI {_ci(self.auroc_ci95)})" if self.auroc_ci95 else ""), ""]
         tgt = _target_text(self.target)
         rows = [("", "threshold", "sensitivity (95% CI)", "specificity (95% CI)"),
                 ("old (metadata)",) + _op_cells(self.old), (f"new ({tgt})",) + _op_cells(self.new)]
@@ -154,8 +156,11 @@ def _ci(ci) -> str:
 
 
 def _op_cells(op: OperatingPoint) -> tuple[str, str, str]:
-    return (f"{op.threshold:.4f}", f"{op.sensitivity:.3f} ({_ci(op.sensitivity_ci95)}) {op.tp}/{op.tp + op.fn}",
-            f"{op.specificity:.3f} ({_ci(op.specificity_ci95)}) {op.tn}/{op.tn + op.fp}")
+    def cell(v, ci, k, n):
+        return f"{v:.3f}" + (f" ({_ci(ci)})" if ci else "") + f" {k}/{n}"
+
+    return (f"{op.threshold:.4f}", cell(op.sensitivity, op.sensitivity_ci95, op.tp, op.tp + op.fn),
+            cell(op.specificity, op.specificity_ci95, op.tn, op.tn + op.fp))
 
 
 def _target_text(target: dict[str, Any]) -> str:
@@ -204,7 +209,7 @@ def operating_point(y, s, threshold: float, n_boot: int = 1000, seed: int = 0) -
     tp, fn, tn, fp = _rates(y, s, threshold)
     sens, spec = tp / max(tp + fn, 1), tn / max(tn + fp, 1)
     if n_boot <= 0:
-        return OperatingPoint(float(threshold), sens, (sens, sens), spec, (spec, spec), tp, fn, tn, fp)
+        return OperatingPoint(float(threshold), sens, None, spec, None, tp, fn, tn, fp)
     rng = np.random.default_rng(seed)
     hit_pos = (s[y == 1] >= threshold).astype(np.float64)  # per positive: referred?
     hit_neg = (s[y == 0] < threshold).astype(np.float64)  # per negative: not referred?
@@ -292,24 +297,30 @@ def _check_output(model_path: Path, out: Path, overwrite: bool) -> None:
         raise EdgeRetinaError(f"{out}: output location is not writable")
     man = _export_manifest(out.parent)
     if man is not None:
-        listed = {Path(r.get("path", "")).name for r in man.get("results", []) if isinstance(r, dict)}
+        listed = {Path(str(r.get("path", ""))).name for r in man["results"]
+                  if isinstance(r, dict) and not r.get("calibration")}
         if out.name in listed:
             raise EdgeRetinaError(f"{out}: is an exported variant listed in {out.parent / 'manifest.json'}; "
                                   f"write the calibrated copy under another name")
 
 
 def _export_manifest(folder: Path) -> dict | None:
-    """The folder's manifest.json when it is an edgeretina export manifest, else None."""
-    from edgeretina.converters.export import MANIFEST, MANIFEST_SCHEMA
+    """The folder's manifest.json (None when there is none). One that is unreadable or not an export
+    manifest is refused: the calibrated file could not be recorded in it, and predict/bench refuse files
+    of a folder whose manifest they cannot read."""
+    from edgeretina.converters.export import MANIFEST
 
     p = folder / MANIFEST
-    if not p.is_file():
+    if not p.exists():
         return None
     try:
-        d = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return d if isinstance(d, dict) and d.get("schema") == MANIFEST_SCHEMA else None
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EdgeRetinaError(f"{p}: unreadable manifest ({e}); write the calibrated model to another folder") from None
+    if not isinstance(d, dict) or not isinstance(d.get("results"), list):
+        raise EdgeRetinaError(f"{p}: not an edgeretina export manifest (no 'results' list); write the calibrated "
+                              f"model to another folder")
+    return d
 
 
 def _check_dataset_task(ds, spec: TaskSpec, data: str) -> None:
@@ -402,7 +413,7 @@ def calibrate(model: str | os.PathLike, data: str, out: str | os.PathLike, *, ta
     old_t = default_threshold(spec, mf.config.threshold)
     new_t = derive_threshold(y, scores, target, sensitivity)
     au = bootstrap_auroc(y, scores, n_boot=n_boot, seed=seed)
-    auroc_ci = (au.lo, au.hi) if n_boot > 0 else (au.value, au.value)
+    auroc_ci = (au.lo, au.hi) if n_boot > 0 else None
     old_op = operating_point(y, scores, old_t, n_boot, seed)
     new_op = operating_point(y, scores, new_t, n_boot, seed)
     stab = threshold_stability(y, scores, target, sensitivity, n_boot, seed) if n_boot > 0 else None
@@ -420,7 +431,7 @@ def calibrate(model: str | os.PathLike, data: str, out: str | os.PathLike, *, ta
         "dataset": dataset, "n": len(y), "n_pos": n_pos, "n_neg": n_neg,
         "target": target_d, "old_threshold": old_t, "threshold": new_t,
         "source_file": model_path.name, "source_sha256": source_sha,
-        "auroc": au.value, "auroc_ci95": list(auroc_ci),
+        "auroc": au.value, "auroc_ci95": list(auroc_ci) if auroc_ci else None,
         "old": old_op.to_dict(), "new": new_op.to_dict(),
         "stability": stab.to_dict() if stab else None,
         "n_boot": n_boot, "seed": seed, "edgeretina_version": __version__,
@@ -442,10 +453,10 @@ def calibrate(model: str | os.PathLike, data: str, out: str | os.PathLike, *, ta
     if g_src != g_new:  # pragma: no cover - embed_metadata must not touch the graph
         raise ModelError(f"{out}: re-embedding the metadata changed the graph; nothing written")
     sha = hashlib.sha256(new_bytes).hexdigest()
-    entry = {"path": str(out), "file": out.name, "sha256": sha, "size_bytes": len(new_bytes),
-             "source": str(model_path), "source_sha256": source_sha, "graph_sha256": g_new,
-             "variant": (mf.meta.get("export") or {}).get("variant"), "threshold": new_t,
-             "calibration": record}
+    base = (mf.meta.get("export") or {}).get("variant") or model_path.stem
+    entry = {"variant": f"{base}-calibrated", "path": str(out), "file": out.name, "sha256": sha,
+             "size_bytes": len(new_bytes), "source": str(model_path), "source_sha256": source_sha,
+             "graph_sha256": g_new, "threshold": new_t, "calibration": record}
 
     say(f"writing {out}")
     record_path, kind = _write(out, new_bytes, entry, runner, mf, records[: min(8, len(records))])
@@ -478,8 +489,9 @@ def _write(out: Path, data: bytes, entry: dict, runner, mf, check_records) -> tu
     try:
         man = _export_manifest(out.parent)
         if man is not None:
-            entries = [e for e in man.get("calibrated", []) if isinstance(e, dict) and e.get("file") != out.name]
-            man["calibrated"] = entries + [entry]
+            man["results"] = [r for r in man["results"] if not (isinstance(r, dict) and
+                                                                Path(str(r.get("path", ""))).name == out.name)]
+            man["results"].append(entry)
             return write_json_atomic(out.parent / "manifest.json", man), "manifest"
         return write_json_atomic(out.parent / (out.name + SIDECAR_SUFFIX), entry), "sidecar"
     except BaseException:
@@ -496,7 +508,8 @@ def verify_record(path: str | os.PathLike) -> dict[str, Any]:
     man = _export_manifest(p.parent)
     entry = None
     if man is not None:
-        entry = next((e for e in man.get("calibrated", []) if isinstance(e, dict) and e.get("file") == p.name), None)
+        entry = next((e for e in man["results"] if isinstance(e, dict) and e.get("calibration")
+                      and Path(str(e.get("path", ""))).name == p.name), None)
     side = p.parent / (p.name + SIDECAR_SUFFIX)
     if entry is None and side.is_file():
         entry = json.loads(side.read_text())

@@ -61,6 +61,8 @@ class ModelFile:
             ts = export.get("target_sparsity") if isinstance(export, dict) else None
             if ts:  # pruned variants at several sparsities must not share a name in one report
                 v = f"{v}@{round(100 * float(ts))}%"
+            if isinstance(self.meta.get("calibration"), dict):  # a site-calibrated copy (edgeretina calibrate)
+                v = f"{v}@{self.path.stem}"  # must not share its source's name in one report
             return v
         if self.format == "keras":
             return "keras"

@@ -82,6 +82,16 @@ def _local_scores(model_path):
     return np.asarray(p)[:, 1], np.asarray([r.y for r in recs])
 
 
+def _local_png(path: Path, i: int = 0) -> Path:
+    import cv2
+
+    from edgeretina.data import open_dataset
+
+    rec = open_dataset(LOCAL, "glaucoma").records[int(i)]
+    cv2.imwrite(str(path), cv2.cvtColor(rec.image, cv2.COLOR_RGB2BGR))
+    return path
+
+
 # ------------------------------------------------------------------------------------------ happy paths
 
 
@@ -149,16 +159,22 @@ def test_export_folder_gets_a_manifest_entry(tiny):
     assert res.record_kind == "manifest" and Path(res.record) == man_path
     assert res.target == {"kind": "youden"}  # the default target
     man = json.loads(man_path.read_text())
-    assert man["results"] == results_before  # the export's own entries untouched
-    (entry,) = man["calibrated"]
+    assert man["results"][:-1] == results_before  # the export's own entries untouched
+    entry = man["results"][-1]
     assert entry["file"] == out.name and entry["sha256"] == _sha(out) == res.sha256
     assert entry["threshold"] == read_metadata(out)["threshold"] == res.new.threshold
-    assert entry["source_sha256"] == _sha(f32) and entry["variant"] == "float32"
+    assert entry["source_sha256"] == _sha(f32) and entry["variant"] == "float32-calibrated"
     assert not (f32.parent / (out.name + ".calibration.json")).exists()
     assert verify_record(out)["sha256"] == res.sha256
+    # predict accepts the calibrated file inside the export folder (its manifest lists it)
+    img = _local_png(f32.parent.parent / "eye0.png")
+    r = CliRunner().invoke(cli, ["predict", str(out), str(img)])
+    assert r.exit_code == 0 and f"threshold {res.new.threshold:.3f}" in r.output, r.output
     # re-calibrating the same output replaces its entry, never duplicates it
     res2 = calibrate(f32, LOCAL, out, sensitivity=0.95, overwrite=True, n_boot=0)
-    (entry,) = json.loads(man_path.read_text())["calibrated"]
+    results = json.loads(man_path.read_text())["results"]
+    assert results[:-1] == results_before
+    entry = results[-1]
     assert entry["sha256"] == res2.sha256 == _sha(out) and entry["calibration"]["target"]["value"] == 0.95
     # the result: in-sample figures, CIs around them, stability
     assert res.n == 120 and res.n_pos == 60 and 0.5 < res.auroc <= 1.0
@@ -174,12 +190,9 @@ def test_export_folder_gets_a_manifest_entry(tiny):
 def test_predict_and_bench_use_the_calibrated_threshold(tiny, tmp_path):
     """An image scored between the new and the old threshold: 'no referral' with the shipped model,
     'refer' with the calibrated copy — predict reads the threshold from the metadata. bench likewise."""
-    import cv2
-
     from edgeretina.benchmarks.calibrate import calibrate
     from edgeretina.benchmarks.harness import run_bench
     from edgeretina.benchmarks.predict import predict_images
-    from edgeretina.data import open_dataset
 
     src = tiny["f32"]
     out = tmp_path / "site.tflite"
@@ -189,9 +202,7 @@ def test_predict_and_bench_use_the_calibrated_threshold(tiny, tmp_path):
     s, _ = _local_scores(src)
     between = [i for i in np.argsort(s) if new_t <= s[i] < SHIPPED_THRESHOLD]
     assert between, "no local image between the thresholds"
-    rec = open_dataset(LOCAL, "glaucoma").records[int(between[0])]
-    img = tmp_path / "eye.png"
-    cv2.imwrite(str(img), cv2.cvtColor(rec.image, cv2.COLOR_RGB2BGR))
+    img = _local_png(tmp_path / "eye.png", between[0])
     (old,), (new,) = predict_images(src, [img]), predict_images(out, [img])
     assert old.threshold == SHIPPED_THRESHOLD and new.threshold == new_t
     assert old.score == pytest.approx(new.score, abs=1e-6) and new_t <= new.score < SHIPPED_THRESHOLD
@@ -238,6 +249,7 @@ REFUSALS = {
     "out-under-a-file": ("f32", LOCAL, ("OUT=FILE",), ["not a directory"]),
     "out-not-tflite": ("f32", LOCAL, ("OUT=TXT",), ["must be a .tflite"]),
     "out-is-export-variant": ("loose", LOCAL, ("OUT=VARIANT", "--overwrite"), ["exported variant listed"]),
+    "out-folder-bad-manifest": ("f32", LOCAL, ("OUT=BADMAN",), ["unreadable manifest"]),
 }
 
 
@@ -251,8 +263,10 @@ def test_refusals_one_line_exit_2_nothing_written(tiny, tmp_path, case):
     out = tmp_path / "new" / "site.tflite"
     blocker = tmp_path / "afile"
     blocker.write_text("x")
+    (tmp_path / "badman").mkdir()
+    (tmp_path / "badman" / "manifest.json").write_text("{not json")
     outs = {"OUT=INPUT": model, "OUT=FILE": blocker / "site.tflite", "OUT=TXT": tmp_path / "site.txt",
-            "OUT=VARIANT": tiny["export"] / "tiny_float32.tflite"}
+            "OUT=VARIANT": tiny["export"] / "tiny_float32.tflite", "OUT=BADMAN": tmp_path / "badman" / "site.tflite"}
     args = [a for a in extra if a not in outs]
     out = next((outs[a] for a in extra if a in outs), out)
     export_before = {p.name: _sha(p) for p in tiny["export"].iterdir()}
@@ -263,6 +277,7 @@ def test_refusals_one_line_exit_2_nothing_written(tiny, tmp_path, case):
     for w in words:
         assert w in r.output, r.output
     assert not (tmp_path / "new").exists() and not (tmp_path / "site.txt").exists()
+    assert [p.name for p in (tmp_path / "badman").iterdir()] == ["manifest.json"]
     assert not list(tmp_path.rglob("*.calibration.json"))
     assert {p.name: _sha(p) for p in tiny["export"].iterdir()} == export_before
     if model_before:
