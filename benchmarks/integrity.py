@@ -142,7 +142,15 @@ def _pipeline(preprocessing, source: str):
 
 def tflite_io_shapes(data: bytes) -> tuple[list[list[int]], list[list[int]]]:
     """(input shapes, output shapes) of a .tflite's main subgraph, read from the flatbuffer."""
-    from edgeretina.runtime.flatbuffer import root
+    try:
+        from edgeretina.runtime.flatbuffer import root
+    except ImportError:  # before the runtime layer lands: the same read through LiteRT's schema
+        from ai_edge_litert import schema_py_generated as schema
+
+        def root(b):
+            if not schema.Model.ModelBufferHasIdentifier(b, 0):
+                raise ModelError("not a valid .tflite flatbuffer (missing TFL3 identifier)")
+            return schema.Model.GetRootAs(b, 0)
 
     m = root(data)
     sg = m.Subgraphs(0)

@@ -253,7 +253,7 @@ def test_tampered_and_swapped_files_are_refused(exported_a, tmp_path):
 
 
 def _with_metadata(src: Path, dst: Path, **changes) -> Path:
-    from edgeretina.runtime import embed_metadata, read_metadata
+    from edgeretina.converters.metadata import embed_metadata, read_metadata
 
     meta = read_metadata(src)
     meta.update(changes)

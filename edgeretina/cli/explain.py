@@ -20,6 +20,9 @@ def explain(model, image, out, class_name, layer, alpha):
 
     if not Path(image).is_file():
         raise DataError(f"{image}: no such image file")
+    from edgeretina.io import ensure_writable_dir
+
+    ensure_writable_dir(Path(out).resolve().parent)  # an unwritable --out fails before the model loads
     from edgeretina.models.gradcam import explain_file
 
     ex = explain_file(model, image, out, class_name=class_name, layer=layer, alpha=alpha)
