@@ -248,22 +248,9 @@ def graph_sha256(tflite: bytes, name: str = "edgeretina") -> str:
     metadata (e.g. a model and its calibrated copy). Buffers no tensor or remaining metadata entry uses are
     blanked and trailing blank ones dropped, so it does not matter whether re-embedding the metadata
     reused the entry's buffer or appended a new one."""
-    from ai_edge_litert.tools import flatbuffer_utils as fu
+    from edgeretina.runtime.flatbuffer import graph_sha256 as sha
 
-    m = fu.read_model_from_bytearray(bytearray(tflite))
-
-    def md_name(md) -> str:
-        return md.name.decode("utf-8") if isinstance(md.name, bytes) else str(md.name)
-
-    m.metadata = [md for md in (m.metadata or []) if md_name(md) != name] or None
-    used = {t.buffer for sg in (m.subgraphs or []) for t in (sg.tensors or [])}
-    used |= {md.buffer for md in (m.metadata or [])}
-    for i, b in enumerate(m.buffers or []):
-        if i not in used:
-            b.data = None
-    while m.buffers and len(m.buffers) - 1 not in used and m.buffers[-1].data is None:
-        m.buffers.pop()
-    return hashlib.sha256(bytes(fu.convert_object_to_bytearray(m))).hexdigest()
+    return sha(tflite, name)
 
 
 # ------------------------------------------------------------------------------------------ checks

@@ -4,7 +4,8 @@ Preprocessing, labels, task and threshold come from the model itself — the JSO
 ``edgeretina`` inside a ``.tflite`` (written by ``edgeretina export``), or ``config.json`` beside a
 ``.keras`` file. A model without it is refused (:class:`~edgeretina.errors.ModelError`), never guessed.
 
-No TensorFlow import here: ``.tflite`` files are read with the flatbuffer schema shipped by ai-edge-litert.
+No TensorFlow import here: ``.tflite`` files are read by ``edgeretina.runtime`` (the flatbuffer schema shipped
+by ai-edge-litert).
 """
 from __future__ import annotations
 
@@ -18,9 +19,8 @@ import numpy as np
 
 from edgeretina.errors import ModelError
 from edgeretina.run import CONFIG_FILE, MODEL_FILE, RunConfig
-
-# LiteRT builtin operators that carry a weight kernel (one "layer" of depth each).
-_WEIGHT_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"}
+from edgeretina.runtime import read_metadata
+from edgeretina.runtime.flatbuffer import param_counts
 
 
 @dataclass(frozen=True)
@@ -172,29 +172,11 @@ def expand_models(paths) -> list[Path]:
 # --------------------------------------------------------------------------------------------- .tflite
 
 
-def _schema():
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema
-
-
-def _root(data: bytes):
-    schema = _schema()
-    try:
-        if not schema.Model.ModelBufferHasIdentifier(data, 0):
-            raise ValueError("missing TFL3 identifier")
-        return schema.Model.GetRootAs(data, 0)
-    except Exception as e:  # noqa: BLE001 - any parse failure means "not a tflite"
-        raise ModelError(f"not a valid .tflite flatbuffer ({e})") from None
-
-
 def read_tflite_metadata(path: str | Path) -> dict:
-    """The ``edgeretina`` JSON metadata dict of a .tflite (``edgeretina.converters.metadata``).
+    """The ``edgeretina`` JSON metadata dict of a .tflite (``edgeretina.runtime.metadata``).
 
     ``ModelError`` when the file is not a .tflite or carries no such metadata.
     """
-    from edgeretina.converters.metadata import read_metadata
-
     try:
         meta = read_metadata(path)
     except ModelError:
@@ -207,66 +189,9 @@ def read_tflite_metadata(path: str | Path) -> dict:
     return meta
 
 
-def _op_names() -> dict[int, str]:
-    schema = _schema()
-    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
-
-
 def tflite_param_counts(data: bytes) -> tuple[int, int, int]:
-    """(depth, params, nonzero params) of a .tflite flatbuffer (main subgraph)."""
-    schema = _schema()
-    model = _root(data)
-    names = _op_names()
-    sg = model.Subgraphs(0)
-    codes = []
-    for i in range(model.OperatorCodesLength()):
-        oc = model.OperatorCodes(i)
-        codes.append(max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode())))
-    depth = 0
-    bias_inputs: set[int] = set()
-    for i in range(sg.OperatorsLength()):
-        op = sg.Operators(i)
-        if names.get(codes[op.OpcodeIndex()], "") in _WEIGHT_OPS:
-            depth += 1
-            ins = op.InputsAsNumpy()
-            if not isinstance(ins, int) and len(ins) > 2 and ins[2] >= 0:
-                bias_inputs.add(int(ins[2]))
-    np_types = {
-        schema.TensorType.FLOAT32: np.float32, schema.TensorType.FLOAT16: np.float16,
-        schema.TensorType.INT8: np.int8, schema.TensorType.UINT8: np.uint8,
-        schema.TensorType.INT16: np.int16, schema.TensorType.INT32: np.int32,
-        schema.TensorType.FLOAT64: np.float64,
-    }
-    params = nonzero = 0
-    for t in range(sg.TensorsLength()):
-        ten = sg.Tensors(t)
-        buf = model.Buffers(ten.Buffer())
-        raw = buf.DataAsNumpy() if buf is not None else 0
-        if isinstance(raw, int) or raw.size == 0:
-            continue  # not a constant
-        ttype = ten.Type()
-        if ttype not in np_types:
-            continue
-        if ttype == schema.TensorType.INT32 and t not in bias_inputs:
-            continue  # shapes, axes, paddings: not weights
-        vals = np.frombuffer(raw.tobytes(), dtype=np_types[ttype])
-        params += int(vals.size)
-        zp = 0
-        q = ten.Quantization()
-        if q is not None and q.ZeroPointLength() > 0:
-            zps = q.ZeroPointAsNumpy()
-            if zps.size == 1:
-                zp = int(zps[0])
-            elif np.any(zps != 0):
-                dim = q.QuantizedDimension()
-                shape = ten.ShapeAsNumpy()
-                arr = vals.reshape(shape)
-                bshape = [1] * arr.ndim
-                bshape[dim] = -1
-                nonzero += int(np.count_nonzero(arr != zps.reshape(bshape)))
-                continue
-        nonzero += int(np.count_nonzero(vals != zp))
-    return depth, params, nonzero
+    """(depth, params, nonzero params) of a .tflite flatbuffer (main subgraph): ``runtime.flatbuffer``."""
+    return param_counts(data)
 
 
 # --------------------------------------------------------------------------------------------- Keras

@@ -1,5 +1,6 @@
-"""Figures of a benchmark: ``roc.png`` (every variant's ROC overlaid) and ``ballchart.png`` (images/s on x,
-AUROC on y, ball area proportional to parameters — the glaucoma benchmark paper's Figure 6).
+"""Figures of a benchmark: ``roc.png`` (every variant's ROC overlaid, ``edgeretina.metrics.plot_roc``) and
+``ballchart.png`` (images/s on x, AUROC on y, ball area proportional to parameters — the glaucoma benchmark paper's Figure 6)
+and, with ``--shift``, ``shift.png`` (AUROC per camera shift per variant, mild and severe panels).
 
 matplotlib with the Agg backend (no display needed); files are written atomically.
 """
@@ -23,28 +24,11 @@ def _plt():
 
 
 def plot_roc(curves, path: str | Path, title: str = "ROC") -> Path:
-    """``curves``: iterable of ``(label, y_true (N,), score (N,))`` for a binary outcome."""
-    from sklearn.metrics import roc_auc_score, roc_curve
+    """Deprecated argument order, kept for existing callers: use ``edgeretina.metrics.plot_roc(path, curves,
+    title)``, the one ROC plot (``curves``: iterable of ``(label, y_true (N,), score (N,))``)."""
+    from edgeretina import metrics
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 6.0), dpi=120)
-    styles = ["-", "--", "-.", ":"]
-    for i, (label, y, s) in enumerate(curves):
-        y = np.asarray(y).reshape(-1)
-        s = np.asarray(s, dtype=np.float64).reshape(-1)
-        if len(np.unique(y)) < 2:
-            continue
-        fpr, tpr, _ = roc_curve(y, s)
-        auc = roc_auc_score(y, s)
-        ax.plot(fpr, tpr, styles[i % len(styles)], color=f"C{i % 10}", lw=1.6, alpha=0.9,
-                label=f"{label} (AUROC {auc:.3f})")
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 − specificity (false positive rate)",
-           ylabel="sensitivity (true positive rate)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    return _save(fig, plt, path)
+    return metrics.plot_roc(path, curves, title=title)
 
 
 def plot_ballchart(variants, path: str | Path, title: str = "Throughput vs AUROC") -> Path:
@@ -100,8 +84,7 @@ def plot_shifts(results, path: str | Path, title: str = "AUROC under camera shif
         if (r.name, r.file) not in variants:
             variants.append((r.name, r.file))
     names = [n for n, _ in variants]
-    label = {v: (n if names.count(n) == 1 else f"{n} ({Path(f).parent.name})") for v, (n, f) in
-             zip(variants, variants)}
+    label = {(n, f): (n if names.count(n) == 1 else f"{n} ({Path(f).parent.name})") for n, f in variants}
     val = {(r.name, r.file, r.shift, r.level): r.auroc for r in results}
     levels = ["mild", "severe"]
     fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 1.0 + 0.7 * len(shifts) * 2), 4.8), dpi=120, sharey=True)

@@ -31,10 +31,14 @@ def pipeline_of(cfg: RunConfig, source: str = "config.json"):
         raise ExportError(f"{source}: unknown preprocessing in config ({e})") from None
 
 
-def _label_key(y: Any) -> str:
+def label_key(y: Any) -> str:
+    """A label as a string key: ``"1"`` for class 1, ``"0101"`` for a multi-label pattern."""
     if isinstance(y, (tuple, list, np.ndarray)):
         return "".join(str(int(round(float(v)))) for v in y)
     return str(int(y))
+
+
+_label_key = label_key  # TODO(issue 16): delete once converters/export.py calls label_key
 
 
 def stratified_indices(labels: Sequence[Any], n: int, seed: int = 0) -> list[int]:
@@ -44,7 +48,7 @@ def stratified_indices(labels: Sequence[Any], n: int, seed: int = 0) -> list[int
         return list(range(len(labels)))
     groups: dict[str, list[int]] = defaultdict(list)
     for i, y in enumerate(labels):
-        groups[_label_key(y)].append(i)
+        groups[label_key(y)].append(i)
     keys = sorted(groups, key=lambda k: -len(groups[k]))
     total = len(labels)
     exact = {k: n * len(groups[k]) / total for k in keys}

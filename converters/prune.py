@@ -8,6 +8,7 @@ import numpy as np
 
 from edgeretina._keras import keras
 from edgeretina.errors import ExportError
+from edgeretina.runtime.flatbuffer import conv_sparsity
 
 from .finetune import FineTune, fit, freeze_batchnorm
 
@@ -127,30 +128,4 @@ def keras_sparsity(model) -> float:
 def tflite_sparsity(tflite: bytes) -> float:
     """Fraction of exact zeros in the weight tensors of the CONV_2D ops of a .tflite (measured on the file
     itself, whatever its weight dtype; NaN if those weights are not constants)."""
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils as fu
-
-    names = {v: k for k, v in schema.BuiltinOperator.__dict__.items() if not k.startswith("_")}
-    m = fu.read_model_from_bytearray(bytearray(tflite))
-    dtypes = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.FLOAT16: np.float16,
-              schema.TensorType.INT8: np.int8}
-    zeros = total = 0
-    seen = set()
-    for sg in m.subgraphs:
-        for op in sg.operators:
-            code = fu.get_builtin_code_from_operator_code(m.operatorCodes[op.opcodeIndex])
-            if names.get(code) not in MEASURED_OPS or len(op.inputs) < 2:
-                continue
-            t = sg.tensors[op.inputs[1]]
-            if t.buffer in seen:
-                continue
-            seen.add(t.buffer)
-            data = m.buffers[t.buffer].data
-            if data is None or t.type not in dtypes:
-                continue
-            a = np.frombuffer(bytes(np.asarray(data, dtype=np.uint8)), dtype=dtypes[t.type])
-            zeros += int((a == 0).sum())
-            total += a.size
-    if total == 0:
-        return float("nan")
-    return zeros / total
+    return conv_sparsity(tflite, MEASURED_OPS)

@@ -8,7 +8,8 @@ three questions for a variant scored on the same images as its reference (usuall
   Both models are scored on the *same* cases, so their AUROCs are correlated; the test uses the covariance
   of the structural components instead of treating the two AUROCs as independent.
 - **Does it change decisions?** :func:`flip_rate` — the share of images whose screening decision (score at
-  the reference's recommended threshold) differs from the reference's.
+  the reference's recommended threshold) differs from the reference's. Decisions and flip rates live in
+  ``edgeretina.runtime.decisions`` (re-exported here), the same code as the export's agreement figure.
 - **How much is kept, per what?** :func:`retention` and :func:`auroc_density` (AUROC per million parameters,
   per million non-zero parameters, or per MB).
 
@@ -23,6 +24,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import stats
+
+from edgeretina.runtime.decisions import decisions, flip_rate, label_flip_rate
 
 __all__ = [
     "DeLongResult",
@@ -127,38 +130,6 @@ def delong_test(y, scores_a, scores_b) -> DeLongResult:
         p = float(2.0 * stats.norm.sf(abs(z)))
     return DeLongResult(float(auc[0]), float(auc[1]), delta, se, float(z), min(p, 1.0),
                         int(v10.shape[1]), int(v01.shape[1]))
-
-
-def decisions(scores, threshold) -> np.ndarray:
-    """Screening decisions: ``score >= threshold`` (per label for a (N, L) score matrix)."""
-    s = np.asarray(scores, dtype=np.float64)
-    return s >= np.asarray(threshold, dtype=np.float64)
-
-
-def flip_rate(ref_scores, var_scores, threshold=0.5) -> float:
-    """Share of images whose decision at ``threshold`` differs between reference and variant.
-
-    For (N, L) multi-label scores an image counts as flipped when any of its label decisions differs.
-    ``threshold`` may be a scalar or one value per label.
-    """
-    a = decisions(ref_scores, threshold)
-    b = decisions(var_scores, threshold)
-    if a.shape != b.shape:
-        raise ValueError(f"flip rate needs the same cases: shapes {a.shape} vs {b.shape}")
-    if a.size == 0:
-        return float("nan")
-    diff = a != b
-    if diff.ndim > 1:
-        diff = diff.reshape(len(diff), -1).any(axis=1)
-    return float(diff.mean())
-
-
-def label_flip_rate(ref_labels, var_labels) -> float:
-    """Share of images whose predicted class (e.g. argmax grade) differs."""
-    a, b = np.asarray(ref_labels), np.asarray(var_labels)
-    if a.shape != b.shape:
-        raise ValueError(f"flip rate needs the same cases: shapes {a.shape} vs {b.shape}")
-    return float((a != b).mean()) if a.size else float("nan")
 
 
 def retention(value, reference) -> float | None:

@@ -188,30 +188,40 @@ def primary_score(spec: TaskSpec, y, scores) -> float:
     return multilabel_metrics(y, scores, spec.labels)["macro_auroc"]
 
 
-def plot_roc(path: str | Path, curves: dict[str, tuple[Any, Any]], title: str = "ROC") -> Path:
-    """ROC curves ``{name: (y, scores)}`` → PNG (written atomically)."""
+def plot_roc(path: str | Path, curves, title: str = "ROC") -> Path:
+    """ROC curves → PNG at ``path`` (written atomically; matplotlib Agg). ``curves``: ``{name: (y, scores)}``
+    or an iterable of ``(name, y, scores)`` for a binary outcome; a curve whose labels hold one class is
+    left out. The one ROC plot of edgeretina (training's roc.png and the benchmark's)."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
     from edgeretina.io import atomic_path
 
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
-    for name, (y, s) in curves.items():
-        y = np.asarray(y).astype(int).ravel()
-        if len(np.unique(y)) < 2:
-            continue
-        fpr, tpr, _ = roc_curve(y, np.asarray(s, dtype=np.float64).ravel())
-        ax.plot(fpr, tpr, label=f"{name} (AUROC {auroc(y, s):.3f})")
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-    ax.set(xlabel="1 − specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    items = [(k, *v) for k, v in curves.items()] if isinstance(curves, dict) else list(curves)
+    styles = ["-", "--", "-.", ":"]
+    fig, ax = plt.subplots(figsize=(6.4, 6.0), dpi=120)
+    try:
+        for i, (name, y, s) in enumerate(items):
+            y = np.asarray(y).astype(int).reshape(-1)
+            s = np.asarray(s, dtype=np.float64).reshape(-1)
+            if len(np.unique(y)) < 2:
+                continue
+            fpr, tpr, _ = roc_curve(y, s)
+            ax.plot(fpr, tpr, styles[i % len(styles)], color=f"C{i % 10}", lw=1.6, alpha=0.9,
+                    label=f"{name} (AUROC {auroc(y, s):.3f})")
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 − specificity (false positive rate)",
+               ylabel="sensitivity (true positive rate)", title=title)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
     return Path(path)
 
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from edgeretina.errors import DeviceError
 
-from .base import Timing
+from edgeretina.runtime import Timing
 
 PACKAGE = "org.edgeretina.demo"
 ACTIVITY = f"{PACKAGE}/.BenchmarkActivity"

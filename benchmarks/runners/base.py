@@ -1,29 +1,13 @@
 """The runner interface every device implements (litert-cpu, keras-cpu, keras-gpu, android-adb)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from edgeretina.runtime.timing import Timing
 
-@dataclass(frozen=True)
-class Timing:
-    """Batch-1 latency after warm-up, in milliseconds, over ``runs`` passes."""
-
-    p50: float
-    p90: float
-    mean: float
-    n: int
-
-    @property
-    def images_per_s(self) -> float:
-        return 1000.0 / self.mean if self.mean > 0 else float("inf")
-
-    @classmethod
-    def from_samples(cls, ms) -> "Timing":
-        a = np.asarray(ms, dtype=np.float64)
-        return cls(float(np.percentile(a, 50)), float(np.percentile(a, 90)), float(a.mean()), int(a.size))
+__all__ = ["Runner", "Timing"]
 
 
 class Runner(Protocol):

@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeretina.errors import DeviceError, ModelError
-
-from ._common import time_batch1, to_probabilities
-from .base import Timing
+from edgeretina.runtime import Timing, time_batch1, to_probabilities
 
 
 def gpu_devices() -> list[str]:

@@ -3,15 +3,20 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from edgeretina.data.labels import class_counts, is_minority, labels_array, stratum
+from edgeretina.data.splits import split_records
 from edgeretina.errors import DataError
-from edgeretina.tasks import TaskKind, TaskSpec
+from edgeretina.tasks import TaskSpec
+
+__all__ = ["OnBadImage", "Record", "FundusDataset", "labels_array", "class_counts", "is_minority", "stratum",
+           "content_duplicates", "merge_groups", "duplicate_report", "bad_image"]
 
 
 class OnBadImage(str, Enum):
@@ -72,8 +77,6 @@ class FundusDataset:
         ``"kfold:K:I:val"`` (fold I as test, fold I+1 as val), ``"predefined"``, ``"all"`` (every record
         in test, e.g. an external evaluation set).
         """
-        from edgeretina.data.splits import split_records
-
         if scheme is None:
             scheme = "predefined" if self.has_predefined_splits else "70/10/20"
         return split_records(self.records, self.spec, scheme, seed, check=check, source=self.path)
@@ -94,47 +97,6 @@ class FundusDataset:
     def __repr__(self) -> str:
         return (f"FundusDataset(format={self.format!r}, task={self.spec.task.value!r}, n={len(self.records)}, "
                 f"path={self.path!r})")
-
-
-# ----------------------------------------------------------------------------------------------- labels
-def labels_array(records: Iterable[Record], spec: TaskSpec) -> np.ndarray:
-    recs = list(records)
-    if spec.kind is TaskKind.MULTILABEL:
-        return np.asarray([list(r.y) for r in recs], dtype=np.float32).reshape(len(recs), spec.n_outputs)
-    return np.asarray([int(r.y) for r in recs], dtype=np.int64)
-
-
-def class_counts(records: Iterable[Record], spec: TaskSpec) -> dict[str, int]:
-    """Images per class (MULTILABEL: images positive for each label)."""
-    recs = list(records)
-    if spec.kind is TaskKind.MULTILABEL:
-        tot = np.zeros(spec.n_outputs, np.int64)
-        for r in recs:
-            tot += np.asarray(r.y, dtype=np.float32) > 0.5
-        return {name: int(c) for name, c in zip(spec.labels, tot)}
-    c = Counter(int(r.y) for r in recs)
-    return {name: int(c.get(i, 0)) for i, name in enumerate(spec.labels)}
-
-
-def is_minority(record: Record, spec: TaskSpec) -> bool:
-    """Positive / unhealthy: BINARY y == positive; MULTICLASS y != 0; MULTILABEL any positive label other
-    than a healthy 'N'."""
-    if spec.kind is TaskKind.MULTILABEL:
-        return any(v > 0.5 for name, v in zip(spec.labels, record.y) if name != "N")
-    if spec.kind is TaskKind.BINARY:
-        return int(record.y) == (spec.positive_index if spec.positive_index is not None else 1)
-    return int(record.y) != 0
-
-
-def stratum(record_ys: list[Any], spec: TaskSpec, rarity: Mapping[int, int] | None = None) -> str:
-    """Stratification key of a group of records: its most severe class (single-label) or its rarest
-    positive label (multi-label; 'none' when all zero)."""
-    if spec.kind is TaskKind.MULTILABEL:
-        pos = {i for y in record_ys for i, v in enumerate(y) if v > 0.5}
-        if not pos:
-            return "none"
-        return str(min(pos, key=lambda i: ((rarity or {}).get(i, 0), i)))
-    return str(max(int(y) for y in record_ys))
 
 
 # ------------------------------------------------------------------------------------- duplicate grouping

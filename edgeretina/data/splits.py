@@ -15,9 +15,14 @@ from collections import defaultdict
 
 import numpy as np
 
-from edgeretina.data.records import Record, class_counts, stratum
+from typing import TYPE_CHECKING
+
+from edgeretina.data.labels import class_counts, stratum
 from edgeretina.errors import DataError
 from edgeretina.tasks import TaskKind, TaskSpec
+
+if TYPE_CHECKING:  # annotations only: records.py (FundusDataset.split) imports this module
+    from edgeretina.data.records import Record
 
 SPLITS = ("train", "val", "test")
 

@@ -3,6 +3,7 @@ with best-weight restore, per-epoch validation score, progress lines, and an epo
 later call resumes from (model + optimizer state + early-stopping state + history)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -172,7 +173,7 @@ def fit_phase(name: str, model, spec: TaskSpec, train, val, *, loss, lr: float, 
     score_fn = score_fn or (lambda y, s: primary_score(spec, y, s))
     keras.utils.set_random_seed(seed)
     def scope():
-        return strategy.scope() if strategy is not None else _null()
+        return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
     with scope():
         model.compile(optimizer=make_optimizer(lr, momentum, decay), loss=loss)
@@ -202,9 +203,4 @@ def fit_phase(name: str, model, spec: TaskSpec, train, val, *, loss, lr: float, 
                        time.perf_counter() - t0, tracker.history, start)
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
+_null = contextlib.nullcontext  # TODO(issue 16): delete once train/run.py no longer imports it

@@ -24,9 +24,9 @@ from edgeretina.train.loop import PhaseResult, fit_phase
 
 def _scope(strategy):
     """Models that train under a tf.distribute strategy must be created in its scope."""
-    from edgeretina.train.loop import _null
+    from contextlib import nullcontext
 
-    return strategy.scope() if strategy is not None else _null()
+    return strategy.scope() if strategy is not None else nullcontext()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,291 @@
+"""The only reader/writer of the ``.tflite`` flatbuffer (schema shipped by ai-edge-litert; no TensorFlow).
+
+- :func:`op_names` — builtin operator code → name (``CONV_2D``), built once.
+- :func:`get_metadata` / :func:`set_metadata` / :func:`remove_metadata` — raw bytes of a named metadata entry.
+- :func:`shift_output_bias` — add a per-channel delta to the bias of the op producing the model output.
+- :func:`conv_sparsity` — exact zeros in the weights of given ops; :func:`param_counts` — depth / params /
+  non-zero params of the main subgraph.
+"""
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.tools import flatbuffer_utils as fu
+
+from edgeretina.errors import ModelError
+
+# LiteRT builtin operators that carry a weight kernel (one "layer" of depth each).
+WEIGHT_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"})
+BIAS_OPS = frozenset({"FULLY_CONNECTED", "CONV_2D"})
+PASS_OPS = frozenset({"QUANTIZE", "DEQUANTIZE", "RESHAPE"})
+
+NP_TYPES = {
+    schema.TensorType.FLOAT32: np.float32, schema.TensorType.FLOAT16: np.float16,
+    schema.TensorType.INT8: np.int8, schema.TensorType.UINT8: np.uint8,
+    schema.TensorType.INT16: np.int16, schema.TensorType.INT32: np.int32,
+    schema.TensorType.FLOAT64: np.float64,
+}
+
+
+@lru_cache(maxsize=1)
+def op_names() -> dict[int, str]:
+    """Builtin operator code → name."""
+    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+# --------------------------------------------------------------------------------------- read / write
+
+
+def is_tflite(data: bytes) -> bool:
+    return len(data) >= 8 and bytes(data[4:8]) == b"TFL3"
+
+
+def root(data: bytes):
+    """Read-only flatbuffer view (``schema.Model``); ``ModelError`` when ``data`` is not a .tflite."""
+    try:
+        if not schema.Model.ModelBufferHasIdentifier(data, 0):
+            raise ValueError("missing TFL3 identifier")
+        return schema.Model.GetRootAs(data, 0)
+    except Exception as e:  # noqa: BLE001 - any parse failure means "not a tflite"
+        raise ModelError(f"not a valid .tflite flatbuffer ({e})") from None
+
+
+def read_model(data: bytes):
+    """Mutable object tree (``schema.ModelT``) of a .tflite."""
+    return fu.read_model_from_bytearray(bytearray(data))
+
+
+def write_model(model) -> bytes:
+    return bytes(fu.convert_object_to_bytearray(model))
+
+
+def op_name(model, op) -> str | None:
+    """Name of the builtin op of an ``OperatorT`` in ``ModelT`` ``model``."""
+    return op_names().get(fu.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex]))
+
+
+def _buffer_array(model, tensor, dtype) -> np.ndarray | None:
+    data = model.buffers[tensor.buffer].data
+    if data is None:
+        return None
+    return np.frombuffer(bytes(np.asarray(data, dtype=np.uint8)), dtype=dtype)
+
+
+def _new_buffer(model, raw: bytes) -> int:
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(raw, dtype=np.uint8)
+    model.buffers.append(buf)
+    return len(model.buffers) - 1
+
+
+# --------------------------------------------------------------------------------------- metadata
+
+
+def _md_name(md) -> str:
+    n = md.name
+    return n.decode("utf-8") if isinstance(n, bytes) else str(n)
+
+
+def get_metadata(data: bytes, name: str) -> bytes | None:
+    """Raw bytes of the metadata entry ``name`` (None when absent). ``ValueError`` when ``data`` is not a
+    .tflite."""
+    if not is_tflite(data):
+        raise ValueError("no TFL3 identifier")
+    model = schema.Model.GetRootAs(data, 0)
+    for i in range(model.MetadataLength()):
+        md = model.Metadata(i)
+        if (md.Name() or b"").decode("utf-8") != name:
+            continue
+        b = model.Buffers(md.Buffer())
+        if b.Offset():  # large models keep buffers after the flatbuffer
+            return bytes(data[b.Offset(): b.Offset() + b.Size()])
+        return b.DataAsNumpy().tobytes() if b.DataLength() else b""
+    return None
+
+
+def set_metadata(data: bytes, name: str, value: bytes) -> bytes:
+    """``data`` with ``value`` in its metadata entry ``name``. An existing entry of that name gets the new
+    value in its own buffer, so re-embedding leaves no orphaned buffer behind."""
+    m = read_model(data)
+    old = [x for x in (m.metadata or []) if _md_name(x) == name]
+    if old:
+        m.buffers[old[0].buffer].data = np.frombuffer(value, dtype=np.uint8)
+        return write_model(m)
+    md = schema.MetadataT()
+    md.name = name
+    md.buffer = _new_buffer(m, value)
+    m.metadata = list(m.metadata or []) + [md]
+    return write_model(m)
+
+
+def remove_metadata(data: bytes, name: str) -> bytes:
+    """``data`` without its metadata entry ``name``."""
+    m = read_model(data)
+    m.metadata = [x for x in (m.metadata or []) if _md_name(x) != name]
+    return write_model(m)
+
+
+def graph_sha256(data: bytes, name: str) -> str:
+    """sha256 of a .tflite without its ``name`` metadata entry: equal for two files that differ only in that
+    metadata (e.g. a model and its calibrated copy). Buffers no tensor or remaining metadata entry uses are
+    blanked and trailing blank ones dropped, so it does not matter whether re-embedding the metadata
+    reused the entry's buffer or appended a new one."""
+    m = read_model(data)
+    m.metadata = [md for md in (m.metadata or []) if _md_name(md) != name] or None
+    used = {t.buffer for sg in (m.subgraphs or []) for t in (sg.tensors or [])}
+    used |= {md.buffer for md in (m.metadata or [])}
+    for i, b in enumerate(m.buffers or []):
+        if i not in used:
+            b.data = None
+    while m.buffers and len(m.buffers) - 1 not in used and m.buffers[-1].data is None:
+        m.buffers.pop()
+    return hashlib.sha256(write_model(m)).hexdigest()
+
+
+# --------------------------------------------------------------------------------------- output bias
+
+
+def _output_bias(m):
+    """(subgraph, op name, bias tensor, input tensor, weight tensor) of the op producing the model output,
+    looking through QUANTIZE/DEQUANTIZE/RESHAPE; None if it is not a biased integer FC/conv."""
+    sg = m.subgraphs[0]
+    producer = {o: op for op in sg.operators for o in op.outputs}
+    t = sg.outputs[0]
+    for _ in range(4):
+        op = producer.get(t)
+        if op is None:
+            return None
+        name = op_name(m, op)
+        if name in PASS_OPS:
+            t = op.inputs[0]
+            continue
+        if name not in BIAS_OPS or len(op.inputs) < 3 or op.inputs[2] < 0:
+            return None
+        bias = sg.tensors[op.inputs[2]]
+        if (bias.type not in (schema.TensorType.INT32, schema.TensorType.FLOAT32)
+                or m.buffers[bias.buffer].data is None):
+            return None
+        return sg, name, bias, sg.tensors[op.inputs[0]], sg.tensors[op.inputs[1]]
+    return None
+
+
+def _shifted_bias(m, bias, x, w, delta: np.ndarray) -> np.ndarray | None:
+    if bias.type == schema.TensorType.FLOAT32:
+        b = _buffer_array(m, bias, np.float32)
+        return None if delta.size != b.size else (b + delta).astype(np.float32)
+    b = _buffer_array(m, bias, np.int32).astype(np.int64)
+    q_in, q_w = x.quantization, w.quantization
+    if q_in is None or q_w is None or q_in.scale is None or q_w.scale is None:
+        return None
+    s_in = np.asarray(q_in.scale, dtype=np.float64)
+    s_w = np.asarray(q_w.scale, dtype=np.float64)
+    if delta.size != b.size or s_in.size != 1 or s_w.size not in (1, b.size):
+        return None
+    step = s_in[0] * np.broadcast_to(s_w, b.shape)  # bias step = input scale × per-channel weight scale
+    info = np.iinfo(np.int32)
+    return np.clip(b + np.round(delta / step), info.min, info.max).astype(np.int32)
+
+
+def shift_output_bias(data: bytes, delta) -> tuple[bytes, str] | None:
+    """Add ``delta`` (float, one value per output channel, in output units) to the bias of the output op
+    (int32 bias of an integer op, or float32 bias of a float op in a selectively quantized graph). Returns
+    (new bytes, op name) or None when the graph's output is not produced by a biased FC/conv."""
+    m = read_model(data)
+    found = _output_bias(m)
+    if found is None:
+        return None
+    _, name, bias, x, w = found
+    nb = _shifted_bias(m, bias, x, w, np.asarray(delta, dtype=np.float64).reshape(-1))
+    if nb is None:
+        return None
+    bias.buffer = _new_buffer(m, nb.tobytes())  # a fresh buffer: converters may share constant buffers
+    return write_model(m), name
+
+
+# --------------------------------------------------------------------------------------- statistics
+
+
+def conv_sparsity(data: bytes, ops=frozenset({"CONV_2D"})) -> float:
+    """Fraction of exact zeros in the weight tensors (input 1) of the ``ops`` of a .tflite, whatever their
+    dtype; NaN if those weights are not constants."""
+    m = read_model(data)
+    dtypes = {k: NP_TYPES[k] for k in (schema.TensorType.FLOAT32, schema.TensorType.FLOAT16,
+                                         schema.TensorType.INT8)}
+    zeros = total = 0
+    seen = set()
+    for sg in m.subgraphs:
+        for op in sg.operators:
+            if op_name(m, op) not in ops or len(op.inputs) < 2:
+                continue
+            t = sg.tensors[op.inputs[1]]
+            if t.buffer in seen:
+                continue
+            seen.add(t.buffer)
+            a = _buffer_array(m, t, dtypes[t.type]) if t.type in dtypes else None
+            if a is None:
+                continue
+            zeros += int((a == 0).sum())
+            total += a.size
+    return zeros / total if total else float("nan")
+
+
+def _weight_layers(model, sg) -> tuple[int, set[int]]:
+    """(number of weight ops, indices of their bias tensors) of subgraph ``sg`` (reader API)."""
+    names = op_names()
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        codes.append(max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode())))
+    depth = 0
+    bias_inputs: set[int] = set()
+    for i in range(sg.OperatorsLength()):
+        op = sg.Operators(i)
+        if names.get(codes[op.OpcodeIndex()], "") in WEIGHT_OPS:
+            depth += 1
+            ins = op.InputsAsNumpy()
+            if not isinstance(ins, int) and len(ins) > 2 and ins[2] >= 0:
+                bias_inputs.add(int(ins[2]))
+    return depth, bias_inputs
+
+
+def _nonzero(ten, vals: np.ndarray) -> int:
+    """Values not equal to their zero point (per-channel zero points broadcast along the quantized axis)."""
+    zp = 0
+    q = ten.Quantization()
+    if q is not None and q.ZeroPointLength() > 0:
+        zps = q.ZeroPointAsNumpy()
+        if zps.size == 1:
+            zp = int(zps[0])
+        elif np.any(zps != 0):
+            arr = vals.reshape(ten.ShapeAsNumpy())
+            bshape = [1] * arr.ndim
+            bshape[q.QuantizedDimension()] = -1
+            return int(np.count_nonzero(arr != zps.reshape(bshape)))
+    return int(np.count_nonzero(vals != zp))
+
+
+def param_counts(data: bytes) -> tuple[int, int, int]:
+    """(depth, params, nonzero params) of a .tflite flatbuffer (main subgraph). ``ModelError`` when the
+    bytes are not a .tflite."""
+    model = root(data)
+    sg = model.Subgraphs(0)
+    depth, bias_inputs = _weight_layers(model, sg)
+    params = nonzero = 0
+    for t in range(sg.TensorsLength()):
+        ten = sg.Tensors(t)
+        buf = model.Buffers(ten.Buffer())
+        raw = buf.DataAsNumpy() if buf is not None else 0
+        if isinstance(raw, int) or raw.size == 0:
+            continue  # not a constant
+        ttype = ten.Type()
+        if ttype not in NP_TYPES:
+            continue
+        if ttype == schema.TensorType.INT32 and t not in bias_inputs:
+            continue  # shapes, axes, paddings: not weights
+        vals = np.frombuffer(raw.tobytes(), dtype=NP_TYPES[ttype])
+        params += int(vals.size)
+        nonzero += _nonzero(ten, vals)
+    return depth, params, nonzero
