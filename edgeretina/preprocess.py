@@ -250,7 +250,8 @@ def to_rgb_uint8(img: np.ndarray, bgr: bool = False, source: str = "image") -> n
 # ------------------------------------------------------------------------------------------- image steps
 def fov_mask(img: np.ndarray, threshold: int = 10) -> np.ndarray:
     """Field-of-view mask: pixels whose max(R, G, B) > ``threshold`` (the black border is below it)."""
-    return img.max(axis=2) > threshold
+    # elementwise maximum of the channel planes: same result as img.max(axis=2), ~20x faster on big photos
+    return np.maximum(np.maximum(img[:, :, 0], img[:, :, 1]), img[:, :, 2]) > threshold
 
 
 def fov_box(img: np.ndarray, threshold: int = 10, min_fraction: float = 0.01) -> tuple[int, int, int, int]:
@@ -473,8 +474,8 @@ def _roundness(lum: np.ndarray, mask: np.ndarray, x: int, y: int, geo, spread: f
 def locate_disc(img: np.ndarray, disc_fraction: float = 0.15, threshold: int = 10,
                 min_confidence: float = 2.0, vessel_weight: float = 1.0,
                 vertical_prior: float = 4.0, edge_penalty: float = 3.5, search_margin: float = 0.07,
-                roundness_weight: float = 1.0, fovea_weight: float = 0.5, min_margin: float = 0.75,
-                min_roundness: float = 0.25, red_weight: float = 0.25, vessel_clip: bool = True,
+                roundness_weight: float = 1.0, fovea_weight: float = 0.0, min_margin: float = 0.75,
+                min_roundness: float = 0.2, red_weight: float = 0.25, vessel_clip: bool = True,
                 refine: bool = False) -> DiscDetection:
     """Find the optic nerve head: a bright, round, disc-sized spot where vessels converge, well inside the
     field of view.
@@ -561,7 +562,7 @@ def locate_disc(img: np.ndarray, disc_fraction: float = 0.15, threshold: int = 1
 
     masked = np.where(search, resp, -np.inf).astype(np.float32)
     kk = max(3, int(round(dd)) | 1)
-    peaks = (masked >= cv2.dilate(masked, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kk, kk)))) & search
+    peaks = (masked >= cv2.dilate(masked, cv2.getStructuringElement(cv2.MORPH_RECT, (kk, kk)))) & search
     py, px = np.nonzero(peaks)
     if py.size == 0:
         return fallback(0.0, "no disc-like spot")
@@ -573,12 +574,18 @@ def locate_disc(img: np.ndarray, disc_fraction: float = 0.15, threshold: int = 1
     cands = []
     for yy, xx in zip(py.tolist(), px.tolist()):
         base = float(masked[yy, xx])
+        # best over the candidate and 4 points 0.2 dd away: the map peak can sit beside the disc centre
+        # (on the vessel trunk), where the sector test is unfair to a real disc
+        o = max(1, int(round(0.2 * dd)))
         rnd = _roundness(lum_raw, mask, xx, yy, geo, spread)
+        if rnd < 1.0:  # (a clearly round blob needs no second look)
+            rnd = max([rnd] + [_roundness(lum_raw, mask, xx + ox_, yy + oy_, geo, spread)
+                               for ox_, oy_ in ((o, 0), (-o, 0), (0, o), (0, -o))])
         fov_term = _fovea_term(bright, inside, xx, yy, dd) if fovea_weight else 0.0
         total = base + roundness_weight * float(np.clip(rnd, -3.0, 3.0)) + fovea_weight * fov_term
         cands.append((total, xx, yy, rnd, base, fov_term))
     cands.sort(key=lambda c: -c[0])
-    total, bx, by, rnd, base, _ = cands[0]
+    total, bx, by, rnd, base = cands[0][:5]
     trace = tuple((float(to_img(c[1])), float(to_img(c[2])), round(c[0], 3), round(c[4], 3), round(c[3], 3),
                    round(c[5], 3)) for c in cands)
     margin = total - cands[1][0] if len(cands) > 1 else 10.0
@@ -661,7 +668,7 @@ def onh_crop_with_info(img: np.ndarray, diameters: float = 2.0, **locator) -> tu
 def onh_crop(img: np.ndarray, diameters: float = 2.0, disc_fraction: float = 0.15, threshold: int = 10,
              min_confidence: float = 2.0, vessel_weight: float = 1.0, vertical_prior: float = 4.0,
              edge_penalty: float = 3.5, search_margin: float = 0.07, roundness_weight: float = 1.0,
-             fovea_weight: float = 0.5, min_margin: float = 0.75, min_roundness: float = 0.25,
+             fovea_weight: float = 0.0, min_margin: float = 0.75, min_roundness: float = 0.2,
              red_weight: float = 0.25, vessel_clip: bool = True, refine: bool = False) -> np.ndarray:
     """Square crop of ``diameters`` disc diameters centred on the detected optic disc (see
     :func:`locate_disc`); zero-padded where the window leaves the image. Flagged detections crop around the
@@ -755,7 +762,7 @@ STEPS: dict[str, StepDef] = {
     "onh_crop": StepDef(onh_crop, {"diameters": 2.0, "disc_fraction": 0.15, "threshold": 10,
                                    "min_confidence": 2.0, "vessel_weight": 1.0, "vertical_prior": 4.0,
                                    "edge_penalty": 3.5, "search_margin": 0.07, "roundness_weight": 1.0,
-                                   "fovea_weight": 0.5, "min_margin": 0.75, "min_roundness": 0.25,
+                                   "fovea_weight": 0.0, "min_margin": 0.75, "min_roundness": 0.2,
                                    "red_weight": 0.25, "vessel_clip": True, "refine": False},
                         doc="square window of ~2 disc diameters around the detected optic disc"),
     "pad_square": StepDef(pad_square, {"value": 0}, doc="pad to a square with black"),
@@ -990,10 +997,12 @@ class Pipeline:
                 ox += sx * int(round(det.x - side / 2))
                 oy += sy * int(round(det.y - side / 2))
                 continue
-            if s.name == "fov_crop":
-                y0, _, x0, _ = fov_crop_box(img, **s.params)
+            if s.name == "fov_crop":  # = fov_crop(img), with the offset it cut at
+                y0, y1, x0, x1 = fov_crop_box(img, **s.params)
                 ox, oy = ox + sx * x0, oy + sy * y0
-            elif s.name == "pad_square" and h != w:
+                img = img[y0:y1, x0:x1]
+                continue
+            if s.name == "pad_square" and h != w:
                 n = max(h, w)
                 ox, oy = ox - sx * ((n - w) // 2), oy - sy * ((n - h) // 2)
             img = s(img)

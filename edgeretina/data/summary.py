@@ -5,12 +5,17 @@ from typing import Any
 
 from edgeretina.data.records import FundusDataset, class_counts
 from edgeretina.data.splits import groups_on_two_sides, split_fingerprints
+from edgeretina.preprocess import Pipeline, count_disc_flags
 
 
-def summarize(ds: FundusDataset, scheme: str | None = None, seed: int = 0) -> dict[str, Any]:
+def summarize(ds: FundusDataset, scheme: str | None = None, seed: int = 0,
+              onh_pipeline: Pipeline | None = None) -> dict[str, Any]:
     """The summary dict (``--json``). ``n_images`` / ``n_patients`` count the whole dataset as found
     (patients None when the dataset has no patient ids); ``n_task_images`` / ``n_task_patients`` count the
-    records that serve the task; ``classes`` and ``splits`` count task records per class."""
+    records that serve the task; ``classes`` and ``splits`` count task records per class. With
+    ``onh_pipeline`` (a pipeline with an ``onh_crop`` step) every task image goes through its disc locator:
+    ``disc_flags`` = :func:`edgeretina.preprocess.count_disc_flags` for all task images plus ``per_split``
+    flagged counts."""
     if scheme is None:
         scheme = "predefined" if ds.has_predefined_splits else "70/10/20"
     parts = ds.split(scheme, seed)
@@ -36,6 +41,12 @@ def summarize(ds: FundusDataset, scheme: str | None = None, seed: int = 0) -> di
         "problems": list(ds.problems),
         "skipped": [p for p in ds.problems if p.startswith("skipped ")],
     }
+    if onh_pipeline is not None:
+        flags = count_disc_flags(ds.records, onh_pipeline, max_keys=len(ds.records))
+        flagged = set(flags["flagged_keys"])
+        flags["per_split"] = {name: sum(r.key in flagged for r in recs) for name, recs in parts.items()}
+        flags["flagged_keys"] = flags["flagged_keys"][:50]
+        out["disc_flags"] = flags
     for k in ("suspect", "glaucoma_suspected_only", "glaucoma_with_other_findings", "duplicate_groups",
               "duplicate_label_conflicts"):
         if k in info:
@@ -69,6 +80,16 @@ def format_summary(s: dict[str, Any], max_problems: int = 20) -> str:
         lines.append(f"  {name:<6} {n:>6,}  " + "  ".join(f"{k} {v:,}" for k, v in counts.items()))
     lines.append(f"leakage   patients on two sides: {s['patients_on_two_sides']}, "
                  f"groups on two sides: {s['groups_on_two_sides']}")
+    if s.get("disc_flags"):
+        f = s["disc_flags"]
+        why = ", ".join(f"{k} {v}" for k, v in f["reasons"].items())
+        lines.append(f"onh crops {f['flagged']:,} of {f['n']:,} flagged (low-confidence / no disc found"
+                     + (f": {why}" if why else "") + ")")
+        lines.append("          per split: " + "  ".join(f"{k} {v:,}" for k, v in f["per_split"].items()))
+        if f["flagged_keys"]:
+            more = f" … (+{f['flagged'] - len(f['flagged_keys'])})" if f["flagged"] > len(f["flagged_keys"]) else ""
+            lines.append("          e.g. " + ", ".join(f["flagged_keys"][:10]) + (more if len(f["flagged_keys"]) <= 10
+                                                                                 else " …"))
     probs = s["problems"]
     if probs:
         lines.append(f"problems  ({len(probs)})")
