@@ -364,7 +364,9 @@ def write_outputs(report: Report, curves, spec: TaskSpec, out_dir: Path, command
     from edgeretina.io import staged_dir
 
     final = Path(out_dir)
-    with staged_dir(final, what="edgeretina bench") as stage:
+    ours = {"report.json", "report.md", "report.csv", "roc.png", "ballchart.png", "shift.csv", "shift.png",
+            "stability.csv"}  # an earlier report's files do not survive next to this one (other files do)
+    with staged_dir(final, keep=lambda p: p.name not in ours, what="edgeretina bench") as stage:
         paths = _write_report_files(report, curves, spec, stage, command)
     return {k: final / Path(p).name for k, p in paths.items()}
 
