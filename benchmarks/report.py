@@ -193,6 +193,11 @@ class Stability:
             lines += [f"The floor is below one image (1/{self.n_images}); ratios divide by 1/{self.n_images} and "
                       "are lower bounds (marked ≥).", ""]
         pre = "≥" if at_res else ""
+        said = [f"- **{v.get('name')}** flips {_pct(v.get('flip_rate'))} of the reference's decisions = "
+                f"{pre}{_f(v.get('floor_ratio'), 1)}× the JPEG-95 floor"
+                for v in self.variants if not v.get("is_reference") and _ok(v.get("floor_ratio"))]
+        if said:
+            lines += said + [""]
         if self.variants:
             lines += [_md_table(["Variant", "Flips vs reference", "× JPEG-95 floor", "× max floor",
                                  "Within ±δ of threshold"],

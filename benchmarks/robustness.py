@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
 
-from edgeretina.shifts import BENIGN, Benign, Level, Shift, apply_benign, apply_shift, parse_benign, parse_shifts
+from edgeretina.shifts import Benign, Level, Shift, apply_benign, apply_shift, parse_benign, parse_shifts
 
 from .report import ShiftResult, Stability, StabilityRow
-from .scoring import decision_change, default_threshold, evaluate, margin_share
+from .scoring import decision_change, evaluate, margin_share
 
 FLOOR = Benign.JPEG95  # the headline floor: a JPEG re-save at quality 95
 BAND_Z = 1.96  # borderline band = 1.96 × the reference's largest logit-change sd under the benign set
@@ -216,14 +216,7 @@ def stability_stage(rescorer: Rescorer, benign: Sequence[Benign], spec, threshol
                       "floor_ratio": st.ratio(flips_vs_ref.get(m.path)),
                       "floor_max_ratio": st.ratio(flips_vs_ref.get(m.path), to_max=True),
                       "near_band": margin_share(spec, base[m.path], threshold, band)} for m in models)
-    from dataclasses import replace
-
     return replace(st, variants=variants)
 
 
-def benign_names() -> list[str]:
-    return [b.value for b in BENIGN]
-
-
-__all__ = ["BenchOptions", "RawImages", "Rescorer", "shift_stage", "stability_stage", "FLOOR", "BAND_Z",
-           "default_threshold"]
+__all__ = ["BenchOptions", "RawImages", "Rescorer", "shift_stage", "stability_stage", "FLOOR", "BAND_Z"]
