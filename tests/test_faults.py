@@ -130,6 +130,8 @@ def test_killed_export_leaves_the_previous_export(models, exported_a, fault, cod
     assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
     if code == 143:
         assert r.stderr.strip().splitlines()[-1] == "error: terminated (SIGTERM)", r.stderr
+    # the converter's own lines stay out of the user's terminal (issue 16)
+    assert "fully_quantize" not in r.stderr + r.stdout and "inference_type" not in r.stderr + r.stdout
     assert _snapshot(out) == before  # exactly the old files, byte for byte
     # the next export (in-process) removes what the killed one left, and publishes B whole
     r2 = CliRunner().invoke(cli, [str(a) for a in _export(models["B"], out, models["cal"])])
