@@ -38,15 +38,26 @@ import click
 @click.option("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUROC CI")
 @click.option("--overwrite", is_flag=True, help="replace a finished run in --out")
 @click.option("--quiet", "-q", is_flag=True, help="no per-epoch progress")
+@click.option("--allow-untrained", is_flag=True,
+              help="accept --epochs-warmup 0 --epochs-finetune 0 (writes the initial, untrained model)")
 def train(data, task, arch, out, weights, input_size, alpha, head, grid, grid_lr, grid_batch, epochs_warmup,
           epochs_finetune, lr_warmup, lr_finetune, batch_size, patience, freeze, loss, augment, no_feature_cache,
-          split, seed, max_train, max_val, max_test, strategy, bootstrap, overwrite, quiet):
+          split, seed, max_train, max_val, max_test, strategy, bootstrap, overwrite, quiet, allow_untrained):
     """Fine-tune an ImageNet CNN on fundus images (two phases) and write a run dir:
     model.keras, config.json, history.csv, metrics.json, roc.png. Re-run the same command to resume an
     interrupted run."""
     import json
 
     from edgeretina.errors import EdgeRetinaError
+    from edgeretina.preprocess import MAX_INPUT_SIZE
+
+    if input_size is not None and not 32 <= input_size <= MAX_INPUT_SIZE:  # issue 14: bounded before any work
+        raise EdgeRetinaError(f"--input-size must be between 32 and {MAX_INPUT_SIZE} px, got {input_size}")
+    if epochs_warmup == 0 and epochs_finetune == 0 and not allow_untrained:
+        raise EdgeRetinaError("--epochs-warmup 0 --epochs-finetune 0 would write an untrained model; add "
+                              "--allow-untrained if that is really wanted")
+    if batch_size > 1024 or any(v is not None and v < 1 for v in (max_train, max_val, max_test)):
+        raise EdgeRetinaError("--batch-size must be ≤ 1024 and --max-train/--max-val/--max-test ≥ 1")
 
     def floats(text, what):
         try:
