@@ -142,3 +142,20 @@ def test_camera_policy_keeps_shape_whatever_is_drawn():
         assert out.dtype == np.uint8
     for s in range(40):
         assert get_policy("camera").apply(img, s).shape == img.shape
+
+
+def test_camera_policy_in_the_tf_data_pipeline():
+    """``edgeretina train --augment camera`` goes through make_tf_dataset: same shapes, changed, seeded."""
+    from edgeretina.data import make_tf_dataset, open_dataset
+
+    ds = open_dataset("synthetic:n=12,size=96,seed=2")
+    pipe = Pipeline.default(48, "unit")
+
+    def epoch(**kw):
+        return np.concatenate([x.numpy() for x, _ in make_tf_dataset(ds.records, pipe, batch_size=12,
+                                                                      spec=ds.spec, **kw)])
+
+    plain, a, b = epoch(), epoch(augment="camera", seed=1), epoch(augment="camera", seed=1)
+    assert a.shape == plain.shape == (12, 48, 48, 3) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    assert sum(not np.allclose(x, y) for x, y in zip(a, plain)) >= 10
