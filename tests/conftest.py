@@ -6,6 +6,9 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 
 from edgeretina.paths import shared_dir  # noqa: E402
@@ -17,6 +20,24 @@ def shared():
     if not (d / "data").is_dir():
         pytest.skip(f"real data not found at {d} (set EDGERETINA_SHARED)")
     return d
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that needs the real datasets (the ``shared`` fixture, directly or through ``small_run``)
+    carries the ``real_data`` marker: ``-m "not real_data"`` runs the self-contained rest."""
+    for item in items:
+        if "shared" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_data)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A run dir (``Path``: model.keras + config.json) of a MobileNetV2 trained from scratch for a few
+    seconds on the embedded synthetic-fundus set (tests/helpers/tiny.py): no ../shared needed."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers.tiny import train_tiny_run
+
+    return train_tiny_run(tmp_path_factory.mktemp("tiny_run") / "run")
 
 
 @pytest.fixture(scope="session")
