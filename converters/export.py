@@ -380,11 +380,24 @@ def quiet_native_stderr():
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 2)
     os.close(null)
+    # Python code that writes to sys.stderr at call time (progress callbacks such as the demo's) still
+    # reaches the terminal: sys.stderr, when it is file descriptor 2, is pointed at a copy of the real one.
+    old_stderr, real = sys.stderr, None
+    try:
+        if old_stderr is not None and old_stderr.fileno() == 2:
+            real = os.fdopen(os.dup(saved), "w", buffering=1, encoding=getattr(old_stderr, "encoding", None),
+                             errors="backslashreplace")
+            sys.stderr = real
+    except (AttributeError, OSError, ValueError):  # not a real file (pytest / click's test runner)
+        pass
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
+        sys.stderr = old_stderr
+        if real is not None:
+            real.close()
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
