@@ -44,6 +44,10 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         if tmp_path.is_file():  # mkstemp makes 0600 files; give artifacts the usual umask-based mode
             os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
+    except OSError as e:
+        if e.filename is None or str(e.filename) == str(tmp_path):  # name the artifact, not the temp file
+            raise OSError(e.errno, e.strerror, str(target)) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -165,6 +165,33 @@ def test_failure_part_way_leaves_the_previous_export(models, exported_a, monkeyp
     _no_debris(exported_a)
 
 
+@pytest.fixture()
+def small_fs(tmp_path):
+    """A real 256 KB tmpfs (root only; skipped where mounting is not allowed)."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode(errors='replace').strip()[:80]})")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_real_full_disk_during_export_leaves_the_previous_export(models, small_fs):
+    out = small_fs / "D"
+    r = CliRunner().invoke(cli, [str(a) for a in _export(models["A"], out, models["cal"])])
+    assert r.exit_code == 0, r.output
+    before = _snapshot(out)
+    st = os.statvfs(small_fs)
+    (small_fs / "filler").write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - 6000))
+    msg = _one_error(CliRunner().invoke(cli, [str(a) for a in _export(models["B"], out, models["cal"])]))
+    assert "no space left on the device" in msg, msg
+    assert _snapshot(out) == before
+    _no_debris(out)
+
+
 def test_concurrent_export_into_one_folder_is_refused(models, exported_a):
     from edgeretina.io import dir_lock
 
