@@ -238,11 +238,11 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, progress: Progre
                     threshold=threshold,
                     dataset={"path": s.dataset, "format": "synthetic", "split": {"scheme": s.split, "seed": s.seed}},
                     extra={"arch_options": {"alpha": s.alpha}, "bn_momentum": s.bn_momentum, "demo": True})
-    from edgeretina.train.run import _history_csv, save_clean_model
+    from edgeretina.train.run import history_csv, save_clean_model
 
     save_clean_model(model, run_dir / "model.keras")
     cfg.save(run_dir)
-    write_text_atomic(run_dir / "history.csv", _history_csv(history))
+    write_text_atomic(run_dir / "history.csv", history_csv(history))
     seconds["train"] = round(time.perf_counter() - t, 2)
     say(f"train: done, val AUROC {val_auroc:.3f}, threshold {threshold:.3f} → {run_dir}")
 

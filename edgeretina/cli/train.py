@@ -37,12 +37,24 @@ import click
               help="tf.distribute strategy (mirrored: all local GPUs; multiworker: reads TF_CONFIG)")
 @click.option("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUROC CI")
 @click.option("--overwrite", is_flag=True, help="replace a finished run in --out")
+@click.option("--crop", type=click.Choice(["full", "onh"]), default="full",
+              help="what the model sees: the whole fundus, or a window of ~2 disc diameters around the optic disc")
+@click.option("--negatives", type=click.Choice(["normal", "all"]), default=None,
+              help="ODIR glaucoma: negatives are pure 'normal fundus' eyes (default) or every non-glaucoma eye")
+@click.option("--suspect", type=click.Choice(["include", "exclude"]), default=None,
+              help="ODIR glaucoma: count 'suspected glaucoma' eyes as glaucoma (default) or leave them out")
+@click.option("--cv", "cv", type=int, default=None,
+              help="K-fold patient-level CV over train+val first (per-fold, pooled out-of-fold AUROC); the "
+                   "final model then trains on train+val and the test split is scored once")
+@click.option("--cv-seeds", default="0", help="comma-separated seeds: repeat the CV per seed (spread over seeds)")
+@click.option("--cv-only", is_flag=True, help="recipe selection: run the CV only (writes cv.json; test split untouched)")
 @click.option("--quiet", "-q", is_flag=True, help="no per-epoch progress")
 @click.option("--allow-untrained", is_flag=True,
               help="accept --epochs-warmup 0 --epochs-finetune 0 (writes the initial, untrained model)")
 def train(data, task, arch, out, weights, input_size, alpha, head, grid, grid_lr, grid_batch, epochs_warmup,
           epochs_finetune, lr_warmup, lr_finetune, batch_size, patience, freeze, loss, augment, no_feature_cache,
-          split, seed, max_train, max_val, max_test, strategy, bootstrap, overwrite, quiet, allow_untrained):
+          split, seed, max_train, max_val, max_test, strategy, bootstrap, crop, negatives, suspect, cv, cv_seeds,
+          cv_only, overwrite, quiet, allow_untrained):
     """Fine-tune an ImageNet CNN on fundus images (two phases) and write a run dir:
     model.keras, config.json, history.csv, metrics.json, roc.png. Re-run the same command to resume an
     interrupted run."""
@@ -73,16 +85,35 @@ def train(data, task, arch, out, weights, input_size, alpha, head, grid, grid_lr
         raise EdgeRetinaError(f"--batch-size must be ≥ 1, got {batch_size}")
 
     from edgeretina.train import TrainConfig, train_run
+    from edgeretina.train.run import RunOptions
 
     cfg = TrainConfig(epochs_warmup=epochs_warmup, epochs_finetune=epochs_finetune, lr_warmup=lr_warmup,
                       lr_finetune=lr_finetune, batch_size=batch_size, patience=patience, freeze=freeze, loss=loss,
                       cache_features=not no_feature_cache, augment=augment, seed=seed)
     log = None if quiet else (lambda m: click.echo(m, err=True))
-    run_dir = train_run(data, task, arch, out, weights=weights, input_size=input_size, head=head,
-                        arch_options={"alpha": alpha} if alpha is not None else None, config=cfg, split=split,
-                        seed=seed, max_train=max_train, max_val=max_val, max_test=max_test, grid=grid,
-                        grid_space=grid_space, strategy=strategy, n_boot=bootstrap, overwrite=overwrite, log=log)
+    data_options = {k: v for k, v in (("negatives", negatives), ("suspect", suspect)) if v is not None}
+    pipeline = None
+    if crop == "onh":
+        from edgeretina.models import get_backbone
+        from edgeretina.preprocess import Pipeline
+
+        bb = get_backbone(arch)
+        pipeline = Pipeline.default(input_size or bb.default_size, bb.scaling.value, onh=True)
+    opts = RunOptions(weights=weights, input_size=input_size, head=head,
+                      arch_options={"alpha": alpha} if alpha is not None else None, config=cfg, split=split,
+                      seed=seed, pipeline=pipeline, data_options=data_options or None, max_train=max_train,
+                      max_val=max_val, max_test=max_test, grid=grid, grid_space=grid_space, strategy=strategy,
+                      n_boot=bootstrap, overwrite=overwrite, cv=cv,
+                      cv_seeds=tuple(int(v) for v in floats(cv_seeds, "cv-seeds")), cv_only=cv_only)
+    run_dir = train_run(data, task, arch, out, log=log, options=opts)
+    if cv_only:
+        c = json.loads((run_dir / "cv.json").read_text())["cv"]
+        click.echo(_cv_line(c))
+        click.echo(f"run dir: {run_dir} (cv.json only; the test split was not used)")
+        return
     m = json.loads((run_dir / "metrics.json").read_text())
+    if "cv" in m:
+        click.echo(_cv_line(m["cv"]) + "  ← chose the recipe/threshold")
     test = m.get("test") or m["val"]
     which = "test" if "test" in m else "val"
     if "auroc" in test:
@@ -98,3 +129,13 @@ def train(data, task, arch, out, weights, input_size, alpha, head, grid, grid_lr
         click.echo(f"baseline (logistic regression on frozen features) {which} AUROC {b['auroc']:.3f} "
                    f"(95% CI {b['auroc_ci_low']:.3f}-{b['auroc_ci_high']:.3f})")
     click.echo(f"run dir: {run_dir}")
+
+
+def _cv_line(c: dict) -> str:
+    txt = f"cv ({c['k']}-fold, train+val): {c['metric']} {c['mean']:.3f} ± {c['sd']:.3f} per fold"
+    p = c.get("pooled", {})
+    if "auroc_ci_low" in p:
+        txt += f"; pooled out-of-fold AUROC {p['auroc']:.3f} (95% CI {p['auroc_ci_low']:.3f}-{p['auroc_ci_high']:.3f})"
+    if c.get("seed_sd") is not None:
+        txt += f"; sd over {len(c['seeds'])} seeds {c['seed_sd']:.3f}"
+    return txt

@@ -6,7 +6,8 @@ a patient always stay on one side of a split.
 
 Tasks:
 - ``glaucoma``: eyes whose keywords contain "glaucoma" (1) vs eyes whose keywords are exactly "normal fundus"
-  (0); every other eye (other findings, or "normal fundus, lens dust") is left out. ``suspect="include"``
+  (0); every other eye (other findings, or "normal fundus, lens dust") is left out — unless
+  ``negatives="all"``: then every non-glaucoma eye with a diagnostic keyword is a negative. ``suspect="include"``
   (default) counts "suspected glaucoma" as glaucoma; ``"exclude"`` leaves suspected-only eyes out.
 - ``odir``: the eight labels per eye from its keywords (:data:`KEYWORD_LABELS`).
 - ``multitask``: (glaucoma, dr) per eye, every eye with a diagnostic keyword.
@@ -44,6 +45,10 @@ KEYWORD_LABELS = (
     ("H", lambda k: "hypertensive retinopathy" in k),
     ("M", lambda k: "myopi" in k),
 )
+# Glaucoma task, who counts as a negative: ``normal`` = eyes whose keywords are exactly "normal fundus" (the
+# published recipe); ``all`` = every non-glaucoma eye with a diagnostic keyword (the screening population:
+# cataract, DR, AMD, ... are negatives too, so the model cannot score by spotting "any abnormality").
+NEGATIVES = ("normal", "all")
 _SPLIT_RE = re.compile(r"[，,;；]")
 _SUSPECT_RE = re.compile(r"^(suspected|suspicious|suspect)\s+")
 
@@ -120,7 +125,8 @@ def detect(path: Path) -> bool:
 
 
 def open_odir(path: Path, task: str, on_bad_image: OnBadImage = OnBadImage.FAIL, suspect: str = "include",
-              images_dir: str | None = None, check: str = "header", dedupe: bool = True) -> FundusDataset:
+              images_dir: str | None = None, check: str = "header", dedupe: bool = True,
+              negatives: str = "normal") -> FundusDataset:
     root = path.parent if path.is_file() else path
     csv_path = find_csv(path) or root / CSV_NAME
     spec = task_spec(task)
@@ -129,6 +135,8 @@ def open_odir(path: Path, task: str, on_bad_image: OnBadImage = OnBadImage.FAIL,
                         f"(it serves: {', '.join(t.value for t in TASKS)})")
     if suspect not in ("include", "exclude"):
         raise DataError(f"unknown suspect option '{suspect}' (choose include or exclude)")
+    if negatives not in NEGATIVES:
+        raise DataError(f"unknown negatives option '{negatives}' (choose {' or '.join(NEGATIVES)})")
     img_dir = root / images_dir if images_dir else find_image_dir(root)
     if img_dir is None or not img_dir.is_dir():
         raise DataError(f"{root}: no image folder ({images_dir or 'images'}/) beside {csv_path.name}")
@@ -170,7 +178,7 @@ def open_odir(path: Path, task: str, on_bad_image: OnBadImage = OnBadImage.FAIL,
                     continue
                 if "G" in labs:
                     y = 1
-                elif kws == ["normal fundus"]:
+                elif kws == ["normal fundus"] or (negatives == "all" and labs):
                     y = 0
                 else:
                     continue
@@ -204,6 +212,8 @@ def open_odir(path: Path, task: str, on_bad_image: OnBadImage = OnBadImage.FAIL,
                                         "other_findings": other}))
     info = {"n_images_total": len(files), "n_eyes_in_csv": n_eyes, "n_patients_total": len(patients),
             "suspect": suspect}
+    if spec.task is Task.GLAUCOMA:
+        info["negatives"] = negatives
     if spec.task is Task.GLAUCOMA:
         info.update({"glaucoma_suspected_only": n_suspect, "glaucoma_with_other_findings": n_with_other})
     from edgeretina.data.loading import finish_records

@@ -72,6 +72,7 @@ def _tracker_cls():
             self.best_weights = None
             self.history: list[dict[str, Any]] = []
             self.stopped_early = False
+            self.restore_best = True
             self._t0 = time.perf_counter()
 
         # -- checkpoint state
@@ -121,7 +122,7 @@ def _tracker_cls():
                 self.save(epoch + 1)
 
         def on_train_end(self, logs=None):
-            if self.best_weights is not None:
+            if self.best_weights is not None and self.restore_best:
                 self.model.set_weights(self.best_weights)
 
         def save(self, epoch):
@@ -163,7 +164,8 @@ def _tracker_cls():
 def fit_phase(name: str, model, spec: TaskSpec, train, val, *, loss, lr: float, epochs: int, batch_size: int,
               patience: int = 20, momentum: float = 0.9, decay: float = 1e-6, class_weight=None,
               score_fn: Callable | None = None, seed: int = 0, log: Callable[[str], None] | None = None,
-              ckpt_dir: str | Path | None = None, callbacks=(), strategy=None) -> PhaseResult:
+              ckpt_dir: str | Path | None = None, callbacks=(), strategy=None,
+              restore_best: bool = True) -> PhaseResult:
     """Train ``model`` (already frozen as wanted) on ``train`` = (x, y) arrays or a batched tf.data.Dataset;
     ``val`` = (x, y) arrays. Resumes from ``ckpt_dir`` when it holds this phase's checkpoint."""
     from edgeretina._keras import keras, tf
@@ -184,6 +186,7 @@ def fit_phase(name: str, model, spec: TaskSpec, train, val, *, loss, lr: float, 
     x_val, y_val = val if val is not None else (None, None)
     tracker = _tracker_cls()(name, spec, x_val, y_val, keras.losses.get(loss) if isinstance(loss, str) else loss,
                              patience, epochs, log, ckpt_dir, max(batch_size, 64), score_fn)
+    tracker.restore_best = restore_best
     start = 0
     if ckpt_dir is not None:
         # build optimizer slots so the checkpoint restores them
@@ -197,7 +200,7 @@ def fit_phase(name: str, model, spec: TaskSpec, train, val, *, loss, lr: float, 
     if start < epochs and not tracker.stopped_early:
         model.fit(ds, epochs=epochs, initial_epoch=start, class_weight=class_weight, verbose=0,
                   callbacks=[tracker, *callbacks])
-    elif tracker.best_weights is not None:
+    elif tracker.best_weights is not None and restore_best:
         model.set_weights(tracker.best_weights)
     return PhaseResult(name, len(tracker.history), tracker.best_epoch, float(tracker.best), tracker.stopped_early,
                        time.perf_counter() - t0, tracker.history, start)

@@ -45,6 +45,7 @@ class TrainConfig:
     cache_features: bool = True
     augment: str | None = None
     seed: int = 0
+    restore_best: bool = True   # early stopping restores the best epoch's weights (False: keep the last)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,7 +76,7 @@ def warmup(model, spec, data: Arrays, cfg: TrainConfig, loss, class_weight=None,
     bs = cfg.warmup_batch_size or cfg.batch_size
     kw = dict(loss=loss, lr=cfg.lr_warmup, epochs=cfg.epochs_warmup, batch_size=bs, patience=cfg.patience,
               momentum=cfg.momentum, decay=cfg.decay, class_weight=class_weight, seed=cfg.seed, log=log,
-              ckpt_dir=ckpt_dir, callbacks=callbacks, strategy=strategy)
+              ckpt_dir=ckpt_dir, callbacks=callbacks, strategy=strategy, restore_best=cfg.restore_best)
     if cached:
         if features is None:
             fm = F.pooled_feature_model(model)
@@ -91,16 +92,19 @@ def warmup(model, spec, data: Arrays, cfg: TrainConfig, loss, class_weight=None,
 
 def finetune(model, spec, data: Arrays, cfg: TrainConfig, loss, class_weight=None, *, partial_from: str | None = None,
              train_dataset=None, log: Callable | None = None, ckpt_dir=None, callbacks=(),
-             strategy=None) -> PhaseResult | None:
+             strategy=None, cut_features: Callable | None = None) -> PhaseResult | None:
     """Phase 2: unfreeze per ``cfg.freeze`` and train. ``train_dataset`` (a batched tf.data of augmented
-    images) makes it run through the whole network; otherwise frozen parts are computed once."""
+    images) makes it run through the whole network; otherwise frozen parts are computed once.
+    ``cut_features(feature_model) -> (train, val)`` may supply those frozen-part activations (cross-validation
+    computes them once for all folds: the frozen part has the same weights in every fold)."""
     policy = FreezePolicy.parse(cfg.freeze)
     if cfg.epochs_finetune <= 0:
         return None
     start = apply_freezing(model, policy, partial_from)
     kw = dict(loss=loss, lr=cfg.lr_finetune, epochs=cfg.epochs_finetune, batch_size=cfg.batch_size,
               patience=cfg.patience, momentum=cfg.momentum, decay=cfg.decay, class_weight=class_weight,
-              seed=cfg.seed + 1, log=log, ckpt_dir=ckpt_dir, callbacks=callbacks, strategy=strategy)
+              seed=cfg.seed + 1, log=log, ckpt_dir=ckpt_dir, callbacks=callbacks, strategy=strategy,
+              restore_best=cfg.restore_best)
     val = (data.x_val, data.y_val)
     if train_dataset is not None:
         return fit_phase("finetune", model, spec, train_dataset, val, **kw)
@@ -120,6 +124,7 @@ def finetune(model, spec, data: Arrays, cfg: TrainConfig, loss, class_weight=Non
 
                 log(f"[finetune] caching activations entering '{backbone_layers(model)[idx].name}' "
                     f"(layers from there on train)")
-            return fit_phase("finetune", sub, spec, (F.compute(feat, data.x_train), data.y_train),
-                             (F.compute(feat, data.x_val), data.y_val), **kw)
+            a_tr, a_va = cut_features(feat) if cut_features is not None else \
+                (F.compute(feat, data.x_train), F.compute(feat, data.x_val))
+            return fit_phase("finetune", sub, spec, (a_tr, data.y_train), (a_va, data.y_val), **kw)
     return fit_phase("finetune", model, spec, (data.x_train, data.y_train), val, **kw)

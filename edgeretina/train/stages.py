@@ -1,0 +1,474 @@
+"""The stages of ``edgeretina train`` (:func:`edgeretina.train.run.train_run`), one method each:
+
+    check → data → model → load → features → baseline → [cv] → fit → evaluate → write
+
+``TrainRun`` holds the per-run context explicitly (no string-keyed caches). With ``RunOptions.cv = K`` the
+``cv`` stage cross-validates the recipe on the development records (train + val; :mod:`edgeretina.train.cv`),
+the final model then trains on all of them for the folds' median best epoch counts, its threshold comes from
+the pooled out-of-fold scores, and the test split is scored once, at the end. ``cv_only`` stops after the CV
+(recipe selection: the test split is never loaded).
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeretina.errors import DataError, EdgeRetinaError, ModelError
+from edgeretina.io import ensure_writable_dir, write_json_atomic, write_text_atomic
+from edgeretina.tasks import TaskKind, scores_from_output, task_spec
+from edgeretina.train.run import (CHECKPOINT_DIR, RunOptions, check_task_served, history_csv, logreg_probe,
+                                  make_strategy, save_clean_model, subsample)
+from edgeretina.train.two_phase import Arrays, finetune, warmup
+
+CV_FILE = "cv.json"
+
+
+class TrainRun:
+    def __init__(self, data, task: str, arch: str, out, opts: RunOptions, *,
+                 log: Callable[[str], None] | None = None, callbacks=()):
+        self.data, self.task, self.arch, self.out_arg, self.o = data, task, arch, out, opts
+        self.say = self.log_always = log or (lambda m: None)
+        self.callbacks = callbacks
+        self.cfg = opts.cfg
+        self.t_start, self.cpu_start = time.perf_counter(), time.process_time()
+        self.metrics: dict[str, Any] = {}
+        self.cv = None
+        self.oof = None
+
+    # ------------------------------------------------------------------ stages
+    def run(self) -> Path:
+        self.check()
+        self.load_data()
+        self.build_model()
+        self.load_images()
+        self.compute_features()
+        if self.o.cv:
+            self.cross_validate()
+            if self.o.cv_only:
+                return self.write_cv_only()
+        self.baseline()
+        self.fit()
+        self.evaluate()
+        return self.write()
+
+    def check(self) -> None:
+        from edgeretina.models import get_backbone, normalize_weights
+        from edgeretina.tasks import Task
+        from edgeretina.train.freezing import FreezePolicy
+        from edgeretina.train.losses import LossName
+
+        try:
+            self.task_name = Task(self.task).value
+        except ValueError:
+            task_spec(self.task)  # raises the one-line "unknown task" error
+            raise
+        self.bb = get_backbone(self.arch)
+        self.size = int(self.o.input_size or self.bb.default_size)
+        if self.size < self.bb.min_size:
+            raise ModelError(f"input size {self.size} is below {self.bb.keras_name}'s minimum of "
+                             f"{self.bb.min_size} px")
+        self.weights = normalize_weights(self.o.weights)
+        FreezePolicy.parse(self.cfg.freeze)
+        try:
+            LossName(self.cfg.loss)
+        except ValueError:
+            raise EdgeRetinaError(f"unknown loss '{self.cfg.loss}' (choose from: "
+                                  f"{', '.join(l.value for l in LossName)})") from None
+        self.strategy = make_strategy(self.o.strategy)
+        self.fmt = check_task_served(self.data, self.task_name, (self.o.data_options or {}).get("format"))
+        out = ensure_writable_dir(self.out_arg)
+        from edgeretina.run import MODEL_FILE
+
+        finished = ((out / "metrics.json").is_file() and (out / MODEL_FILE).is_file()) or \
+            (self.o.cv_only and (out / CV_FILE).is_file())
+        if finished and not (out / CHECKPOINT_DIR).exists():
+            if not self.o.overwrite:
+                raise EdgeRetinaError(f"{out}: already holds a finished run (choose a new --out or pass overwrite)")
+            shutil.rmtree(out / "grid", ignore_errors=True)  # a fresh run: no resuming the old search
+        self.out = out
+        self.ckpt = out / CHECKPOINT_DIR
+
+    def load_data(self) -> None:
+        from edgeretina.data import open_dataset
+        from edgeretina.preprocess import Pipeline
+
+        o = self.o
+        opts = {k: v for k, v in (o.data_options or {}).items() if k != "format"}
+        self.ds = ds = open_dataset(self.data, self.task_name, format=self.fmt, **opts)
+        self.spec = spec = ds.spec
+        parts = ds.split(o.split, seed=o.seed)
+        self.parts = {"train": subsample(parts["train"], o.max_train, spec, o.seed),
+                      "val": subsample(parts["val"], o.max_val, spec, o.seed),
+                      "test": [] if o.cv_only else subsample(parts["test"], o.max_test, spec, o.seed)}
+        if not self.parts["train"] or not self.parts["val"]:
+            raise DataError(f"{self.data}: split '{o.split or 'default'}' leaves no training or validation images")
+        if o.pipeline is None:
+            pipe = Pipeline.default(self.size, self.bb.scaling.value)
+        else:
+            pipe = o.pipeline if isinstance(o.pipeline, Pipeline) else Pipeline.from_json(o.pipeline)
+            if pipe.input_size not in (None, self.size):
+                raise DataError(f"preprocessing resizes to {pipe.input_size} px but the model input is {self.size} px")
+            if pipe.scaling != self.bb.scaling.value:
+                self.say(f"note: pipeline scaling '{pipe.scaling}' differs from {self.bb.keras_name}'s "
+                         f"'{self.bb.scaling.value}'")
+        self.pipe = pipe
+        p = self.parts
+        self.say(f"data: {ds.format} {spec.task.value}  train {len(p['train'])}  val {len(p['val'])}  "
+                 f"test {'(locked: --cv-only)' if o.cv_only else len(p['test'])}  preprocessing: {pipe.describe()}")
+
+    def build_model(self) -> None:
+        """Built before the images load, so a bad weights file fails fast."""
+        from contextlib import nullcontext
+
+        from edgeretina.data import class_weights
+        from edgeretina.models import build_model
+        from edgeretina.train.losses import make_loss
+
+        with (self.strategy.scope() if self.strategy is not None else nullcontext()):
+            self.model = build_model(self.bb.name, self.spec, self.size, self.weights, self.o.head,
+                                     **(self.o.arch_options or {}))
+        self.info = self.model.edgeretina
+        self.init_weights = self.model.get_weights() if self.o.cv else None
+        train_recs = self.parts["train"] + (self.parts["val"] if self.o.cv else [])
+        self.cw = class_weights(train_recs, self.spec)
+        self.loss, self.keras_cw = make_loss(self.cfg.loss, self.spec, self.cw)
+
+    def load_images(self) -> None:
+        from edgeretina.data import load_arrays
+
+        t0 = time.perf_counter()
+        self.arrays = {k: load_arrays(v, self.pipe, self.spec) for k, v in self.parts.items() if v}
+        self.t_load = time.perf_counter() - t0
+        self.say(f"loaded {sum(len(a[0]) for a in self.arrays.values())} images in {self.t_load:.1f} s")
+        self.disc_flags = self._disc_flags()
+
+    def _disc_flags(self) -> dict[str, Any] | None:
+        """Low-confidence / fallback optic-disc crops per split (only when the pipeline crops the ONH)."""
+        if not any(s.name == "onh_crop" for s in self.pipe.steps):
+            return None
+        try:
+            from edgeretina.preprocess import count_disc_flags
+        except ImportError:
+            return None
+        flags = {k: count_disc_flags(v, self.pipe) for k, v in self.parts.items() if v}
+        self.say("optic-disc crops flagged (low confidence / fallback): " +
+                 ", ".join(f"{k} {f.get('flagged', 0)}/{f.get('n', 0)}" for k, f in flags.items()))
+        return flags
+
+    def compute_features(self) -> None:
+        """Pooled features of the frozen ImageNet backbone: the warm-up's cache and the probe's input. In CV
+        mode the backbone starts from the same weights in every fold, so one pass serves all folds."""
+        from edgeretina.train import features as F
+
+        self.feats = None
+        binary = self.spec.kind is TaskKind.BINARY
+        if not (self.cfg.cache_features or self.o.baseline):
+            return
+        t0 = time.perf_counter()
+        fm = F.pooled_feature_model(self.model)
+        self.feats = {k: F.compute(fm, a[0]) for k, a in self.arrays.items()
+                      if k != "test" or (self.o.baseline and binary)}
+        self.say(f"cached pooled backbone features ({self.feats['train'].shape[1]}-d) of "
+                 f"{sum(len(f) for f in self.feats.values())} images in {time.perf_counter() - t0:.1f} s")
+
+    # ------------------------------------------------------------------ CV
+    def _dev(self):
+        tr, va = self.arrays["train"], self.arrays["val"]
+        X = np.concatenate([tr[0], va[0]])
+        y = np.concatenate([tr[1], va[1]])
+        f = np.concatenate([self.feats["train"], self.feats["val"]]) if self.feats else None
+        return self.parts["train"] + self.parts["val"], X, y, f
+
+    def _fit_arrays(self, cfg, data: Arrays, feats, ckpt=None):
+        ph1 = warmup(self.model, self.spec, data, cfg, self.loss, self.keras_cw, log=self.say, ckpt_dir=ckpt,
+                     callbacks=self.callbacks, strategy=self.strategy, features=feats)
+        train_ds = None
+        if cfg.augment and cfg.augment != "none" and cfg.epochs_finetune > 0:
+            train_ds = self._augmented_dataset(cfg)
+        ph2 = finetune(self.model, self.spec, data, cfg, self.loss, self.keras_cw, partial_from=self.bb.partial_from,
+                       train_dataset=train_ds, log=self.say, ckpt_dir=ckpt, callbacks=self.callbacks,
+                       strategy=self.strategy)
+        return [p for p in (ph1, ph2) if p is not None]
+
+    def _augmented_dataset(self, cfg, records=None):
+        from edgeretina.data import make_tf_dataset
+
+        return make_tf_dataset(records if records is not None else self.parts["train"], self.pipe,
+                               batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed)
+
+    def cross_validate(self) -> None:
+        from edgeretina.train.cv import cross_validate
+        from edgeretina.train.loop import predict_fast
+
+        recs, X, y, f = self._dev()
+        say = self.say
+        quiet = lambda m: None  # noqa: E731  (per-epoch lines of K folds would flood the terminal)
+        cache = self.ckpt / "cv"
+        cache.mkdir(parents=True, exist_ok=True)
+        probe_oof = np.full(len(y), np.nan)
+
+        def fit(tr, va, seed, tag):
+            key = cache / f"{tag.split()[-1].replace('/', 'of')}_seed{seed}.npz"
+            self.model.set_weights(self.init_weights)
+            cfg = self.cfg.with_(seed=int(seed))
+            if key.is_file():  # resume: this fold finished before an interruption
+                with np.load(key, allow_pickle=False) as z:
+                    cached = {n: z[n] for n in z.files}
+
+                def cached_score(idx):
+                    if "probe" in cached:
+                        probe_oof[idx] = cached["probe"]
+                    return cached["scores"]
+                return cached_score, {k[3:]: int(cached[k]) for k in cached if k.startswith("ep_")}
+            data = Arrays(X[tr], y[tr], X[va], y[va])
+            feats = (f[tr], f[va]) if f is not None else None
+            self.say = quiet
+            cut = None
+            if not (cfg.augment and cfg.augment != "none"):
+                def cut(feat_model):
+                    acts = self._cut_cache(feat_model, X)
+                    return acts[tr], acts[va]
+            try:
+                phases = self._fit_arrays_cv(cfg, data, feats, [recs[i] for i in tr], cut)
+            finally:
+                self.say = say
+            best = {p.name: int(p.best_epoch) for p in phases}
+
+            def score(idx):
+                s = scores_from_output(self.spec, predict_fast(self.model, X[idx]))
+                extra = {}
+                if f is not None and self.spec.kind is TaskKind.BINARY:
+                    dev = np.concatenate([tr, va])
+                    extra["probe"] = probe_oof[idx] = _probe_scores(f[dev], y[dev], f[idx])
+                np.savez(key, scores=s, **extra, **{f"ep_{k}": v for k, v in best.items()})
+                return s
+            return score, best
+
+        self.cv, self.oof = cross_validate(recs, y, self.spec, fit, k=int(self.o.cv), seeds=self.o.cv_seeds,
+                                           n_boot=self.o.n_boot, sensitivity=self.o.sensitivity, log=say)
+        self.cv_probe = None
+        if np.isfinite(probe_oof).all():
+            from edgeretina.compare import delong_test
+            from edgeretina.metrics import bootstrap_auroc
+
+            d = delong_test(y, self.oof, probe_oof)
+            self.cv_probe = {"model": "logistic regression (C=0.1, balanced) on frozen pooled features, same folds",
+                             **bootstrap_auroc(y, probe_oof, self.o.n_boot, self.o.seed).to_dict(),
+                             "delong_model_minus_probe": {"delta": d.delta, "ci95": list(d.ci95()), "p": d.p}}
+        say(self.cv.headline())
+        if self.cv_probe:
+            say(f"frozen-feature probe, same folds: pooled out-of-fold AUROC {self.cv_probe['auroc']:.3f} "
+                f"(model − probe {self.cv_probe['delong_model_minus_probe']['delta']:+.3f}, "
+                f"DeLong p {self.cv_probe['delong_model_minus_probe']['p']:.3f})")
+
+    def _cut_cache(self, feat_model, X):
+        """Activations of the frozen lower part for all development images, computed once per cut layer."""
+        from edgeretina.train import features as F
+
+        name = feat_model.output.name
+        cache = self.__dict__.setdefault("_cut_acts", {})
+        if name not in cache:
+            t0 = time.perf_counter()
+            cache[name] = F.compute(feat_model, X)
+            self.log_always(f"cached frozen-part activations {cache[name].shape[1:]} of {len(X)} development images "
+                     f"for all folds in {time.perf_counter() - t0:.1f} s")
+        return cache[name]
+
+    def _fit_arrays_cv(self, cfg, data, feats, train_records, cut=None):
+        ph1 = warmup(self.model, self.spec, data, cfg, self.loss, self.keras_cw, log=self.say,
+                     strategy=self.strategy, features=feats)
+        train_ds = None
+        if cfg.augment and cfg.augment != "none" and cfg.epochs_finetune > 0:
+            train_ds = self._augmented_dataset(cfg, train_records)
+        ph2 = finetune(self.model, self.spec, data, cfg, self.loss, self.keras_cw, partial_from=self.bb.partial_from,
+                       train_dataset=train_ds, log=self.say, strategy=self.strategy, cut_features=cut)
+        return [p for p in (ph1, ph2) if p is not None]
+
+    def cv_dict(self) -> dict[str, Any]:
+        d = self.cv.to_dict()
+        if self.cv_probe:
+            d["baseline_logreg_frozen_features"] = self.cv_probe
+        if self.disc_flags:
+            d["disc_flags"] = self.disc_flags
+        return d
+
+    def write_cv_only(self) -> Path:
+        d = {"task": self.spec.task.value, "arch": self.bb.name, "input_size": self.size,
+             "preprocessing": self.pipe.to_json(), "train": self.cfg.to_dict(),
+             "dataset": self._dataset_dict(), "cv": self.cv_dict(),
+             "seconds": round(time.perf_counter() - self.t_start, 2)}
+        write_json_atomic(self.out / CV_FILE, d)
+        shutil.rmtree(self.ckpt, ignore_errors=True)
+        self.say(f"cv only: {self.out / CV_FILE} (the test split was not loaded)")
+        return Path(self.out)
+
+    # ------------------------------------------------------------------ final fit
+    def baseline(self) -> None:
+        self.base = None
+        if not (self.o.baseline and self.spec.kind is TaskKind.BINARY and "test" in self.arrays):
+            return
+        tr, va = self.arrays["train"], self.arrays["val"]
+        if self.o.cv:  # the final model trains on train+val: so does the probe
+            ftr, ytr = np.concatenate([self.feats["train"], self.feats["val"]]), np.concatenate([tr[1], va[1]])
+            self.base = logreg_probe(ftr, ytr, self.feats["test"], self.arrays["test"][1], self.spec, self.o.n_boot,
+                                     self.o.seed)
+        else:
+            self.base = logreg_probe(self.feats["train"], tr[1], self.feats["test"], self.arrays["test"][1],
+                                     self.spec, self.o.n_boot, self.o.seed, self.feats["val"], va[1])
+        self.say(f"baseline: logistic regression on frozen features, test AUROC {self.base['auroc']:.3f} "
+                 f"({self.base['auroc_ci_low']:.3f}-{self.base['auroc_ci_high']:.3f})")
+
+    def fit(self) -> None:
+        t0 = time.perf_counter()
+        self.grid_result = None
+        if self.o.cv:
+            self.phases = self._fit_final_on_dev()
+        elif self.o.grid:
+            from edgeretina.train.grid import grid_search
+
+            tr, va = self.arrays["train"], self.arrays["val"]
+            self.grid_result = grid_search(
+                self.model, self.spec, Arrays(tr[0], tr[1], va[0], va[1]), self.cfg, self.loss, self.keras_cw,
+                self.out, space=self.o.grid_space, partial_from=self.bb.partial_from, log=self.say,
+                strategy=self.strategy, features=(self.feats["train"], self.feats["val"]) if self.feats else None,
+                callbacks=self.callbacks)
+            self.phases = self.grid_result.phases
+        else:
+            tr, va = self.arrays["train"], self.arrays["val"]
+            feats = (self.feats["train"], self.feats["val"]) if self.feats else None
+            self.phases = self._fit_arrays(self.cfg, Arrays(tr[0], tr[1], va[0], va[1]), feats, self.ckpt)
+        self.t_train = time.perf_counter() - t0
+
+    def _fit_final_on_dev(self):
+        """All development records train, for the folds' median best epoch count (no early stopping: there
+        is no held-out data left); the validation split is only watched, never used to pick weights."""
+        recs, X, y, f = self._dev()
+        ep = self.cv.final_epochs
+        cfg = self.cfg.with_(epochs_warmup=ep.get("warmup", self.cfg.epochs_warmup),
+                             epochs_finetune=ep.get("finetune", 0) if self.cfg.epochs_finetune > 0 else 0,
+                             patience=10 ** 6, restore_best=False)
+        self.model.set_weights(self.init_weights)
+        self.say(f"final model: all {len(y)} development records, epochs {ep} (median best epochs of the folds)")
+        va = self.arrays["val"]
+        data = Arrays(X, y, va[0], va[1])
+        feats = (f, self.feats["val"]) if f is not None else None
+        ph1 = warmup(self.model, self.spec, data, cfg, self.loss, self.keras_cw, log=self.say, ckpt_dir=self.ckpt,
+                     callbacks=self.callbacks, strategy=self.strategy, features=feats)
+        train_ds = self._augmented_dataset(cfg, recs) if cfg.augment and cfg.augment != "none" \
+            and cfg.epochs_finetune > 0 else None
+        n_va = len(va[1])
+
+        def cut(feat_model):  # dev = train + val in that order: the val activations are the last rows
+            acts = self._cut_cache(feat_model, X)
+            return acts, acts[len(X) - n_va:]
+        ph2 = finetune(self.model, self.spec, data, cfg, self.loss, self.keras_cw, partial_from=self.bb.partial_from,
+                       train_dataset=train_ds, log=self.say, ckpt_dir=self.ckpt, callbacks=self.callbacks,
+                       strategy=self.strategy, cut_features=None if train_ds is not None else cut)
+        return [p for p in (ph1, ph2) if p is not None]
+
+    # ------------------------------------------------------------------ evaluation + run dir
+    def evaluate(self) -> None:
+        from edgeretina.metrics import binary_metrics, evaluate, threshold_at_sensitivity, youden_threshold
+        from edgeretina.train.run import evaluate_model
+
+        spec, o, va = self.spec, self.o, self.arrays["val"]
+        binary = spec.kind is TaskKind.BINARY
+        m: dict[str, Any] = {"task": spec.task.value, "kind": spec.kind.value,
+                             "objective": {"binary": "auroc", "multiclass": "quadratic_kappa",
+                                           "multilabel": "macro_auroc"}[spec.kind.value]}
+        s_val, _ = evaluate_model(self.model, spec, va[0], va[1], None, 0)
+        self.curves = {}
+        if self.o.cv:
+            threshold, t_sens = self.cv.threshold, self.cv.threshold_at_sensitivity
+            m["cv"] = self.cv_dict()
+            if binary:
+                m["threshold"] = {"method": "youden_j_on_pooled_cv_out_of_fold_scores", "value": threshold,
+                                  f"at_sensitivity_{o.sensitivity:g}_on_cv_out_of_fold": t_sens}
+            self.curves["cv out-of-fold"] = (np.concatenate([self.arrays["train"][1], va[1]]), self.oof)
+        else:
+            threshold = youden_threshold(va[1], s_val) if binary else None
+            m["val"] = evaluate(spec, va[1], s_val, threshold, o.n_boot, o.seed)
+            self.curves["val"] = (va[1], s_val)
+            if binary:
+                t_sens = threshold_at_sensitivity(va[1], s_val, o.sensitivity)
+                m["threshold"] = {"method": "youden_j_on_val", "value": threshold,
+                                  f"at_sensitivity_{o.sensitivity:g}_on_val": t_sens}
+        self.threshold = threshold
+        if "test" in self.arrays:
+            te = self.arrays["test"]
+            s_test, m_test = evaluate_model(self.model, spec, te[0], te[1], threshold, o.n_boot, o.seed)
+            m["test"] = m_test
+            if binary:
+                m["test_at_sensitivity"] = binary_metrics(te[1], s_test, t_sens)
+            self.curves["test"] = (te[1], s_test)
+            if self.base is not None:
+                from edgeretina.compare import delong_test
+
+                probe_scores = self.base.pop("_test_scores")
+                d = delong_test(te[1], s_test, probe_scores)
+                self.base["delong_model_minus_probe"] = {"delta": d.delta, "ci95": list(d.ci95()), "p": d.p}
+        if self.base is not None:
+            self.base.pop("_test_scores", None)
+            m["baseline_logreg_frozen_features"] = self.base
+        if self.disc_flags:
+            m["disc_flags"] = self.disc_flags
+        if self.grid_result is not None:
+            m["grid"] = self.grid_result.summary()
+        m["phases"] = [{"name": p.name, "epochs_run": p.epochs_run, "best_epoch": p.best_epoch,
+                        "best_val_loss": p.best_val_loss, "stopped_early": p.stopped_early,
+                        "seconds": round(p.seconds, 2), "resumed_from_epoch": p.resumed_from} for p in self.phases]
+        m["seconds"] = {"load_images": round(self.t_load, 2), "train": round(self.t_train, 2),
+                        **({"cv": self.cv.seconds} if self.cv else {})}
+        self.metrics = m
+
+    def _dataset_dict(self) -> dict[str, Any]:
+        o = self.o
+        return {"path": str(self.data), "format": self.ds.format,
+                "options": {k: v for k, v in (o.data_options or {}).items() if k != "format"},
+                "split": {"scheme": o.split or "default", "seed": o.seed, **{k: len(v) for k, v in self.parts.items()}},
+                "subsample": {"max_train": o.max_train, "max_val": o.max_val, "max_test": o.max_test}}
+
+    def write(self) -> Path:
+        from edgeretina.metrics import plot_roc, roc_curves_for
+        from edgeretina.run import CONFIG_FILE, MODEL_FILE, RunConfig
+
+        out, spec = self.out, self.spec
+        save_clean_model(self.model, out / MODEL_FILE)
+        extra = {"train": self.cfg.to_dict(), "arch_options": self.info["arch_options"],
+                 "scaling": self.info["scaling"], "strategy": self.o.strategy or "default",
+                 "class_weights": {str(k): v for k, v in self.cw.items()},
+                 **({"grid_best": self.grid_result.best} if self.grid_result else {}),
+                 **({"cv": {"k": self.cv.k, "pooled_auroc": self.cv.pooled.get("auroc"), "mean": self.cv.mean,
+                            "sd": self.cv.sd, "final_epochs": self.cv.final_epochs,
+                            "trained_on": "train+val"}} if self.cv else {})}
+        rc = RunConfig(task=spec.task.value, kind=spec.kind.value, labels=tuple(spec.labels),
+                       preprocessing=self.pipe.to_json(), arch=self.bb.name, input_size=self.size,
+                       weights=self.info["weights"], head=self.info["head"], positive_index=spec.positive_index,
+                       output={"activation": spec.activation, "kind": "probabilities"}, threshold=self.threshold,
+                       dataset=self._dataset_dict(), extra=extra)
+        rc.save(out)
+        write_text_atomic(out / "history.csv", history_csv([r for p in self.phases for r in p.history]))
+        plot_roc(out / "roc.png", roc_curves_for(spec, self.curves), title=f"{self.bb.keras_name} · {spec.task.value}")
+        if self.ckpt.exists():
+            shutil.rmtree(self.ckpt, ignore_errors=True)
+        for f in (out / "grid").glob("*.weights.h5"):  # per-trial weights: only needed while the search runs
+            f.unlink()
+        self.metrics["seconds"]["total"] = round(time.perf_counter() - self.t_start, 2)
+        self.metrics["seconds"]["cpu_process"] = round(time.process_time() - self.cpu_start, 2)
+        write_json_atomic(out / "metrics.json", self.metrics)
+        self.say(f"done in {self.metrics['seconds']['total']:.0f} s → {out / MODEL_FILE}, {out / CONFIG_FILE}")
+        return Path(out)
+
+
+def _probe_scores(f_train, y_train, f_eval) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced"))
+    clf.fit(f_train, y_train)
+    return clf.predict_proba(f_eval)[:, 1]
