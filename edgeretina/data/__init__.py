@@ -79,7 +79,7 @@ def open_dataset(path: str | Path, task: str | None = None, format: str | None =
     check = options.get("check", "header")
     if check not in ("header", "full", "none"):
         raise DataError(f"unknown check '{check}' (choose header, full or none)")
-    allowed = {DataFormat.ODIR: {"check", "dedupe", "suspect", "images_dir"},
+    allowed = {DataFormat.ODIR: {"check", "dedupe", "suspect", "images_dir", "negatives"},
                DataFormat.APTOS: {"check", "dedupe"}, DataFormat.IMAGEFOLDER: {"check", "dedupe"},
                DataFormat.NPZ: {"check", "dedupe"}, DataFormat.SYNTHETIC: {"check", "dedupe"}}[fmt]
     unknown = sorted(set(options) - allowed)
