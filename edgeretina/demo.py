@@ -238,7 +238,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, progress: Progre
                     threshold=threshold,
                     dataset={"path": s.dataset, "format": "synthetic", "split": {"scheme": s.split, "seed": s.seed}},
                     extra={"arch_options": {"alpha": s.alpha}, "bn_momentum": s.bn_momentum, "demo": True})
-    from edgeretina.train.run import history_csv, save_clean_model
+    from edgeretina.train.helpers import history_csv, save_clean_model
 
     save_clean_model(model, run_dir / "model.keras")
     cfg.save(run_dir)

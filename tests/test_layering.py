@@ -37,9 +37,7 @@ LITERT_FLATBUFFER = {"ai_edge_litert.schema_py_generated", "ai_edge_litert.tools
 # (importing module, private name); delete it when that module switches to the public name.
 PENDING_PRIVATE: set[tuple[str, str]] = {
     ("edgeretina.converters.export", "_label_key"),  # → converters.calib.label_key
-    ("edgeretina.train.run", "_null"),               # → contextlib.nullcontext (then drop loop._null)
     ("edgeretina.preprocess", "_map"),               # data.loading._map, see PENDING_CYCLES
-    ("edgeretina.demo", "_history_csv"),             # → train.run.history_csv (in the lead's train refactor)
 }
 # Import cycles still open, same rule: delete the entry when the cycle is gone.
 PENDING_CYCLES: set[frozenset[str]] = {

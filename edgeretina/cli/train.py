@@ -85,7 +85,7 @@ def train(data, task, arch, out, weights, input_size, alpha, head, grid, grid_lr
         raise EdgeRetinaError(f"--batch-size must be ≥ 1, got {batch_size}")
 
     from edgeretina.train import TrainConfig, train_run
-    from edgeretina.train.run import RunOptions
+    from edgeretina.train.options import RunOptions
 
     cfg = TrainConfig(epochs_warmup=epochs_warmup, epochs_finetune=epochs_finetune, lr_warmup=lr_warmup,
                       lr_finetune=lr_finetune, batch_size=batch_size, patience=patience, freeze=freeze, loss=loss,

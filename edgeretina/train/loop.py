@@ -206,4 +206,3 @@ def fit_phase(name: str, model, spec: TaskSpec, train, val, *, loss, lr: float, 
                        time.perf_counter() - t0, tracker.history, start)
 
 
-_null = contextlib.nullcontext  # TODO(issue 16): delete once train/run.py no longer imports it

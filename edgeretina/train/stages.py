@@ -20,8 +20,9 @@ import numpy as np
 from edgeretina.errors import DataError, EdgeRetinaError, ModelError
 from edgeretina.io import ensure_writable_dir, write_json_atomic, write_text_atomic
 from edgeretina.tasks import TaskKind, scores_from_output, task_spec
-from edgeretina.train.run import (CHECKPOINT_DIR, RunOptions, check_task_served, history_csv, logreg_probe,
-                                  make_strategy, save_clean_model, subsample)
+from edgeretina.train.helpers import (CHECKPOINT_DIR, check_task_served, evaluate_model, history_csv,
+                                      logreg_probe, make_strategy, save_clean_model, subsample)
+from edgeretina.train.options import RunOptions
 from edgeretina.train.two_phase import Arrays, finetune, warmup
 
 CV_FILE = "cv.json"
@@ -227,11 +228,10 @@ class TrainRun:
             data = Arrays(X[tr], y[tr], X[va], y[va])
             feats = (f[tr], f[va]) if f is not None else None
             self.say = quiet
-            cut = None
-            if not (cfg.augment and cfg.augment != "none"):
-                def cut(feat_model):
-                    acts = self._cut_cache(feat_model, X)
-                    return acts[tr], acts[va]
+            def fold_cut(feat_model):
+                acts = self._cut_cache(feat_model, X)
+                return acts[tr], acts[va]
+            cut = None if (cfg.augment and cfg.augment != "none") else fold_cut
             try:
                 phases = self._fit_arrays_cv(cfg, data, feats, [recs[i] for i in tr], cut)
             finally:
@@ -373,7 +373,6 @@ class TrainRun:
     # ------------------------------------------------------------------ evaluation + run dir
     def evaluate(self) -> None:
         from edgeretina.metrics import binary_metrics, evaluate, threshold_at_sensitivity, youden_threshold
-        from edgeretina.train.run import evaluate_model
 
         spec, o, va = self.spec, self.o, self.arrays["val"]
         binary = spec.kind is TaskKind.BINARY

@@ -1,0 +1,54 @@
+"""``RunOptions``: every option of ``train_run`` besides (data, task, arch, out), validated once."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from edgeretina.errors import EdgeRetinaError, ModelError
+from edgeretina.train.two_phase import TrainConfig
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything ``train_run`` needs besides (data, task, arch, out). Validated on construction."""
+
+    weights: Any = "imagenet"
+    input_size: int | None = None
+    head: Any = None
+    arch_options: dict | None = None
+    config: TrainConfig | None = None
+    split: str | None = None
+    seed: int = 0
+    pipeline: Any = None
+    data_options: dict | None = None
+    max_train: int | None = None
+    max_val: int | None = None
+    max_test: int | None = None
+    grid: bool = False
+    grid_space: dict | None = None
+    strategy: str | None = "default"
+    n_boot: int = 1000
+    baseline: bool = True
+    sensitivity: float = 0.9
+    overwrite: bool = False
+    cv: int | None = None             # K-fold CV over train+val; the final model trains on all of them
+    cv_seeds: tuple[int, ...] = (0,)  # repeat the CV with these fold/training seeds (spread over seeds)
+    cv_only: bool = False             # recipe selection: write cv.json only, never touch the test split
+
+    def __post_init__(self):
+        if self.input_size is not None and not 32 <= int(self.input_size) <= 1024:
+            raise ModelError(f"input size must be between 32 and 1024 px, got {self.input_size}")
+        if self.cv is not None and int(self.cv) < 3:
+            raise EdgeRetinaError(f"--cv needs at least 3 folds, got {self.cv}")
+        if self.cv_only and not self.cv:
+            raise EdgeRetinaError("--cv-only needs --cv K")
+        if not self.cv_seeds:
+            raise EdgeRetinaError("cv_seeds must name at least one seed")
+        if not 0.0 < float(self.sensitivity) < 1.0:
+            raise EdgeRetinaError(f"sensitivity target must be in (0, 1), got {self.sensitivity}")
+        if self.grid and self.strategy not in (None, "default") and self.cv:
+            raise EdgeRetinaError("--grid with --cv runs on one device (strategy default)")
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.config or TrainConfig()
