@@ -122,6 +122,10 @@ def open_model(path: str | Path) -> ModelFile:
         return ModelFile(model, "keras", cfg, cfg.to_dict())
     if p.suffix != ".tflite":
         raise ModelError(f"{p}: not a model file (expected .tflite, .keras or a run dir)")
+    from . import integrity
+
+    if integrity.verifying_manifest():  # first: a changed file is refused as such, whatever it now holds
+        integrity.check_manifest(p)
     meta = read_tflite_metadata(p)
     cfg = RunConfig.from_dict(meta, source=f"{p} metadata")
     _check_tflite(p, meta, cfg)
@@ -129,16 +133,11 @@ def open_model(path: str | Path) -> ModelFile:
 
 
 def _check_tflite(p: Path, meta: dict, cfg: RunConfig) -> None:
-    """Before any image is scored: the file matches its export folder's manifest (unless switched off with
-    ``integrity.manifest_verification(False)``) and its metadata fits the graph (``benchmarks/integrity.py``)."""
-    import hashlib
-
+    """Before any image is scored, after the manifest check in :func:`open_model`: the metadata fits the graph
+    (``benchmarks/integrity.py``)."""
     from . import integrity
 
-    data = p.read_bytes()
-    if integrity.verifying_manifest():
-        integrity.check_manifest(p, sha256=hashlib.sha256(data).hexdigest())
-    ins, outs = integrity.tflite_io_shapes(data)
+    ins, outs = integrity.tflite_io_shapes(p.read_bytes())
     integrity.check_metadata(meta, cfg, outs, ins, f"{p} metadata")
 
 

@@ -423,10 +423,10 @@ class Exporter:
 
             clean_stale_savedmodels()
             ctx = self.open(model_or_run_dir, out_dir, config)
-            keep, fresh = self._carry_rules(ctx)
+            rules = _CarryRules(self, ctx)  # evaluated under the folder's lock, when the staging folder is made
             self.progress = Progress(self._n_stages(), self.emit)
-            with StagedDir(ctx.out, keep=keep, what="edgeretina export") as st, SavedModels() as saved:
-                ctx.stage = st.path
+            with StagedDir(ctx.out, keep=rules, what="edgeretina export") as st, SavedModels() as saved:
+                ctx.stage, fresh = st.path, rules.compute()
                 try:
                     self.calibrate(ctx)
                     self.reference(ctx)
@@ -479,15 +479,15 @@ class Exporter:
         self.shape = shape
         return ctx
 
-    def _carry_rules(self, ctx: ExportContext):
+    def carry_rules(self, ctx: ExportContext) -> tuple[set[str], bool]:
         """Which entries of the existing folder the new one keeps: everything except manifest.json, the
         files this export writes and the .tflite files an earlier manifest lists that are not kept (another
         source model, or changed since). Entries of the same source model whose files are unchanged are kept
-        in the new manifest. Returns (keep(path) -> bool, fresh: the folder held no export)."""
+        in the new manifest (``ctx.kept``). Returns (names to drop, fresh: the folder held no export).
+        Call it while holding the folder's lock."""
         old = _read_manifest(ctx.out / MANIFEST)
         mine = {v.value for v in self.opts.variants}
-        names = {f"{ctx.stem}_{i.suffix}.tflite" for i in self.opts.infos}
-        drop = set(names) | {MANIFEST}
+        drop = {f"{ctx.stem}_{i.suffix}.tflite" for i in self.opts.infos} | {MANIFEST}
         for r in (old or {}).get("results", []) if isinstance(old, dict) else []:
             if not isinstance(r, dict) or not isinstance(r.get("path"), str):
                 continue
@@ -497,8 +497,7 @@ class Exporter:
                 ctx.kept.append({**r, "path": str(f)})
             else:
                 drop.add(f.name)
-        fresh = old is None and not any(ctx.out.glob("*.tflite"))
-        return (lambda p: p.name not in drop), fresh
+        return drop, old is None and not any(ctx.out.glob("*.tflite"))
 
     # ---- calibrate: representative images for full-integer variants
     def calibrate(self, ctx: ExportContext) -> None:
@@ -726,6 +725,23 @@ class Exporter:
         write_json_atomic(st.path / MANIFEST, d)
         st.publish()
         return report
+
+
+class _CarryRules:
+    """``keep(path)`` for :class:`StagedDir`, computed once on first use (under the lock)."""
+
+    def __init__(self, exporter: Exporter, ctx: ExportContext):
+        self.exporter, self.ctx, self._rules = exporter, ctx, None
+
+    def compute(self) -> bool:
+        """Compute the rules (if not yet) and return ``fresh``."""
+        if self._rules is None:
+            self._rules = self.exporter.carry_rules(self.ctx)
+        return self._rules[1]
+
+    def __call__(self, p: Path) -> bool:
+        self.compute()
+        return p.name not in self._rules[0]
 
 
 def export_model(model_or_run_dir, variants: Sequence[str | Variant] | None = None,

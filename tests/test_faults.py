@@ -272,21 +272,33 @@ def _image(tmp_path: Path, name: str = "eye.png", size: int = 96) -> Path:
     return p
 
 
-def test_tampered_and_swapped_files_are_refused(exported_a, tmp_path):
+def _overwrite_weights(tflite: Path, run: Path) -> None:
+    """Change the first conv kernel weight inside a float32 .tflite (found by its bytes, OHWI layout)."""
+    from edgeretina._keras import keras
+
+    k = keras.models.load_model(run / "model.keras", compile=False).layers[1].get_weights()[0]
+    raw = np.ascontiguousarray(k.transpose(3, 0, 1, 2), dtype=np.float32).tobytes()
+    data = bytearray(tflite.read_bytes())
+    at = data.find(raw)
+    assert at >= 0
+    data[at:at + 4] = np.float32(k.transpose(3, 0, 1, 2).flat[0] + 0.5).tobytes()
+    tflite.write_bytes(bytes(data))
+
+
+def test_tampered_and_swapped_files_are_refused(models, exported_a, tmp_path):
     img = _image(tmp_path)
-    int8 = exported_a / "A_int8.tflite"
-    ok = CliRunner().invoke(cli, ["predict", str(int8), str(img)])
+    f32, int8 = exported_a / "A_float32.tflite", exported_a / "A_int8.tflite"
+    ok = CliRunner().invoke(cli, ["predict", str(f32), str(img)])
     assert ok.exit_code == 0, ok.output
-    data = bytearray(int8.read_bytes())
-    data[len(data) // 2] ^= 0x55  # one weight byte changed
-    int8.write_bytes(bytes(data))
-    msg = _one_error(CliRunner().invoke(cli, ["predict", str(int8), str(img)]))
+    original = f32.read_bytes()
+    _overwrite_weights(f32, models["A"])  # weights overwritten, metadata intact
+    msg = _one_error(CliRunner().invoke(cli, ["predict", str(f32), str(img)]))
     assert "does not match manifest.json" in msg and "--no-verify-manifest" in msg, msg
     msg = _one_error(CliRunner().invoke(cli, [str(a) for a in _bench(exported_a, tmp_path / "R")]))
     assert "does not match manifest.json" in msg
-    forced = CliRunner().invoke(cli, ["predict", "--no-verify-manifest", str(int8), str(img)])
+    forced = CliRunner().invoke(cli, ["predict", "--no-verify-manifest", str(f32), str(img)])
     assert forced.exit_code == 0 and "warning: --no-verify-manifest" in forced.output, forced.output
-    int8.write_bytes((exported_a / "A_float32.tflite").read_bytes())  # float32 file swapped in for int8
+    int8.write_bytes(original)  # the float32 file swapped in for int8
     assert "does not match manifest.json" in _one_error(CliRunner().invoke(cli, ["predict", str(int8), str(img)]))
 
 
