@@ -566,8 +566,13 @@ def locate_disc(img: np.ndarray, disc_fraction: float = 0.15, threshold: int = 1
     py, px = np.nonzero(peaks)
     if py.size == 0:
         return fallback(0.0, "no disc-like spot")
-    order = np.argsort(-masked[py, px])[:_N_CANDIDATES]
-    py, px = py[order], px[order]
+    keep: list[int] = []  # best first (ties: raster order); a plateau's equal peaks count once
+    for i in np.argsort(-masked[py, px], kind="stable").tolist():
+        if all(max(abs(py[i] - py[j]), abs(px[i] - px[j])) > kk // 2 for j in keep):
+            keep.append(i)
+            if len(keep) == _N_CANDIDATES:
+                break
+    py, px = py[keep], px[keep]
 
     spread = float(lum_raw[inside].std()) + 1e-6
     geo = _sector_geometry(dd)
