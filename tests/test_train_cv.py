@@ -1,0 +1,105 @@
+"""``edgeretina train --cv K``: patient-level folds over train+val, pooled out-of-fold AUROC, the test split
+locked until the final model, resume of finished folds, ODIR ``negatives``."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeretina.cli import cli as main
+from edgeretina.data import open_dataset
+from edgeretina.errors import DataError, EdgeRetinaError
+from edgeretina.tasks import task_spec
+from edgeretina.train import TrainConfig, train_run
+from edgeretina.train.cv import check_cv, fold_indices
+from edgeretina.train.options import RunOptions
+
+
+def test_folds_are_patient_disjoint_stratified_and_cover_every_record():
+    ds = open_dataset("synthetic:n=240,size=64,seed=3", "glaucoma")
+    recs = ds.records
+    k = 5
+    held = []
+    for i in range(k):
+        idx = fold_indices(recs, ds.spec, k, i, seed=0)
+        parts = {n: {recs[j].group for j in v} for n, v in idx.items()}
+        assert not (parts["train"] & parts["eval"]) and not (parts["val"] & parts["eval"])
+        assert not (parts["train"] & parts["val"])
+        assert len(idx["train"]) + len(idx["val"]) + len(idx["eval"]) == len(recs)
+        y = np.array([recs[j].y for j in idx["eval"]])
+        assert 0 < y.mean() < 1  # both classes in every held-out fold
+        held.extend(idx["eval"].tolist())
+    assert sorted(held) == list(range(len(recs)))  # every record held out exactly once
+
+
+def test_cv_option_checks():
+    with pytest.raises(EdgeRetinaError, match="at least 3 folds"):
+        RunOptions(cv=2)
+    with pytest.raises(EdgeRetinaError, match="--cv-only needs --cv"):
+        RunOptions(cv_only=True)
+    with pytest.raises(DataError, match="only 3 positive"):
+        check_cv(5, task_spec("glaucoma"), np.array([1, 1, 1] + [0] * 50))
+
+
+def test_odir_negatives_all_adds_other_findings(shared):
+    normal = open_dataset(shared / "data" / "odir", "glaucoma")
+    every = open_dataset(shared / "data" / "odir", "glaucoma", negatives="all")
+    pos = lambda d: sum(r.y for r in d.records)  # noqa: E731
+    assert pos(every) == pos(normal) == 256
+    assert len(every.records) > len(normal.records) + 1000
+    assert every.info["negatives"] == "all"
+    with pytest.raises(DataError, match="negatives"):
+        open_dataset(shared / "data" / "odir", "glaucoma", negatives="some")
+
+
+@pytest.fixture(scope="module")
+def cv_run(shared, tmp_path_factory):
+    """3-fold CV of a warm-up-only MobileNetV2-96 recipe on a patient-level ODIR sample, then the final fit."""
+    out = tmp_path_factory.mktemp("cv") / "run"
+    cfg = TrainConfig(epochs_warmup=40, epochs_finetune=0, batch_size=16, patience=8)
+    logs: list[str] = []
+    train_run(shared / "data" / "odir", "glaucoma", "mobilenetv2", out, log=logs.append, weights="imagenet",
+              input_size=96, config=cfg, max_train=300, max_val=100, max_test=150, n_boot=100, cv=3)
+    return out, logs
+
+
+def test_cv_run_reports_folds_pooled_auroc_and_locks_test(cv_run):
+    out, logs = cv_run
+    m = json.loads((out / "metrics.json").read_text())
+    cv = m["cv"]
+    assert cv["k"] == 3 and len(cv["folds"]) == 3
+    assert sum(f["n_eval"] for f in cv["folds"]) == cv["n_dev"] == 400  # train+val, each held out once
+    assert cv["pooled"]["n"] == 400 and 0.6 < cv["pooled"]["auroc"] <= 1.0  # it learned something
+    assert cv["pooled"]["auroc_ci_low"] < cv["pooled"]["auroc"] < cv["pooled"]["auroc_ci_high"]
+    assert abs(cv["mean"] - np.mean([f["score"] for f in cv["folds"]])) < 1e-9
+    assert "auroc" in cv["baseline_logreg_frozen_features"]
+    # threshold from the pooled out-of-fold scores, final model trained on train+val, test scored once
+    assert m["threshold"]["method"] == "youden_j_on_pooled_cv_out_of_fold_scores"
+    assert m["threshold"]["value"] == pytest.approx(cv["threshold"])
+    assert "test" in m and "val" not in m
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["extra"]["cv"]["trained_on"] == "train+val"
+    assert cfg["threshold"] == pytest.approx(cv["threshold"])
+    assert any("ETA" in line for line in logs)  # progress per fold
+    assert not (out / "checkpoint").exists()
+
+
+def test_cv_only_never_loads_the_test_split(shared, tmp_path):
+    out = tmp_path / "sel"
+    r = CliRunner().invoke(main, ["train", "--data", str(shared / "data" / "odir"), "--task", "glaucoma",
+                                  "--arch", "mobilenetv2", "--input-size", "96", "--epochs-warmup", "5",
+                                  "--epochs-finetune", "0", "--max-train", "150", "--max-val", "60",
+                                  "--max-test", "10", "--cv", "3", "--cv-only", "--bootstrap", "50",
+                                  "--crop", "onh", "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "pooled out-of-fold AUROC" in r.output
+    d = json.loads((out / "cv.json").read_text())
+    assert d["dataset"]["split"]["test"] == 0  # not even loaded
+    assert any(s["name"] == "onh_crop" for s in d["preprocessing"]["steps"])
+    assert not (out / "metrics.json").exists() and not (out / "model.keras").exists()
+    # finished folds are cached while the run is unfinished; a finished run refuses to be overwritten silently
+    r2 = CliRunner().invoke(main, ["train", "--data", str(shared / "data" / "odir"), "--task", "glaucoma",
+                                   "--arch", "mobilenetv2", "--cv", "3", "--cv-only", "--out", str(out), "-q"])
+    assert r2.exit_code == 2 and "already holds a finished run" in r2.output
