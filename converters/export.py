@@ -284,6 +284,7 @@ class ExportContext:
     pipeline: Any = None
     data: "_Data | None" = None
     stage: Path | None = None      # the private staging folder the files are written to
+    shape: tuple[int, int, int] = (0, 0, 0)  # the model's input (H, W, C)
     lmodel: Any = None             # the model without its final activation (logits)
     act: str | None = None
     X_cal: np.ndarray | None = None
@@ -470,13 +471,12 @@ class Exporter:
         ctx = ExportContext(out=out, model=model, pipeline=pipeline, **ctx_kw)
         from .tflite import input_shape, logits_model
 
-        shape = input_shape(model)
-        if pipeline.input_size is not None and pipeline.input_size != shape[0]:
+        ctx.shape = input_shape(model)
+        if pipeline.input_size is not None and pipeline.input_size != ctx.shape[0]:
             raise ModelError(f"{ctx.cfg_source}: preprocessing resizes to {pipeline.input_size} px but the "
-                             f"model takes {shape[0]} px")
+                             f"model takes {ctx.shape[0]} px")
         ctx.data = _Data(ctx.cfg, ctx.cfg_source, pipeline)
         ctx.lmodel, ctx.act = logits_model(model)
-        self.shape = shape
         return ctx
 
     def carry_rules(self, ctx: ExportContext) -> tuple[set[str], bool]:
@@ -506,7 +506,7 @@ class Exporter:
         if not any(i.calibration for i in o.infos):
             return
         if o.calib is not None:
-            ctx.X_cal = calib_mod.from_path(o.calib, ctx.pipeline, self.shape, n=o.calib_n, seed=o.seed)
+            ctx.X_cal = calib_mod.from_path(o.calib, ctx.pipeline, ctx.shape, n=o.calib_n, seed=o.seed)
             ctx.calib_info = {"source": str(o.calib), "n": int(len(ctx.X_cal))}
             return
         if not ctx.data.available():
