@@ -103,3 +103,13 @@ def test_cv_only_never_loads_the_test_split(shared, tmp_path):
     r2 = CliRunner().invoke(main, ["train", "--data", str(shared / "data" / "odir"), "--task", "glaucoma",
                                    "--arch", "mobilenetv2", "--cv", "3", "--cv-only", "--out", str(out), "-q"])
     assert r2.exit_code == 2 and "already holds a finished run" in r2.output
+
+
+def test_macs_of_mobilenetv2_match_the_published_count():
+    from edgeretina.models import build_model
+    from edgeretina.models.macs import count_macs
+
+    m224 = count_macs(build_model("mobilenetv2", "glaucoma", 224, None))
+    m160 = count_macs(build_model("mobilenetv2", "glaucoma", 160, None))
+    assert 295e6 < m224 < 305e6  # MobileNetV2 1.0-224: 300 M multiply-adds (Sandler et al. 2018)
+    assert abs(m160 / m224 - (160 / 224) ** 2) < 0.01

@@ -250,6 +250,9 @@ class TrainRun:
 
         self.cv, self.oof = cross_validate(recs, y, self.spec, fit, k=int(self.o.cv), seeds=self.o.cv_seeds,
                                            n_boot=self.o.n_boot, sensitivity=self.o.sensitivity, log=say)
+        self.cv_rows = [{"key": r.key, "patient": r.patient, "y": _y_text(yv), "oof_score": _y_text(sv),
+                         "probe_oof_score": "" if not np.isfinite(pv) else f"{pv:.6g}"}
+                        for r, yv, sv, pv in zip(recs, y, self.oof, probe_oof)]
         self.cv_probe = None
         if np.isfinite(probe_oof).all():
             from edgeretina.compare import delong_test
@@ -296,11 +299,30 @@ class TrainRun:
             d["disc_flags"] = self.disc_flags
         return d
 
+    def write_oof(self) -> None:
+        """``cv_oof.csv``: every development record's out-of-fold score (first seed) — for audits and for
+        evaluating ensembles of recipes on the same folds without retraining."""
+        import csv
+        import io
+
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(self.cv_rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(self.cv_rows)
+        write_text_atomic(self.out / "cv_oof.csv", buf.getvalue())
+
     def write_cv_only(self) -> Path:
+        from edgeretina.models.macs import count_macs
+
         d = {"task": self.spec.task.value, "arch": self.bb.name, "input_size": self.size,
+             "macs": count_macs(self.model),
              "preprocessing": self.pipe.to_json(), "train": self.cfg.to_dict(),
              "dataset": self._dataset_dict(), "cv": self.cv_dict(),
              "seconds": round(time.perf_counter() - self.t_start, 2)}
+        self.write_oof()
+        keep = self.out / "cv_folds"  # the folds' scores: a later `train --cv` of this recipe reuses them
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.copytree(self.ckpt / "cv", keep)
         write_json_atomic(self.out / CV_FILE, d)
         shutil.rmtree(self.ckpt, ignore_errors=True)
         self.say(f"cv only: {self.out / CV_FILE} (the test split was not loaded)")
@@ -450,6 +472,8 @@ class TrainRun:
                        output={"activation": spec.activation, "kind": "probabilities"}, threshold=self.threshold,
                        dataset=self._dataset_dict(), extra=extra)
         rc.save(out)
+        if self.cv is not None:
+            self.write_oof()
         write_text_atomic(out / "history.csv", history_csv([r for p in self.phases for r in p.history]))
         plot_roc(out / "roc.png", roc_curves_for(spec, self.curves), title=f"{self.bb.keras_name} · {spec.task.value}")
         if self.ckpt.exists():
@@ -471,3 +495,8 @@ def _probe_scores(f_train, y_train, f_eval) -> np.ndarray:
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced"))
     clf.fit(f_train, y_train)
     return clf.predict_proba(f_eval)[:, 1]
+
+
+def _y_text(v) -> str:
+    a = np.atleast_1d(np.asarray(v, dtype=np.float64))
+    return " ".join(f"{x:.6g}" for x in a)
