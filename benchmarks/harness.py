@@ -321,7 +321,8 @@ def run_bench(models: Sequence[str | os.PathLike], data: str, *, task: str | Non
     report = Report(
         task=spec.task.value, kind=spec.kind.value,
         dataset={"path": str(data), "format": getattr(ds, "format", None), "split": split,
-                 "n_images": int(len(y)), "classes": _class_counts(spec, y)},
+                 "n_images": int(len(y)), "classes": _class_counts(spec, y),
+                 **disc_flags(records, ref.config.preprocessing)},
         machine=machine_info(), reference=str(ref.path), variants=tuple(rows),
         settings={"runs": runs, "warmup": warmup, "timing_images": min(timing_images, len(y)),
                   "threads": threads, "n_boot": n_boot, "seed": seed, "threshold": threshold,
@@ -333,6 +334,18 @@ def run_bench(models: Sequence[str | os.PathLike], data: str, *, task: str | Non
     if out_dir is not None:
         write_outputs(report, list(curves.values()), spec, out_dir, command=command)
     return report
+
+
+def disc_flags(records, pipeline_json) -> dict:
+    """``{"disc_flags": {...}}`` when the reference crops the optic-nerve head: how many of the benchmark's
+    photos got a low-confidence / fallback disc crop (issue 12/20); ``{}`` otherwise."""
+    from edgeretina.preprocess import Pipeline, count_disc_flags
+
+    pipe = Pipeline.from_json(pipeline_json)
+    if not pipe.uses_onh:
+        return {}
+    f = count_disc_flags(records, pipe)
+    return {"disc_flags": {k: f[k] for k in ("n", "flagged", "fallback", "reasons", "flagged_keys")}}
 
 
 def robustness_stages(options: BenchOptions, models: Sequence[ModelFile], ref: ModelFile, records, spec: TaskSpec,

@@ -306,6 +306,8 @@ class Report:
             "",
             f"- Data: `{ds.get('path')}` split `{ds.get('split')}`, {ds.get('n_images')} images{subset} "
             f"({classes})",
+            *([f"- Optic-disc crops flagged (low confidence / fallback, the app should ask for a retake): "
+               f"{ds['disc_flags']['flagged']} of {ds['disc_flags']['n']}"] if ds.get("disc_flags") else []),
             f"- Reference: `{self.reference}`; ΔAUROC, retention, DeLong p (paired, two-sided) and flips are "
             f"against it; sensitivity/specificity at the reference's threshold {thr}",
             f"- Latency: batch 1 after {st.get('warmup')} warm-up calls, {runs} pass{'es' if runs != 1 else ''} "
