@@ -47,10 +47,10 @@ interface ImageStep {
 /**
  * The Python `edgeretina.preprocess.Pipeline`, re-implemented step by step so that a phone prepares a photo
  * exactly as training did (docs/data.md has each step's algorithm; the parity test compares the two on real
- * fundus photos). Implemented: fov_crop, pad_square, resize (area | linear | nearest), grey, stretch,
- * standardize, scale (tf | torch | caffe | unit | none). A model whose pipeline uses anything else
- * (onh_crop, clahe, ben_graham, cubic resize, or a step from a newer edgeretina) is refused with
- * [UnsupportedStepException] — never silently skipped.
+ * fundus photos). Implemented: fov_crop, onh_crop (the optic-disc locator, [DiscLocator]), pad_square,
+ * resize (area | linear | nearest), grey, stretch, standardize, scale (tf | torch | caffe | unit | none). A
+ * model whose pipeline uses anything else (clahe, ben_graham, cubic resize, or a step from a newer
+ * edgeretina) is refused with [UnsupportedStepException] — never silently skipped.
  */
 class Pipeline(val imageSteps: List<ImageStep>, val standardizeEps: Double?, val scaling: String) {
 
@@ -80,10 +80,63 @@ class Pipeline(val imageSteps: List<ImageStep>, val standardizeEps: Double?, val
     /** RGB uint8 image -> float32 model input (S, S, 3), row-major HWC. */
     fun apply(img: RgbImage): FloatArray = applyFloat(applyImage(img))
 
+    val usesOnh: Boolean get() = imageSteps.any { it is OnhCrop }
+
+    /**
+     * [applyImage] plus the `onh_crop` step's detection mapped back to the input image's pixels (null without
+     * `onh_crop`). `detection.found == false`: the crop is a low-confidence guess — ask for a retake.
+     */
+    fun applyImageWithInfo(img: RgbImage, stopAtOnh: Boolean = false): Pair<RgbImage, DiscDetection?> {
+        var x = img
+        var sx = 1.0; var sy = 1.0; var ox = 0.0; var oy = 0.0
+        var disc: DiscDetection? = null
+        for (s in imageSteps) {
+            val h = x.height
+            val w = x.width
+            when (s) {
+                is OnhCrop -> {
+                    val (crop, det) = s.cropWithInfo(x)
+                    disc = det.scaled(sx, sy, ox, oy)
+                    if (stopAtOnh) return Pair(crop, disc)
+                    val side = crop.width
+                    ox += sx * pyRound(det.x - side / 2.0)
+                    oy += sy * pyRound(det.y - side / 2.0)
+                    x = crop
+                }
+                is FovCrop -> {
+                    val b = s.box(x)
+                    ox += sx * b[2]; oy += sy * b[0]
+                    x = s.apply(x)
+                }
+                is PadSquare -> {
+                    if (h != w) {
+                        val n = max(h, w)
+                        ox -= sx * ((n - w) / 2); oy -= sy * ((n - h) / 2)
+                    }
+                    x = s.apply(x)
+                }
+                is Resize -> {
+                    x = s.apply(x)
+                    if (x.width != w || x.height != h) {
+                        val fx = w.toDouble() / x.width
+                        val fy = h.toDouble() / x.height
+                        ox += sx * (0.5 * fx - 0.5); oy += sy * (0.5 * fy - 0.5)
+                        sx *= fx; sy *= fy
+                    }
+                }
+                else -> x = s.apply(x)
+            }
+        }
+        return Pair(x, disc)
+    }
+
+    /** Only the steps up to `onh_crop`: its detection in input pixels (null when the pipeline has none). */
+    fun detectDisc(img: RgbImage): DiscDetection? = if (usesOnh) applyImageWithInfo(img, stopAtOnh = true).second else null
+
     companion object {
         const val SCHEMA = "edgeretina.preprocess/1"
-        val SUPPORTED = listOf("fov_crop", "pad_square", "resize", "grey", "stretch", "standardize", "scale")
-        private val KNOWN_UNSUPPORTED = listOf("onh_crop", "clahe", "ben_graham")
+        val SUPPORTED = listOf("fov_crop", "onh_crop", "pad_square", "resize", "grey", "stretch", "standardize", "scale")
+        private val KNOWN_UNSUPPORTED = listOf("clahe", "ben_graham")
         val SCALINGS = listOf("tf", "torch", "caffe", "unit", "none")
 
         /** Parse `Pipeline.to_json()` (a dict with "steps", or the bare list of steps). */
@@ -124,6 +177,7 @@ class Pipeline(val imageSteps: List<ImageStep>, val standardizeEps: Double?, val
                 when (name) {
                     "fov_crop" -> image.add(FovCrop(params.intOr("threshold", 10)!!,
                         params.doubleOr("min_fraction", 0.01)!!, params.intOr("margin", 0)!!))
+                    "onh_crop" -> image.add(OnhCrop(DiscParams.fromJson(params)))
                     "pad_square" -> image.add(PadSquare(params.intOr("value", 0)!!))
                     "resize" -> {
                         val size = params.map["size"] ?: 224L
@@ -210,6 +264,13 @@ class FovCrop(val threshold: Int, val minFraction: Double, val margin: Int) : Im
     override val name = "fov_crop"
 
     override fun apply(img: RgbImage): RgbImage {
+        val b = box(img)
+        if (b[0] == 0 && b[2] == 0 && b[1] == img.height && b[3] == img.width) return img
+        return img.crop(b[2], b[0], b[3], b[1])
+    }
+
+    /** The window [y0, y1, x0, x1] that [apply] cuts out (the whole image for a nearly black one). */
+    fun box(img: RgbImage): IntArray {
         val w = img.width
         val h = img.height
         val rowCount = IntArray(h)
@@ -234,9 +295,8 @@ class FovCrop(val threshold: Int, val minFraction: Double, val margin: Int) : Im
         x0 = max(0, x0 - margin)
         y1 = min(h, y1 + margin)
         x1 = min(w, x1 + margin)
-        if ((y1 - y0) < 0.1 * h || (x1 - x0) < 0.1 * w) return img
-        if (y0 == 0 && x0 == 0 && y1 == h && x1 == w) return img
-        return img.crop(x0, y0, x1, y1)
+        if ((y1 - y0) < 0.1 * h || (x1 - x0) < 0.1 * w) return intArrayOf(0, h, 0, w)
+        return intArrayOf(y0, y1, x0, x1)
     }
 }
 

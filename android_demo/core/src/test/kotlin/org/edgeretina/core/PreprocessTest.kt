@@ -71,7 +71,8 @@ class PreprocessTest {
 
     @Test
     fun unsupportedStepsAreRefusedNotSkipped() {
-        for (step in listOf("""{"name": "ben_graham"}""", """{"name": "clahe"}""", """{"name": "onh_crop"}""",
+        for (step in listOf("""{"name": "ben_graham"}""", """{"name": "clahe"}""",
+                            """{"name": "onh_crop", "params": {"disc_finder_v9": 1}}""",
                             """{"name": "resize", "params": {"size": 8, "interpolation": "cubic"}}""", """{"name": "sharpen_v9"}""")) {
             try {
                 pipeline(step, """{"name": "scale", "params": {"mode": "tf"}}""")

@@ -22,6 +22,7 @@ import java.io.File
  *                                                 steps, uint8) and out.f32 (model input, float32 LE) + out.json
  *   prepare MODEL.tflite IMAGE.rgb W H OUT     -> the input tensor bytes exactly as the app feeds LiteRT
  *   postprocess MODEL.tflite OUTPUT.bin        -> Prediction JSON from raw output tensor bytes
+ *   locate PIPELINE.json JOBS.json             -> JSON list: the onh_crop detection per job (input pixels)
  *   bench-fixture OUT.json                     -> a benchmark result written by the app's own serializer
  * Errors: "error: <one line>" on stderr, exit 2.
  */
@@ -41,6 +42,7 @@ object CoreTool {
         when (args[0]) {
             "inspect" -> println(Json.write(inspect(File(args[1])), indent = 2))
             "preprocess" -> preprocess(File(args[1]), File(args[2]))
+            "locate" -> locate(File(args[1]), File(args[2]))
             "prepare" -> {
                 val model = EdgeModel.open(TfliteFile.read(File(args[1])))
                 val img = readRgb(File(args[2]), args[3].toInt(), args[4].toInt())
@@ -97,6 +99,22 @@ object CoreTool {
             File("$out.f32").writeBytes(bb.array())
             File("$out.json").writeText(Json.write(linkedMapOf("width" to stepped.width, "height" to stepped.height)))
         }
+    }
+
+    /** The pipeline's optic-disc detection per job (input pixels), one JSON object per job in [jobsFile]'s order. */
+    private fun locate(pipelineFile: File, jobsFile: File) {
+        val pipe = Pipeline.fromJson(Json.parse(pipelineFile.readText(), pipelineFile.path), pipelineFile.path)
+        @Suppress("UNCHECKED_CAST")
+        val jobs = Json.parse(jobsFile.readText(), jobsFile.path) as List<Map<String, Any?>>
+        val out = ArrayList<Any?>()
+        for (job in jobs) {
+            val img = readRgb(File(job["rgb"] as String), (job["width"] as Number).toInt(), (job["height"] as Number).toInt())
+            val t0 = System.nanoTime()
+            val det = pipe.detectDisc(img)
+            val ms = (System.nanoTime() - t0) / 1e6
+            out.add(det?.toMap()?.plus("ms" to ms))
+        }
+        println(Json.write(out))
     }
 
     /** A deterministic result through the real serializer: the JSON shape the app writes on a phone. */
