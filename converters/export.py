@@ -56,6 +56,8 @@ class ExportResult(SizedArtifact):
     target_sparsity: float | None = None
     finetune: dict[str, Any] | None = None
     bias_correction: dict[str, Any] | None = None  # output bias correction (full-integer variants)
+    quantizer: dict[str, Any] | None = None        # calibrated full-integer variants: which backend (aeq.py)
+    guard: dict[str, Any] | None = None            # int8-guard: fallback file, band (guard.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +73,9 @@ class ExportResult(SizedArtifact):
         extra.append(f"gzip {self.gzip_mb:.2f} MB")
         if v.get("float_ops"):
             extra.append(f"float ops: {', '.join(sorted(set(v['float_ops'])))}")
+        if self.guard:
+            extra.append(f"band ±{self.guard['band']:.3f} logit → {self.guard['fallback']} "
+                         f"({100 * self.guard['rescored_share']:.1f}% of calibration images re-scored)")
         if v.get("within_tolerance") is False:
             extra.append("WARNING: outside tolerance")
         return (f"{self.variant}: export success ✅ {self.seconds:.1f}s, saved as '{self.path}' "
@@ -123,7 +128,8 @@ def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for pkg in ("edgeretina", "tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "numpy"):
+    for pkg in ("edgeretina", "tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert",
+                "ai-edge-quantizer", "numpy"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -186,6 +192,8 @@ class _Data:
 # ------------------------------------------------------------------------------------------ options
 
 OUTPUTS = ("auto", "logits", "probabilities")
+QUANTIZERS = ("converter", "aeq")  # full-integer backends: the TF converter, or ai-edge-quantizer (aeq.py)
+RANGES = ("minmax", "ema")         # converters.aeq.RANGES (kept here so options need no quantizer import)
 ALLOCATIONS = ("uniform", "size")  # converters.prune.ALLOCATIONS (kept here so options need no TensorFlow)
 DEFAULT_SPARSITY = 0.5
 MAX_IMAGES = 10_000  # calibration / verification / threshold images held in memory at once
@@ -215,10 +223,16 @@ class ExportOptions:
     output: str = "auto"
     seed: int = 0
     bias_correction: bool = True
+    quantizer: str = "converter"
+    ranges: str = "minmax"
+    guard_k: float = 3.0
 
     def __post_init__(self):
         put = object.__setattr__
         put(self, "variants", _parse_variants(self.variants))
+        if Variant.INT8_GUARD in self.variants:  # the guard cascades the int8 and fp16 files of this export
+            put(self, "variants", tuple(sorted({*self.variants, Variant.FP16, Variant.INT8},
+                                               key=list(Variant).index)))
         put(self, "io", _parse_io(self.io))
         infos = self.infos
         if self.sparsity is not None and not any(i.pruned for i in infos):
@@ -239,6 +253,16 @@ class ExportOptions:
             raise ExportError(f"--calib-n and --verify-n must be <= {MAX_IMAGES} (images held in memory)")
         if self.output not in OUTPUTS:
             raise ExportError(f"unknown output '{self.output}' (choose auto, logits or probabilities)")
+        if self.quantizer not in QUANTIZERS:
+            raise ExportError(f"unknown --quantizer '{self.quantizer}' (choose {' or '.join(QUANTIZERS)})")
+        if self.quantizer != "converter" and not any(self.uses_quantizer(i) for i in infos):
+            raise ExportError("--quantizer only applies to calibrated full-integer variants (--int8, --pruned --int8)")
+        if self.ranges not in RANGES:
+            raise ExportError(f"unknown --ranges '{self.ranges}' (choose {' or '.join(RANGES)})")
+        if self.ranges != "minmax" and self.quantizer != "aeq":
+            raise ExportError("--ranges applies to --quantizer aeq only (the converter keeps min/max ranges)")
+        if not (isinstance(self.guard_k, (int, float)) and np.isfinite(self.guard_k) and self.guard_k >= 0):
+            raise ExportError(f"--guard-k must be a non-negative number, got {self.guard_k!r}")
         if self.finetune is None:
             put(self, "finetune", FineTune(seed=self.seed, target=self.finetune_target,
                                            **({} if self.steps is None else {"steps": self.steps})))
@@ -247,6 +271,10 @@ class ExportOptions:
     def infos(self) -> tuple[VariantInfo, ...]:
         return tuple(VARIANTS[v] for v in self.variants)
 
+    def uses_quantizer(self, info: VariantInfo) -> bool:
+        """Whether ``--quantizer`` picks this variant's backend (calibrated full-integer, not mixed/guard)."""
+        return info.calibration and info.full_integer and not info.mixed and not info.guarded
+
     def to_manifest(self, seconds: float) -> dict[str, Any]:
         infos, ft = self.infos, self.finetune
         return {"io": self.io.value, "sparsity": self.sparsity,
@@ -254,7 +282,9 @@ class ExportOptions:
                 "calib_n": self.calib_n, "verify_n": self.verify_n,
                 "allow_float_fallback": self.allow_float_fallback, "output": self.output,
                 "finetune": ft.to_dict() if any(i.trains for i in infos) else None,
-                "bias_correction": self.bias_correction, "seconds": round(seconds, 2)}
+                "bias_correction": self.bias_correction, "quantizer": self.quantizer,
+                "ranges": self.ranges if self.quantizer == "aeq" else None,
+                "guard_k": self.guard_k if any(i.guarded for i in infos) else None, "seconds": round(seconds, 2)}
 
 
 def _check_sparsity(s) -> float:
@@ -330,6 +360,8 @@ class _Build:
     iface: dict | None = None
     sparsity: float | None = None
     ver: Any = None
+    quant_info: dict | None = None
+    guard_info: dict | None = None
 
 
 # ------------------------------------------------------------------------------------------ progress
@@ -443,7 +475,7 @@ class Exporter:
     def _n_stages(self) -> int:
         n = 3  # calibrate, reference, publish
         for i in self.opts.infos:
-            n += 2 + int(i.trains) + int(self.opts.bias_correction and i.activations == "int8")
+            n += 2 + int(i.trains) + int(self.opts.bias_correction and i.activations == "int8" and not i.guarded)
         return n
 
     # ---- open: source model, config, output folder
@@ -541,6 +573,10 @@ class Exporter:
         logits = ctx.act is not None and (o.output == "logits" or (o.output == "auto" and info.full_integer))
         logits = logits or info.trains  # fine-tuned models are trained on logits
         b = _Build(info, logits, ctx.lmodel if logits else ctx.model, time.perf_counter())
+        if info.guarded:  # no conversion: the int8 file of this export, with the band to the fp16 file
+            self.guard(ctx, b)
+            self.verify(ctx, b)
+            return self.write(ctx, b)
         if info.trains:
             self.fine_tune(ctx, b)
         self.convert(ctx, b, saved)
@@ -601,9 +637,57 @@ class Exporter:
 
         info, o = b.info, self.opts
         self.progress.stage(f"{info.variant.value}: convert")
+        if o.uses_quantizer(info):
+            b.quant_info = {"backend": o.quantizer}
+        if o.quantizer == "aeq" and o.uses_quantizer(info):  # float32 .tflite → ai-edge-quantizer (aeq.py)
+            from . import aeq
+
+            fb = convert(b.km, VARIANTS[Variant.FLOAT32], saved=saved)
+            b.buf, q = aeq.quantize(fb, ctx.X_cal, o.io, o.ranges)
+            b.quant_info = q.to_dict()
+            return
         rep = (lambda: (x[None] for x in ctx.X_cal)) if (info.calibration and ctx.X_cal is not None) else None
         b.buf = convert(b.km, info, representative=rep, io=o.io, allow_float_fallback=o.allow_float_fallback,
                         qat=info.qat, saved=saved)
+
+    # ---- guard (int8-guard): the band from the int8 file's logit noise vs the float model
+    def guard(self, ctx: ExportContext, b: _Build) -> None:
+        """The int8 file written earlier in this export becomes the guard's graph; its logit noise against
+        the source model on the calibration images sets the band (``converters/guard.py``)."""
+        from edgeretina.runtime import LiteRTModel
+
+        from . import guard as guard_mod
+
+        self.progress.stage(f"{b.info.variant.value}: measure the int8 logit noise")
+        guard_mod.check_task(ctx.spec)
+        done = {r.variant: r for r in ctx.results}
+        r8, r16 = done.get(Variant.INT8.value), done.get(Variant.FP16.value)
+        if r8 is None or r16 is None:
+            raise ExportError("int8-guard needs the int8 and fp16 variants of the same export")
+        b.buf = (ctx.stage / Path(r8.path).name).read_bytes()
+        b.quant_info, b.bias_info = r8.quantizer, r8.bias_correction
+        X = ctx.bias_x if ctx.bias_x is not None else ctx.X_cal
+        ref = _keras_scores(ctx.model, X, ctx.spec, False)
+        s8 = scores_of(LiteRTModel(b.buf, threads=2, name="int8"), X, ctx.spec, r8.output)
+        m = guard_mod.measure(ctx.spec, s8, ref, ctx.cfg.threshold, self.opts.guard_k)
+        check = None
+        if ctx.X_ver is not None and ctx.ref is not None and len(ctx.X_ver):
+            from edgeretina.runtime import decision_flip_rate
+
+            fp16 = LiteRTModel((ctx.stage / Path(r16.path).name).read_bytes(), threads=2, name="fp16")
+            p8 = LiteRTModel(b.buf, threads=2, name="int8").probabilities(ctx.X_ver, r8.output)
+            pc, mask = guard_mod.cascade(ctx.spec, p8, lambda k: fp16.probabilities(ctx.X_ver[k], r16.output),
+                                         ctx.cfg.threshold, m["band"])
+            from edgeretina.tasks import scores_from_output
+
+            sc = scores_from_output(ctx.spec, pc)
+            check = {"sample": ctx.sample_info.get("source"), "n": int(len(mask)),
+                     "rescored_share": float(mask.mean()),
+                     "agreement": 1.0 - decision_flip_rate(ctx.spec, sc, ctx.ref, ctx.cfg.threshold)}
+        b.guard_info = guard_mod.GuardInfo(
+            fallback=Path(r16.path).name, fallback_sha256=r16.sha256, fallback_variant=r16.variant,
+            n_images=int(len(X)), source=ctx.calib_info.get("source") or "calibration images", check=check,
+            **m).to_dict()
 
     # ---- correct: output bias correction of int8-activation variants that output logits
     def correct(self, ctx: ExportContext, b: _Build) -> None:
@@ -681,6 +765,10 @@ class Exporter:
             "calibration": ctx.calib_info if info.calibration else None,
             "bias_correction": b.bias_info, "versions": package_versions(),
         }
+        if b.quant_info is not None:
+            payload["export"]["quantizer"] = b.quant_info
+        if b.guard_info is not None:
+            payload["export"]["guard"] = b.guard_info
         if info.trains:
             payload["threshold"] = b.threshold
             payload["export"]["source_threshold"] = ctx.cfg.threshold
@@ -699,7 +787,7 @@ class Exporter:
             output=ctx.logit_output if b.logits else ctx.prob_output, interface=b.iface,
             verification=b.ver.to_dict(), sparsity=b.sparsity,
             target_sparsity=self.opts.sparsity if info.pruned else None, finetune=b.ft_info,
-            bias_correction=b.bias_info)
+            bias_correction=b.bias_info, quantizer=b.quant_info, guard=b.guard_info)
         ctx.results.append(res)
         if self.on_result:
             self.on_result(res)
@@ -779,6 +867,13 @@ def _read_manifest(path: Path) -> dict | None:
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         return {}
     return old if isinstance(old, dict) else {}
+
+
+def scores_of(model, X, spec, output: dict) -> np.ndarray:
+    """Task scores of a LiteRT model (``runtime.LiteRTModel``) whose output is described by ``output``."""
+    from edgeretina.tasks import scores_from_output
+
+    return scores_from_output(spec, model.probabilities(X, output))
 
 
 def _keras_scores(km, X, spec, logits: bool) -> np.ndarray:

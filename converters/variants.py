@@ -22,6 +22,7 @@ class Variant(str, Enum):
     PRUNED_INT8 = "pruned-int8"
     QAT = "qat"
     PQAT = "pqat"
+    INT8_GUARD = "int8-guard"
 
     def __str__(self) -> str:  # click/f-strings print the value
         return self.value
@@ -51,6 +52,7 @@ class VariantInfo:
     min_agreement: float     # fraction of decisions that must agree with the source model
     description: str
     float_layers: int = 0     # selective quantization: the N worst layers (QuantizationDebugger) stay float
+    guarded: bool = False     # int8 answers, images near the threshold re-scored by fp16 (converters/guard.py)
 
     @property
     def full_integer(self) -> bool:
@@ -91,6 +93,10 @@ VARIANTS: dict[Variant, VariantInfo] = {
                              0.7, 0.75, "quantization-aware fine-tune, then full-integer int8"),
     Variant.PQAT: VariantInfo(Variant.PQAT, "pqat", "int8", "int8", True, True, False,
                               0.7, 0.75, "pruned, then pruning-preserving QAT, full-integer int8"),
+    Variant.INT8_GUARD: VariantInfo(Variant.INT8_GUARD, "int8_guard", "int8", "int8", False, False, True,
+                                    0.7, 0.75, "the int8 model, with images within k × its logit noise of the "
+                                    "threshold re-scored by the fp16 file (ships both; adds --int8 --fp16)",
+                                    guarded=True),
 }
 
 # CLI flags (edgeretina export --<flag>), generated from the table above: one per variant that is not a pruned
@@ -123,22 +129,23 @@ def parse_variant(name: str | Variant) -> Variant:
 
 
 def select_variants(*, float32=False, fp16=False, dynamic=False, int8=False, pruned=False, qat=False,
-                    mixed=False, all_=False) -> tuple[Variant, ...]:
+                    mixed=False, int8_guard=False, all_=False) -> tuple[Variant, ...]:
     """CLI flags → the ordered variants to build.
 
     ``--pruned`` is a modifier: alone it means the pruned float32 model; with ``--int8`` it turns int8 into
     ``pruned-int8``; with ``--qat`` it turns QAT into pruning-preserving QAT (``pqat``); with ``--float32`` it
-    adds ``pruned`` next to float32. ``--all`` builds every variant. No flag → float32 + int8.
+    adds ``pruned`` next to float32. ``--int8-guard`` also builds ``int8`` and ``fp16`` (the files it
+    cascades). ``--all`` builds every variant. No flag → float32 + int8.
     """
     named = {"--float32": float32, "--fp16": fp16, "--dynamic": dynamic, "--int8": int8, "--pruned": pruned,
-             "--qat": qat, "--mixed": mixed}
+             "--qat": qat, "--mixed": mixed, "--int8-guard": int8_guard}
     if all_:
         given = [k for k, v in named.items() if v]
         if given:
             raise ExportError(f"--all conflicts with {', '.join(given)} (--all already builds every variant)")
         return ALL
-    if pruned and (fp16 or dynamic or mixed):
-        which = "--fp16" if fp16 else "--dynamic" if dynamic else "--mixed"
+    if pruned and (fp16 or dynamic or mixed or int8_guard):
+        which = "--fp16" if fp16 else "--dynamic" if dynamic else "--mixed" if mixed else "--int8-guard"
         raise ExportError(f"--pruned conflicts with {which}: pruning combines with float32, --int8 or --qat only")
     out: list[Variant] = []
     if float32:
@@ -153,6 +160,8 @@ def select_variants(*, float32=False, fp16=False, dynamic=False, int8=False, pru
         out.append(Variant.MIXED)
     if qat:
         out.append(Variant.PQAT if pruned else Variant.QAT)
+    if int8_guard:
+        out += [Variant.FP16, Variant.INT8, Variant.INT8_GUARD]
     if pruned and (float32 or not (int8 or qat)):
         out.append(Variant.PRUNED)
     if not out:

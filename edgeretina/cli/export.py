@@ -13,7 +13,7 @@ from edgeretina.converters.variants import ALL, FLAGS, IO, select_variants
 
 def _variant_flags(f):
     for name, help_ in reversed(list(FLAGS.items())):
-        f = click.option(f"--{name}", f"flag_{name}", is_flag=True, help=help_)(f)
+        f = click.option(f"--{name}", f"flag_{name.replace('-', '_')}", is_flag=True, help=help_)(f)
     return f
 
 
@@ -41,13 +41,21 @@ def _variant_flags(f):
 @click.option("--bias-correction/--no-bias-correction", default=True, show_default=True,
               help="fold the int8 model's mean logit error vs the float model (calibration images) into its "
                    "output bias")
+@click.option("--quantizer", type=click.Choice(["converter", "aeq"]), default="converter", show_default=True,
+              help="full-integer backend of --int8 / --pruned --int8: the TF converter, or ai-edge-quantizer "
+                   "(static_wi8_ai8 on the float32 .tflite, same calibration images)")
+@click.option("--ranges", type=click.Choice(["minmax", "ema"]), default="minmax", show_default=True,
+              help="--quantizer aeq activation ranges: global min/max over the calibration images, or the "
+                   "quantizer's own 0.95 moving average of per-image min/max")
+@click.option("--guard-k", type=float, default=3.0, show_default=True,
+              help="--int8-guard: band = k × the int8 model's logit noise (vs the float model, calibration images)")
 @click.option("--output", type=click.Choice(["auto", "logits", "probabilities"]), default="auto", show_default=True,
               help="what the .tflite outputs (auto: logits for full-integer variants)")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
               help="output folder [RUN_DIR/export]; built beside it and swapped in when every file is verified")
 @click.option("--quiet", "-q", is_flag=True, help="no per-stage progress lines")
 def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io_, allow_float_fallback, verify_n,
-           steps, finetune_target, bias_correction, output, **flags):
+           steps, finetune_target, bias_correction, quantizer, ranges, guard_k, output, **flags):
     """Export MODEL (a run dir or a .keras file with config.json beside it) to .tflite variants.
 
     No variant flag: float32 + int8. Writes <name>_<variant>.tflite (config embedded as metadata) and
@@ -60,7 +68,8 @@ def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io
     options = ExportOptions(
         variants=select_variants(**sel, all_=all_), io=io_, sparsity=sparsity, allocation=allocation,
         calib=calib, calib_n=calib_n, verify_n=verify_n, allow_float_fallback=allow_float_fallback, steps=steps,
-        finetune_target=finetune_target, bias_correction=bias_correction, output=output)
+        finetune_target=finetune_target, bias_correction=bias_correction, output=output, quantizer=quantizer,
+        ranges=ranges, guard_k=guard_k)
 
     from pathlib import Path
 

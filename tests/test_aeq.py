@@ -1,0 +1,92 @@
+"""``edgeretina export --int8 --quantizer aeq``: ai-edge-quantizer as the full-integer backend (converters/aeq.py),
+on the self-contained ``tiny_run`` model through the same verify / metadata / manifest path as every variant."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgeretina.converters import read_metadata
+from edgeretina.converters.export import ExportOptions
+from edgeretina.errors import ExportError
+from edgeretina.runtime import LiteRTModel
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run):
+    from helpers.guarded import guard_export
+
+    return guard_export(tiny_run)
+
+
+def test_aeq_int8_is_verified_litert_int8_with_metadata_and_manifest(exported):
+    rep, out = exported
+    r = rep["int8"]
+    assert r.quantizer["backend"] == "aeq" and r.quantizer["recipe"] == "static_wi8_ai8"
+    assert r.quantizer["ranges"] == "minmax" and r.quantizer["n_calibration"] == 48
+    assert r.verification["within_tolerance"] and r.verification["agreement"] >= 0.9
+    assert r.verification["float_ops"] == []  # every op integer
+    path = next(out.glob("*_int8.tflite"))
+    m = LiteRTModel(path)
+    io = m.io_details()
+    assert io["input"]["dtype"] == "int8" and io["output"]["dtype"] == "int8"  # our int8 interface convention
+    meta = read_metadata(path)
+    assert meta["export"]["quantizer"]["backend"] == "aeq"
+    assert meta["output"]["kind"] == "logits" and meta["export"]["bias_correction"]["applied"] in (True, False)
+    man = json.loads((out / "manifest.json").read_text())
+    entry = next(e for e in man["results"] if e["variant"] == "int8")
+    assert entry["quantizer"]["backend"] == "aeq" and man["options"]["quantizer"] == "aeq"
+    assert entry["size_bytes"] < 0.7 * next(e for e in man["results"] if e["variant"] == "fp16")["size_bytes"]
+    # the file scores images: logits near the float model's (tiny model: ±0.1 logit)
+    x = np.zeros((2, *m.input_shape), np.float32)
+    assert np.isfinite(m.raw(x)).all()
+
+
+def test_aeq_float_interface_and_ranges(tiny_run, tmp_path):
+    """--io float keeps float32 interface tensors (INPUT/OUTPUT no_quantize); ema ranges differ from min/max."""
+    from edgeretina.converters import aeq
+    from edgeretina.converters.export import load_keras_model
+    from edgeretina.converters.tflite import convert, logits_model
+    from edgeretina.converters.variants import IO, VARIANTS, Variant
+
+    lm, _ = logits_model(load_keras_model(tiny_run / "model.keras"))
+    fb = convert(lm, VARIANTS[Variant.FLOAT32])
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, (12, *LiteRTModel(fb).input_shape)).astype(np.float32)
+    qf, info = aeq.quantize(fb, X, IO.FLOAT)
+    m = LiteRTModel(qf)
+    assert info.float_io and m.io_details()["input"]["dtype"] == "float32"
+    assert m.io_details()["output"]["dtype"] == "float32" and m.float_ops() == []
+    qi, _ = aeq.quantize(fb, X, IO.INT8)
+    qe, _ = aeq.quantize(fb, X, IO.INT8, ranges="ema")
+    s_i = LiteRTModel(qi).io_details()["input"]["scale"]
+    s_e = LiteRTModel(qe).io_details()["input"]["scale"]
+    assert s_i == pytest.approx(2 / 255, rel=0.02) and s_e < s_i  # min/max covers [-1, 1]; the EMA range less
+    with pytest.raises(ExportError, match="unknown activation ranges"):
+        aeq.quantize(fb, X, ranges="p99")
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"variants": ["fp16"], "quantizer": "aeq"}, "--quantizer only applies"),
+    ({"variants": ["int8"], "quantizer": "tflite"}, "unknown --quantizer"),
+    ({"variants": ["int8"], "ranges": "ema"}, "--ranges applies to --quantizer aeq only"),
+    ({"variants": ["int8-guard"], "guard_k": -1.0}, "--guard-k"),
+])
+def test_options_refuse_bad_quantizer_choices(kw, msg):
+    with pytest.raises(ExportError, match=msg):
+        ExportOptions(**kw)
+
+
+def test_guard_adds_its_files_and_cli_flags():
+    from click.testing import CliRunner
+
+    from edgeretina.cli import cli
+    from edgeretina.converters.variants import Variant, select_variants
+
+    assert ExportOptions(variants=["int8-guard"]).variants == (Variant.FP16, Variant.INT8, Variant.INT8_GUARD)
+    assert select_variants(int8_guard=True) == (Variant.FP16, Variant.INT8, Variant.INT8_GUARD)
+    with pytest.raises(ExportError, match="--pruned conflicts with --int8-guard"):
+        select_variants(int8_guard=True, pruned=True)
+    r = CliRunner().invoke(cli, ["export", "--help"])
+    assert "--int8-guard" in r.output and "--quantizer" in r.output and "--guard-k" in r.output
