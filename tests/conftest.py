@@ -13,6 +13,11 @@ import pytest  # noqa: E402
 
 from edgeretina.paths import shared_dir  # noqa: E402
 
+# test helpers (tests/helpers/: tiny models, fake datasets) import as ``helpers.*`` under --import-mode=importlib
+TESTS_DIR = str(Path(__file__).resolve().parent)
+if TESTS_DIR not in sys.path:
+    sys.path.insert(0, TESTS_DIR)
+
 
 @pytest.fixture(scope="session")
 def shared():
@@ -34,7 +39,6 @@ def pytest_collection_modifyitems(config, items):
 def tiny_run(tmp_path_factory):
     """A run dir (``Path``: model.keras + config.json) of a MobileNetV2 trained from scratch for a few
     seconds on the embedded synthetic-fundus set (tests/helpers/tiny.py): no ../shared needed."""
-    sys.path.insert(0, str(Path(__file__).parent))
     from helpers.tiny import train_tiny_run
 
     return train_tiny_run(tmp_path_factory.mktemp("tiny_run") / "run")

@@ -369,7 +369,7 @@ def test_real_exports_through_the_app_path(kotlin, small_run, fundus, tmp_path, 
     """The suite's trained MobileNetV2 (ODIR glaucoma) exports, as the app would run them: the Kotlin-prepared
     input tensor equals Python's (int8: within 1 LSB) and the app's probabilities/decision equal the Python
     LiteRT runner's on the same photos."""
-    from edgeretina.benchmarks._testmodels import glaucoma_variants
+    from helpers.testmodels import glaucoma_variants
     from edgeretina.benchmarks.modelfile import open_model
     from edgeretina.benchmarks.runners.litert import LiteRTRunner
 

@@ -1,4 +1,5 @@
-"""`edgeretina predict MODEL IMAGE...` on real ODIR photos with the model's own metadata."""
+"""`edgeretina predict MODEL IMAGE...` on photo files with the model's own metadata: the self-contained
+``tiny_run`` model (conftest) and its .tflite exports on JPEG files of its own synthetic test photos."""
 from __future__ import annotations
 
 import json
@@ -10,23 +11,33 @@ from edgeretina.cli import cli
 
 
 @pytest.fixture(scope="session")
-def bench_models(small_run):
-    from edgeretina.benchmarks._testmodels import glaucoma_variants
+def bench_models(tiny_run):
+    from helpers.testmodels import glaucoma_variants
 
-    return glaucoma_variants(small_run)
+    return glaucoma_variants(tiny_run)
 
 
-def _images(bench_models, n=3):
+@pytest.fixture(scope="module")
+def photos(bench_models, tmp_path_factory):
+    """One glaucoma and two normal test photos of the model's synthetic set, saved as JPEG files."""
+    import cv2
+
     from edgeretina.data import open_dataset
 
     test = open_dataset(bench_models["data"], "glaucoma").split()["test"]
     pos = [r for r in test if r.y == 1][:1]
-    neg = [r for r in test if r.y == 0][: n - 1]
-    return [r.source for r in pos + neg]
+    neg = [r for r in test if r.y == 0][:2]
+    d = tmp_path_factory.mktemp("photos")
+    paths = []
+    for r in pos + neg:
+        p = d / f"{r.key}.jpg"
+        assert cv2.imwrite(str(p), r.image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+        paths.append(str(p))
+    return paths
 
 
-def test_predict_prints_class_probability_decision(bench_models):
-    images = _images(bench_models)
+def test_predict_prints_class_probability_decision(bench_models, photos):
+    images = photos
     res = CliRunner().invoke(cli, ["predict", str(bench_models["tflite"]["int8"]), *images])
     assert res.exit_code == 0, res.output
     lines = res.stdout.strip().splitlines()
@@ -38,10 +49,10 @@ def test_predict_prints_class_probability_decision(bench_models):
         assert "refer" in line and "threshold" in line
 
 
-def test_predict_json_agrees_between_keras_and_tflite(bench_models):
+def test_predict_json_agrees_between_keras_and_tflite(bench_models, photos):
     from edgeretina.benchmarks.predict import predict_images
 
-    images = _images(bench_models)
+    images = photos
     res = CliRunner().invoke(cli, ["predict", str(bench_models["run"]), *images, "--json"])
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in res.stdout.strip().splitlines()]

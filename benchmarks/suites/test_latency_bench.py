@@ -42,7 +42,7 @@ pytestmark = pytest.mark.skipif(GIVEN is None and not (shared_dir() / "data" / "
 def paths():
     if GIVEN:
         return {str(p): p for p in GIVEN}
-    from edgeretina.benchmarks._testmodels import glaucoma_variants
+    from helpers.testmodels import glaucoma_variants
 
     built = glaucoma_variants()
     return {"keras": built["model"], **built["tflite"]}

@@ -1,10 +1,13 @@
-"""A small *real* model and its exported variants, for the benchmark's tests and pytest-benchmark suites.
+"""A small *real* model and its exported variants, for the tests and the pytest-benchmark suites (a test
+helper, not part of the installed package: tests import it as ``helpers.testmodels``, benchmarks/suites
+through their conftest).
 
 :func:`export_variants` exports a run dir (``model.keras`` + ``config.json``) to .tflite variants with
-their embedded metadata; :func:`glaucoma_variants` first trains the same small model as the test suite's
-``small_run`` fixture (MobileNetV2 with ImageNet weights at 96 px, GAP+softmax head warmed up on cached
-features of a patient-level ODIR glaucoma sample; test AUROC about 0.8) through ``edgeretina.train``.
-Results are memoised per process.
+their embedded metadata; :func:`glaucoma_variants` does that for a given run dir (the tests pass the
+self-contained ``tiny_run`` fixture, tests/helpers/tiny.py) or, without one, first trains the same small
+model as the test suite's real-data ``small_run`` fixture (MobileNetV2 with ImageNet weights at 96 px,
+GAP+softmax head warmed up on cached features of a patient-level ODIR glaucoma sample; test AUROC about
+0.8; needs ../shared) through ``edgeretina.train``. Results are memoised per process.
 """
 from __future__ import annotations
 
@@ -66,11 +69,12 @@ def train_small_run(out: str | Path | None = None) -> Path:
 
 def glaucoma_variants(run: str | Path | None = None, variants=DEFAULT_VARIANTS) -> dict:
     """``{"run", "model", "export", "tflite": {variant: path}, "data", "threshold"}`` for ``run`` (default:
-    a freshly trained :func:`train_small_run`)."""
+    a freshly trained :func:`train_small_run`). ``data`` is the run's dataset as ``--data`` takes it (a
+    ``str``: a folder, or a ``synthetic:...`` spec)."""
     from edgeretina.run import RunConfig
 
     run = Path(run) if run else train_small_run()
     tfl = export_variants(run, run.parent / f"{run.name}_export", variants)
     cfg = RunConfig.load(run)
     return {"run": run, "model": run / "model.keras", "export": next(iter(tfl.values())).parent, "tflite": tfl,
-            "data": Path(cfg.dataset["path"]), "threshold": cfg.threshold}
+            "data": str(cfg.dataset["path"]), "threshold": cfg.threshold}
