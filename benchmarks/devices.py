@@ -59,7 +59,31 @@ def _load_cpu(model, threads=None):
         return _load_keras_cpu(model, threads)
     from .runners.litert import LiteRTRunner
 
+    if model.guard is not None:
+        return _load_guarded(model, threads)
     return LiteRTRunner.from_model(model, threads=threads)
+
+
+def _load_guarded(model, threads=None):
+    """An int8-guard file: the int8 graph + the fp16 file its metadata names (same folder, checked against
+    the manifest and the sha256 in the metadata), run as one cascade (``converters/guard.py``)."""
+    from edgeretina.converters.guard import GuardRunner
+    from edgeretina.errors import ModelError
+    from edgeretina.run import file_sha256
+
+    from .modelfile import open_model
+    from .runners.litert import LiteRTRunner
+
+    info = model.guard
+    fb_path = info.fallback_path(model.path)
+    fb = open_model(fb_path)
+    if file_sha256(fb_path) != info.fallback_sha256:
+        raise ModelError(f"{model.path}: its fp16 fallback {fb_path.name} is not the file it was exported with "
+                         "(sha256 differs); export the pair again")
+    if fb.config.spec.task != model.config.spec.task or tuple(fb.config.labels) != tuple(model.config.labels):
+        raise ModelError(f"{model.path}: its fallback {fb_path.name} serves another task or labels")
+    return GuardRunner(LiteRTRunner.from_model(model, threads=threads), LiteRTRunner.from_model(fb, threads=threads),
+                       model.config.spec, model.config.threshold, info)
 
 
 def _load_keras_cpu(model, threads=None):

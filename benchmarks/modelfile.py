@@ -90,11 +90,26 @@ class ModelFile:
     def file_bytes(self) -> bytes:
         return self.path.read_bytes()
 
+    @cached_property
+    def guard(self):
+        """An int8-guard file's :class:`~edgeretina.converters.guard.GuardInfo` (None for other models)."""
+        if self.format != "tflite":
+            return None
+        from edgeretina.converters.guard import GuardInfo
+
+        return GuardInfo.from_meta(self.meta, str(self.path))
+
+    @property
+    def companions(self) -> list[Path]:
+        """Other files this model needs at run time (an int8-guard file's fp16 fallback): counted in its size."""
+        return [self.guard.fallback_path(self.path)] if self.guard is not None else []
+
     def size_bytes(self) -> int:
-        return self.path.stat().st_size
+        return self.path.stat().st_size + sum(p.stat().st_size for p in self.companions)
 
     def gzip_bytes(self) -> int:
-        return len(gzip.compress(self.file_bytes, compresslevel=9, mtime=0))
+        return sum(len(gzip.compress(b, compresslevel=9, mtime=0))
+                   for b in [self.file_bytes, *(p.read_bytes() for p in self.companions)])
 
     def stats(self, keras_model=None) -> ModelStats:
         """Depth, parameters and sizes. A Keras model's counts need the loaded model (pass it)."""

@@ -33,6 +33,9 @@ class Prediction:
     # multi-label): a benign retake could flip the decision, so an app should ask for one. None: no band.
     borderline: bool | None = None
     borderline_band: float | None = None
+    # int8-guard models (converters/guard.py): True when the fp16 fallback re-scored this image (its logit lay
+    # within the guard's band of the threshold), False when the int8 model answered; None for other models.
+    rescored: bool | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,6 +120,7 @@ def predict_images(model: str | Path, images: Sequence[str | Path], threads: int
     x = np.stack(xs).astype(np.float32)
     runner = DEVICES[Device.CPU].load(m, threads)
     probs = np.asarray(runner.predict(x), dtype=np.float64)
+    mask = getattr(runner, "last_mask", None)  # an int8-guard cascade: which images fp16 re-scored
     t = default_threshold(spec, m.config.threshold)
     out = []
     labels = list(spec.labels)
@@ -145,7 +149,8 @@ def predict_images(model: str | Path, images: Sequence[str | Path], threads: int
             score = float(max(abnormal)) if abnormal else prob
             refer = any(lb.lower() not in _NORMAL_LABELS for lb in on)
         decision = label if refer is None else ("refer" if refer else "no referral")
-        out.append(Prediction(str(path), label, prob, of, decision, score, t, pd))
+        out.append(Prediction(str(path), label, prob, of, decision, score, t, pd,
+                              rescored=None if mask is None else bool(mask[len(out)])))
     # borderline: --borderline DELTA if given, else the band the model's metadata carries (if any)
     band = float(borderline) if borderline is not None else borderline_band_of(m)
     return [mark_borderline(p, band) for p in out]

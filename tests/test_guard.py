@@ -1,0 +1,149 @@
+"""int8-guard (converters/guard.py): the int8 model answers, images within the band of the threshold are
+re-scored by the fp16 file; in export (metadata → fp16 file), predict and bench. Self-contained: the
+``tiny_run`` model's ``--int8-guard --quantizer aeq`` export (tests/helpers/guarded.py)."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeretina.cli import cli
+from edgeretina.converters.guard import GuardInfo, GuardRunner, in_band, logit, margins, measure
+from edgeretina.errors import EdgeRetinaError, ExportError, ModelError
+from edgeretina.tasks import task_spec
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run):
+    from helpers.guarded import guard_export
+
+    return guard_export(tiny_run)
+
+
+@pytest.fixture(scope="module")
+def test_x(tiny_run):
+    from edgeretina.converters import calib
+    from edgeretina.run import resolve_model_path
+
+    _, cfg = resolve_model_path(tiny_run)
+    recs = calib.dataset_splits(cfg, "config")["test"][:60]
+    X, _ = calib.load_records(recs, calib.pipeline_of(cfg, "config"))
+    return X
+
+
+def _files(out):
+    return {v: next(out.glob(f"*_{v}.tflite")) for v in ("fp16", "int8", "int8_guard")}
+
+
+def test_band_math():
+    spec = task_spec("glaucoma")
+    s = np.array([0.5, 0.52, 0.9, 0.1])
+    m = margins(spec, s, 0.5)
+    assert m[0] == 0 and m[1] == pytest.approx(logit(0.52)) and m[2] == pytest.approx(logit(0.9))
+    assert in_band(spec, s, 0.5, 0.1).tolist() == [True, True, False, False]
+    ref = np.array([0.3, 0.6, 0.8])
+    g = measure(spec, 1 / (1 + np.exp(-(logit(ref) + 0.2))), ref, 0.5, k=3)
+    assert g["noise_rms"] == pytest.approx(0.2) and g["band"] == pytest.approx(0.6) and g["noise_mean"] == pytest.approx(0.2)
+    with pytest.raises(ExportError, match="decides by argmax"):
+        measure(task_spec("dr"), np.ones((3, 5)) / 5, np.ones((3, 5)) / 5, None)
+
+
+def test_export_writes_guard_metadata_pointing_at_fp16(exported):
+    from edgeretina.converters import read_metadata
+    from edgeretina.run import file_sha256
+
+    rep, out = exported
+    f = _files(out)
+    g = GuardInfo.from_meta(read_metadata(f["int8_guard"]))
+    assert g.fallback == f["fp16"].name and g.fallback_sha256 == file_sha256(f["fp16"])
+    assert g.k == 3.0 and g.band == pytest.approx(3 * g.noise_rms) and g.band > 0
+    assert 0 <= g.rescored_share <= 1 and g.n_images == 48
+    assert g.check["n"] == 32 and g.check["agreement"] >= rep["int8"].verification["agreement"]
+    # the guard's graph is the int8 file's graph
+    from edgeretina.runtime.flatbuffer import graph_sha256
+
+    assert graph_sha256(f["int8_guard"].read_bytes(), "edgeretina") == graph_sha256(f["int8"].read_bytes(), "edgeretina")
+    man = json.loads((out / "manifest.json").read_text())
+    assert [e["variant"] for e in man["results"]] == ["fp16", "int8", "int8-guard"]
+    assert man["results"][2]["guard"]["fallback"] == f["fp16"].name
+
+
+def test_cascade_decisions_fp16_inside_band_int8_outside(exported, test_x):
+    from edgeretina.benchmarks.devices import DEVICES, Device
+    from edgeretina.benchmarks.modelfile import open_model
+    from edgeretina.tasks import scores_from_output
+
+    _, out = exported
+    f = _files(out)
+    mg, m8, m16 = open_model(f["int8_guard"]), open_model(f["int8"]), open_model(f["fp16"])
+    cpu = DEVICES[Device.CPU]
+    runner = cpu.load(mg)
+    assert isinstance(runner, GuardRunner)
+    p8, p16 = cpu.load(m8).predict(test_x), cpu.load(m16).predict(test_x)
+    spec, thr = mg.config.spec, mg.config.threshold
+    s8 = scores_from_output(spec, p8)
+    # a band that puts images on both sides, whatever the tiny model's noise
+    band = float(np.median(margins(spec, s8, thr)))
+    r = GuardRunner(runner.primary, runner.fallback, spec, thr, replace(runner.info, band=band))
+    pg = r.predict(test_x)
+    inside = in_band(spec, s8, thr, band)
+    assert 0 < inside.sum() < len(inside)
+    np.testing.assert_allclose(pg[inside], p16[inside])
+    np.testing.assert_allclose(pg[~inside], p8[~inside])
+    assert r.facts["guard"]["rescored"] == int(inside.sum()) and r.facts["guard"]["scored"] == len(test_x)
+    assert r.last_mask.tolist() == inside.tolist()
+    # its decisions: fp16's inside the band, int8's outside
+    d = lambda p: scores_from_output(spec, p) >= thr  # noqa: E731
+    assert (d(pg)[inside] == d(p16)[inside]).all() and (d(pg)[~inside] == d(p8)[~inside]).all()
+    t = r.time(test_x[:4], runs=1, warmup=1)
+    assert t.n == 4 and t.mean > 0
+    # size counts both files
+    assert mg.size_bytes() == f["int8_guard"].stat().st_size + f["fp16"].stat().st_size
+
+
+def test_predict_reports_rescored_and_refuses_a_changed_fallback(exported, tiny_run, tmp_path):
+    import cv2
+
+    from edgeretina.data import open_dataset
+
+    _, out = exported
+    f = _files(out)
+    recs = open_dataset(f"synthetic:n=800,size=96,seed=0", "glaucoma").split()["test"][:3]
+    imgs = []
+    for r in recs:
+        p = tmp_path / f"{r.key}.jpg"
+        cv2.imwrite(str(p), r.image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+        imgs.append(str(p))
+    res = CliRunner().invoke(cli, ["predict", str(f["int8_guard"]), *imgs, "--json"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(ln) for ln in res.output.splitlines() if ln.startswith("{")]
+    assert len(rows) == 3 and all(isinstance(r["rescored"], bool) for r in rows)
+    res8 = CliRunner().invoke(cli, ["predict", str(f["int8"]), imgs[0], "--json"])
+    assert json.loads(res8.output.splitlines()[-1])["rescored"] is None
+    # a fallback that is not the exported file is refused (manifest, or the sha256 in the metadata)
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    shutil.copy(f["int8"], bad / f["fp16"].name)
+    r = CliRunner().invoke(cli, ["predict", str(bad / f["int8_guard"].name), imgs[0]])
+    assert r.exit_code == 2 and "error:" in r.output
+    from edgeretina.benchmarks.devices import DEVICES, Device
+    from edgeretina.benchmarks.integrity import manifest_verification
+    from edgeretina.benchmarks.modelfile import open_model
+
+    with manifest_verification(False):
+        with pytest.raises(ModelError, match="sha256 differs"):
+            DEVICES[Device.CPU].load(open_model(bad / f["int8_guard"].name))
+
+
+def test_malformed_guard_metadata_is_refused():
+    with pytest.raises(ModelError):
+        GuardInfo.from_meta({"export": {"guard": {"fallback": "../x.tflite", "band": 1.0, "fallback_sha256": "",
+                                                   "fallback_variant": "fp16", "k": 3, "noise_rms": 0.1,
+                                                   "noise_mean": 0, "n_images": 1, "source": "",
+                                                   "rescored_share": 0}}})
+    assert GuardInfo.from_meta({"export": {"variant": "int8"}}) is None
+    assert issubclass(ModelError, EdgeRetinaError)
