@@ -1,14 +1,39 @@
 """The benchmark on the other task kinds end to end: DR grading (RetinaMNIST, κ + referable AUROC) and
 ODIR multi-label (mean + per-label AUROC), with small untrained-but-real Keras models and their float32
-.tflite export. Accuracy is not the point here (the models are random); the report's shape is."""
+.tflite export. Accuracy is not the point here (the models are random); the report's shape is.
+
+Each runs on a small set in the real on-disk format written from the synthetic generator
+(tests/helpers/fakedata.py: no ../shared needed) and, marked ``real_data``, on the real RetinaMNIST / ODIR.
+The decision-stability floor is off (its tests: test_bench_shift.py)."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
+from helpers.fakedata import write_mini_odir, write_retinamnist_npz
 
 from edgeretina.benchmarks.harness import run_bench
+from edgeretina.benchmarks.robustness import BenchOptions
+
+NO_FLOOR = BenchOptions.make(stability="off")
+SOURCES = ["fake", pytest.param("real", marks=pytest.mark.real_data)]
+
+
+@pytest.fixture(scope="module", params=SOURCES)
+def dr_data(request, tmp_path_factory):
+    """(RetinaMNIST-format .npz, its test split's size)."""
+    if request.param == "real":
+        return request.getfixturevalue("shared") / "data" / "retinamnist" / "retinamnist.npz", 400
+    return write_retinamnist_npz(tmp_path_factory.mktemp("npz") / "retina.npz", n_test=60), 60
+
+
+@pytest.fixture(scope="module", params=SOURCES)
+def odir_data(request, tmp_path_factory):
+    """An ODIR-5K-format folder with at least 120 photos."""
+    if request.param == "real":
+        return request.getfixturevalue("shared") / "data" / "odir"
+    return write_mini_odir(tmp_path_factory.mktemp("odir") / "odir", n_patients=60)
 
 
 def _tiny_run(root, task, size, fov):
@@ -33,15 +58,15 @@ def _tiny_run(root, task, size, fov):
     return root
 
 
-def test_dr_grading_report(shared, tmp_path):
+def test_dr_grading_report(dr_data, tmp_path):
     from edgeretina.converters import export_model
 
+    data, n_test = dr_data
     run = _tiny_run(tmp_path / "dr", "dr", 32, fov=False)
     export_model(run, ["float32"], run / "export", calib=None, verify_n=8)
-    data = shared / "data" / "retinamnist" / "retinamnist.npz"
     rep = run_bench([run, run / "export"], str(data), runs=1, warmup=0, timing_images=2, n_boot=50,
-                    out=tmp_path / "rep")
-    assert rep.kind == "multiclass" and rep.dataset["n_images"] == 400  # RetinaMNIST's own test split
+                    out=tmp_path / "rep", options=NO_FLOOR)
+    assert rep.kind == "multiclass" and rep.dataset["n_images"] == n_test  # the .npz's own test split
     assert set(rep.dataset["classes"]) == {"no DR", "mild", "moderate", "severe", "proliferative"}
     keras_row, tfl = rep.variants
     for v in rep.variants:
@@ -57,10 +82,10 @@ def test_dr_grading_report(shared, tmp_path):
     assert (tmp_path / "rep" / "roc.png").stat().st_size > 1000
 
 
-def test_multilabel_report(shared, tmp_path):
+def test_multilabel_report(odir_data, tmp_path):
     run = _tiny_run(tmp_path / "odir", "odir", 64, fov=True)
-    rep = run_bench([run], str(shared / "data" / "odir"), task="odir", split="all", max_images=120, runs=1,
-                    warmup=0, timing_images=2, n_boot=50, out=tmp_path / "rep")
+    rep = run_bench([run], str(odir_data), task="odir", split="all", max_images=120, runs=1,
+                    warmup=0, timing_images=2, n_boot=50, out=tmp_path / "rep", options=NO_FLOOR)
     (v,) = rep.variants
     assert rep.kind == "multilabel" and rep.dataset["n_images"] == 120
     assert list(v.per_label) == ["N", "D", "G", "C", "A", "H", "M", "O"]
