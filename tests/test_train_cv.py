@@ -113,3 +113,35 @@ def test_macs_of_mobilenetv2_match_the_published_count():
     m160 = count_macs(build_model("mobilenetv2", "glaucoma", 160, None))
     assert 295e6 < m224 < 305e6  # MobileNetV2 1.0-224: 300 M multiply-adds (Sandler et al. 2018)
     assert abs(m160 / m224 - (160 / 224) ** 2) < 0.01
+
+
+def _cand(auroc, macs, mean=0.8, sd=0.02):
+    return {"macs": macs, "seconds": 60.0,
+            "cv": {"k": 5, "mean": mean, "sd": sd, "n_dev": 100,
+                   "pooled": {"auroc": auroc, "auroc_ci_low": auroc - 0.05, "auroc_ci_high": auroc + 0.04},
+                   "baseline_logreg_frozen_features": {"auroc": 0.8}}}
+
+
+def test_recipe_choice_is_made_on_cv_and_prefers_fewer_macs_within_tolerance(tmp_path):
+    from edgeretina.benchmarks import glaucoma_recipe as gr
+
+    res = {"full224": _cand(0.850, 300e6), "onh160": _cand(0.847, 153e6)}
+    pick, why = gr.choose(res)
+    assert pick == "onh160" and "fewer multiply-adds" in why
+    res["onh160"] = _cand(0.80, 153e6)
+    assert gr.choose(res)[0] == "full224"
+    # two candidates' out-of-fold files on the same records → a mean-logit ensemble row
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    for name in ("full224", "onh160"):
+        d = tmp_path / f"cv_{name}"
+        d.mkdir()
+        s = 1 / (1 + np.exp(-(y * 1.5 + rng.normal(0, 1, 200))))
+        lines = ["key,patient,y,oof_score,probe_oof_score"] + [f"k{i},p{i},{y[i]},{s[i]:.6f}," for i in range(200)]
+        (d / "cv_oof.csv").write_text("\n".join(lines) + "\n")
+    ens = gr.ensembles(tmp_path, ["full224", "onh160"])
+    assert len(ens) == 1 and ens[0]["n"] == 200 and 0.7 < ens[0]["auroc"] <= 1
+    out = gr.publish(gr.Outcome(res, ens, "full224", "highest"), tmp_path / "docs", 5)
+    md = (tmp_path / "docs" / "glaucoma_recipe.md").read_text()
+    assert "| full224 |" in md and "| onh160 |" in md and "Two-view ensembles" in md
+    assert out["chosen"] == "full224" and "final" not in out  # no test figure without the final step
