@@ -71,6 +71,9 @@ class VariantReport(SizedArtifact):
     near_threshold: float | None = None  # share of images whose reference logit is within ±0.25 of the threshold
     # flip_rate ÷ the reference's own flip rate under a JPEG-95 re-save (the stability floor; issue 18)
     flip_floor_ratio: float | None = None
+    # bench --agreement-data: flips vs the reference on a large unlabelled set, {"n", "flips", "flip_rate",
+    # "ci95": [low, high]} (Wilson 95 %; benchmarks/agreement.py)
+    agreement: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -234,9 +237,12 @@ class Report:
     edgeretina_version: str = ""
     shifts: tuple[ShiftResult, ...] = ()  # edgeretina bench --shift (issue 12)
     stability: Stability | None = None  # the decision-stability floor (issue 18; --stability off: None)
+    agreement: dict[str, Any] | None = None  # --agreement-data: {"path", "format", "n_images", "skipped"}
 
     def to_dict(self) -> dict[str, Any]:
         d = self._base_dict()
+        if self.agreement is not None:
+            d["agreement"] = self.agreement
         if self.shifts:
             d["shifts"] = [r.to_dict() for r in self.shifts]
         if self.stability is not None:
@@ -267,7 +273,8 @@ class Report:
                    schema=d.get("schema", SCHEMA), created=d.get("created", ""),
                    edgeretina_version=d.get("edgeretina_version", ""),
                    shifts=tuple(ShiftResult.from_dict(r) for r in d.get("shifts") or ()),
-                   stability=Stability.from_dict(d["stability"]) if d.get("stability") else None)
+                   stability=Stability.from_dict(d["stability"]) if d.get("stability") else None,
+                   agreement=d.get("agreement"))
 
     @classmethod
     def load(cls, path: str | Path) -> "Report":
@@ -315,6 +322,11 @@ class Report:
             f"- Machine: {m.get('cpu', '?')}, {m.get('cpu_count', '?')} cores, {m.get('platform', '?')}; "
             f"tensorflow {m.get('tensorflow', '?')}, ai-edge-litert {m.get('ai_edge_litert', '?')}",
         ]
+        if self.agreement:
+            a = self.agreement
+            lines.append(f"- Agreement data: `{a.get('path')}` ({a.get('format')}), {a.get('n_images')} unlabelled "
+                         f"images ({a.get('skipped', 0)} undecodable skipped): every model's decisions vs the "
+                         "reference's, flip rate with a Wilson 95 % CI")
         if command:
             lines.append(f"- Command: `{command}`")
         lines += ["", _md_table([h for h, _ in self.columns()], self.rows())]
@@ -424,6 +436,27 @@ def _auroc_cell(v) -> str:
     return _f(v.auroc, 3)
 
 
+def _agreement(v, key: str):
+    a = v.agreement or {}
+    if key in ("ci_low", "ci_high"):
+        ci = a.get("ci95")
+        return ci[0 if key == "ci_low" else 1] if ci else None
+    return a.get(key)
+
+
+def _agreement_cell(v) -> str:
+    a = v.agreement or {}
+    if a.get("flip_rate") is None:
+        return "–"
+    lo, hi = a.get("ci95") or (None, None)
+    pct = lambda x: f"{100 * x:.2f}%" if _ok(x) else "–"  # noqa: E731 - flips near 1 % need two decimals
+    return f"{pct(a['flip_rate'])} [{pct(lo)}, {pct(hi)}] of {a['n']}"
+
+
+def _guard_share(v):
+    return ((v.device_info or {}).get("guard") or {}).get("rescored_share")
+
+
 def _ratio(v) -> str:
     return f"{v:.1f}×" if _ok(v) else "–"
 
@@ -449,6 +482,14 @@ VARIANT_COLUMNS: tuple[Column, ...] = (
     _col("sensitivity", "Sens", _n(3)), _col("specificity", "Spec", _n(3)),
     _col("flip_rate", "Flips", lambda v: _pct(v)),
     _col("flip_floor_ratio", "× floor", _ratio, show=lambda r: r.stability is not None),
+    _col("agreement_flip_rate", "Agreement flips [95% CI]", render=_agreement_cell,
+         get=lambda v: _agreement(v, "flip_rate"), show=lambda r: any(v.agreement for v in r.variants)),
+    _col("agreement_flips", get=lambda v: _agreement(v, "flips")),
+    _col("agreement_n", get=lambda v: _agreement(v, "n")),
+    _col("agreement_ci_low", get=lambda v: _agreement(v, "ci_low")),
+    _col("agreement_ci_high", get=lambda v: _agreement(v, "ci_high")),
+    _col("rescored_share", "Re-scored", lambda v: _pct(v), get=_guard_share,
+         show=lambda r: any(_guard_share(v) is not None for v in r.variants)),
     _col("logit_shift", "Logit shift", _n(3, sign=True), show=lambda r: r.kind != "multilabel"),
     _col("logit_noise_sd", "Logit sd", _n(3), show=lambda r: r.kind != "multilabel"),
     _col("near_threshold"),

@@ -38,7 +38,24 @@ __all__ = [
     "auroc_density",
     "bootstrap_mean_auroc_ci",
     "label_flip_rate",
+    "wilson_ci",
 ]
+
+
+def wilson_ci(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (default 95 %): tight and never outside [0, 1], also
+    for ``k = 0`` (flip rates on agreement data). ``(nan, nan)`` for ``n = 0``."""
+    k, n = int(k), int(n)
+    if n < 0 or not 0 <= k <= max(n, 0):
+        raise ValueError(f"wilson_ci needs 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if k == 0 else float(lo)), (1.0 if k == n else float(hi))
 
 
 def _binary_labels(y) -> np.ndarray:

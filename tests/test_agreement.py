@@ -1,0 +1,109 @@
+"""``bench --agreement-data``: decision flips vs the reference on an unlabelled set with a Wilson 95 % CI
+(benchmarks/agreement.py, compare.wilson_ci)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edgeretina.compare import wilson_ci
+from edgeretina.errors import DataError
+
+
+@pytest.mark.parametrize("k, n, lo, hi", [
+    (0, 10, 0.0, 0.27753),      # Wilson (1927); Newcombe (1998) table I
+    (5, 10, 0.23659, 0.76341),
+    (1, 100, 0.00177, 0.05449),
+    (10, 10, 0.72247, 1.0),
+    (30, 3000, 0.00701, 0.01424),  # 1 % of 3,000 agreement images: the issue's "upper bound ≤ 1.5 %"
+])
+def test_wilson_ci_known_values(k, n, lo, hi):
+    a, b = wilson_ci(k, n)
+    assert a == pytest.approx(lo, abs=1e-5) and b == pytest.approx(hi, abs=1e-5)
+
+
+def test_wilson_ci_edges():
+    assert all(math.isnan(v) for v in wilson_ci(0, 0))
+    with pytest.raises(ValueError):
+        wilson_ci(3, 2)
+    lo90, hi90 = wilson_ci(5, 50, z=1.6448536)
+    lo95, hi95 = wilson_ci(5, 50)
+    assert lo95 < lo90 < 0.1 < hi90 < hi95
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run):
+    from helpers.guarded import guard_export
+
+    return guard_export(tiny_run)
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """A plain folder (with a subfolder) of unlabelled JPEG photos from a synthetic set the model never saw,
+    plus one corrupt file."""
+    import cv2
+
+    from edgeretina.data import open_dataset
+
+    d = tmp_path_factory.mktemp("unlabelled")
+    (d / "more").mkdir()
+    for i, r in enumerate(open_dataset("synthetic:n=90,size=96,seed=7", "glaucoma").records):
+        cv2.imwrite(str(d / ("more" if i % 2 else ".") / f"img{i:03d}.jpg"), r.image[:, :, ::-1])
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    return d
+
+
+def test_agreement_stage_on_a_folder_of_images(exported, tiny_run, photo_folder):
+    from edgeretina.benchmarks.agreement import agreement_stage
+    from edgeretina.benchmarks.harness import load_models
+
+    _, out = exported
+    models, ref = load_models([tiny_run, out])
+    res, info = agreement_stage(models, ref, photo_folder, ref.config.spec, ref.config.threshold, threads=2,
+                                chunk=32)
+    assert info["n_images"] == 90 and info["skipped"] == 1 and info["format"] == "images"
+    assert res[ref.path].flips == 0 and res[ref.path].ci95[0] == 0.0
+    by_name = {m.name: res[m.path] for m in models}
+    assert set(by_name) == {"keras", "fp16", "int8", "int8-guard"}
+    for a in by_name.values():
+        assert a.n == 90 and a.flip_rate == a.flips / 90
+        assert a.ci95 == pytest.approx(wilson_ci(a.flips, 90))
+    # the guard flips no more than int8 does (fp16 decides inside the band)
+    assert by_name["int8-guard"].flips <= by_name["int8"].flips + by_name["fp16"].flips
+
+
+def test_agreement_on_a_dataset_ignores_labels_and_fills_the_report(exported, tiny_run):
+    from edgeretina.benchmarks.agreement import add_agreement, agreement_records
+    from edgeretina.benchmarks.harness import load_models
+    from edgeretina.benchmarks.report import Report, VARIANT_COLUMNS, VariantReport
+
+    recs, fmt = agreement_records("synthetic:n=40,size=96,seed=3", "glaucoma")
+    assert len(recs) == 40 and fmt == "synthetic"
+    with pytest.raises(DataError):
+        agreement_records("/nonexistent/folder", "glaucoma")
+    _, out = exported
+    models, ref = load_models([tiny_run, out])
+    rows = tuple(VariantReport.from_dict({"name": m.name, "file": str(m.path), "device": "cpu", "threads": 1,
+                                          "format": m.format, "is_reference": m is ref, "depth": 1, "params": 1,
+                                          "nonzero_params": 1, "size_bytes": 1, "gzip_bytes": 1, "auroc": None,
+                                          "auroc_ci95": None, "delta_auroc": None, "auroc_retention": None,
+                                          "delong_p": None, "auroc_density": None, "auroc_density_nonzero": None,
+                                          "auroc_per_mb": None, "sensitivity": None, "specificity": None,
+                                          "flip_rate": None, "latency_ms": {"p50": 1, "p90": 1, "mean": 1, "n": 1},
+                                          "images_per_s": 1.0}) for m in models)
+    rep = Report(task="glaucoma", kind="binary", dataset={}, machine={}, reference=str(ref.path), variants=rows)
+    got = add_agreement(rep, models, ref, "synthetic:n=40,size=96,seed=3", threads=2)
+    assert got.agreement["n_images"] == 40
+    assert all(v.agreement["n"] == 40 and len(v.agreement["ci95"]) == 2 for v in got.variants)
+    headers = [h for h, _ in got.columns()]
+    assert "Agreement flips [95% CI]" in headers and "Agreement flips [95% CI]" not in [h for h, _ in rep.columns()]
+    md = got.to_markdown()
+    assert "Agreement data:" in md and "of 40" in md
+    csv_head = got.to_csv().splitlines()[0].split(",")
+    assert {"agreement_flip_rate", "agreement_n", "agreement_ci_low", "agreement_ci_high"} <= set(csv_head)
+    back = Report.from_dict(got.to_dict())
+    assert back.agreement == got.agreement and back.variants[0].agreement == got.variants[0].agreement
+    assert {c.key for c in VARIANT_COLUMNS} >= {"rescored_share"}
+    assert np.isfinite(got.variants[0].agreement["ci95"][1])
