@@ -141,23 +141,7 @@ def _pipeline(preprocessing, source: str):
 
 
 def tflite_io_shapes(data: bytes) -> tuple[list[list[int]], list[list[int]]]:
-    """(input shapes, output shapes) of a .tflite's main subgraph, read from the flatbuffer."""
-    try:
-        from edgeretina.runtime.flatbuffer import root
-    except ImportError:  # before the runtime layer lands: the same read through LiteRT's schema
-        from ai_edge_litert import schema_py_generated as schema
+    """(input shapes, output shapes) of a .tflite's main subgraph (read by the runtime layer)."""
+    from edgeretina.runtime.flatbuffer import io_shapes
 
-        def root(b):
-            if not schema.Model.ModelBufferHasIdentifier(b, 0):
-                raise ModelError("not a valid .tflite flatbuffer (missing TFL3 identifier)")
-            return schema.Model.GetRootAs(b, 0)
-
-    m = root(data)
-    sg = m.Subgraphs(0)
-
-    def shapes(idx) -> list[list[int]]:
-        return [[int(d) for d in sg.Tensors(int(i)).ShapeAsNumpy()] for i in idx]
-
-    ins = sg.InputsAsNumpy() if sg.InputsLength() else []
-    outs = sg.OutputsAsNumpy() if sg.OutputsLength() else []
-    return shapes(ins), shapes(outs)
+    return io_shapes(data)

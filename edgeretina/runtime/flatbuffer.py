@@ -289,3 +289,15 @@ def param_counts(data: bytes) -> tuple[int, int, int]:
         params += int(vals.size)
         nonzero += _nonzero(ten, vals)
     return depth, params, nonzero
+
+
+def io_shapes(data: bytes) -> tuple[list[list[int]], list[list[int]]]:
+    """(input shapes, output shapes) of the main subgraph, read from the flatbuffer without an interpreter."""
+    sg = root(data).Subgraphs(0)
+
+    def shapes(idx) -> list[list[int]]:
+        return [[int(d) for d in sg.Tensors(int(i)).ShapeAsNumpy()] for i in idx]
+
+    ins = sg.InputsAsNumpy() if sg.InputsLength() else []
+    outs = sg.OutputsAsNumpy() if sg.OutputsLength() else []
+    return shapes(ins), shapes(outs)
