@@ -8,7 +8,7 @@
    split the model was trained with (``config.dataset.split``) or all images.
 4. For each (model, device): make the device's runner, score every image, time batch-1 inference on the
    first ``timing_images`` images (``warmup`` calls, then ``runs`` passes), and compare with the reference.
-5. Robustness stages (``options``: :class:`~edgeretina.benchmarks.robustness.BenchOptions`): the
+5. Robustness stages (``benchmarks/robustness.py``): the
    decision-stability floor under benign re-acquisition (on by default) and the camera-shift stress test
    (``shifts``), every model re-scored on the host on perturbed copies of the same photos.
 6. Build a :class:`~edgeretina.benchmarks.report.Report`; with ``out`` write report.json/md/csv, roc.png
@@ -19,40 +19,40 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import platform
-from dataclasses import replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from edgeretina import compare
-from edgeretina.errors import DataError, DeviceError, EdgeRetinaError, ModelError
+from edgeretina import __version__, compare
+from edgeretina.converters.variants import VARIANTS
+from edgeretina.data import class_counts, labels_array, load_arrays, open_dataset
+from edgeretina.env import machine_info
+from edgeretina.errors import DataError, DeviceError, ModelError
+from edgeretina.io import ensure_writable_dir, staged_dir
+from edgeretina.preprocess import Pipeline, count_disc_flags
 from edgeretina.tasks import TaskKind, TaskSpec
 
 from . import plots
 from .devices import DEVICES, Device, get_device
-from .modelfile import ModelFile, expand_models, open_model
+from .modelfile import ModelFile, ModelStats, expand_models, open_model
+from .options import SPLITS, BenchOptions
 from .report import Latency, Report, ShiftResult, Stability, VariantReport
-from .robustness import BenchOptions
-from .scoring import binary_truth, decision_change, default_threshold, evaluate, screening_scores
+from .robustness import RawImages, Rescorer, shift_stage, stability_stage
+from .scoring import Scores, binary_truth, decision_change, default_threshold, evaluate, screening_scores
 
 Progress = Callable[[int, int, str], None]  # (done, total, what is running now)
 
-SPLITS = ("test", "val", "train", "all")
+VARIANT_ORDER = tuple(v.value for v in VARIANTS)  # rows: the Keras model, then the variants in registry order
 
 
 def _order_key(m: ModelFile) -> tuple:
-    try:
-        from edgeretina.converters.variants import Variant
-
-        order = [v.value for v in Variant]
-    except ImportError:  # exporter not installed: keep a sensible order anyway
-        order = ["float32", "fp16", "dynamic", "int8", "pruned", "pruned-int8", "qat", "pqat"]
     if m.format == "keras":
         return (0, 0, str(m.path))
     base = m.name.split("@")[0]
-    return (1, order.index(base) if base in order else len(order), m.name, str(m.path))
+    i = VARIANT_ORDER.index(base) if base in VARIANT_ORDER else len(VARIANT_ORDER)
+    return (1, i, m.name, str(m.path))
 
 
 def load_models(models: Sequence[str | os.PathLike], reference: str | os.PathLike | None = None
@@ -87,260 +87,303 @@ def load_models(models: Sequence[str | os.PathLike], reference: str | os.PathLik
     return opened, ref
 
 
-def _split_args(cfg) -> dict:
-    """The split the model was trained with (``config.dataset.split``: scheme and seed)."""
-    split = (cfg.dataset or {}).get("split") or {}
-    if not isinstance(split, dict):
-        return {}
-    out = {k: split[k] for k in ("scheme", "seed") if split.get(k) is not None}
-    if out.get("scheme") == "default":  # the dataset's own default split
-        del out["scheme"]
-    return out
-
-
 def load_records(data: str, spec: TaskSpec, ref: ModelFile, split: str = "test"):
     """Records of ``split`` of the dataset at ``data``, split as the reference model's training run did."""
-    from edgeretina.data import open_dataset
-
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}' (choose from: {', '.join(SPLITS)})")
     ds = open_dataset(data, spec.task.value)
     if split == "all":
         records = list(ds.records)
     else:
-        parts = ds.split(**_split_args(ref.config))
+        parts = ds.split(**ref.config.split_args())
         records = list(parts.get(split) or [])
     if not records:
         raise DataError(f"{data}: split '{split}' has no images (use --split all to evaluate every image)")
     return ds, records
 
 
-def _labels_array(spec: TaskSpec, records) -> np.ndarray:
-    ys = [r.y for r in records]
-    if spec.kind is TaskKind.MULTILABEL:
-        return np.asarray(ys, dtype=np.float64).reshape(len(ys), -1)
-    return np.asarray(ys, dtype=np.int64).reshape(-1)
-
-
 def load_images(records, pipeline_json) -> np.ndarray:
-    from edgeretina.data import load_arrays
-    from edgeretina.preprocess import Pipeline
-
     pipeline = Pipeline.from_json(pipeline_json)
     x, _ = load_arrays(records, pipeline)
     return np.asarray(x, dtype=np.float32)
 
 
-def machine_info() -> dict:
-    from importlib import metadata
+class Inputs:
+    """The benchmark's images, preprocessed once per distinct Pipeline, and each model's host (LiteRT / Keras
+    on this CPU) probabilities, computed once; the reference's host runner is kept for its own job."""
 
-    def ver(name):
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
+    def __init__(self, records, threads: int):
+        self.records, self.threads = records, threads
+        self._x: dict[str, np.ndarray] = {}
+        self.probs: dict[Path, np.ndarray] = {}
+        self._kept: dict[Path, object] = {}
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "numpy": ver("numpy"), "tensorflow": ver("tensorflow"),
-            "tf_keras": ver("tf-keras"), "ai_edge_litert": ver("ai-edge-litert")}
-
-
-def _class_counts(spec: TaskSpec, y: np.ndarray) -> dict[str, int]:
-    if spec.kind is TaskKind.MULTILABEL:
-        return {lb: int(y[:, j].sum()) for j, lb in enumerate(spec.labels[: y.shape[1]])}
-    return {lb: int((y == j).sum()) for j, lb in enumerate(spec.labels)}
-
-
-def run_bench(models: Sequence[str | os.PathLike], data: str, *, task: str | None = None,
-              split: str = "test", devices: Sequence[str | Device] = ("cpu",), threads: int | None = None,
-              runs: int = 10, warmup: int = 3, timing_images: int = 20, reference=None,
-              out: str | os.PathLike | None = None, n_boot: int = 1000, seed: int = 0,
-              max_images: int | None = None, progress: Progress | None = None,
-              warn: Callable[[str], None] | None = None, command: str | None = None,
-              options: BenchOptions | None = None) -> Report:
-    """Benchmark ``models`` on ``data`` (see the module doc). Returns the report; writes it to ``out``."""
-    options = options or BenchOptions()
-    if runs < 1 or warmup < 0 or timing_images < 1:
-        raise EdgeRetinaError("--runs and --timing-images must be >= 1 and --warmup >= 0")
-    warn = warn or (lambda msg: None)
-    threads = int(threads) if threads else (os.cpu_count() or 1)
-    specs = []
-    for d in devices or ("cpu",):
-        s = get_device(d)
-        if s not in specs:
-            specs.append(s)
-    opened, ref = load_models(models, reference)
-    spec = ref.config.spec
-    if task is not None and str(task) != spec.task.value:
-        raise ModelError(f"{ref.path}: the model was trained for task '{spec.task.value}', not '{task}'")
-    out_dir = None
-    if out is not None:
-        from edgeretina.io import ensure_writable_dir
-
-        out_dir = ensure_writable_dir(out)
-
-    # Devices available here; an unavailable one is reported and skipped, the others still run.
-    skipped: list[dict[str, str]] = []
-    usable = []
-    errors = []
-    for s in specs:
-        try:
-            s.check()
-            usable.append(s)
-        except DeviceError as e:
-            errors.append(e)
-            skipped.append({"file": "*", "device": s.device.value, "reason": str(e)})
-    if not usable:
-        raise errors[0]
-    for e in errors:
-        warn(str(e))
-
-    jobs = [(m, s) for m in opened for s in usable if s.runs(m.format)]
-    for m in opened:
-        for s in usable:
-            if not s.runs(m.format):
-                skipped.append({"file": str(m.path), "device": s.device.value, "reason": s.skip_reason(m.format)})
-    if not jobs:
-        formats = sorted({m.format for m in opened})
-        raise DeviceError(f"none of the models ({', '.join('.' + f for f in formats)}) runs on "
-                          f"{', '.join(s.device.value for s in usable)}: "
-                          + "; ".join(s.skip_reason(f) for s in usable for f in formats[:1]))
-    total = len(jobs) + 1 + options.passes
-    report_progress = progress or (lambda done, total, what: None)
-
-    # Images: once per distinct preprocessing.
-    report_progress(0, total, f"loading images from {data}")
-    ds, records = load_records(data, spec, ref, split)
-    if max_images is not None and len(records) > max_images:
-        rng = np.random.default_rng(seed)
-        keep = np.sort(rng.choice(len(records), size=max_images, replace=False))
-        records = [records[i] for i in keep]
-    y = _labels_array(spec, records)
-    images: dict[str, np.ndarray] = {}
-
-    def x_for(m: ModelFile) -> np.ndarray:
+    def x(self, m: ModelFile) -> np.ndarray:
         key = json.dumps(m.config.preprocessing, sort_keys=True)
-        if key not in images:
-            images[key] = load_images(records, m.config.preprocessing)
-        return images[key]
+        if key not in self._x:
+            self._x[key] = load_images(self.records, m.config.preprocessing)
+        return self._x[key]
 
-    threshold = default_threshold(spec, ref.config.threshold)
-
-    # Reference probabilities, computed on the host once.
-    host_probs: dict[Path, np.ndarray] = {}
-    kept: dict[Path, object] = {}  # the reference's host runner, reused when it is also a job
-
-    def host(m: ModelFile, keep: bool = False) -> np.ndarray:
-        if m.path not in host_probs:
-            r = DEVICES[Device.CPU].load(m, threads)
-            host_probs[m.path] = r.predict(x_for(m))
+    def host(self, m: ModelFile, keep: bool = False) -> np.ndarray:
+        if m.path not in self.probs:
+            r = DEVICES[Device.CPU].load(m, self.threads)
+            self.probs[m.path] = r.predict(self.x(m))
             if keep:
-                kept[m.path] = r
-        return host_probs[m.path]
+                self._kept[m.path] = r
+        return self.probs[m.path]
 
-    def same_as_host(m: ModelFile, s) -> bool:  # this job's runner is the host runner
-        return s.device is Device.CPU or (m.format == "keras" and s.device is Device.KERAS_CPU)
+    def kept(self, m: ModelFile) -> bool:
+        return m.path in self._kept
 
-    ref_probs = host(ref, keep=any(m is ref and same_as_host(m, s) for m, s in jobs))
-    if len(ref_probs) != len(y):
-        raise ModelError(f"{ref.path}: scored {len(ref_probs)} images but {len(y)} were given")
+    def take_runner(self, m: ModelFile):
+        return self._kept.pop(m.path)
 
-    rows: list[VariantReport] = []
-    curves: dict[Path, tuple[str, np.ndarray, np.ndarray]] = {}  # one ROC per model file
-    stats_cache: dict[Path, object] = {}
-    for done, (m, s) in enumerate(jobs, start=1):
-        report_progress(done, total, f"{m.name} on {s.device.value}")
-        reuse = same_as_host(m, s) and m.path in kept
+
+def same_as_host(m: ModelFile, s) -> bool:
+    """This job's runner is the host runner (its scores are the host scores)."""
+    return s.device is Device.CPU or (m.format == "keras" and s.device is Device.KERAS_CPU)
+
+
+@dataclass
+class BenchContext:
+    """One bench's working state, filled stage by stage (see :class:`Bench`)."""
+
+    data: str
+    models: list[ModelFile]
+    ref: ModelFile
+    spec: TaskSpec
+    threads: int
+    requested: list  # device specs asked for
+    usable: list = field(default_factory=list)  # those available here
+    jobs: list = field(default_factory=list)  # (model, device spec) pairs
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    total: int = 0
+    step: int = 0
+    ds: object = None
+    records: list = field(default_factory=list)
+    y: np.ndarray | None = None
+    inputs: Inputs | None = None
+    ref_probs: np.ndarray | None = None
+    rows: list[VariantReport] = field(default_factory=list)
+    curves: dict[Path, tuple[str, np.ndarray, np.ndarray]] = field(default_factory=dict)  # one ROC per file
+    stats: dict[Path, ModelStats] = field(default_factory=dict)
+
+    @property
+    def threshold(self):
+        """The reference's threshold as the report shows it (``scoring.default_threshold``)."""
+        return default_threshold(self.spec, self.ref.config.threshold)
+
+
+_SCORE_FIELDS = tuple(f.name for f in fields(Scores) if f.name in {v.name for v in fields(VariantReport)})
+
+
+class Bench:
+    """``run_bench`` in stages: :meth:`open` (models, reference, devices), :meth:`load_data`, :meth:`score`
+    (every model on every device), :meth:`robustness` (stability floor, camera shifts), :meth:`report`."""
+
+    def __init__(self, options: BenchOptions | None = None, progress: Progress | None = None,
+                 warn: Callable[[str], None] | None = None):
+        self.opts = options or BenchOptions()
+        self.progress = progress or (lambda done, total, what: None)
+        self.warn = warn or (lambda msg: None)
+
+    def run(self, models: Sequence[str | os.PathLike], data: str, out: str | os.PathLike | None = None,
+            command: str | None = None) -> Report:
+        ctx = self.open(models, data)
+        out_dir = ensure_writable_dir(out) if out is not None else None
+        self.plan(ctx)
+        self.load_data(ctx)
+        self.score(ctx)
+        shift_rows, stability = self.robustness(ctx)
+        report = self.report(ctx, shift_rows, stability)
+        if self.opts.agreement_data:  # flips on a large unlabelled set, Wilson CI (benchmarks/agreement.py)
+            from .agreement import add_agreement
+
+            report = add_agreement(report, ctx.models, ctx.ref, self.opts.agreement_data, ctx.threads,
+                                   seed=self.opts.seed, progress=lambda what: self.progress(ctx.step, ctx.total, what))
+        if out_dir is not None:
+            write_outputs(report, list(ctx.curves.values()), ctx.spec, out_dir, command=command)
+        return report
+
+    def _tick(self, ctx: BenchContext, what: str, step: int | None = None) -> None:
+        ctx.step = ctx.step + 1 if step is None else step
+        self.progress(ctx.step, ctx.total, what)
+
+    # ---- stage 1: models, the reference, devices
+    def open(self, models, data: str) -> BenchContext:
+        o = self.opts
+        requested = []
+        for d in o.devices:
+            s = get_device(d)
+            if s not in requested:
+                requested.append(s)
+        opened, ref = load_models(models, o.reference)
+        spec = ref.config.spec
+        if o.task is not None and str(o.task) != spec.task.value:
+            raise ModelError(f"{ref.path}: the model was trained for task '{spec.task.value}', not '{o.task}'")
+        return BenchContext(data=data, models=opened, ref=ref, spec=spec, threads=o.resolved_threads(),
+                            requested=requested)
+
+    def plan(self, ctx: BenchContext) -> None:
+        """Devices available here (an unavailable one is reported and skipped, the others still run) and
+        the (model, device) jobs."""
+        errors = []
+        for s in ctx.requested:
+            try:
+                s.check()
+                ctx.usable.append(s)
+            except DeviceError as e:
+                errors.append(e)
+                ctx.skipped.append({"file": "*", "device": s.device.value, "reason": str(e)})
+        if not ctx.usable:
+            raise errors[0]
+        for e in errors:
+            self.warn(str(e))
+        for m in ctx.models:
+            for s in ctx.usable:
+                if s.runs(m.format):
+                    ctx.jobs.append((m, s))
+                else:
+                    ctx.skipped.append({"file": str(m.path), "device": s.device.value,
+                                        "reason": s.skip_reason(m.format)})
+        if not ctx.jobs:
+            formats = sorted({m.format for m in ctx.models})
+            raise DeviceError(f"none of the models ({', '.join('.' + f for f in formats)}) runs on "
+                              f"{', '.join(s.device.value for s in ctx.usable)}: "
+                              + "; ".join(s.skip_reason(f) for s in ctx.usable for f in formats[:1]))
+        ctx.total = len(ctx.jobs) + 1 + self.opts.passes
+
+    # ---- stage 2: images and labels, the reference's scores
+    def load_data(self, ctx: BenchContext) -> None:
+        o = self.opts
+        self._tick(ctx, f"loading images from {ctx.data}", step=0)
+        ctx.ds, records = load_records(ctx.data, ctx.spec, ctx.ref, o.split)
+        if o.max_images is not None and len(records) > o.max_images:
+            rng = np.random.default_rng(o.seed)
+            keep = np.sort(rng.choice(len(records), size=o.max_images, replace=False))
+            records = [records[i] for i in keep]
+        ctx.records = records
+        ctx.y = labels_array(records, ctx.spec)
+        ctx.inputs = Inputs(records, ctx.threads)
+        keep = any(m is ctx.ref and same_as_host(m, s) for m, s in ctx.jobs)
+        ctx.ref_probs = ctx.inputs.host(ctx.ref, keep=keep)
+        if len(ctx.ref_probs) != len(ctx.y):
+            raise ModelError(f"{ctx.ref.path}: scored {len(ctx.ref_probs)} images but {len(ctx.y)} were given")
+
+    # ---- stage 3: every model on every device
+    def score(self, ctx: BenchContext) -> None:
+        for m, s in ctx.jobs:
+            self._tick(ctx, f"{m.name} on {s.device.value}")
+            row = self.score_job(ctx, m, s)
+            if row is not None:
+                ctx.rows.append(row)
+
+    def score_job(self, ctx: BenchContext, m: ModelFile, s) -> VariantReport | None:
+        """One model on one device: scores, batch-1 timing, size facts, comparison with the reference."""
+        o = self.opts
+        reuse = same_as_host(m, s) and ctx.inputs.kept(m)
         try:
-            runner = kept.pop(m.path) if reuse else s.load(m, threads)
+            runner = ctx.inputs.take_runner(m) if reuse else s.load(m, ctx.threads)
         except DeviceError as e:
-            warn(str(e))
-            skipped.append({"file": str(m.path), "device": s.device.value, "reason": str(e)})
-            continue
-        x = x_for(m)
-        note = ""
-        if reuse:
-            probs = host_probs[m.path]
-        elif getattr(runner, "supports_predict", True):
-            probs = np.asarray(runner.predict(x))
-            if s.device in (Device.CPU, Device.KERAS_CPU) and m.path not in host_probs:
-                host_probs[m.path] = probs
-        else:
-            probs = host(m)
-            note = "scores from the same file on the host (LiteRT); latency from the device"
-        timing = runner.time(x[:timing_images], runs=runs, warmup=warmup)
-        facts = getattr(runner, "facts", None)
-        device_info = dict(facts) if isinstance(facts, dict) and facts else None
-        if m.path not in stats_cache:
-            stats_cache[m.path] = m.stats(keras_model=getattr(runner, "model", None)) if m.format == "keras" \
+            self.warn(str(e))
+            ctx.skipped.append({"file": str(m.path), "device": s.device.value, "reason": str(e)})
+            return None
+        x = ctx.inputs.x(m)
+        probs, note = self._probabilities(ctx, m, s, runner, reuse, x)
+        timing = runner.time(x[:o.timing_images], runs=o.runs, warmup=o.warmup)
+        if m.path not in ctx.stats:
+            ctx.stats[m.path] = m.stats(keras_model=getattr(runner, "model", None)) if m.format == "keras" \
                 else m.stats()
-        st = stats_cache[m.path]
-        sc = evaluate(spec, y, probs, ref_probs, ref.config.threshold, n_boot=n_boot, seed=seed)
-        device_name = getattr(runner, "device", s.device.value)
-        rows.append(VariantReport(
-            name=m.name, file=str(m.path), device=str(device_name),
-            threads=getattr(runner, "threads", threads), format=m.format, is_reference=m is ref,
-            depth=st.depth, params=st.params, nonzero_params=st.nonzero_params, size_bytes=st.size_bytes,
-            gzip_bytes=st.gzip_bytes, auroc=sc.auroc, auroc_ci95=sc.auroc_ci95, delta_auroc=sc.delta_auroc,
-            auroc_retention=sc.auroc_retention, delong_p=sc.delong_p,
-            auroc_density=compare.auroc_density(sc.auroc, st.params / 1e6),
-            auroc_density_nonzero=compare.auroc_density(sc.auroc, st.nonzero_params / 1e6),
-            auroc_per_mb=compare.auroc_density(sc.auroc, st.size_bytes / 1e6),
-            sensitivity=sc.sensitivity, specificity=sc.specificity, flip_rate=sc.flip_rate,
-            latency_ms=Latency(timing.p50, timing.p90, timing.mean, timing.n),
-            images_per_s=timing.images_per_s, threshold=threshold, kappa=sc.kappa,
-            grade_flip_rate=sc.grade_flip_rate, per_label=sc.per_label, device_info=device_info, note=note,
-            delta_auroc_ci95=sc.delta_auroc_ci95, logit_shift=sc.logit_shift, logit_noise_sd=sc.logit_noise_sd,
-            near_threshold=sc.near_threshold,
-        ))
-        if m.path not in curves:
-            curves[m.path] = (m.name, binary_truth(spec, y), screening_scores(spec, probs))
-        del runner
+        sc = evaluate(ctx.spec, ctx.y, probs, ctx.ref_probs, ctx.ref.config.threshold, n_boot=o.n_boot, seed=o.seed)
+        if m.path not in ctx.curves:
+            ctx.curves[m.path] = (m.name, binary_truth(ctx.spec, ctx.y), screening_scores(ctx.spec, probs))
+        return variant_row(ctx, m, s, runner, sc, timing, note)
 
-    def stage_progress(what, _n=[len(jobs)]):
-        _n[0] += 1
-        report_progress(_n[0], total, what)
+    @staticmethod
+    def _probabilities(ctx: BenchContext, m: ModelFile, s, runner, reuse: bool, x) -> tuple[np.ndarray, str]:
+        if reuse:
+            return ctx.inputs.probs[m.path], ""
+        if getattr(runner, "supports_predict", True):
+            probs = np.asarray(runner.predict(x))
+            if s.device in (Device.CPU, Device.KERAS_CPU) and m.path not in ctx.inputs.probs:
+                ctx.inputs.probs[m.path] = probs
+            return probs, ""
+        return ctx.inputs.host(m), "scores from the same file on the host (LiteRT); latency from the device"
 
-    base = {m.path: host(m) for m in opened} if options.passes else {}
-    shift_rows, stability = robustness_stages(options, opened, ref, records, spec, y, ref.config.threshold, base,
-                                              threads, seed, stage_progress)
-    if stability is not None:
-        rows = [replace(r, flip_floor_ratio=stability.ratio(r.flip_rate)) for r in rows]
-    report_progress(total, total, "done")
+    # ---- stage 4: the stability floor and the camera-shift stress test
+    def robustness(self, ctx: BenchContext) -> tuple[tuple[ShiftResult, ...], Stability | None]:
+        """``benchmarks/robustness.py`` on every model's host probabilities of the unperturbed images; the
+        rows get their flip rate as a multiple of the stability floor."""
+        o = self.opts
+        if not o.shifts and not o.stability:
+            self._tick(ctx, "done", step=ctx.total)
+            return (), None
+        base = {m.path: ctx.inputs.host(m) for m in ctx.models}
+        ref, spec, threshold = ctx.ref, ctx.spec, ctx.ref.config.threshold
+        rescorer = Rescorer(ctx.models, RawImages(ctx.records, o.raw_cache_mb << 20), ctx.threads, o.seed)
+        try:
+            stability = None
+            if o.stability:
+                flips = {m.path: decision_change(spec, base[ref.path], base[m.path], threshold).flip_rate
+                         for m in ctx.models}
+                stability = stability_stage(rescorer, o.benign, spec, threshold, ref, base, flips,
+                                            lambda what: self._tick(ctx, what))
+            shift_rows = shift_stage(rescorer, o.shifts, spec, ctx.y, threshold, ref, base,
+                                     lambda what: self._tick(ctx, what)) if o.shifts else ()
+        finally:
+            rescorer.close()
+        if stability is not None:
+            ctx.rows = [replace(r, flip_floor_ratio=stability.ratio(r.flip_rate)) for r in ctx.rows]
+        self._tick(ctx, "done", step=ctx.total)
+        return shift_rows, stability
 
-    from edgeretina import __version__
+    # ---- stage 5: the report
+    def report(self, ctx: BenchContext, shift_rows=(), stability: Stability | None = None) -> Report:
+        o, spec, y = self.opts, ctx.spec, ctx.y
+        dataset = {"path": str(ctx.data), "format": getattr(ctx.ds, "format", None), "split": o.split,
+                   "n_images": int(len(y)), "classes": class_counts(ctx.records, spec),
+                   **disc_flags(ctx.records, ctx.ref.config.preprocessing)}
+        settings = {"runs": o.runs, "warmup": o.warmup, "timing_images": min(o.timing_images, len(y)),
+                    "threads": ctx.threads, "n_boot": o.n_boot, "seed": o.seed, "threshold": ctx.threshold,
+                    "devices": [s.device.value for s in ctx.requested], "max_images": o.max_images,
+                    "shift": [s.value for s in o.shifts], "stability": o.stability}
+        return Report(task=spec.task.value, kind=spec.kind.value, dataset=dataset, machine=machine_info(),
+                      reference=str(ctx.ref.path), variants=tuple(ctx.rows), settings=settings,
+                      skipped=tuple(ctx.skipped),
+                      created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                      edgeretina_version=__version__, shifts=shift_rows, stability=stability)
 
-    report = Report(
-        task=spec.task.value, kind=spec.kind.value,
-        dataset={"path": str(data), "format": getattr(ds, "format", None), "split": split,
-                 "n_images": int(len(y)), "classes": _class_counts(spec, y),
-                 **disc_flags(records, ref.config.preprocessing)},
-        machine=machine_info(), reference=str(ref.path), variants=tuple(rows),
-        settings={"runs": runs, "warmup": warmup, "timing_images": min(timing_images, len(y)),
-                  "threads": threads, "n_boot": n_boot, "seed": seed, "threshold": threshold,
-                  "devices": [s.device.value for s in specs], "max_images": max_images,
-                  "shift": [s.value for s in options.shifts], "stability": options.stability},
-        skipped=tuple(skipped), created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        edgeretina_version=__version__, shifts=shift_rows, stability=stability,
-    )
-    if out_dir is not None:
-        write_outputs(report, list(curves.values()), spec, out_dir, command=command)
-    return report
+
+def variant_row(ctx: BenchContext, m: ModelFile, s, runner, sc: Scores, timing, note: str = "") -> VariantReport:
+    """The report row of one model on one device: its size facts, its scores, its latency."""
+    st = ctx.stats[m.path]
+    facts = getattr(runner, "facts", None)
+    return VariantReport(
+        name=m.name, file=str(m.path), device=str(getattr(runner, "device", s.device.value)),
+        threads=getattr(runner, "threads", ctx.threads), format=m.format, is_reference=m is ctx.ref,
+        **{f.name: getattr(st, f.name) for f in fields(st)}, **{k: getattr(sc, k) for k in _SCORE_FIELDS},
+        auroc_density=compare.auroc_density(sc.auroc, st.params / 1e6),
+        auroc_density_nonzero=compare.auroc_density(sc.auroc, st.nonzero_params / 1e6),
+        auroc_per_mb=compare.auroc_density(sc.auroc, st.size_bytes / 1e6),
+        latency_ms=Latency(timing.p50, timing.p90, timing.mean, timing.n), images_per_s=timing.images_per_s,
+        threshold=ctx.threshold, device_info=dict(facts) if isinstance(facts, dict) and facts else None,
+        note=note)
+
+
+def run_bench(models: Sequence[str | os.PathLike], data: str, *, out: str | os.PathLike | None = None,
+              progress: Progress | None = None, warn: Callable[[str], None] | None = None,
+              command: str | None = None, options: BenchOptions | None = None, **kw) -> Report:
+    """Benchmark ``models`` on ``data`` (see the module doc). Returns the report; writes it to ``out``.
+
+    ``options`` (:class:`BenchOptions`) holds what to measure; keywords named like its fields (``runs=1``,
+    ``split="all"``, ``devices=("cpu",)``, ...) override it. = ``Bench(options, progress, warn).run(...)``."""
+    opts = (options or BenchOptions()).with_(**kw)
+    return Bench(opts, progress, warn).run(models, data, out=out, command=command)
 
 
 def disc_flags(records, pipeline_json) -> dict:
     """``{"disc_flags": {...}}`` when the reference crops the optic-nerve head: how many of the benchmark's
     photos got a low-confidence / fallback disc crop (issue 12/20); ``{}`` otherwise."""
-    from edgeretina.preprocess import Pipeline, count_disc_flags
-
     pipe = Pipeline.from_json(pipeline_json)
     if not pipe.uses_onh:
         return {}
@@ -348,34 +391,9 @@ def disc_flags(records, pipeline_json) -> dict:
     return {"disc_flags": {k: f[k] for k in ("n", "flagged", "fallback", "reasons", "flagged_keys")}}
 
 
-def robustness_stages(options: BenchOptions, models: Sequence[ModelFile], ref: ModelFile, records, spec: TaskSpec,
-                      y: np.ndarray, threshold, base: dict, threads: int, seed: int,
-                      progress: Callable[[str], None]) -> tuple[tuple[ShiftResult, ...], Stability | None]:
-    """The stability floor and the camera-shift stress test (``benchmarks/robustness.py``); ``base`` holds
-    every model's host probabilities on the unperturbed images."""
-    if not options.shifts and not options.stability:
-        return (), None
-    from .robustness import RawImages, Rescorer, shift_stage, stability_stage
-
-    rescorer = Rescorer(models, RawImages(records, options.raw_cache_mb << 20), threads, seed)
-    try:
-        stability = None
-        if options.stability:
-            flips = {m.path: decision_change(spec, base[ref.path], base[m.path], threshold).flip_rate
-                     for m in models}
-            stability = stability_stage(rescorer, options.benign, spec, threshold, ref, base, flips, progress)
-        shift_rows = shift_stage(rescorer, options.shifts, spec, y, threshold, ref, base, progress) \
-            if options.shifts else ()
-    finally:
-        rescorer.close()
-    return shift_rows, stability
-
-
 def write_outputs(report: Report, curves, spec: TaskSpec, out_dir: Path, command: str | None = None) -> dict:
     """Write every report file into a staging folder beside ``out_dir`` and publish them together
     (``edgeretina.io.staged_dir``): a failed or killed bench leaves the previous report as it was."""
-    from edgeretina.io import staged_dir
-
     final = Path(out_dir)
     ours = {"report.json", "report.md", "report.csv", "roc.png", "ballchart.png", "shift.csv", "shift.png",
             "stability.csv"}  # an earlier report's files do not survive next to this one (other files do)

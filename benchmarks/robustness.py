@@ -12,46 +12,19 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
 
-from edgeretina.shifts import Benign, Level, Shift, apply_benign, apply_shift, parse_benign, parse_shifts
+from edgeretina.shifts import Benign, Level, Shift, apply_benign, apply_shift
 
+from .options import BenchOptions  # noqa: F401 - the bench's options (issue 16) were first defined here
 from .report import ShiftResult, Stability, StabilityRow
 from .scoring import decision_change, evaluate, margin_share
 
 FLOOR = Benign.JPEG95  # the headline floor: a JPEG re-save at quality 95
 BAND_Z = 1.96  # borderline band = 1.96 × the reference's largest logit-change sd under the benign set
-
-
-@dataclass(frozen=True)
-class BenchOptions:
-    """Options of the robustness stages of ``run_bench`` (the home for bench options; issue 16).
-
-    ``shifts``: camera shifts for the stress test (names, ``"all"`` or a comma list; empty: no stress test).
-    ``stability``: compute the decision-stability floor. ``benign``: its perturbations.
-    ``raw_cache_mb``: decoded photos kept in memory; beyond it the file bytes are kept and re-decoded.
-    """
-
-    shifts: tuple[Shift, ...] = ()
-    stability: bool = True
-    benign: tuple[Benign, ...] = tuple(Benign)
-    raw_cache_mb: int = 1024
-
-    @classmethod
-    def make(cls, shift: str | Sequence[str] | None = None, stability: bool | str = True,
-             benign: Sequence[str] | None = None, **kw) -> "BenchOptions":
-        if isinstance(stability, str):
-            stability = stability.strip().lower() not in ("off", "no", "false", "0")
-        return cls(shifts=parse_shifts(shift), stability=bool(stability),
-                   benign=tuple(parse_benign(b) for b in benign) if benign else tuple(Benign), **kw)
-
-    @property
-    def passes(self) -> int:
-        """Perturbed passes over the images (for progress)."""
-        return 2 * len(self.shifts) + (len(self.benign) if self.stability else 0)
 
 
 # ------------------------------------------------------------------------------------------ raw photos

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgeretina import compare
+from edgeretina.runtime.decisions import screening_threshold
 from edgeretina.tasks import Task, TaskKind, TaskSpec, scores_from_output
 
 REFERABLE_GRADE = 2
@@ -57,16 +58,7 @@ def binary_truth(spec: TaskSpec, y: np.ndarray) -> np.ndarray:
     return y.reshape(-1).astype(int)
 
 
-def default_threshold(spec: TaskSpec, threshold) -> float | list[float] | None:
-    if spec.kind is TaskKind.MULTILABEL:
-        if isinstance(threshold, (list, tuple)) and len(threshold) == spec.n_outputs:
-            return [float(t) for t in threshold]
-        if isinstance(threshold, dict):
-            return [float(threshold.get(lb, 0.5)) for lb in spec.labels]
-        return float(threshold) if isinstance(threshold, (int, float)) else 0.5
-    if spec.kind is TaskKind.MULTICLASS and spec.task is not Task.DR:
-        return None
-    return float(threshold) if isinstance(threshold, (int, float)) else 0.5
+default_threshold = screening_threshold  # one reading of a model's threshold (edgeretina.runtime.decisions)
 
 
 def _sens_spec(y: np.ndarray, s: np.ndarray, t: float) -> tuple[float | None, float | None]:

@@ -82,13 +82,9 @@ def dataset_splits(cfg: RunConfig, source: str = "config.json"):
     kw = {}
     if ds_cfg.get("format"):
         kw["format"] = ds_cfg["format"]
-    split_cfg = ds_cfg.get("split") or {}
-    split_kw = {k: split_cfg[k] for k in ("scheme", "seed") if k in split_cfg}
-    if split_kw.get("scheme") in (None, "default"):  # train_run records the dataset's default as "default"
-        split_kw.pop("scheme", None)
     try:
         ds = open_dataset(path, cfg.task, **kw)
-        return ds.split(**split_kw)
+        return ds.split(**cfg.split_args())
     except EdgeRetinaError as e:
         raise ExportError(f"{source}: cannot open the training dataset {path} ({e}); pass --calib PATH") from None
 

@@ -14,7 +14,6 @@ import gzip
 import hashlib
 import json
 import os
-import platform
 import sys
 import time
 import warnings
@@ -24,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from edgeretina.env import package_versions
 from edgeretina.errors import EdgeRetinaError, ExportError, ModelError
 from edgeretina.io import (SizedArtifact, StagedDir, ensure_writable_dir, fault_point, write_bytes_atomic,
                            write_json_atomic)
@@ -122,19 +122,6 @@ class ExportReport:
     @property
     def manifest_path(self) -> Path:
         return Path(self.out_dir) / MANIFEST
-
-
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("edgeretina", "tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert",
-                "ai-edge-quantizer", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 def load_keras_model(path: Path):

@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from edgeretina.data.labels import as_label_array
 from edgeretina.tasks import TaskKind
 
 
@@ -80,9 +81,8 @@ class FineTune:
 
 
 def labels_array(y: list, kind: str) -> np.ndarray:
-    if kind == TaskKind.MULTILABEL.value:
-        return np.asarray([list(v) for v in y], dtype=np.float32)
-    return np.asarray(y, dtype=np.int32)
+    """Fine-tune labels from ``Record.y`` values (``edgeretina.data.labels.as_label_array``)."""
+    return as_label_array(y, kind)
 
 
 def loss_for(kind: str):

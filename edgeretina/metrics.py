@@ -188,6 +188,21 @@ def primary_score(spec: TaskSpec, y, scores) -> float:
     return multilabel_metrics(y, scores, spec.labels)["macro_auroc"]
 
 
+def headline(metrics: dict[str, Any]) -> str:
+    """The one line a person reads first of a run's metrics.json: the test split's (else the validation
+    split's) metric of the task kind — binary: AUROC (95 % CI) and sensitivity / specificity at the run's
+    threshold; DR grading: quadratic κ and accuracy; multi-label: macro AUROC and micro F1."""
+    which = "test" if "test" in metrics else "val"
+    m = metrics.get("test") or metrics["val"]
+    if "auroc" in m:
+        return (f"{which} AUROC {m['auroc']:.3f} (95% CI {m['auroc_ci_low']:.3f}-{m['auroc_ci_high']:.3f}) at "
+                f"threshold {metrics['threshold']['value']:.3f}: sensitivity {m['sensitivity']:.3f}, "
+                f"specificity {m['specificity']:.3f}")
+    if "quadratic_kappa" in m:
+        return f"{which} quadratic kappa {m['quadratic_kappa']:.3f}, accuracy {m['accuracy']:.3f}"
+    return f"{which} macro AUROC {m['macro_auroc']:.3f}, micro F1 {m['micro_f1']:.3f}"
+
+
 def plot_roc(path: str | Path, curves, title: str = "ROC") -> Path:
     """ROC curves → PNG at ``path`` (written atomically; matplotlib Agg). ``curves``: ``{name: (y, scores)}``
     or an iterable of ``(name, y, scores)`` for a binary outcome; a curve whose labels hold one class is

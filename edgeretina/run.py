@@ -65,6 +65,17 @@ class RunConfig:
     def is_binary(self) -> bool:
         return self.kind == TaskKind.BINARY.value
 
+    def split_args(self) -> dict[str, Any]:
+        """The keywords that split the run's dataset as training did (``FundusDataset.split(**...)``): the
+        recorded ``scheme`` and ``seed``; a ``"default"`` scheme (the dataset's own split) is left out."""
+        split = (self.dataset or {}).get("split") or {}
+        if not isinstance(split, dict):
+            return {}
+        out = {k: split[k] for k in ("scheme", "seed") if split.get(k) is not None}
+        if out.get("scheme") == "default":
+            del out["scheme"]
+        return out
+
     def with_(self, **changes) -> "RunConfig":
         return replace(self, **changes)
 

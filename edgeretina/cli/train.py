@@ -84,6 +84,7 @@ def train(data, task, arch, out, weights, input_size, alpha, head, grid, grid_lr
     if batch_size < 1:
         raise EdgeRetinaError(f"--batch-size must be ≥ 1, got {batch_size}")
 
+    from edgeretina.metrics import headline
     from edgeretina.train import TrainConfig, train_run
     from edgeretina.train.options import RunOptions
 
@@ -114,16 +115,8 @@ def train(data, task, arch, out, weights, input_size, alpha, head, grid, grid_lr
     m = json.loads((run_dir / "metrics.json").read_text())
     if "cv" in m:
         click.echo(_cv_line(m["cv"]) + "  ← chose the recipe/threshold")
-    test = m.get("test") or m["val"]
     which = "test" if "test" in m else "val"
-    if "auroc" in test:
-        click.echo(f"{which} AUROC {test['auroc']:.3f} (95% CI {test['auroc_ci_low']:.3f}-"
-                   f"{test['auroc_ci_high']:.3f}) at threshold {m['threshold']['value']:.3f}: sensitivity "
-                   f"{test['sensitivity']:.3f}, specificity {test['specificity']:.3f}")
-    elif "quadratic_kappa" in test:
-        click.echo(f"{which} quadratic kappa {test['quadratic_kappa']:.3f}, accuracy {test['accuracy']:.3f}")
-    else:
-        click.echo(f"{which} macro AUROC {test['macro_auroc']:.3f}, micro F1 {test['micro_f1']:.3f}")
+    click.echo(headline(m))
     if "baseline_logreg_frozen_features" in m:
         b = m["baseline_logreg_frozen_features"]
         click.echo(f"baseline (logistic regression on frozen features) {which} AUROC {b['auroc']:.3f} "

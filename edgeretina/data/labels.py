@@ -12,11 +12,19 @@ if TYPE_CHECKING:  # annotations only: records.py imports this module
     from edgeretina.data.records import Record
 
 
+def as_label_array(ys: Iterable[Any], kind: TaskKind | str, n_outputs: int | None = None) -> np.ndarray:
+    """Labels as in ``Record.y`` → the array training, fine-tuning and the bench use: ``(N,)`` int64
+    (BINARY, MULTICLASS) or ``(N, L)`` float32 (MULTILABEL; ``L`` = ``n_outputs``, else the labels' length)."""
+    ys = list(ys)
+    if TaskKind(kind) is TaskKind.MULTILABEL:
+        width = n_outputs if n_outputs is not None else (len(ys[0]) if ys else 0)
+        return np.asarray([list(v) for v in ys], dtype=np.float32).reshape(len(ys), width)
+    return np.asarray([int(v) for v in ys], dtype=np.int64)
+
+
 def labels_array(records: Iterable[Record], spec: TaskSpec) -> np.ndarray:
-    recs = list(records)
-    if spec.kind is TaskKind.MULTILABEL:
-        return np.asarray([list(r.y) for r in recs], dtype=np.float32).reshape(len(recs), spec.n_outputs)
-    return np.asarray([int(r.y) for r in recs], dtype=np.int64)
+    """The records' labels (:func:`as_label_array` of their ``.y``)."""
+    return as_label_array([r.y for r in records], spec.kind, spec.n_outputs)
 
 
 def class_counts(records: Iterable[Record], spec: TaskSpec) -> dict[str, int]:

@@ -12,7 +12,8 @@
 from __future__ import annotations
 
 from .decisions import (decision_flip_rate, decisions, disagreement, flip_rate, label_flip_rate,
-                        label_thresholds, outputs_logits, probabilities, task_decisions, to_probabilities)
+                        label_thresholds, outputs_logits, probabilities, screening_threshold, task_decisions,
+                        to_probabilities)
 from .interpreter import LiteRTModel, dequantize, qparams, quantize
 from .metadata import NAME as METADATA_NAME
 from .metadata import SCHEMA as METADATA_SCHEMA
@@ -22,7 +23,8 @@ from .timing import Timing, time_batch1
 __all__ = [
     "LiteRTModel", "qparams", "quantize", "dequantize",
     "Timing", "time_batch1",
-    "outputs_logits", "to_probabilities", "probabilities", "decisions", "label_thresholds", "task_decisions",
+    "outputs_logits", "to_probabilities", "probabilities", "decisions", "label_thresholds", "screening_threshold",
+    "task_decisions",
     "disagreement", "flip_rate", "label_flip_rate", "decision_flip_rate",
     "METADATA_NAME", "METADATA_SCHEMA", "embed_metadata", "metadata_from_bytes", "read_metadata",
 ]

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeretina.tasks import TaskKind, TaskSpec, activate
+from edgeretina.tasks import Task, TaskKind, TaskSpec, activate
 
 
 # ------------------------------------------------------------------------------------------ probabilities
@@ -42,20 +42,36 @@ def decisions(scores, threshold) -> np.ndarray:
     return s >= np.asarray(threshold, dtype=np.float64)
 
 
+def screening_threshold(spec: TaskSpec, threshold) -> float | list[float] | None:
+    """A model's threshold (metadata / config.json ``threshold``) as its screening score is decided at and
+    as reports show it — the one reading of it: a float for BINARY and for DR grading (on p(referable));
+    for MULTILABEL a list of one value per label (from ``{label: value}`` or a list of L values) or one
+    shared float; None for other MULTICLASS tasks (argmax). A missing or malformed value reads as 0.5."""
+    if spec.kind is TaskKind.MULTICLASS and spec.task is not Task.DR:
+        return None
+    if isinstance(threshold, (bool, np.bool_)) or threshold is None:
+        return 0.5
+    if isinstance(threshold, (int, float, np.number)):
+        return float(threshold)
+    if spec.kind is not TaskKind.MULTILABEL:
+        return 0.5
+    if isinstance(threshold, dict):
+        return [float(threshold.get(lb, 0.5)) for lb in spec.labels]
+    if isinstance(threshold, (list, tuple, np.ndarray)) and np.ndim(threshold) == 1:
+        if len(threshold) == spec.n_outputs:
+            return [float(t) for t in threshold]
+        if len(threshold) == 1:
+            return float(threshold[0])
+    return 0.5
+
+
 def label_thresholds(spec: TaskSpec, threshold) -> Any:
-    """The threshold(s) a task decides at: a float for BINARY (default 0.5), one value per label for
-    MULTILABEL (a scalar, a list of L values, or ``{label: value}``; default 0.5), None for MULTICLASS
-    (argmax)."""
+    """The threshold(s) a task decides at (:func:`screening_threshold`, per-label values as an array):
+    a float for BINARY, a float or an (L,) array for MULTILABEL, None for MULTICLASS (argmax)."""
     if spec.kind is TaskKind.MULTICLASS:
         return None
-    if spec.kind is TaskKind.MULTILABEL:
-        if isinstance(threshold, dict):
-            return np.asarray([float(threshold.get(lb, 0.5)) for lb in spec.labels])
-        if threshold is None:
-            return 0.5
-        t = np.asarray(threshold, dtype=np.float64)
-        return float(t) if t.ndim == 0 else t
-    return 0.5 if threshold is None else float(threshold)
+    t = screening_threshold(spec, threshold)
+    return np.asarray(t, dtype=np.float64) if isinstance(t, list) else t
 
 
 def task_decisions(spec: TaskSpec, scores, threshold=None) -> np.ndarray:
