@@ -29,15 +29,25 @@ import datetime as _dt
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from edgeretina import __version__
+from edgeretina.converters.metadata import embed_metadata, metadata_from_bytes
 from edgeretina.errors import DataError, EdgeRetinaError, ModelError
+from edgeretina.io import atomic_path, write_json_atomic
+from edgeretina.metrics import bootstrap_auroc
 from edgeretina.tasks import Task, TaskKind, TaskSpec
+
+from .devices import DEVICES, Device
+from .harness import load_images, load_records
+from .modelfile import ModelFile, open_model
+from .options import SPLITS
+from .scoring import binary_truth, default_threshold, screening_scores
 
 CALIBRATION_SCHEMA = "edgeretina.calibration/1"
 SIDECAR_SUFFIX = ".calibration.json"
@@ -349,126 +359,147 @@ def _dataset_name(data: str) -> str:
 # ------------------------------------------------------------------------------------------ calibrate
 
 
-def calibrate(model: str | os.PathLike, data: str, out: str | os.PathLike, *, task: str | None = None,
-              sensitivity: float | None = None, youden: bool = False, split: str = "all",
-              overwrite: bool = False, n_boot: int = 1000, seed: int = 0, threads: int | None = None,
-              min_per_class: int = MIN_PER_CLASS, progress: Progress | None = None) -> CalibrationResult:
-    """Re-derive ``model``'s threshold on the labelled local set ``data`` and write the calibrated copy to
-    ``out`` (see the module doc). ``sensitivity`` and ``youden`` are exclusive; neither = Youden J.
-    Every refusal is an :class:`EdgeRetinaError` raised before anything is written."""
-    from .harness import SPLITS, load_images, load_records
-    from .modelfile import open_model
-    from .scoring import binary_truth, default_threshold, screening_scores
+@dataclass(frozen=True)
+class CalibrateOptions:
+    """What :func:`calibrate` derives and how (checked on construction). ``sensitivity`` and ``youden``
+    are exclusive; neither = Youden J."""
 
+    task: str | None = None
+    sensitivity: float | None = None
+    youden: bool = False
+    split: str = "all"
+    overwrite: bool = False
+    n_boot: int = 1000
+    seed: int = 0
+    threads: int | None = None
+    min_per_class: int = MIN_PER_CLASS
+
+    def __post_init__(self) -> None:
+        if self.sensitivity is not None and self.youden:
+            raise EdgeRetinaError("choose one target: --sensitivity S or --youden")
+        if self.sensitivity is not None and not 0.0 < float(self.sensitivity) < 1.0:
+            raise EdgeRetinaError(f"--sensitivity must be between 0 and 1 (exclusive), got {self.sensitivity}")
+        if self.split not in SPLITS:
+            raise DataError(f"unknown split '{self.split}' (choose from: {', '.join(SPLITS)})")
+
+    @property
+    def target(self) -> Target:
+        return Target.SENSITIVITY if self.sensitivity is not None else Target.YOUDEN
+
+    def target_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": self.target.value}
+        if self.target is Target.SENSITIVITY:
+            d["value"] = float(self.sensitivity)
+        return d
+
+
+def calibrate(model: str | os.PathLike, data: str, out: str | os.PathLike, *,
+              options: CalibrateOptions | None = None, progress: Progress | None = None,
+              **kw) -> CalibrationResult:
+    """Re-derive ``model``'s threshold on the labelled local set ``data`` and write the calibrated copy to
+    ``out`` (see the module doc). ``options`` (:class:`CalibrateOptions`; keywords named like its fields
+    override it: ``sensitivity=0.9``, ``youden=True``, ``split``, ``n_boot``, ...).
+    Every refusal is an :class:`EdgeRetinaError` raised before anything is written."""
+    o = replace(options, **kw) if options is not None else CalibrateOptions(**kw)
     say = progress or (lambda msg: None)
-    if sensitivity is not None and youden:
-        raise EdgeRetinaError("choose one target: --sensitivity S or --youden")
-    if sensitivity is not None and not 0.0 < float(sensitivity) < 1.0:
-        raise EdgeRetinaError(f"--sensitivity must be between 0 and 1 (exclusive), got {sensitivity}")
-    if split not in SPLITS:
-        raise DataError(f"unknown split '{split}' (choose from: {', '.join(SPLITS)})")
-    target = Target.SENSITIVITY if sensitivity is not None else Target.YOUDEN
     model_path, out = Path(model), Path(out)
+    mf, spec = _open_model(model_path, out, o)
+    ds, records = load_records(data, spec, mf, o.split)  # DataError: a set of another task
+    _check_dataset_task(ds, spec, data)
+    y = binary_truth(spec, np.asarray([r.y for r in records]))
+    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+    _check_counts(n_pos, n_neg, spec, data, o.split, o.min_per_class)
+    runner = DEVICES[Device.CPU].load(mf, o.threads)
+    scores = _score(runner, mf, spec, records, say)
+
+    say("deriving the threshold")
+    old_t = default_threshold(spec, mf.config.threshold)
+    new_t = derive_threshold(y, scores, o.target, o.sensitivity)
+    au = bootstrap_auroc(y, scores, n_boot=o.n_boot, seed=o.seed)
+    auroc_ci = (au.lo, au.hi) if o.n_boot > 0 else None
+    old_op = operating_point(y, scores, old_t, o.n_boot, o.seed)
+    new_op = operating_point(y, scores, new_t, o.n_boot, o.seed)
+    stab = threshold_stability(y, scores, o.target, o.sensitivity, o.n_boot, o.seed) if o.n_boot > 0 else None
+    source_sha = hashlib.sha256(mf.file_bytes).hexdigest()
+    dataset = {"name": _dataset_name(data), "path": str(data), "format": ds.format, "split": o.split}
+    record = {
+        "schema": CALIBRATION_SCHEMA,
+        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "dataset": dataset, "n": len(y), "n_pos": n_pos, "n_neg": n_neg,
+        "target": o.target_dict(), "old_threshold": old_t, "threshold": new_t,
+        "source_file": model_path.name, "source_sha256": source_sha,
+        "auroc": au.value, "auroc_ci95": list(auroc_ci) if auroc_ci else None,
+        "old": old_op.to_dict(), "new": new_op.to_dict(),
+        "stability": stab.to_dict() if stab else None,
+        "n_boot": o.n_boot, "seed": o.seed, "edgeretina_version": __version__,
+    }
+    new_bytes, entry = _calibrated_copy(mf, model_path, out, record)
+    say(f"writing {out}")
+    record_path, kind = _write(out, new_bytes, entry, runner, mf, records[: min(8, len(records))])
+    return CalibrationResult(
+        model=str(model_path), out=str(out), record=str(record_path), record_kind=kind, task=spec.task.value,
+        positive_label=_positive_label(spec), dataset=dataset, n=len(y), n_pos=n_pos, n_neg=n_neg,
+        auroc=au.value, auroc_ci95=auroc_ci, target=record["target"], old=old_op, new=new_op, stability=stab,
+        sha256=entry["sha256"], source_sha256=source_sha, graph_sha256=entry["graph_sha256"], calibration=record)
+
+
+def _open_model(model_path: Path, out: Path, o: CalibrateOptions) -> tuple[ModelFile, TaskSpec]:
+    """The exported .tflite to calibrate and its screening task; refuses a run dir / .keras, a task
+    mismatch and an output path it must not write."""
     if model_path.is_dir() or model_path.suffix == ".keras":
         raise ModelError(f"{model_path}: calibrate re-writes an exported .tflite's metadata; export the run "
                          f"first ('edgeretina export') and calibrate the .tflite you ship")
     mf = open_model(model_path)  # ModelError: missing file, not a .tflite, no edgeretina metadata
     spec = _screening_spec(mf, model_path)
-    if task is not None and str(task) != spec.task.value:
-        raise ModelError(f"{model_path}: the model was trained for task '{spec.task.value}', not '{task}'")
-    _check_output(model_path, out, overwrite)
-    src = mf.file_bytes
+    if o.task is not None and str(o.task) != spec.task.value:
+        raise ModelError(f"{model_path}: the model was trained for task '{spec.task.value}', not '{o.task}'")
+    _check_output(model_path, out, o.overwrite)
+    return mf, spec
 
-    ds, records = load_records(data, spec, mf, split)  # DataError: a set of another task
-    _check_dataset_task(ds, spec, data)
-    y = binary_truth(spec, np.asarray([r.y for r in records]))
-    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
-    _check_counts(n_pos, n_neg, spec, data, split, min_per_class)
 
-    from .devices import DEVICES, Device
-
-    runner = DEVICES[Device.CPU].load(mf, threads)
+def _score(runner, mf: ModelFile, spec: TaskSpec, records, say: Progress) -> np.ndarray:
+    """Screening scores of every record on LiteRT, ``CHUNK`` images at a time."""
     probs = []
     for i in range(0, len(records), CHUNK):
         say(f"scoring images {i + 1}-{min(i + CHUNK, len(records))} of {len(records)} (LiteRT)")
         probs.append(np.asarray(runner.predict(load_images(records[i:i + CHUNK], mf.config.preprocessing))))
-    scores = np.asarray(screening_scores(spec, np.concatenate(probs)), dtype=np.float64).ravel()
+    return np.asarray(screening_scores(spec, np.concatenate(probs)), dtype=np.float64).ravel()
 
-    say("deriving the threshold")
-    from edgeretina.metrics import bootstrap_auroc
 
-    old_t = default_threshold(spec, mf.config.threshold)
-    new_t = derive_threshold(y, scores, target, sensitivity)
-    au = bootstrap_auroc(y, scores, n_boot=n_boot, seed=seed)
-    auroc_ci = (au.lo, au.hi) if n_boot > 0 else None
-    old_op = operating_point(y, scores, old_t, n_boot, seed)
-    new_op = operating_point(y, scores, new_t, n_boot, seed)
-    stab = threshold_stability(y, scores, target, sensitivity, n_boot, seed) if n_boot > 0 else None
-
-    target_d: dict[str, Any] = {"kind": target.value}
-    if target is Target.SENSITIVITY:
-        target_d["value"] = float(sensitivity)
-    source_sha = hashlib.sha256(src).hexdigest()
-    dataset = {"name": _dataset_name(data), "path": str(data), "format": ds.format, "split": split}
-    from edgeretina import __version__
-
-    record = {
-        "schema": CALIBRATION_SCHEMA,
-        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "dataset": dataset, "n": len(y), "n_pos": n_pos, "n_neg": n_neg,
-        "target": target_d, "old_threshold": old_t, "threshold": new_t,
-        "source_file": model_path.name, "source_sha256": source_sha,
-        "auroc": au.value, "auroc_ci95": list(auroc_ci) if auroc_ci else None,
-        "old": old_op.to_dict(), "new": new_op.to_dict(),
-        "stability": stab.to_dict() if stab else None,
-        "n_boot": n_boot, "seed": seed, "edgeretina_version": __version__,
-    }
+def _calibrated_copy(mf: ModelFile, model_path: Path, out: Path, record: dict) -> tuple[bytes, dict]:
+    """The model's bytes with the new threshold and the calibration record in its metadata (graph
+    unchanged, checked) and the manifest / sidecar entry that records them."""
+    src, new_t, old_t = mf.file_bytes, record["threshold"], record["old_threshold"]
     meta = copy.deepcopy(mf.meta)
     if isinstance(meta.get("calibration"), dict):  # calibrating a calibrated model: keep the history
         record["previous"] = meta["calibration"]
     meta["threshold"] = new_t
-    meta["threshold_source"] = (f"site calibration {record['date']}: {_target_text(target_d)} on "
-                                f"{dataset['name']} (n={len(y)}, {n_pos} positive); was {old_t:.6g}")
+    meta["threshold_source"] = (f"site calibration {record['date']}: {_target_text(record['target'])} on "
+                                f"{record['dataset']['name']} (n={record['n']}, {record['n_pos']} positive); "
+                                f"was {old_t:.6g}")
     meta["calibration"] = record
-
-    from edgeretina.converters.metadata import embed_metadata, metadata_from_bytes
-
     new_bytes = embed_metadata(src, meta)
     if metadata_from_bytes(new_bytes, source=str(out)).get("threshold") != new_t:
         raise ModelError(f"{out}: the new metadata did not read back")  # pragma: no cover - a bug, not input
     g_src, g_new = graph_sha256(src), graph_sha256(new_bytes)
     if g_src != g_new:  # pragma: no cover - embed_metadata must not touch the graph
         raise ModelError(f"{out}: re-embedding the metadata changed the graph; nothing written")
-    sha = hashlib.sha256(new_bytes).hexdigest()
     base = (mf.meta.get("export") or {}).get("variant") or model_path.stem
-    entry = {"variant": f"{base}-calibrated", "path": str(out), "file": out.name, "sha256": sha,
-             "size_bytes": len(new_bytes), "source": str(model_path), "source_sha256": source_sha,
-             "graph_sha256": g_new, "threshold": new_t, "calibration": record}
-
-    say(f"writing {out}")
-    record_path, kind = _write(out, new_bytes, entry, runner, mf, records[: min(8, len(records))])
-    return CalibrationResult(
-        model=str(model_path), out=str(out), record=str(record_path), record_kind=kind, task=spec.task.value,
-        positive_label=_positive_label(spec), dataset=dataset, n=len(y), n_pos=n_pos, n_neg=n_neg,
-        auroc=au.value, auroc_ci95=auroc_ci, target=target_d, old=old_op, new=new_op, stability=stab,
-        sha256=sha, source_sha256=source_sha, graph_sha256=g_new, calibration=record)
+    entry = {"variant": f"{base}-calibrated", "path": str(out), "file": out.name,
+             "sha256": hashlib.sha256(new_bytes).hexdigest(), "size_bytes": len(new_bytes),
+             "source": str(model_path), "source_sha256": record["source_sha256"], "graph_sha256": g_new,
+             "threshold": new_t, "calibration": record}
+    return new_bytes, entry
 
 
 def _write(out: Path, data: bytes, entry: dict, runner, mf, check_records) -> tuple[Path, str]:
     """Write the model atomically (after LiteRT ran the new bytes and matched the original's outputs),
     then the manifest entry or the sidecar; if that second write fails the new model is removed."""
-    from edgeretina.io import atomic_path, write_json_atomic
-
-    from .harness import load_images
-    from .modelfile import ModelFile
-
     out.parent.mkdir(parents=True, exist_ok=True)
     x = load_images(check_records, mf.config.preprocessing)
     want = np.asarray(runner.predict(x))
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)
-        from .devices import DEVICES, Device
-
         copy_ = ModelFile(tmp, "tflite", mf.config, mf.meta)
         got = np.asarray(DEVICES[Device.CPU].load(copy_, getattr(runner, "threads", None)).predict(x))
         if not np.array_equal(got, want):  # pragma: no cover - the graph is byte-identical

@@ -63,7 +63,7 @@ COLUMNS = ["variant", "device", "threads", "size MB", "gzip MB", "params M", "AU
            "DeLong p", "flips %", "logit shift ± sd", "sens", "spec", "AUROC/M params", "p50 ms", "img/s"]
 
 
-def _run(cmd: list[str], log: Path) -> float:
+def run_step(cmd: list[str], log: Path) -> float:
     """Run one CLI step, tee its output to ``log``; raise with the log's tail on failure. Returns seconds."""
     t = time.perf_counter()
     print("+", " ".join(cmd), flush=True)
@@ -75,7 +75,7 @@ def _run(cmd: list[str], log: Path) -> float:
     return time.perf_counter() - t
 
 
-def _cli(*args: str) -> list[str]:
+def cli_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "edgeretina", *args]
 
 
@@ -85,13 +85,13 @@ def run_experiment(exp: Experiment, work: Path, docs: Path, until: str = "bench"
     run_dir = root / "run"
     steps: dict[str, float] = {}
     if not (run_dir / "metrics.json").is_file():
-        steps["train"] = _run(_cli("train", "--data", data, "--task", exp.task, "--input-size", str(exp.input_size),
+        steps["train"] = run_step(cli_argv("train", "--data", data, "--task", exp.task, "--input-size", str(exp.input_size),
                                    *exp.train_args, "--out", str(run_dir)), root / "train.log")
     exports = []
     for sub, flags in exp.export_sets:
         out = root / sub
         if not (out / "manifest.json").is_file():
-            steps[f"export:{sub}"] = _run(_cli("export", str(run_dir), *flags, "--out", str(out)),
+            steps[f"export:{sub}"] = run_step(cli_argv("export", str(run_dir), *flags, "--out", str(out)),
                                           root / f"{sub}.log")
         exports.append(str(out))
     if until == "export":
@@ -100,8 +100,8 @@ def run_experiment(exp: Experiment, work: Path, docs: Path, until: str = "bench"
     for device, threads in exp.bench_devices:
         out = root / f"bench_{device}_{threads}"
         if not (out / "report.json").is_file():
-            steps[f"bench:{device}:{threads}"] = _run(
-                _cli("bench", "--models", str(run_dir), *exports, "--data", data, "--task", exp.task,
+            steps[f"bench:{device}:{threads}"] = run_step(
+                cli_argv("bench", "--models", str(run_dir), *exports, "--data", data, "--task", exp.task,
                      "--device", device, "--threads", str(threads), *exp.bench_args, "--out", str(out)),
                 root / f"bench_{device}_{threads}.log")
         reports.append(json.loads((out / "report.json").read_text()))

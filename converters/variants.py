@@ -128,45 +128,45 @@ def parse_variant(name: str | Variant) -> Variant:
     raise ExportError(f"unknown variant '{name}'{hint}; choose from: {', '.join(names)}")
 
 
-def select_variants(*, float32=False, fp16=False, dynamic=False, int8=False, pruned=False, qat=False,
-                    mixed=False, int8_guard=False, all_=False) -> tuple[Variant, ...]:
-    """CLI flags → the ordered variants to build.
+def _flags_on(flags: dict[str, bool]) -> list[str]:
+    """The ``FLAGS`` names (``int8-guard`` or ``int8_guard``) set in ``flags``, in ``FLAGS`` order."""
+    known = {n.replace("-", "_"): n for n in FLAGS}
+    unknown = sorted(k for k in flags if k.replace("-", "_") not in known)
+    if unknown:
+        raise TypeError(f"select_variants: unknown flag(s) {', '.join(unknown)} (flags: {', '.join(FLAGS)})")
+    given = {known[k.replace("-", "_")] for k, v in flags.items() if v}
+    return [n for n in FLAGS if n in given]
+
+
+def select_variants(*, all_: bool = False, **flags: bool) -> tuple[Variant, ...]:
+    """CLI flags (one keyword per ``FLAGS`` name, e.g. ``int8=True, pruned=True``) → the ordered variants.
 
     ``--pruned`` is a modifier: alone it means the pruned float32 model; with ``--int8`` it turns int8 into
     ``pruned-int8``; with ``--qat`` it turns QAT into pruning-preserving QAT (``pqat``); with ``--float32`` it
-    adds ``pruned`` next to float32. ``--int8-guard`` also builds ``int8`` and ``fp16`` (the files it
-    cascades). ``--all`` builds every variant. No flag → float32 + int8.
+    adds ``pruned`` next to float32. A guarded variant (``--int8-guard``) also builds ``int8`` and ``fp16``
+    (the files it cascades). ``--all`` builds every variant. No flag → float32 + int8.
     """
-    named = {"--float32": float32, "--fp16": fp16, "--dynamic": dynamic, "--int8": int8, "--pruned": pruned,
-             "--qat": qat, "--mixed": mixed, "--int8-guard": int8_guard}
+    on = _flags_on(flags)
     if all_:
-        given = [k for k, v in named.items() if v]
-        if given:
-            raise ExportError(f"--all conflicts with {', '.join(given)} (--all already builds every variant)")
+        if on:
+            raise ExportError(f"--all conflicts with {', '.join('--' + n for n in on)} "
+                              "(--all already builds every variant)")
         return ALL
-    if pruned and (fp16 or dynamic or mixed or int8_guard):
-        which = "--fp16" if fp16 else "--dynamic" if dynamic else "--mixed" if mixed else "--int8-guard"
-        raise ExportError(f"--pruned conflicts with {which}: pruning combines with float32, --int8 or --qat only")
+    pruned = "pruned" in on
+    bases = [Variant(n) for n in on if n != "pruned"]
+    if pruned:
+        bad = [v for v in bases if v not in _PRUNED_OF]
+        if bad:
+            raise ExportError(f"--pruned conflicts with --{bad[0].value}: pruning combines with float32, --int8 "
+                              "or --qat only")
     out: list[Variant] = []
-    if float32:
-        out.append(Variant.FLOAT32)
-    if fp16:
-        out.append(Variant.FP16)
-    if dynamic:
-        out.append(Variant.DYNAMIC)
-    if int8:
-        out.append(Variant.PRUNED_INT8 if pruned else Variant.INT8)
-    if mixed:
-        out.append(Variant.MIXED)
-    if qat:
-        out.append(Variant.PQAT if pruned else Variant.QAT)
-    if int8_guard:
-        out += [Variant.FP16, Variant.INT8, Variant.INT8_GUARD]
-    if pruned and (float32 or not (int8 or qat)):
+    for v in bases:
+        out.append(_PRUNED_OF[v] if pruned and v is not Variant.FLOAT32 else v)
+        if v.info.guarded:
+            out += [Variant.FP16, Variant.INT8]
+    if pruned and (Variant.FLOAT32 in bases or not {Variant.INT8, Variant.QAT} & set(bases)):
         out.append(Variant.PRUNED)
-    if not out:
-        return DEFAULT
-    return tuple(sorted(set(out), key=ALL.index))
+    return tuple(sorted(set(out), key=ALL.index)) if out else DEFAULT
 
 
 def variants_markdown() -> str:

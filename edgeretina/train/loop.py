@@ -56,18 +56,49 @@ class PhaseResult:
     resumed_from: int = 0
 
 
+@dataclass(frozen=True)
+class PhaseSettings:
+    """What one training phase does (``two_phase.warmup`` / ``finetune`` fill it from ``TrainConfig``):
+    ``loss``, SGD ``lr`` / ``momentum`` / ``decay``, ``epochs``, ``batch_size``, early-stopping ``patience``,
+    ``class_weight``, the per-epoch validation ``score_fn`` (default ``metrics.primary_score``), ``seed`` and
+    whether the best epoch's weights are restored at the end (``restore_best``)."""
+
+    loss: Any
+    lr: float
+    epochs: int
+    batch_size: int
+    patience: int = 20
+    momentum: float = 0.9
+    decay: float = 1e-6
+    class_weight: Any = None
+    score_fn: Callable | None = None
+    seed: int = 0
+    restore_best: bool = True
+
+
+@dataclass(frozen=True)
+class PhaseEnv:
+    """Where a phase runs: progress lines (``log``), the checkpoint folder it resumes from (``ckpt_dir``),
+    extra Keras ``callbacks`` and the distribution ``strategy`` (None: the default device)."""
+
+    log: Callable[[str], None] | None = None
+    ckpt_dir: str | Path | None = None
+    callbacks: tuple = ()
+    strategy: Any = None
+
+
 def _tracker_cls():
     from edgeretina._keras import keras
 
     class PhaseTracker(keras.callbacks.Callback):
         """Validation (loss + task score), early stopping with best-weight restore, checkpoint, progress."""
 
-        def __init__(self, name, spec, x_val, y_val, loss_fn, patience, epochs, log, ckpt_dir, batch_size,
-                     score_fn):
+        def __init__(self, name, spec, val, loss_fn, ps: PhaseSettings, env: PhaseEnv, score_fn):
             super().__init__()
-            self.name, self.spec, self.x_val, self.y_val = name, spec, x_val, y_val
-            self.loss_fn, self.patience, self.epochs, self.log = loss_fn, patience, epochs, log
-            self.ckpt_dir, self.batch_size, self.score_fn = ckpt_dir, batch_size, score_fn
+            self.name, self.spec = name, spec
+            self.x_val, self.y_val = val if val is not None else (None, None)
+            self.loss_fn, self.patience, self.epochs, self.log = loss_fn, ps.patience, ps.epochs, env.log
+            self.ckpt_dir, self.batch_size, self.score_fn = env.ckpt_dir, max(ps.batch_size, 64), score_fn
             self.best, self.best_epoch, self.wait = np.inf, -1, 0
             self.best_weights = None
             self.history: list[dict[str, Any]] = []
@@ -161,48 +192,43 @@ def _tracker_cls():
     return PhaseTracker
 
 
-def fit_phase(name: str, model, spec: TaskSpec, train, val, *, loss, lr: float, epochs: int, batch_size: int,
-              patience: int = 20, momentum: float = 0.9, decay: float = 1e-6, class_weight=None,
-              score_fn: Callable | None = None, seed: int = 0, log: Callable[[str], None] | None = None,
-              ckpt_dir: str | Path | None = None, callbacks=(), strategy=None,
-              restore_best: bool = True) -> PhaseResult:
+def fit_phase(name: str, model, spec: TaskSpec, train, val, ps: PhaseSettings,
+              env: PhaseEnv = PhaseEnv()) -> PhaseResult:
     """Train ``model`` (already frozen as wanted) on ``train`` = (x, y) arrays or a batched tf.data.Dataset;
-    ``val`` = (x, y) arrays. Resumes from ``ckpt_dir`` when it holds this phase's checkpoint."""
+    ``val`` = (x, y) arrays. Resumes from ``env.ckpt_dir`` when it holds this phase's checkpoint."""
     from edgeretina._keras import keras, tf
     from edgeretina.metrics import primary_score
 
     t0 = time.perf_counter()
-    score_fn = score_fn or (lambda y, s: primary_score(spec, y, s))
-    keras.utils.set_random_seed(seed)
+    score_fn = ps.score_fn or (lambda y, s: primary_score(spec, y, s))
+    keras.utils.set_random_seed(ps.seed)
+
     def scope():
-        return strategy.scope() if strategy is not None else contextlib.nullcontext()
+        return env.strategy.scope() if env.strategy is not None else contextlib.nullcontext()
 
     with scope():
-        model.compile(optimizer=make_optimizer(lr, momentum, decay), loss=loss)
+        model.compile(optimizer=make_optimizer(ps.lr, ps.momentum, ps.decay), loss=ps.loss)
     if isinstance(train, tf.data.Dataset):
         ds = train
     else:
-        ds = array_dataset(train[0], train[1], batch_size, shuffle=True, seed=seed)
-    x_val, y_val = val if val is not None else (None, None)
-    tracker = _tracker_cls()(name, spec, x_val, y_val, keras.losses.get(loss) if isinstance(loss, str) else loss,
-                             patience, epochs, log, ckpt_dir, max(batch_size, 64), score_fn)
-    tracker.restore_best = restore_best
+        ds = array_dataset(train[0], train[1], ps.batch_size, shuffle=True, seed=ps.seed)
+    loss_fn = keras.losses.get(ps.loss) if isinstance(ps.loss, str) else ps.loss
+    tracker = _tracker_cls()(name, spec, val, loss_fn, ps, env, score_fn)
+    tracker.restore_best = ps.restore_best
     start = 0
-    if ckpt_dir is not None:
+    if env.ckpt_dir is not None:
         # build optimizer slots so the checkpoint restores them
         with scope():
             model.optimizer.build(model.trainable_variables)
         tracker.set_model(model)
         start = tracker.restore()
-        if start and log:
-            log(f"[{name}] resuming after epoch {start} (best val_loss {tracker.best:.4f} at epoch "
-                f"{tracker.best_epoch})")
-    if start < epochs and not tracker.stopped_early:
-        model.fit(ds, epochs=epochs, initial_epoch=start, class_weight=class_weight, verbose=0,
-                  callbacks=[tracker, *callbacks])
-    elif tracker.best_weights is not None and restore_best:
+        if start and env.log:
+            env.log(f"[{name}] resuming after epoch {start} (best val_loss {tracker.best:.4f} at epoch "
+                    f"{tracker.best_epoch})")
+    if start < ps.epochs and not tracker.stopped_early:
+        model.fit(ds, epochs=ps.epochs, initial_epoch=start, class_weight=ps.class_weight, verbose=0,
+                  callbacks=[tracker, *env.callbacks])
+    elif tracker.best_weights is not None and ps.restore_best:
         model.set_weights(tracker.best_weights)
     return PhaseResult(name, len(tracker.history), tracker.best_epoch, float(tracker.best), tracker.stopped_early,
                        time.perf_counter() - t0, tracker.history, start)
-
-

@@ -18,7 +18,7 @@ import numpy as np
 
 from edgeretina.train import features as F
 from edgeretina.train.freezing import FreezePolicy, apply_freezing, freeze_backbone
-from edgeretina.train.loop import PhaseResult, fit_phase
+from edgeretina.train.loop import PhaseEnv, PhaseResult, PhaseSettings, fit_phase
 
 
 def _scope(strategy):
@@ -73,9 +73,10 @@ def warmup(model, spec, data: Arrays, cfg: TrainConfig, loss, class_weight=None,
     cached = cfg.cache_features if cached is None else cached
     freeze_backbone(model)
     bs = cfg.warmup_batch_size or cfg.batch_size
-    kw = dict(loss=loss, lr=cfg.lr_warmup, epochs=cfg.epochs_warmup, batch_size=bs, patience=cfg.patience,
-              momentum=cfg.momentum, decay=cfg.decay, class_weight=class_weight, seed=cfg.seed, log=log,
-              ckpt_dir=ckpt_dir, callbacks=callbacks, strategy=strategy, restore_best=cfg.restore_best)
+    kw = dict(ps=PhaseSettings(loss=loss, lr=cfg.lr_warmup, epochs=cfg.epochs_warmup, batch_size=bs,
+                               patience=cfg.patience, momentum=cfg.momentum, decay=cfg.decay,
+                               class_weight=class_weight, seed=cfg.seed, restore_best=cfg.restore_best),
+              env=PhaseEnv(log=log, ckpt_dir=ckpt_dir, callbacks=tuple(callbacks), strategy=strategy))
     if cached:
         if features is None:
             fm = F.pooled_feature_model(model)
@@ -100,10 +101,10 @@ def finetune(model, spec, data: Arrays, cfg: TrainConfig, loss, class_weight=Non
     if cfg.epochs_finetune <= 0:
         return None
     start = apply_freezing(model, policy, partial_from)
-    kw = dict(loss=loss, lr=cfg.lr_finetune, epochs=cfg.epochs_finetune, batch_size=cfg.batch_size,
-              patience=cfg.patience, momentum=cfg.momentum, decay=cfg.decay, class_weight=class_weight,
-              seed=cfg.seed + 1, log=log, ckpt_dir=ckpt_dir, callbacks=callbacks, strategy=strategy,
-              restore_best=cfg.restore_best)
+    kw = dict(ps=PhaseSettings(loss=loss, lr=cfg.lr_finetune, epochs=cfg.epochs_finetune, batch_size=cfg.batch_size,
+                               patience=cfg.patience, momentum=cfg.momentum, decay=cfg.decay,
+                               class_weight=class_weight, seed=cfg.seed + 1, restore_best=cfg.restore_best),
+              env=PhaseEnv(log=log, ckpt_dir=ckpt_dir, callbacks=tuple(callbacks), strategy=strategy))
     val = (data.x_val, data.y_val)
     if train_dataset is not None:
         return fit_phase("finetune", model, spec, train_dataset, val, **kw)
