@@ -27,12 +27,13 @@ from edgeretina.env import package_versions
 from edgeretina.errors import EdgeRetinaError, ExportError, ModelError
 from edgeretina.io import (SizedArtifact, StagedDir, ensure_writable_dir, fault_point, write_bytes_atomic,
                            write_json_atomic)
-from edgeretina.run import MODEL_FILE, RunConfig, file_sha256, resolve_model_path
+from edgeretina.run import MODEL_FILE, RunConfig, file_sha256
 
 from . import calib as calib_mod
 from .finetune import FineTune
 from .metadata import SCHEMA as META_SCHEMA
 from .metadata import embed_metadata
+from .sources import SAVED_MODEL_DIR, TFLITE_FILE, open_source, refusal, resolve_source, source_sha256
 from .variants import DEFAULT, IO, VARIANTS, Variant, VariantInfo, parse_variant
 from .verify import drift, verify
 
@@ -139,7 +140,7 @@ def load_keras_model(path: Path):
 
 
 def _stem(model_path: Path) -> str:
-    return model_path.parent.name if model_path.name == MODEL_FILE else model_path.stem
+    return model_path.parent.name if model_path.name in (MODEL_FILE, SAVED_MODEL_DIR, TFLITE_FILE) else model_path.stem
 
 
 class _Data:
@@ -468,9 +469,12 @@ class Exporter:
     # ---- open: source model, config, output folder
     def open(self, model_or_run_dir, out_dir, config: RunConfig | None) -> ExportContext:
         if isinstance(model_or_run_dir, (str, Path)):
-            model_path, cfg = resolve_model_path(model_or_run_dir)
+            model_path, cfg = resolve_source(model_or_run_dir)  # model.keras, saved_model/ or model.tflite
+            why = refusal(model_path, cfg, self.opts.infos)
+            if why:
+                raise ExportError(why)
             out = Path(out_dir) if out_dir else model_path.parent / "export"
-            ctx_kw = dict(source=str(model_path), source_sha=file_sha256(model_path), cfg=cfg,
+            ctx_kw = dict(source=str(model_path), source_sha=source_sha256(model_path), cfg=cfg,
                           cfg_source=str(model_path.parent / "config.json"), stem=_stem(model_path))
         else:
             if config is None:
@@ -486,9 +490,12 @@ class Exporter:
             raise ModelError(f"{ctx_kw['cfg_source']}: {e}") from None
         pipeline = calib_mod.pipeline_of(ctx_kw["cfg"], ctx_kw["cfg_source"])
         out = ensure_writable_dir(out)
-        model = load_keras_model(model_path) if model_path is not None else model_or_run_dir
+        if model_path is None:
+            model = model_or_run_dir
+        else:
+            model = load_keras_model(model_path) if model_path.suffix == ".keras" else open_source(model_path, cfg)
         ctx = ExportContext(out=out, model=model, pipeline=pipeline, **ctx_kw)
-        from .tflite import input_shape, logits_model
+        from .sources import input_shape, logits_model
 
         ctx.shape = input_shape(model)
         if pipeline.input_size is not None and pipeline.input_size != ctx.shape[0]:
@@ -626,7 +633,8 @@ class Exporter:
         self.progress.stage(f"{info.variant.value}: convert")
         if o.uses_quantizer(info):
             b.quant_info = {"backend": o.quantizer}
-        if o.quantizer == "aeq" and o.uses_quantizer(info):  # float32 .tflite → ai-edge-quantizer (aeq.py)
+        from_tflite = getattr(b.km, "tflite_bytes", None) is not None  # only ai-edge-quantizer reads a .tflite
+        if (o.quantizer == "aeq" or from_tflite) and o.uses_quantizer(info):  # float32 .tflite → aeq.py
             from . import aeq
 
             fb = convert(b.km, VARIANTS[Variant.FLOAT32], saved=saved)

@@ -179,6 +179,9 @@ class SavedModels:
         self._dirs: dict[int, tuple[object, str]] = {}
 
     def get(self, model) -> str:
+        ready = getattr(model, "saved_model_dir", None)  # an imported SavedModel (converters/sources.py)
+        if ready:
+            return ready
         key = id(model)
         if key not in self._dirs:
             d = f"{self._tmp.name}/{len(self._dirs)}"
@@ -223,6 +226,9 @@ def convert(model, info: VariantInfo, *, representative: Callable[[], Iterable[n
       ``supported_ops=[TFLITE_BUILTINS_INT8]`` (plus float builtins if ``allow_float_fallback``).
     - qat=True: a quantize-applied model; its ranges come from training, no representative data.
     """
+    own_recipe = getattr(model, "convert_variant", None)
+    if own_recipe is not None:  # a float .tflite source (converters/sources.py): no TF graph to convert
+        return own_recipe(info)
     own = saved is None
     saved = saved or SavedModels()
     try:

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("edgeretina.cli.demo", "demo"),
     "data": ("edgeretina.cli.data", "data"),
     "train": ("edgeretina.cli.train", "train"),
+    "import": ("edgeretina.cli.import_", "import_"),
     "export": ("edgeretina.cli.export", "export"),
     "bench": ("edgeretina.cli.bench", "bench"),
     "predict": ("edgeretina.cli.predict", "predict"),

@@ -56,7 +56,8 @@ def _variant_flags(f):
 @click.option("--quiet", "-q", is_flag=True, help="no per-stage progress lines")
 def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io_, allow_float_fallback, verify_n,
            steps, finetune_target, bias_correction, quantizer, ranges, guard_k, output, **flags):
-    """Export MODEL (a run dir or a .keras file with config.json beside it) to .tflite variants.
+    """Export MODEL (a run dir — trained, or made by `edgeretina import` — or a .keras file with config.json
+    beside it) to .tflite variants.
 
     No variant flag: float32 + int8. Writes <name>_<variant>.tflite (config embedded as metadata) and
     manifest.json; every file is verified in LiteRT against the Keras model. The folder is replaced as a
@@ -74,9 +75,9 @@ def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io
     from pathlib import Path
 
     from edgeretina.converters import export_model
-    from edgeretina.run import resolve_model_path
+    from edgeretina.converters.sources import resolve_source
 
-    resolve_model_path(Path(model))  # missing file / not a model / no config → one-line error before any work
+    resolve_source(Path(model))  # missing file / not a model / no config → one-line error before any work
     names = " ".join(v.value for v in options.variants)
     click.echo(f"edgeretina export: {model} → {names}")
     report = export_model(model, out_dir=out_dir, options=options, on_result=lambda r: click.echo(r.line()),
