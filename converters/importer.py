@@ -310,12 +310,14 @@ def check_io(loaded: Loaded, opts: ImportOptions) -> Plan:
     lift = spec.kind is TaskKind.BINARY and width == 1
     order = opts.labels or spec.labels
     perm = tuple(order.index(lbl) for lbl in spec.labels) if spec.task.value != "classes" else tuple(range(len(order)))
-    act = "sigmoid" if spec.kind is TaskKind.MULTILABEL or (lift and loaded.fmt is SourceFormat.TFLITE) else "softmax"
+    act = "sigmoid" if spec.kind is TaskKind.MULTILABEL else "softmax"
     plan = Plan(size, batch, width, perm, lift, act)
-    if loaded.fmt is SourceFormat.TFLITE and plan.perm != tuple(range(len(perm))):
-        raise ImportRefused(f"{p}: the .tflite's columns ({', '.join(order)}) are not in the task's order "
-                            f"({', '.join(spec.labels)}) and a .tflite graph cannot be reordered; import the "
-                            "Keras/SavedModel version")
+    if loaded.fmt is SourceFormat.TFLITE and not plan.identity:
+        what = (f"has 1 sigmoid column where the project's binary models (and the Android app) have 2 softmax "
+                f"columns" if lift else f"columns ({', '.join(order)}) are not in the task's order "
+                f"({', '.join(spec.labels)})")
+        raise ImportRefused(f"{p}: the .tflite {what}, and a .tflite graph cannot be changed here; import the "
+                            "Keras or SavedModel version (its output is mapped)")
     return plan
 
 
@@ -480,7 +482,7 @@ def run_model(loaded: Loaded, plan: Plan, kind: str) -> RunModel:
 
 
 def _final_activation(plan: Plan) -> str:
-    return "sigmoid" if plan.activation == "sigmoid" and not plan.lift else "softmax"
+    return plan.activation  # after a 1-column lift the binary output is a 2-column softmax
 
 
 def _keras2_run_model(loaded: Loaded, plan: Plan, kind: str) -> RunModel:
@@ -531,8 +533,8 @@ def _dense(keras, x, w: np.ndarray, b: np.ndarray):
 
 
 def _tflite_run_model(loaded: Loaded, plan: Plan, kind: str) -> RunModel:
-    """A float .tflite is stored as it is (a graph cannot be edited here): a 1-column sigmoid stays one
-    column (``output.activation`` sigmoid; the score is that column)."""
+    """A float .tflite is stored as it is (a graph cannot be edited here; ``check_io`` refused any output that
+    would need mapping)."""
     m = LiteRTModel(loaded.obj, threads=2, name=str(loaded.path))
     output = {"kind": kind, "activation": plan.activation}
 
@@ -758,7 +760,7 @@ def _write(src: Path, out: Path, loaded: Loaded, cfg: RunConfig, rm: RunModel, X
     from .sources import open_source
 
     plan, spec = meta["plan"], cfg.spec
-    info = {"source_file": src.name, "source_path": str(src.resolve()), "source_format": loaded.fmt.value,
+    info = {"source_file": src.name, "source_format": loaded.fmt.value,  # no local path: it ships in every .tflite
             "source_sha256": source_sha256(src), **loaded.facts(), "transforms": rm.transforms,
             "output_decided_by": meta["output_decided_by"], "threshold_source": meta["threshold_source"]}
     with StagedDir(out, what="edgeretina import") as st:

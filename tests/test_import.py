@@ -174,9 +174,38 @@ def test_logit_output_sigmoid_column_and_reordered_labels(tmp_path):
     assert got.shape == (6, 2) and np.abs(got[:, 1] - (1 - p_normal)).max() < 1e-5
 
 
+def test_multiclass_savedmodel_with_logits(tmp_path):
+    """A 5-grade DR SavedModel whose head outputs logits (detected from its outputs): stored as it is,
+    config.json says logits + softmax, and the float32 export reproduces the softmax of the original logits."""
+    from helpers.foreign import vggish
+
+    from edgeretina._keras import keras, tf
+    from edgeretina.tasks import activate
+
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((SIZE, SIZE, 3))
+    m = keras.Model(inp, vggish(keras.layers, inp, dense_act=None, width=5))
+    tf.saved_model.save(m, str(tmp_path / "dr_sm"))
+    run = tmp_path / "run"
+    res = _invoke(["import", tmp_path / "dr_sm", "--task", "dr", "--preprocess", "torch", "--out", run])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["output"] == {"kind": "logits", "activation": "softmax"} and cfg["threshold"] is None
+    assert cfg["preprocessing"]["scaling"] == "torch"
+    exp = tmp_path / "exp"
+    assert _invoke(["export", run, "--float32", "--verify-n", "0", "-q", "--out", exp]).exit_code == 0
+    X = np.random.default_rng(0).normal(0, 1, (4, SIZE, SIZE, 3)).astype(np.float32)
+    from edgeretina.converters import read_metadata
+
+    f32 = next(exp.glob("*_float32.tflite"))
+    meta = read_metadata(f32)
+    p = LiteRTModel(f32).probabilities(X, meta["output"])
+    assert np.abs(p - activate(m.predict(X, verbose=0), "softmax")).max() < 1e-5
+
+
 @pytest.fixture(scope="module")
 def bad_models(tmp_path_factory) -> dict[str, Path]:
-    from edgeretina._keras import keras
+    from edgeretina._keras import keras, tf
 
     d = tmp_path_factory.mktemp("bad_models")
     a, b = keras.Input((SIZE, SIZE, 3)), keras.Input((SIZE, SIZE, 3))
@@ -190,6 +219,9 @@ def bad_models(tmp_path_factory) -> dict[str, Path]:
     rgb = keras.Input((SIZE, SIZE, 3))
     keras.Model(rgb, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(rgb))) \
         .save(d / "three_cols.h5")
+    one = keras.Input((SIZE, SIZE, 3))
+    sig = keras.Model(one, keras.layers.Dense(1, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(one)))
+    (d / "one_sigmoid.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(sig).convert())
     (d / "garbage.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
     (d / "notes.tflite").write_text("not a model")
     return {p.stem: p for p in d.iterdir()} | {"missing": d / "missing.h5"}
@@ -204,6 +236,7 @@ GLAUCOMA = ["--task", "glaucoma", "--preprocess", "tf", "--threshold", "0.5"]
     ("grey", GLAUCOMA, "1 channel (grayscale"),
     ("three_cols", GLAUCOMA, "outputs 3 columns but task 'glaucoma' has 2 labels"),
     ("three_cols", ["--task", "dr", "--preprocess", "tf"], "outputs 3 columns but task 'dr' has 5 labels"),
+    ("one_sigmoid", GLAUCOMA, "has 1 sigmoid column where"),
     ("garbage", GLAUCOMA, "cannot load"),
     ("notes", GLAUCOMA, "unreadable as a model"),
     ("missing", GLAUCOMA, "no such file"),
