@@ -1,6 +1,8 @@
-"""edgeretina export on a real small model (conftest ``small_run``: ImageNet MobileNetV2 at 96 px, head
-trained on real ODIR glaucoma images): every variant runs in LiteRT, carries its metadata, agrees with the
-Keras model within its tolerance; pruning hits its target. (Interruption and CLI errors: test_export_cli.py.)"""
+"""edgeretina export on a real tiny model (conftest ``tiny_run``: MobileNetV2 1.0 trained from scratch at 48 px
+on the embedded synthetic-fundus set, calibrated and verified on its own synthetic images; no ../shared
+needed): every variant runs in LiteRT, carries its metadata, agrees with the Keras model within its tolerance;
+pruning hits its target. One ``real_data`` test checks the real-data ``small_run`` model's exports verified on
+real ODIR photos. (Interruption and CLI errors: test_export_cli.py.)"""
 from __future__ import annotations
 
 import gzip
@@ -18,9 +20,9 @@ SPARSITY = 0.5
 
 
 @pytest.fixture(scope="session")
-def exported(small_run, tmp_path_factory):
+def exported(tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
-    return export_model(small_run, ALL, out, calib_n=64, verify_n=32, threshold_n=48, sparsity=SPARSITY,
+    return export_model(tiny_run, ALL, out, calib_n=64, verify_n=32, threshold_n=48, sparsity=SPARSITY,
                         finetune=FT)
 
 
@@ -42,10 +44,10 @@ def _run_litert(path: Path, x: np.ndarray) -> np.ndarray:
     return r
 
 
-def test_every_variant_exported_verified_and_within_tolerance(exported, small_run):
+def test_every_variant_exported_verified_and_within_tolerance(exported, tiny_run):
     assert [r.variant for r in exported.results] == [v.value for v in ALL]
-    sha = file_sha256(Path(small_run) / "model.keras")
-    cfg = RunConfig.load(small_run)
+    sha = file_sha256(Path(tiny_run) / "model.keras")
+    cfg = RunConfig.load(tiny_run)
     for r in exported.results:
         p = Path(r.path)
         assert p.is_file() and p.name.endswith(f"_{Variant(r.variant).info.suffix}.tflite")
@@ -126,14 +128,14 @@ def test_full_integer_variants_are_bias_corrected_towards_the_float_model(export
     assert md["export"]["bias_correction"] == exported["int8"].bias_correction
 
 
-def test_shift_output_bias_moves_the_int8_logits_by_delta(exported, small_run):
+def test_shift_output_bias_moves_the_int8_logits_by_delta(exported, tiny_run):
     """The flatbuffer patch of the output op's int32 bias shifts LiteRT's dequantized logits by delta
     (to within the output quantization: the requantized output of each side rounds by up to half a step, and
-    the shifted bias itself by a fraction of one), on a real preprocessed ODIR image."""
+    the shifted bias itself by a fraction of one), on preprocessed validation images of the model's own set."""
     from edgeretina.converters.biascorr import raw_outputs, shift_output_bias
     from edgeretina.converters.calib import dataset_splits, load_records, pipeline_of
 
-    cfg = RunConfig.load(small_run)
+    cfg = RunConfig.load(tiny_run)
     X, _ = load_records(dataset_splits(cfg)["val"][:8], pipeline_of(cfg))
     buf = Path(exported["int8"].path).read_bytes()
     new, op = shift_output_bias(buf, np.array([0.4, -0.3]))
@@ -149,8 +151,8 @@ def test_shift_output_bias_moves_the_int8_logits_by_delta(exported, small_run):
     np.testing.assert_allclose((after - before)[free], want[free], atol=1.5 * step)
 
 
-def test_bias_correction_can_be_switched_off(small_run, tmp_path):
-    r = export_model(small_run, ["int8"], tmp_path, calib_n=32, verify_n=0, bias_correction=False)["int8"]
+def test_bias_correction_can_be_switched_off(tiny_run, tmp_path):
+    r = export_model(tiny_run, ["int8"], tmp_path, calib_n=32, verify_n=0, bias_correction=False)["int8"]
     assert r.bias_correction is None
     assert read_metadata(r.path)["export"]["bias_correction"] is None
 
@@ -179,9 +181,24 @@ def test_size_allocation_keeps_the_total_zeros_and_spares_small_layers():
         layer_sparsities(sizes, 0.8, "random")
 
 
-def test_size_allocated_pruning_hits_the_total_target_in_the_file(small_run, tmp_path):
-    r = export_model(small_run, ["pruned"], tmp_path, verify_n=0, sparsity=0.8, allocation="size",
+def test_size_allocated_pruning_hits_the_total_target_in_the_file(tiny_run, tmp_path):
+    r = export_model(tiny_run, ["pruned"], tmp_path, verify_n=0, sparsity=0.8, allocation="size",
                      finetune=FT)["pruned"]
     assert abs(r.sparsity - 0.8) <= 0.01, r.sparsity
     assert r.finetune["allocation"] == "size"
     assert json.loads((tmp_path / "manifest.json").read_text())["options"]["allocation"] == "size"
+
+
+def test_real_small_run_exports_verify_on_real_photos(small_run):
+    """Real data on top: the ODIR-trained ``small_run`` model's float32 / fp16 / int8 exports (the ones the
+    real-data bench test uses), calibrated and verified on real ODIR photos, stay within their tolerances."""
+    from helpers.testmodels import glaucoma_variants
+
+    m = glaucoma_variants(small_run)
+    manifest = json.loads((Path(m["export"]) / "manifest.json").read_text())
+    assert [r["variant"] for r in manifest["results"]] == ["float32", "fp16", "int8"]
+    for r in manifest["results"]:
+        v = r["verification"]
+        assert v["n"] == 32 and v["within_tolerance"], (r["variant"], v)
+        assert v["max_abs_diff"] <= Variant(r["variant"]).info.score_tol
+    assert manifest["results"][2]["bias_correction"]["n_images"] == 64

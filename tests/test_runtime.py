@@ -43,6 +43,7 @@ def test_manifest_agreement_is_one_minus_the_bench_flip_rate(tiny_run, tmp_path)
     """Export verifies int8 on the whole validation split (verify_n >= its size); the bench scores the same
     split against the same Keras model: 1 - agreement == flip rate (the same runtime code)."""
     from edgeretina.benchmarks.harness import run_bench
+    from edgeretina.benchmarks.robustness import BenchOptions
     from edgeretina.converters import export_model
     from edgeretina.run import RunConfig
 
@@ -51,7 +52,7 @@ def test_manifest_agreement_is_one_minus_the_bench_flip_rate(tiny_run, tmp_path)
     ver = rep["int8"].verification
     assert ver["sample"] == "val split"
     bench = run_bench([tiny_run, rep["int8"].path], cfg.dataset["path"], split="val", runs=1, warmup=0,
-                      timing_images=1, n_boot=0)
+                      timing_images=1, n_boot=0, options=BenchOptions(stability=False))
     row = next(v for v in bench.variants if v.name == "int8")
     assert bench.dataset["n_images"] == ver["n"]
     assert row.flip_rate == pytest.approx(1.0 - ver["agreement"], abs=1e-12)

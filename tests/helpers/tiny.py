@@ -18,6 +18,22 @@ SEED = 0
 DATASET = f"synthetic:n={N_IMAGES},size={IMAGE_SIZE},seed={SEED}"
 
 
+def recalibrate_batchnorm(model, x) -> None:
+    """Set every BatchNormalization layer's moving statistics to those of one training-mode pass over ``x``.
+    After a few epochs from scratch the moving averages still lag the weights: the inference-mode model then
+    scores every image about the same (p(glaucoma) 0.15–0.21 here, AUROC 0.94 only by tiny differences),
+    which hides quantization effects; recalibrated, its scores span 0.01–1 (AUROC 0.95)."""
+    from edgeretina._keras import keras
+
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in bns]
+    for layer in bns:
+        layer.momentum = 0.0
+    model(x, training=True)
+    for layer, m in zip(bns, momenta):
+        layer.momentum = m
+
+
 def train_tiny_run(out: str | Path, epochs: int = EPOCHS, alpha: float = ALPHA) -> Path:
     """Train and save the tiny run dir at ``out``; returns ``out``."""
     from edgeretina._keras import keras
@@ -47,6 +63,7 @@ def train_tiny_run(out: str | Path, epochs: int = EPOCHS, alpha: float = ALPHA) 
     lr = keras.optimizers.schedules.CosineDecay(3e-3, decay_steps=steps)
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
     model.fit(X, np.asarray(y), batch_size=32, epochs=epochs, shuffle=True, verbose=0)
+    recalibrate_batchnorm(model, X[:512])
     pv = model.predict(Xv, batch_size=64, verbose=0)[:, spec.positive_index]
     threshold = youden_threshold(np.asarray(yv), pv)
     cfg = RunConfig(task=spec.task.value, kind=spec.kind.value, labels=spec.labels,
