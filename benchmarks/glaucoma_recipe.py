@@ -65,7 +65,14 @@ def run_cv(c: Candidate, data: str, k: int, work: Path) -> dict:
         d = json.loads((out / "cv.json").read_text())
         d["wall_seconds"] = round(secs, 1)
         write_json_atomic(out / "cv.json", d)
-    return json.loads((out / "cv.json").read_text())
+    d = json.loads((out / "cv.json").read_text())
+    if "macs" not in d:  # a cv.json written before the MAC count was recorded
+        from edgeretina.models import build_model
+        from edgeretina.models.macs import count_macs
+
+        d["macs"] = count_macs(build_model(d["arch"], d["task"], d["input_size"], None))
+        write_json_atomic(out / "cv.json", d)
+    return d
 
 
 def _oof(path: Path) -> dict[str, tuple[float, float]]:
@@ -124,7 +131,7 @@ def export_and_bench(run: Path, data: str, work: Path) -> dict:
              work / "export.log")
     rep = work / "bench"
     if not (rep / "report.json").is_file():
-        run_step(cli_argv("bench", "--models", str(run), *sorted(str(p) for p in exp.glob("*.tflite")), "--data", data,
+        run_step(cli_argv("bench", "--models", *sorted(str(p) for p in exp.glob("*.tflite")), "--data", data,
                   "--task", "glaucoma", "--device", "cpu", "--threads", "2", "--shift", "all", "--out", str(rep)),
              work / "bench.log")
     return json.loads((rep / "report.json").read_text())
@@ -166,6 +173,11 @@ def publish(o: Outcome, docs: Path, k: int) -> dict:
                      f"{cv['pooled']['auroc']:.3f} ({cv['pooled']['auroc_ci_low']:.3f}–"
                      f"{cv['pooled']['auroc_ci_high']:.3f}) | {_f(probe.get('auroc'))} | "
                      f"{r.get('wall_seconds', r.get('seconds', 0)) / 60:.0f} min |")
+    lines += ["", "Per-fold AUROC is what one model reaches on patients it never saw; the pooled out-of-fold AUROC "
+              "ranks every development eye with the scores of five different fold models (whose score scales "
+              "differ), so it is lower — the stricter figure, and the one the choice and the threshold use. The "
+              "probe column is a logistic regression on frozen ImageNet features trained on the same folds: a "
+              "fine-tune that does not beat it has learned nothing the backbone did not already know."]
     if ens:
         lines += ["", "Two-view ensembles (mean logit of two candidates, same out-of-fold records; information only "
                   "— not shippable as one .tflite today):", ""]
@@ -192,6 +204,8 @@ def publish(o: Outcome, docs: Path, k: int) -> dict:
                         "baseline_test": m.get("baseline_logreg_frozen_features")}
     if report is not None:
         lines += ["", "## Step 4 — edge variants and the shift stress test (test split)", "",
+                  "Reference: the float32 .tflite (numerically the Keras model; LiteRT keeps the re-scoring "
+                  "passes of the shift and stability stages affordable on 2 cores).", "",
                   "Full report: `bench/report.md` of the work folder; summary below.", ""]
         lines += _bench_lines(report)
         out["bench"] = report
@@ -202,13 +216,37 @@ def publish(o: Outcome, docs: Path, k: int) -> dict:
 
 
 def _bench_lines(report: dict) -> list[str]:
-    rows = ["| variant | size MB | AUROC | ΔAUROC | flips % |", "|---|---|---|---|---|"]
+    """The variant table and the shift stress test against issue 12's targets: float ΔAUROC ≥ −0.03 under
+    every mild and ≥ −0.08 under every severe shift; int8's ΔAUROC vs the float model under a shift within
+    0.01 of its unshifted value."""
+    rows = ["| variant | size MB | AUROC | ΔAUROC | flips % | × JPEG-95 floor | p50 ms |", "|---|---|---|---|---|---|---|"]
     for v in report.get("variants", []):
-        rows.append(f"| {v.get('variant')} | {_f(v.get('size_mb'), 2)} | {_f(v.get('auroc'))} | "
-                    f"{_f(v.get('delta_auroc'), 4)} | {_f(100 * v['flip_rate'] if v.get('flip_rate') is not None else None, 1)} |")
-    sh = report.get("shifts") or {}
-    if sh:
-        rows += ["", "Shift stress test: see `shifts` in glaucoma_recipe.json and the bench report's table."]
+        lat = (v.get("latency_ms") or {}).get("p50")
+        fr = v.get("flip_rate")
+        rows.append(f"| {v.get('name')} | {v.get('size_bytes', 0) / 1e6:.2f} | {_f(v.get('auroc'))} | "
+                    f"{_f(v.get('delta_auroc'), 4)} | {_f(100 * fr if fr is not None else None, 1)} | "
+                    f"{_f(v.get('flip_floor_ratio'), 1)} | {_f(lat, 2)} |")
+    shifts = report.get("shifts") or []
+    if not shifts:
+        return rows
+    ref = [r for r in shifts if r.get("is_reference") and r.get("shift") != "none"]
+    base = {r["name"]: r.get("delta_auroc_vs_ref_shifted") for r in shifts if r.get("shift") == "none"}
+    int8 = [r for r in shifts if "int8" in str(r.get("name")) and r.get("shift") != "none"]
+    rows += ["", "| shift | level | float AUROC | float ΔAUROC | target | int8 ΔAUROC vs float (shifted) |",
+             "|---|---|---|---|---|---|"]
+    ok_float, ok_int8 = True, True
+    for r in ref:
+        lim = -0.03 if r["level"] == "mild" else -0.08
+        met = r.get("delta_auroc") is not None and r["delta_auroc"] >= lim
+        ok_float &= met
+        q = next((x for x in int8 if x["shift"] == r["shift"] and x["level"] == r["level"]), None)
+        dq = q.get("delta_auroc_vs_ref_shifted") if q else None
+        if q is not None and dq is not None and base.get(q["name"]) is not None:
+            ok_int8 &= abs(dq - base[q["name"]]) <= 0.01
+        rows.append(f"| {r['shift']} | {r['level']} | {_f(r.get('auroc'))} | {_f(r.get('delta_auroc'), 4)} | "
+                    f"≥ {lim} {'met' if met else '**missed**'} | {_f(dq, 4)} |")
+    rows += ["", f"Shift targets — float model: **{'met' if ok_float else 'missed'}**; int8 within 0.01 of its "
+             f"unshifted ΔAUROC under every shift: **{'met' if ok_int8 else 'missed'}**."]
     return rows
 
 
