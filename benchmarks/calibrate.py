@@ -45,6 +45,7 @@ from edgeretina.tasks import Task, TaskKind, TaskSpec
 
 from .devices import DEVICES, Device
 from .harness import load_images, load_records
+from .integrity import read_manifest
 from .modelfile import ModelFile, open_model
 from .options import SPLITS
 from .scoring import binary_truth, default_threshold, screening_scores
@@ -305,19 +306,7 @@ def _export_manifest(folder: Path) -> dict | None:
     """The folder's manifest.json (None when there is none). One that is unreadable or not an export
     manifest is refused: the calibrated file could not be recorded in it, and predict/bench refuse files
     of a folder whose manifest they cannot read."""
-    from edgeretina.converters.export import MANIFEST
-
-    p = folder / MANIFEST
-    if not p.exists():
-        return None
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EdgeRetinaError(f"{p}: unreadable manifest ({e}); write the calibrated model to another folder") from None
-    if not isinstance(d, dict) or not isinstance(d.get("results"), list):
-        raise EdgeRetinaError(f"{p}: not an edgeretina export manifest (no 'results' list); write the calibrated "
-                              f"model to another folder")
-    return d
+    return read_manifest(folder, remedy="write the calibrated model to another folder")
 
 
 def _check_dataset_task(ds, spec: TaskSpec, data: str) -> None:

@@ -40,17 +40,20 @@ def verifying_manifest() -> bool:
     return _VERIFY_MANIFEST.get()
 
 
-def read_manifest(folder: Path) -> dict | None:
-    """The folder's manifest.json (None when there is none); an unreadable one is refused."""
+def read_manifest(folder: Path, remedy: str | None = None) -> dict | None:
+    """The folder's manifest.json (None when there is none); an unreadable one, or one that is not an export
+    manifest, is refused (``ModelError`` ending in ``remedy``, by default: re-export or pass the override)."""
     path = folder / MANIFEST
     if not path.is_file():
         return None
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"{path}: unreadable manifest ({e}); re-export the folder or pass {OVERRIDE}") from None
+        raise ModelError(f"{path}: unreadable manifest ({e}); "
+                         f"{remedy or f're-export the folder or pass {OVERRIDE}'}") from None
     if not isinstance(m, dict) or not isinstance(m.get("results"), list):
-        raise ModelError(f"{path}: not an edgeretina export manifest (no 'results' list); pass {OVERRIDE}")
+        raise ModelError(f"{path}: not an edgeretina export manifest (no 'results' list); "
+                         f"{remedy or f'pass {OVERRIDE}'}")
     return m
 
 

@@ -35,7 +35,7 @@ from .metadata import SCHEMA as META_SCHEMA
 from .metadata import embed_metadata
 from .sources import SAVED_MODEL_DIR, TFLITE_FILE, open_source, refusal, resolve_source, source_sha256
 from .variants import DEFAULT, IO, VARIANTS, Variant, VariantInfo, parse_variant
-from .verify import drift, verify
+from .verify import Comparison, drift, verify
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "edgeretina.export/1"
@@ -719,9 +719,9 @@ class Exporter:
         self._threshold(ctx, b)
         b.buf = embed_metadata(b.buf, self._payload(ctx, b))
         out_desc = ctx.logit_output if b.logits else ctx.prob_output
-        b.ver = verify(b.buf, info, o.io, ctx.spec, out_desc, b.threshold, ctx.X_ver, b.ref_v,
-                       allow_float_fallback=o.allow_float_fallback, sample=ctx.sample_info["source"] or "",
-                       reference=b.ref_name)
+        against = Comparison(ctx.spec, out_desc, b.threshold, ctx.X_ver, b.ref_v,
+                             sample=ctx.sample_info["source"] or "", reference=b.ref_name)
+        b.ver = verify(b.buf, info, o.io, against, allow_float_fallback=o.allow_float_fallback)
         if info.trains and b.ver.scores is not None:
             from dataclasses import replace
 

@@ -5,6 +5,7 @@ list ops left in float in full-integer models, and compare scores/decisions with
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -14,7 +15,7 @@ from edgeretina.tasks import TaskSpec, scores_from_output
 
 from .variants import IO, VariantInfo
 
-__all__ = ["Verification", "decisions", "drift", "expected_io_dtype", "float_ops", "interpreter", "io_details",
+__all__ = ["Comparison", "Verification", "decisions", "drift", "expected_io_dtype", "float_ops", "interpreter", "io_details",
            "probabilities", "run", "verify"]
 
 
@@ -71,11 +72,26 @@ def expected_io_dtype(info: VariantInfo, io: IO) -> str:
     return "int8" if info.full_integer and not info.mixed and io is IO.INT8 else "float32"
 
 
-def verify(tflite: bytes, info: VariantInfo, io: IO, spec: TaskSpec, output: dict, threshold,
-           X: np.ndarray | None, ref_scores: np.ndarray | None, allow_float_fallback: bool = False,
-           sample: str = "", num_threads: int = 2, reference: str = "source Keras model") -> Verification:
+@dataclass(frozen=True)
+class Comparison:
+    """What a converted model's scores are checked against: the task, the file's metadata ``output`` block
+    and ``threshold``, the check images ``X`` (model inputs) and the reference's scores on them (either None:
+    no score check), and where the images (``sample``) and the scores (``reference``) come from."""
+
+    spec: TaskSpec
+    output: dict
+    threshold: Any
+    X: np.ndarray | None
+    ref_scores: np.ndarray | None
+    sample: str = ""
+    reference: str = "source Keras model"
+
+
+def verify(tflite: bytes, info: VariantInfo, io: IO, against: Comparison, allow_float_fallback: bool = False,
+           num_threads: int = 2) -> Verification:
     """Verify converted bytes. Raises ``ExportError`` for a broken file, wrong interface dtypes, or float ops
     left in a full-integer model without ``allow_float_fallback``; score drift is recorded, not raised."""
+    c = against
     try:
         it = LiteRTModel(tflite, threads=num_threads, name=f"{info.variant.value}: the converted model")
     except ModelError as e:
@@ -93,15 +109,15 @@ def verify(tflite: bytes, info: VariantInfo, io: IO, spec: TaskSpec, output: dic
     maxd = meand = agree = None
     ok = None
     scores = None
-    if X is not None and ref_scores is not None and len(X):
-        scores = scores_from_output(spec, it.probabilities(X, output))
-        diff = np.abs(scores - ref_scores)
+    if c.X is not None and c.ref_scores is not None and len(c.X):
+        scores = scores_from_output(c.spec, it.probabilities(c.X, c.output))
+        diff = np.abs(scores - c.ref_scores)
         maxd, meand = float(diff.max()), float(diff.mean())
-        agree = 1.0 - decision_flip_rate(spec, scores, ref_scores, threshold)
+        agree = 1.0 - decision_flip_rate(c.spec, scores, c.ref_scores, c.threshold)
         ok = bool(maxd <= info.score_tol and agree >= info.min_agreement)
     return Verification(True, d["input"]["dtype"], d["output"]["dtype"], dtypes_ok, fops,
-                        0 if X is None else int(len(X)), maxd, meand, agree, info.score_tol, info.min_agreement,
-                        ok, sample, reference, None, scores)
+                        0 if c.X is None else int(len(c.X)), maxd, meand, agree, info.score_tol,
+                        info.min_agreement, ok, c.sample, c.reference, None, scores)
 
 
 def drift(spec: TaskSpec, scores: np.ndarray, thr, ref_scores: np.ndarray, ref_thr) -> dict:

@@ -34,7 +34,6 @@ PENDING: set[tuple[str, str]] = {
     ("edgeretina/train/two_phase.py", "finetune"),
     ("edgeretina/train/grid.py", "grid_search"),
     ("edgeretina/train/helpers.py", "logreg_probe"),  # 9 positional parameters; called from stages.py
-    ("converters/verify.py", "verify"),  # 12 parameters: take the exporter's per-variant build state
     ("benchmarks/agreement.py", "agreement_stage"),  # 10 parameters (new; its owner is mid-change)
 }
 
