@@ -36,6 +36,10 @@ class Prediction:
     # int8-guard models (converters/guard.py): True when the fp16 fallback re-scored this image (its logit lay
     # within the guard's band of the threshold), False when the int8 model answered; None for other models.
     rescored: bool | None = None
+    # ONH-crop models: True when the optic-disc locator's crop is a low-confidence guess / fallback (the app
+    # should ask for a retake), with the locator's reason; None for models that do not crop the disc.
+    disc_flagged: bool | None = None
+    disc_reason: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,8 +96,7 @@ def predict_images(model: str | Path, images: Sequence[str | Path], threads: int
     libjpeg warn, an image under 64 px or over 50 MP is bad). ``on_bad_image="skip"`` leaves bad images
     out (one line each appended to ``problems``) instead of failing on the first."""
     from edgeretina.data.records import OnBadImage
-    from edgeretina.errors import DataError
-    from edgeretina.preprocess import Pipeline, strict_decoding
+    from edgeretina.preprocess import Pipeline
 
     from .devices import DEVICES, Device
     from .integrity import manifest_verification
@@ -103,20 +106,7 @@ def predict_images(model: str | Path, images: Sequence[str | Path], threads: int
         m = open_model(model)
     spec = m.config.spec
     pipeline = Pipeline.from_json(m.config.preprocessing)
-    xs, kept = [], []
-    with strict_decoding():
-        for p in images:
-            try:
-                xs.append(pipeline.load(p))
-                kept.append(p)
-            except DataError as e:
-                if policy is OnBadImage.FAIL:
-                    raise
-                if problems is not None:
-                    problems.append(f"skipped {e}")
-    if not xs:
-        raise DataError(f"none of the {len(images)} image(s) could be used")
-    images = kept
+    xs, images, discs = _load_inputs(pipeline, images, policy, problems)
     x = np.stack(xs).astype(np.float32)
     runner = DEVICES[Device.CPU].load(m, threads)
     probs = np.asarray(runner.predict(x), dtype=np.float64)
@@ -149,8 +139,39 @@ def predict_images(model: str | Path, images: Sequence[str | Path], threads: int
             score = float(max(abnormal)) if abnormal else prob
             refer = any(lb.lower() not in _NORMAL_LABELS for lb in on)
         decision = label if refer is None else ("refer" if refer else "no referral")
+        flagged, reason = discs[len(out)]
         out.append(Prediction(str(path), label, prob, of, decision, score, t, pd,
-                              rescored=None if mask is None else bool(mask[len(out)])))
+                              rescored=None if mask is None else bool(mask[len(out)]),
+                              disc_flagged=flagged, disc_reason=reason))
     # borderline: --borderline DELTA if given, else the band the model's metadata carries (if any)
     band = float(borderline) if borderline is not None else borderline_band_of(m)
     return [mark_borderline(p, band) for p in out]
+
+
+def _load_inputs(pipeline, images, policy, problems):
+    """Decode and preprocess every image strictly → (inputs, the images kept, per-image (disc_flagged, reason)
+    for ONH-crop pipelines); a bad image fails or is skipped (listed in ``problems``) per ``policy``."""
+    from edgeretina.data.records import OnBadImage
+    from edgeretina.errors import DataError
+    from edgeretina.preprocess import decode_image, strict_decoding
+
+    xs, kept, discs = [], [], []
+    with strict_decoding():
+        for p in images:
+            try:
+                if pipeline.uses_onh:
+                    x_i, info = pipeline.apply_with_info(decode_image(p))
+                    xs.append(x_i)
+                    discs.append((info.disc_flagged, info.disc.reason if info.disc_flagged else None))
+                else:
+                    xs.append(pipeline.load(p))
+                    discs.append((None, None))
+                kept.append(p)
+            except DataError as e:
+                if policy is OnBadImage.FAIL:
+                    raise
+                if problems is not None:
+                    problems.append(f"skipped {e}")
+    if not xs:
+        raise DataError(f"none of the {len(images)} image(s) could be used")
+    return xs, kept, discs

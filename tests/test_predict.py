@@ -78,3 +78,24 @@ def test_predict_bad_inputs_one_line_errors(bench_models, tmp_path):
     txt.write_text("x")
     res = CliRunner().invoke(cli, ["predict", str(txt), str(bad)])
     assert res.exit_code == 2 and "not a model file" in res.output
+
+
+def test_predict_reports_per_image_disc_flags_for_onh_models(bench_models, photos, tmp_path):
+    """The tiny model crops the optic-nerve head: every prediction says whether its disc crop is a
+    low-confidence guess; a featureless field of view (no disc anywhere) is flagged with the reason."""
+    import cv2
+    import numpy as np
+
+    blank = np.zeros((160, 160, 3), np.uint8)
+    cv2.circle(blank, (80, 80), 70, (90, 40, 20), -1)  # a fundus-coloured field of view, no disc in it
+    p = tmp_path / "no_disc.png"
+    cv2.imwrite(str(p), blank)
+    model = bench_models["tflite"]["float32"]
+    r = CliRunner().invoke(cli, ["predict", str(model), *photos, str(p), "--json"])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in r.output.splitlines() if line.strip().startswith("{")]
+    assert len(rows) == len(photos) + 1
+    assert all(isinstance(x["disc_flagged"], bool) for x in rows)
+    assert rows[-1]["disc_flagged"] is True and rows[-1]["disc_reason"]
+    text = CliRunner().invoke(cli, ["predict", str(model), str(p)]).output
+    assert "retake advised" in text

@@ -49,4 +49,5 @@ def predict(model, images, threads, as_json, on_bad_image, no_verify_manifest, b
         why = f" (score {p.score:.3f} {'≥' if p.score >= thr else '<'} threshold {thr:.3f})" if thr is not None else ""
         near = f" — borderline (within ±{p.borderline_band:g} logit; retake advised)" if p.borderline else ""
         near += " [re-scored by the fp16 fallback]" if p.rescored else ""
+        near += f" [optic disc not found with confidence: {p.disc_reason}; retake advised]" if p.disc_flagged else ""
         click.echo(f"{p.image.ljust(w)}  {p.label.ljust(cw)}  {ps.ljust(pw)}  {p.decision}{why}{near}")
