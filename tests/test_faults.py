@@ -146,9 +146,17 @@ def test_killed_export_leaves_the_previous_export(models, exported_a, fault, cod
 
 
 def test_ctrl_c_mid_export_leaves_the_previous_export(models, exported_a, monkeypatch):
-    before = _snapshot(exported_a)
-    r = _invoke(_export(models["B"], exported_a, models["cal"]), {"EDGERETINA_FAULT": "export:int8: convert=sigint"},
-                monkeypatch)
+    import signal
+
+    # Ctrl-C must raise KeyboardInterrupt here even if a library imported by an earlier test in this process
+    # replaced Python's default SIGINT handler (the suite saw the interrupt swallowed that way)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = _snapshot(exported_a)
+        r = _invoke(_export(models["B"], exported_a, models["cal"]),
+                    {"EDGERETINA_FAULT": "export:int8: convert=sigint"}, monkeypatch)
+    finally:
+        signal.signal(signal.SIGINT, old)
     assert _one_error(r, 130) == "error: interrupted"
     assert _snapshot(exported_a) == before
     _no_debris(exported_a)
