@@ -276,13 +276,9 @@ class ExportOptions:
 
 
 def _check_sparsity(s) -> float:
-    try:
-        s = float(s)
-    except (TypeError, ValueError):
-        raise ExportError(f"--sparsity must be a number in (0, 1), got {s!r}") from None
-    if not 0.0 < s < 1.0:
-        raise ExportError(f"--sparsity must be in (0, 1) (e.g. 0.5 for 50 % zeros), got {s:g}")
-    return s
+    from .prune import check_sparsity  # one rule for the option, the API and the pruning code
+
+    return check_sparsity(s)
 
 
 # ------------------------------------------------------------------------------------------ context
