@@ -25,7 +25,6 @@ from edgeretina.data.loading import load_image
 from edgeretina.data.records import Record
 from edgeretina.errors import DataError
 from edgeretina.preprocess import IMAGE_EXTENSIONS, Pipeline, strict_decoding
-from edgeretina.tasks import TaskSpec
 
 from .devices import DEVICES, Device
 from .modelfile import ModelFile
@@ -71,17 +70,10 @@ def agreement_records(path: str | os.PathLike, task: str) -> tuple[list[Record],
     return [Record(key=str(f.relative_to(p)), source=str(f), patient=None, y=0) for f in files], "images"
 
 
-def agreement_stage(models: Sequence[ModelFile], ref: ModelFile, path: str | os.PathLike, spec: TaskSpec,
-                    threshold, threads: int | None = None, max_images: int | None = None, seed: int = 0,
-                    chunk: int = CHUNK, progress: Callable[[str], None] | None = None
-                    ) -> tuple[dict[Path, Agreement], dict]:
-    """Flips of each model vs ``ref`` on every image at ``path``. Returns ``({model path: Agreement}, info)``
-    with ``info`` = ``{"path", "format", "n_images", "skipped"}`` for the report."""
-    records, fmt = agreement_records(path, spec.task.value)
-    if max_images is not None and len(records) > max_images:
-        keep = np.sort(np.random.default_rng(seed).choice(len(records), size=max_images, replace=False))
-        records = [records[i] for i in keep]
-    everyone = list({m.path: m for m in [ref, *models]}.values())
+def _probabilities(records: Sequence[Record], everyone: Sequence[ModelFile], threads: int | None, chunk: int,
+                   progress: Callable[[str], None] | None) -> tuple[dict[Path, list[np.ndarray]], int]:
+    """Each model's probabilities on the decodable ``records``, chunk by chunk (photos decoded once, then run
+    through every model's own preprocessing), and the number of photos skipped as undecodable."""
     runners = {m.path: DEVICES[Device.CPU].load(m, threads) for m in everyone}
     groups: dict[str, tuple[Pipeline, list[ModelFile]]] = {}
     for m in everyone:
@@ -105,6 +97,22 @@ def agreement_stage(models: Sequence[ModelFile], ref: ModelFile, path: str | os.
             x = np.stack([pipe.apply(img) for img in raw]).astype(np.float32)
             for m in ms:
                 probs[m.path].append(np.asarray(runners[m.path].predict(x), dtype=np.float64))
+    return probs, skipped
+
+
+def agreement_stage(models: Sequence[ModelFile], ref: ModelFile, path: str | os.PathLike, *,
+                    threads: int | None = None, max_images: int | None = None, seed: int = 0, chunk: int = CHUNK,
+                    progress: Callable[[str], None] | None = None) -> tuple[dict[Path, Agreement], dict]:
+    """Flips of each model vs ``ref`` (at the reference's task and threshold) on every image at ``path``.
+    Returns ``({model path: Agreement}, info)`` with ``info`` = ``{"path", "format", "n_images", "skipped"}``
+    for the report."""
+    spec, threshold = ref.config.spec, ref.config.threshold
+    records, fmt = agreement_records(path, spec.task.value)
+    if max_images is not None and len(records) > max_images:
+        keep = np.sort(np.random.default_rng(seed).choice(len(records), size=max_images, replace=False))
+        records = [records[i] for i in keep]
+    everyone = list({m.path: m for m in [ref, *models]}.values())
+    probs, skipped = _probabilities(records, everyone, threads, chunk, progress)
     n = len(records) - skipped
     if n == 0:
         raise DataError(f"{path}: none of the {len(records)} agreement images could be decoded")
@@ -124,8 +132,8 @@ def add_agreement(report, models: Sequence[ModelFile], ref: ModelFile, path: str
     and the report's ``agreement`` facts: the bench's ``--agreement-data`` stage."""
     from dataclasses import replace
 
-    res, info = agreement_stage(models, ref, path, ref.config.spec, ref.config.threshold, threads=threads,
-                                max_images=max_images, seed=seed, progress=progress)
+    res, info = agreement_stage(models, ref, path, threads=threads, max_images=max_images, seed=seed,
+                                progress=progress)
     by_file = {str(p): a for p, a in res.items()}
     rows = tuple(replace(r, agreement=by_file[r.file].to_dict()) if r.file in by_file else r
                  for r in report.variants)

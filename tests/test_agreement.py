@@ -61,8 +61,7 @@ def test_agreement_stage_on_a_folder_of_images(exported, tiny_run, photo_folder)
 
     _, out = exported
     models, ref = load_models([tiny_run, out])
-    res, info = agreement_stage(models, ref, photo_folder, ref.config.spec, ref.config.threshold, threads=2,
-                                chunk=32)
+    res, info = agreement_stage(models, ref, photo_folder, threads=2, chunk=32)
     assert info["n_images"] == 90 and info["skipped"] == 1 and info["format"] == "images"
     assert res[ref.path].flips == 0 and res[ref.path].ci95[0] == 0.0
     by_name = {m.name: res[m.path] for m in models}

@@ -12,7 +12,7 @@ from edgeretina._keras import keras
 from edgeretina.data import load_arrays, open_dataset
 from edgeretina.models import build_model, head_layers
 from edgeretina.preprocess import Pipeline
-from edgeretina.train import Arrays, TrainConfig, apply_freezing, make_loss, train_run, warmup
+from edgeretina.train import Arrays, TrainConfig, Trainee, apply_freezing, make_loss, train_run, warmup
 from edgeretina.train.freezing import FreezePolicy
 
 
@@ -34,8 +34,8 @@ def test_cached_warmup_equals_through_backbone(retina_arrays):
     b.set_weights(a.get_weights())
     cfg = TrainConfig(epochs_warmup=3, lr_warmup=0.05, batch_size=32, patience=100)
     loss, _ = make_loss("ce", spec)
-    ra = warmup(a, spec, data, cfg, loss, cached=True)
-    rb = warmup(b, spec, data, cfg, loss, cached=False)
+    ra = warmup(Trainee(a, spec, loss), data, cfg, cached=True)
+    rb = warmup(Trainee(b, spec, loss), data, cfg, cached=False)
     la = [r["loss"] for r in ra.history]
     lb = [r["loss"] for r in rb.history]
     np.testing.assert_allclose(la, lb, rtol=1e-4)

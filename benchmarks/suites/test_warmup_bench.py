@@ -49,10 +49,10 @@ EPOCHS = 3
 
 
 def _phase(model, spec, data, loss, cached, features=None):
-    from edgeretina.train import TrainConfig, warmup
+    from edgeretina.train import TrainConfig, Trainee, warmup
 
     cfg = TrainConfig(epochs_warmup=EPOCHS, batch_size=BATCH, patience=50)
-    return warmup(model, spec, data, cfg, loss, cached=cached, features=features)
+    return warmup(Trainee(model, spec, loss), data, cfg, cached=cached, features=features)
 
 
 def _per_epoch(res) -> float:

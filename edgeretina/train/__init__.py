@@ -4,7 +4,7 @@
 """
 from edgeretina.train.freezing import FreezePolicy, apply_freezing
 from edgeretina.train.losses import LossName, make_exp_uwbce, make_loss
-from edgeretina.train.two_phase import Arrays, TrainConfig, finetune, warmup
+from edgeretina.train.two_phase import Arrays, TrainConfig, Trainee, finetune, warmup
 
 
 def train_run(*args, **kwargs):
@@ -13,5 +13,5 @@ def train_run(*args, **kwargs):
     return _train_run(*args, **kwargs)
 
 
-__all__ = ["train_run", "TrainConfig", "Arrays", "warmup", "finetune", "FreezePolicy", "apply_freezing",
+__all__ = ["train_run", "TrainConfig", "Arrays", "Trainee", "warmup", "finetune", "FreezePolicy", "apply_freezing",
            "LossName", "make_loss", "make_exp_uwbce"]

@@ -17,14 +17,14 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from edgeretina.io import write_text_atomic
 from edgeretina.tasks import TaskKind, TaskSpec
 from edgeretina.train.loop import PhaseResult
-from edgeretina.train.two_phase import Arrays, TrainConfig, finetune, warmup
+from edgeretina.train.two_phase import Arrays, TrainConfig, Trainee, finetune, warmup
 
 DEFAULT_SPACE = {"lr": [1e-5, 5e-5, 1e-4], "batch_size": [8, 12]}
 
@@ -55,33 +55,49 @@ def _table(trials: list[dict[str, Any]], objective: str) -> str:
     return buf.getvalue()
 
 
-def grid_search(model, spec: TaskSpec, data: Arrays, cfg: TrainConfig, loss, class_weight, run_dir, *,
-                space: dict | None = None, partial_from: str | None = None, log: Callable | None = None,
-                strategy=None, features=None, callbacks=()) -> GridResult:
-    import keras_tuner as kt
+@dataclass(frozen=True)
+class _Trials:
+    """One grid trial at a time: restore the warmed-up weights, fine-tune with the trial's (lr, batch size),
+    score on the validation set, keep the weights in ``grid/`` and the trial's row in ``grid/trials.json``."""
 
-    from edgeretina.metrics import primary_score
-    from edgeretina.tasks import scores_from_output
+    job: Trainee
+    data: Arrays
+    cfg: TrainConfig
+    gdir: Path
+    start_weights: list
+    partial_from: str | None
+    obj: str
 
-    space = {**DEFAULT_SPACE, **(space or {})}
-    say = log or (lambda m: None)
-    run_dir = Path(run_dir)
-    gdir = run_dir / "grid"
-    gdir.mkdir(parents=True, exist_ok=True)
-    obj = objective_name(spec)
-    phases: list[PhaseResult] = []
+    @property
+    def file(self) -> Path:
+        return self.gdir / "trials.json"
 
-    # ---- warm-up once (resumable: its weights are kept in grid/)
-    warm_w = gdir / "after_warmup.weights.h5"
-    if warm_w.is_file():
-        model.load_weights(str(warm_w))
-        say("[grid] warm-up weights restored from an earlier run")
-    else:
-        phases.append(warmup(model, spec, data, cfg, loss, class_weight, log=log, strategy=strategy,
-                             features=features, callbacks=callbacks))
-        model.save_weights(str(warm_w))
-    start_weights = model.get_weights()
-    trials_file = gdir / "trials.json"
+    def done(self) -> list[dict[str, Any]]:
+        return json.loads(self.file.read_text()) if self.file.is_file() else []
+
+    def run(self, trial_id: str, lr: float, bs: int) -> dict[str, float]:
+        from edgeretina.metrics import primary_score
+        from edgeretina.tasks import scores_from_output
+
+        job, data, model = self.job, self.data, self.job.model
+        job.log(f"[grid] trial {trial_id}: lr {lr:g}, batch {bs}")
+        model.set_weights(self.start_weights)
+        ph = finetune(job, data, self.cfg.with_(lr_finetune=lr, batch_size=bs), partial_from=self.partial_from)
+        s = scores_from_output(job.spec, model.predict(data.x_val, batch_size=64, verbose=0))
+        score = float(primary_score(job.spec, data.y_val, s))
+        model.save_weights(str(self.gdir / f"trial_{trial_id}.weights.h5"))
+        rec = {"trial": trial_id, "lr": lr, "batch_size": bs, self.obj: score,
+               "epochs_run": ph.epochs_run if ph else 0, "best_epoch": ph.best_epoch if ph else 0,
+               "best_val_loss": ph.best_val_loss if ph else float("nan"),
+               "seconds": round(ph.seconds, 2) if ph else 0.0}
+        done = [t for t in self.done() if t["trial"] != trial_id] + [rec]
+        write_text_atomic(self.file, json.dumps(done, indent=1))
+        job.log(f"[grid] trial {trial_id}: {self.obj} {score:.4f}")
+        return {self.obj: score}
+
+
+def _tuner_classes(kt, trials: _Trials):
+    """KerasTuner's oracle and tuner, resumable, with edgeretina's own training in ``run_trial``."""
 
     class _Oracle(kt.oracles.GridSearchOracle):
         """Grid order without in-memory state: the first combination not tried yet (KerasTuner's own
@@ -99,24 +115,7 @@ def grid_search(model, spec: TaskSpec, data: Arrays, cfg: TrainConfig, loss, cla
     class _Grid(kt.Tuner):
         def run_trial(self, trial, *args, **kwargs):
             hp = trial.hyperparameters
-            lr, bs = hp.get("lr"), hp.get("batch_size")
-            say(f"[grid] trial {trial.trial_id}: lr {lr:g}, batch {bs}")
-            model.set_weights(start_weights)
-            ph = finetune(model, spec, data, cfg.with_(lr_finetune=lr, batch_size=bs), loss, class_weight,
-                          partial_from=partial_from, log=log, strategy=strategy,
-                          callbacks=callbacks)
-            s = scores_from_output(spec, model.predict(data.x_val, batch_size=64, verbose=0))
-            score = float(primary_score(spec, data.y_val, s))
-            model.save_weights(str(gdir / f"trial_{trial.trial_id}.weights.h5"))
-            rec = {"trial": trial.trial_id, "lr": lr, "batch_size": bs, obj: score,
-                   "epochs_run": ph.epochs_run if ph else 0, "best_epoch": ph.best_epoch if ph else 0,
-                   "best_val_loss": ph.best_val_loss if ph else float("nan"),
-                   "seconds": round(ph.seconds, 2) if ph else 0.0}
-            done = json.loads(trials_file.read_text()) if trials_file.is_file() else []
-            done = [t for t in done if t["trial"] != trial.trial_id] + [rec]
-            write_text_atomic(trials_file, json.dumps(done, indent=1))
-            say(f"[grid] trial {trial.trial_id}: {obj} {score:.4f}")
-            return {obj: score}
+            return trials.run(trial.trial_id, hp.get("lr"), hp.get("batch_size"))
 
         def save_model(self, trial_id, model, step=0):
             pass
@@ -124,19 +123,48 @@ def grid_search(model, spec: TaskSpec, data: Arrays, cfg: TrainConfig, loss, cla
         def load_model(self, trial):
             return None
 
+    return _Oracle, _Grid
+
+
+def _warm_once(job: Trainee, data: Arrays, cfg: TrainConfig, gdir: Path, features) -> list[PhaseResult]:
+    """The warm-up, once (resumable: its weights are kept in ``grid/``)."""
+    warm_w = gdir / "after_warmup.weights.h5"
+    if warm_w.is_file():
+        job.model.load_weights(str(warm_w))
+        job.log("[grid] warm-up weights restored from an earlier run")
+        return []
+    phases = [warmup(job, data, cfg, features=features)]
+    job.model.save_weights(str(warm_w))
+    return phases
+
+
+def grid_search(job: Trainee, data: Arrays, cfg: TrainConfig, run_dir, *, space: dict | None = None,
+                partial_from: str | None = None, features=None) -> GridResult:
+    """Warm up ``job.model`` once, then fine-tune one trial per (lr, batch size) of ``space`` (default
+    ``DEFAULT_SPACE``); the best trial's weights end up in the model, every trial in ``grid_results.csv``."""
+    import keras_tuner as kt
+
+    space = {**DEFAULT_SPACE, **(space or {})}
+    run_dir = Path(run_dir)
+    gdir = run_dir / "grid"
+    gdir.mkdir(parents=True, exist_ok=True)
+    obj = objective_name(job.spec)
+    phases = _warm_once(job, data, cfg, gdir, features)
+    trials = _Trials(job, data, cfg, gdir, job.model.get_weights(), partial_from, obj)
+    oracle_cls, tuner_cls = _tuner_classes(kt, trials)
     hps = kt.HyperParameters()
     hps.Choice("lr", [float(v) for v in space["lr"]])
     hps.Choice("batch_size", [int(v) for v in space["batch_size"]])
     n = len(space["lr"]) * len(space["batch_size"])
-    oracle = _Oracle(objective=kt.Objective(obj, "max"), hyperparameters=hps, max_trials=n, seed=cfg.seed)
-    tuner = _Grid(oracle=oracle, hypermodel=None, directory=str(gdir), project_name="tuner", overwrite=False)
+    oracle = oracle_cls(objective=kt.Objective(obj, "max"), hyperparameters=hps, max_trials=n, seed=cfg.seed)
+    tuner = tuner_cls(oracle=oracle, hypermodel=None, directory=str(gdir), project_name="tuner", overwrite=False)
     tuner.search_space_summary = lambda *a, **k: None
     tuner.search(verbose=0)
-    trials = json.loads(trials_file.read_text()) if trials_file.is_file() else []
-    if not trials:
+    done = trials.done()
+    if not done:
         raise RuntimeError("grid search finished without any trial")
-    best = max(trials, key=lambda t: t[obj] if np.isfinite(t[obj]) else -np.inf)
-    model.load_weights(str(gdir / f"trial_{best['trial']}.weights.h5"))
-    write_text_atomic(run_dir / "grid_results.csv", _table(trials, obj))
-    say(f"[grid] best: lr {best['lr']:g}, batch {best['batch_size']} → {obj} {best[obj]:.4f}")
-    return GridResult(obj, trials, best, phases)
+    best = max(done, key=lambda t: t[obj] if np.isfinite(t[obj]) else -np.inf)
+    job.model.load_weights(str(gdir / f"trial_{best['trial']}.weights.h5"))
+    write_text_atomic(run_dir / "grid_results.csv", _table(done, obj))
+    job.log(f"[grid] best: lr {best['lr']:g}, batch {best['batch_size']} → {obj} {best[obj]:.4f}")
+    return GridResult(obj, done, best, phases)

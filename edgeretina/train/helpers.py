@@ -70,9 +70,10 @@ def history_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def logreg_probe(f_train, y_train, f_test, y_test, spec: TaskSpec, n_boot: int = 1000, seed: int = 0,
-                 f_val=None, y_val=None):
-    """Baseline: logistic regression (balanced classes, standardized features) on frozen pooled features."""
+def logreg_probe(spec: TaskSpec, train, test, val=None, *, n_boot: int = 1000, seed: int = 0):
+    """Baseline: logistic regression (balanced classes, standardized features) on frozen pooled features.
+    ``train`` / ``test`` / ``val`` = (features, labels); test AUROC with a bootstrap CI, and ``val_auroc``
+    when ``val`` is given. None for a task that is not binary."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -82,14 +83,15 @@ def logreg_probe(f_train, y_train, f_test, y_test, spec: TaskSpec, n_boot: int =
     if spec.kind is not TaskKind.BINARY:
         return None
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced"))
+    (f_train, y_train), (f_test, y_test) = train, test
     clf.fit(f_train, y_train)
     s = clf.predict_proba(f_test)[:, 1]
     out = {"model": "logistic regression (C=0.1, balanced) on frozen pooled backbone features",
            **bootstrap_auroc(y_test, s, n_boot, seed).to_dict(), "_test_scores": s}
-    if f_val is not None and len(f_val):
+    if val is not None and len(val[0]):
         from edgeretina.metrics import auroc
 
-        out["val_auroc"] = auroc(y_val, clf.predict_proba(f_val)[:, 1])
+        out["val_auroc"] = auroc(val[1], clf.predict_proba(val[0])[:, 1])
     return out
 
 

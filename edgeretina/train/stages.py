@@ -23,7 +23,8 @@ from edgeretina.tasks import TaskKind, scores_from_output, task_spec
 from edgeretina.train.helpers import (CHECKPOINT_DIR, check_task_served, evaluate_model, history_csv,
                                       logreg_probe, make_strategy, save_clean_model, subsample)
 from edgeretina.train.options import RunOptions
-from edgeretina.train.two_phase import Arrays, finetune, warmup
+from edgeretina.train.loop import PhaseEnv
+from edgeretina.train.two_phase import Arrays, Trainee, finetune, warmup
 
 CV_FILE = "cv.json"
 
@@ -184,15 +185,18 @@ class TrainRun:
         f = np.concatenate([self.feats["train"], self.feats["val"]]) if self.feats else None
         return self.parts["train"] + self.parts["val"], X, y, f
 
+    def _trainee(self, ckpt=None, callbacks=()) -> Trainee:
+        """The model as the phases train it, logging through the current ``self.say``."""
+        return Trainee(self.model, self.spec, self.loss, self.keras_cw,
+                       PhaseEnv(log=self.say, ckpt_dir=ckpt, callbacks=tuple(callbacks), strategy=self.strategy))
+
     def _fit_arrays(self, cfg, data: Arrays, feats, ckpt=None):
-        ph1 = warmup(self.model, self.spec, data, cfg, self.loss, self.keras_cw, log=self.say, ckpt_dir=ckpt,
-                     callbacks=self.callbacks, strategy=self.strategy, features=feats)
+        job = self._trainee(ckpt, self.callbacks)
+        ph1 = warmup(job, data, cfg, features=feats)
         train_ds = None
         if cfg.augment and cfg.augment != "none" and cfg.epochs_finetune > 0:
             train_ds = self._augmented_dataset(cfg)
-        ph2 = finetune(self.model, self.spec, data, cfg, self.loss, self.keras_cw, partial_from=self.bb.partial_from,
-                       train_dataset=train_ds, log=self.say, ckpt_dir=ckpt, callbacks=self.callbacks,
-                       strategy=self.strategy)
+        ph2 = finetune(job, data, cfg, partial_from=self.bb.partial_from, train_dataset=train_ds)
         return [p for p in (ph1, ph2) if p is not None]
 
     def _augmented_dataset(self, cfg, records=None):
@@ -282,13 +286,12 @@ class TrainRun:
         return cache[name]
 
     def _fit_arrays_cv(self, cfg, data, feats, train_records, cut=None):
-        ph1 = warmup(self.model, self.spec, data, cfg, self.loss, self.keras_cw, log=self.say,
-                     strategy=self.strategy, features=feats)
+        job = self._trainee()  # no checkpoint (a fold's scores are its checkpoint), no extra callbacks
+        ph1 = warmup(job, data, cfg, features=feats)
         train_ds = None
         if cfg.augment and cfg.augment != "none" and cfg.epochs_finetune > 0:
             train_ds = self._augmented_dataset(cfg, train_records)
-        ph2 = finetune(self.model, self.spec, data, cfg, self.loss, self.keras_cw, partial_from=self.bb.partial_from,
-                       train_dataset=train_ds, log=self.say, strategy=self.strategy, cut_features=cut)
+        ph2 = finetune(job, data, cfg, partial_from=self.bb.partial_from, train_dataset=train_ds, cut_features=cut)
         return [p for p in (ph1, ph2) if p is not None]
 
     def cv_dict(self) -> dict[str, Any]:
@@ -334,13 +337,13 @@ class TrainRun:
         if not (self.o.baseline and self.spec.kind is TaskKind.BINARY and "test" in self.arrays):
             return
         tr, va = self.arrays["train"], self.arrays["val"]
+        test = (self.feats["test"], self.arrays["test"][1])
         if self.o.cv:  # the final model trains on train+val: so does the probe
             ftr, ytr = np.concatenate([self.feats["train"], self.feats["val"]]), np.concatenate([tr[1], va[1]])
-            self.base = logreg_probe(ftr, ytr, self.feats["test"], self.arrays["test"][1], self.spec, self.o.n_boot,
-                                     self.o.seed)
+            self.base = logreg_probe(self.spec, (ftr, ytr), test, n_boot=self.o.n_boot, seed=self.o.seed)
         else:
-            self.base = logreg_probe(self.feats["train"], tr[1], self.feats["test"], self.arrays["test"][1],
-                                     self.spec, self.o.n_boot, self.o.seed, self.feats["val"], va[1])
+            self.base = logreg_probe(self.spec, (self.feats["train"], tr[1]), test, (self.feats["val"], va[1]),
+                                     n_boot=self.o.n_boot, seed=self.o.seed)
         self.say(f"baseline: logistic regression on frozen features, test AUROC {self.base['auroc']:.3f} "
                  f"({self.base['auroc_ci_low']:.3f}-{self.base['auroc_ci_high']:.3f})")
 
@@ -354,10 +357,9 @@ class TrainRun:
 
             tr, va = self.arrays["train"], self.arrays["val"]
             self.grid_result = grid_search(
-                self.model, self.spec, Arrays(tr[0], tr[1], va[0], va[1]), self.cfg, self.loss, self.keras_cw,
-                self.out, space=self.o.grid_space, partial_from=self.bb.partial_from, log=self.say,
-                strategy=self.strategy, features=(self.feats["train"], self.feats["val"]) if self.feats else None,
-                callbacks=self.callbacks)
+                self._trainee(callbacks=self.callbacks), Arrays(tr[0], tr[1], va[0], va[1]), self.cfg, self.out,
+                space=self.o.grid_space, partial_from=self.bb.partial_from,
+                features=(self.feats["train"], self.feats["val"]) if self.feats else None)
             self.phases = self.grid_result.phases
         else:
             tr, va = self.arrays["train"], self.arrays["val"]
@@ -378,8 +380,8 @@ class TrainRun:
         va = self.arrays["val"]
         data = Arrays(X, y, va[0], va[1])
         feats = (f, self.feats["val"]) if f is not None else None
-        ph1 = warmup(self.model, self.spec, data, cfg, self.loss, self.keras_cw, log=self.say, ckpt_dir=self.ckpt,
-                     callbacks=self.callbacks, strategy=self.strategy, features=feats)
+        job = self._trainee(self.ckpt, self.callbacks)
+        ph1 = warmup(job, data, cfg, features=feats)
         train_ds = self._augmented_dataset(cfg, recs) if cfg.augment and cfg.augment != "none" \
             and cfg.epochs_finetune > 0 else None
         n_va = len(va[1])
@@ -387,9 +389,8 @@ class TrainRun:
         def cut(feat_model):  # dev = train + val in that order: the val activations are the last rows
             acts = self._cut_cache(feat_model, X)
             return acts, acts[len(X) - n_va:]
-        ph2 = finetune(self.model, self.spec, data, cfg, self.loss, self.keras_cw, partial_from=self.bb.partial_from,
-                       train_dataset=train_ds, log=self.say, ckpt_dir=self.ckpt, callbacks=self.callbacks,
-                       strategy=self.strategy, cut_features=None if train_ds is not None else cut)
+        ph2 = finetune(job, data, cfg, partial_from=self.bb.partial_from, train_dataset=train_ds,
+                       cut_features=None if train_ds is not None else cut)
         return [p for p in (ph1, ph2) if p is not None]
 
     # ------------------------------------------------------------------ evaluation + run dir

@@ -11,11 +11,12 @@
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
+from edgeretina.tasks import TaskSpec
 from edgeretina.train import features as F
 from edgeretina.train.freezing import FreezePolicy, apply_freezing, freeze_backbone
 from edgeretina.train.loop import PhaseEnv, PhaseResult, PhaseSettings, fit_phase
@@ -65,34 +66,59 @@ class Arrays:
     y_val: np.ndarray
 
 
-def warmup(model, spec, data: Arrays, cfg: TrainConfig, loss, class_weight=None, *, cached: bool | None = None,
-           log: Callable | None = None, ckpt_dir=None, callbacks=(), strategy=None,
+@dataclass(frozen=True)
+class Trainee:
+    """What the phases train and how: the Keras ``model``, its task ``spec``, the ``loss``, the Keras
+    ``class_weight`` (None: none) and where the phases run (``env``: progress lines, checkpoint folder,
+    extra callbacks, distribution strategy)."""
+
+    model: Any
+    spec: TaskSpec
+    loss: Any
+    class_weight: Any = None
+    env: PhaseEnv = field(default_factory=PhaseEnv)
+
+    def fit(self, name: str, model, train, val, ps: PhaseSettings) -> PhaseResult:
+        return fit_phase(name, model, self.spec, train, val, ps=ps, env=self.env)
+
+    def log(self, msg: str) -> None:
+        if self.env.log:
+            self.env.log(msg)
+
+
+def phase_settings(job: Trainee, cfg: TrainConfig, phase: str) -> PhaseSettings:
+    """``cfg``'s settings of the ``warmup`` or ``finetune`` phase (the fine-tune's seed is ``cfg.seed + 1``)."""
+    if phase == "warmup":
+        lr, epochs, bs, seed = cfg.lr_warmup, cfg.epochs_warmup, cfg.warmup_batch_size or cfg.batch_size, cfg.seed
+    else:
+        lr, epochs, bs, seed = cfg.lr_finetune, cfg.epochs_finetune, cfg.batch_size, cfg.seed + 1
+    return PhaseSettings(loss=job.loss, lr=lr, epochs=epochs, batch_size=bs, patience=cfg.patience,
+                         momentum=cfg.momentum, decay=cfg.decay, class_weight=job.class_weight, seed=seed,
+                         restore_best=cfg.restore_best)
+
+
+def warmup(job: Trainee, data: Arrays, cfg: TrainConfig, *, cached: bool | None = None,
            features: tuple[np.ndarray, np.ndarray] | None = None) -> PhaseResult:
-    """Phase 1: train the head with the backbone frozen (on cached pooled features when ``cached``;
-    ``features`` = precomputed (train, val) pooled features of the frozen backbone)."""
+    """Phase 1: train the head with the backbone frozen (on cached pooled features when ``cached``, default
+    ``cfg.cache_features``; ``features`` = precomputed (train, val) pooled features of the frozen backbone)."""
     cached = cfg.cache_features if cached is None else cached
+    model = job.model
     freeze_backbone(model)
-    bs = cfg.warmup_batch_size or cfg.batch_size
-    kw = dict(ps=PhaseSettings(loss=loss, lr=cfg.lr_warmup, epochs=cfg.epochs_warmup, batch_size=bs,
-                               patience=cfg.patience, momentum=cfg.momentum, decay=cfg.decay,
-                               class_weight=class_weight, seed=cfg.seed, restore_best=cfg.restore_best),
-              env=PhaseEnv(log=log, ckpt_dir=ckpt_dir, callbacks=tuple(callbacks), strategy=strategy))
-    if cached:
-        if features is None:
-            fm = F.pooled_feature_model(model)
-            if log:
-                log(f"[warmup] caching pooled backbone features of {len(data.x_train)} + {len(data.x_val)} images")
-            features = F.compute(fm, data.x_train), F.compute(fm, data.x_val)
-        ftr, fva = features
-        with _scope(strategy):
-            head = F.head_model_of(model)
-        return fit_phase("warmup", head, spec, (ftr, data.y_train), (fva, data.y_val), **kw)
-    return fit_phase("warmup", model, spec, (data.x_train, data.y_train), (data.x_val, data.y_val), **kw)
+    ps = phase_settings(job, cfg, "warmup")
+    if not cached:
+        return job.fit("warmup", model, (data.x_train, data.y_train), (data.x_val, data.y_val), ps)
+    if features is None:
+        fm = F.pooled_feature_model(model)
+        job.log(f"[warmup] caching pooled backbone features of {len(data.x_train)} + {len(data.x_val)} images")
+        features = F.compute(fm, data.x_train), F.compute(fm, data.x_val)
+    ftr, fva = features
+    with _scope(job.env.strategy):
+        head = F.head_model_of(model)
+    return job.fit("warmup", head, (ftr, data.y_train), (fva, data.y_val), ps)
 
 
-def finetune(model, spec, data: Arrays, cfg: TrainConfig, loss, class_weight=None, *, partial_from: str | None = None,
-             train_dataset=None, log: Callable | None = None, ckpt_dir=None, callbacks=(),
-             strategy=None, cut_features: Callable | None = None) -> PhaseResult | None:
+def finetune(job: Trainee, data: Arrays, cfg: TrainConfig, *, partial_from: str | None = None,
+             train_dataset=None, cut_features: Callable | None = None) -> PhaseResult | None:
     """Phase 2: unfreeze per ``cfg.freeze`` and train. ``train_dataset`` (a batched tf.data of augmented
     images) makes it run through the whole network; otherwise frozen parts are computed once.
     ``cut_features(feature_model) -> (train, val)`` may supply those frozen-part activations (cross-validation
@@ -100,31 +126,39 @@ def finetune(model, spec, data: Arrays, cfg: TrainConfig, loss, class_weight=Non
     policy = FreezePolicy.parse(cfg.freeze)
     if cfg.epochs_finetune <= 0:
         return None
-    start = apply_freezing(model, policy, partial_from)
-    kw = dict(ps=PhaseSettings(loss=loss, lr=cfg.lr_finetune, epochs=cfg.epochs_finetune, batch_size=cfg.batch_size,
-                               patience=cfg.patience, momentum=cfg.momentum, decay=cfg.decay,
-                               class_weight=class_weight, seed=cfg.seed + 1, restore_best=cfg.restore_best),
-              env=PhaseEnv(log=log, ckpt_dir=ckpt_dir, callbacks=tuple(callbacks), strategy=strategy))
-    val = (data.x_val, data.y_val)
+    start = apply_freezing(job.model, policy, partial_from)
+    ps = phase_settings(job, cfg, "finetune")
     if train_dataset is not None:
-        return fit_phase("finetune", model, spec, train_dataset, val, **kw)
+        return job.fit("finetune", job.model, train_dataset, (data.x_val, data.y_val), ps)
     if cfg.cache_features:
-        if start is None:  # backbone stays frozen: more head training on pooled features
-            fm = F.pooled_feature_model(model)
-            with _scope(strategy):
-                head = F.head_model_of(model)
-            return fit_phase("finetune", head, spec, (F.compute(fm, data.x_train), data.y_train),
-                             (F.compute(fm, data.x_val), data.y_val), **kw)
-        with _scope(strategy):
-            cut = F.sub_model_from(model, start) if start > 0 else None
-        if cut is not None:
-            feat, sub, idx = cut
-            if log:
-                from edgeretina.models import backbone_layers
+        res = _finetune_cached(job, data, ps, start, cut_features)
+        if res is not None:
+            return res
+    return job.fit("finetune", job.model, (data.x_train, data.y_train), (data.x_val, data.y_val), ps)
 
-                log(f"[finetune] caching activations entering '{backbone_layers(model)[idx].name}' "
-                    f"(layers from there on train)")
-            a_tr, a_va = cut_features(feat) if cut_features is not None else \
-                (F.compute(feat, data.x_train), F.compute(feat, data.x_val))
-            return fit_phase("finetune", sub, spec, (a_tr, data.y_train), (a_va, data.y_val), **kw)
-    return fit_phase("finetune", model, spec, (data.x_train, data.y_train), val, **kw)
+
+def _finetune_cached(job: Trainee, data: Arrays, ps: PhaseSettings, start: int | None,
+                     cut_features: Callable | None) -> PhaseResult | None:
+    """The fine-tune on cached activations: the pooled features when the backbone stays frozen
+    (``start`` None), the activations entering the first trainable layer otherwise; None when nothing is
+    frozen below (the whole model trains)."""
+    model, strategy = job.model, job.env.strategy
+    if start is None:  # backbone stays frozen: more head training on pooled features
+        fm = F.pooled_feature_model(model)
+        with _scope(strategy):
+            head = F.head_model_of(model)
+        return job.fit("finetune", head, (F.compute(fm, data.x_train), data.y_train),
+                       (F.compute(fm, data.x_val), data.y_val), ps)
+    with _scope(strategy):
+        cut = F.sub_model_from(model, start) if start > 0 else None
+    if cut is None:
+        return None
+    feat, sub, idx = cut
+    if job.env.log:
+        from edgeretina.models import backbone_layers
+
+        job.log(f"[finetune] caching activations entering '{backbone_layers(model)[idx].name}' "
+                f"(layers from there on train)")
+    a_tr, a_va = cut_features(feat) if cut_features is not None else \
+        (F.compute(feat, data.x_train), F.compute(feat, data.x_val))
+    return job.fit("finetune", sub, (a_tr, data.y_train), (a_va, data.y_val), ps)
