@@ -31,6 +31,7 @@ from edgeretina.data import class_counts, labels_array, load_arrays, open_datase
 from edgeretina.env import machine_info
 from edgeretina.errors import DataError, DeviceError, ModelError
 from edgeretina.io import ensure_writable_dir, staged_dir
+from edgeretina.metrics import plot_roc
 from edgeretina.preprocess import Pipeline, count_disc_flags
 from edgeretina.tasks import TaskKind, TaskSpec
 
@@ -365,6 +366,7 @@ def variant_row(ctx: BenchContext, m: ModelFile, s, runner, sc: Scores, timing, 
         auroc_density=compare.auroc_density(sc.auroc, st.params / 1e6),
         auroc_density_nonzero=compare.auroc_density(sc.auroc, st.nonzero_params / 1e6),
         auroc_per_mb=compare.auroc_density(sc.auroc, st.size_bytes / 1e6),
+        kappa_density=compare.auroc_density(sc.kappa, st.params / 1e6),
         latency_ms=Latency(timing.p50, timing.p90, timing.mean, timing.n), images_per_s=timing.images_per_s,
         threshold=ctx.threshold, device_info=dict(facts) if isinstance(facts, dict) and facts else None,
         note=note)
@@ -395,8 +397,8 @@ def write_outputs(report: Report, curves, spec: TaskSpec, out_dir: Path, command
     """Write every report file into a staging folder beside ``out_dir`` and publish them together
     (``edgeretina.io.staged_dir``): a failed or killed bench leaves the previous report as it was."""
     final = Path(out_dir)
-    ours = {"report.json", "report.md", "report.csv", "roc.png", "ballchart.png", "shift.csv", "shift.png",
-            "stability.csv"}  # an earlier report's files do not survive next to this one (other files do)
+    ours = {"report.json", "report.md", "report.csv", "labels.csv", "roc.png", "ballchart.png", "shift.csv",
+            "shift.png", "stability.csv"}  # an earlier report's files do not survive next to this one (other files do)
     with staged_dir(final, keep=lambda p: p.name not in ours, what="edgeretina bench") as stage:
         paths = _write_report_files(report, curves, spec, stage, command)
     return {k: final / Path(p).name for k, p in paths.items()}
@@ -414,10 +416,11 @@ def _write_report_files(report: Report, curves, spec: TaskSpec, out_dir: Path, c
             else "", "multiclass": "referable DR (grade ≥ 2)",
             "multilabel": "all labels, micro-average"}[spec.kind.value]
     n = report.dataset.get("n_images")
-    paths["roc"] = plots.plot_roc(roc_curves, out_dir / "roc.png",
-                                  title=f"ROC: {report.task} ({what}), {n} images")
+    paths["roc"] = plot_roc(out_dir / "roc.png", roc_curves, title=f"ROC: {report.task} ({what}), {n} images")
+    h = report.headline()
     paths["ballchart"] = plots.plot_ballchart(report.variants, out_dir / "ballchart.png",
-                                              title=f"{report.task}: throughput vs AUROC")
+                                              title=f"{report.task}: throughput vs {h.label}", metric=h.key,
+                                              label=h.label, density=h.density)
     if report.shifts:
         paths["shift"] = plots.plot_shifts(report.shifts, out_dir / "shift.png",
                                            title=f"{report.task}: AUROC under camera shifts, {n} images")

@@ -1,5 +1,7 @@
 """Figures of a benchmark: ``roc.png`` (every variant's ROC overlaid, ``edgeretina.metrics.plot_roc``) and
-``ballchart.png`` (images/s on x, AUROC on y, ball area proportional to parameters — the glaucoma benchmark paper's Figure 6)
+``ballchart.png`` (images/s on x, the task's headline metric on y — AUROC, DR grading's κ or multi-label macro
+AUROC — ball area proportional to parameters, each ball labelled with that metric's density per million
+parameters — the glaucoma benchmark paper's Figure 6)
 and, with ``--shift``, ``shift.png`` (AUROC per camera shift per variant, mild and severe panels).
 
 matplotlib with the Agg backend (no display needed); files are written atomically.
@@ -23,19 +25,14 @@ def _plt():
     return plt
 
 
-def plot_roc(curves, path: str | Path, title: str = "ROC") -> Path:
-    """Deprecated argument order, kept for existing callers: use ``edgeretina.metrics.plot_roc(path, curves,
-    title)``, the one ROC plot (``curves``: iterable of ``(label, y_true (N,), score (N,))``)."""
-    from edgeretina import metrics
-
-    return metrics.plot_roc(path, curves, title=title)
-
-
-def plot_ballchart(variants, path: str | Path, title: str = "Throughput vs AUROC") -> Path:
-    """``variants``: VariantReport-like objects (name, device, images_per_s, auroc, params)."""
+def plot_ballchart(variants, path: str | Path, title: str = "Throughput vs AUROC", metric: str = "auroc",
+                   label: str = "AUROC", density: str | None = "auroc_density") -> Path:
+    """``variants``: VariantReport-like objects (name, device, images_per_s, params and the ``metric`` and
+    ``density`` attributes: ``auroc``/``auroc_density``, ``kappa``/``kappa_density``)."""
     plt = _plt()
-    pts = [v for v in variants if v.images_per_s and v.auroc is not None
-           and math.isfinite(v.images_per_s) and math.isfinite(v.auroc)]
+    val = lambda v: getattr(v, metric, None)  # noqa: E731
+    pts = [v for v in variants if v.images_per_s and val(v) is not None
+           and math.isfinite(v.images_per_s) and math.isfinite(val(v))]
     fig, ax = plt.subplots(figsize=(7.2, 5.4), dpi=120)
     devices = sorted({v.device for v in pts})
     cmap = plt.get_cmap("tab10")
@@ -43,19 +40,21 @@ def plot_ballchart(variants, path: str | Path, title: str = "Throughput vs AUROC
     pmax = max((v.params for v in pts), default=1) or 1
     for v in pts:
         size = 80 + 1400 * (v.params / pmax)
-        ax.scatter(v.images_per_s, v.auroc, s=size, color=colours[v.device], alpha=0.45,
+        ax.scatter(v.images_per_s, val(v), s=size, color=colours[v.device], alpha=0.45,
                    edgecolors="black", linewidths=0.6)
-        ax.annotate(v.name, (v.images_per_s, v.auroc), fontsize=8, ha="center", va="center")
+        dens = getattr(v, density, None) if density else None
+        text = v.name + (f"\n{dens:.3f}/M" if dens is not None and math.isfinite(dens) else "")
+        ax.annotate(text, (v.images_per_s, val(v)), fontsize=8, ha="center", va="center")
     for d in devices:
         ax.scatter([], [], s=80, color=colours[d], alpha=0.45, edgecolors="black", label=d)
     xs = [v.images_per_s for v in pts]
     if xs and max(xs) / max(min(xs), 1e-9) > 20:
         ax.set_xscale("log")
-    ys = [v.auroc for v in pts]
+    ys = [val(v) for v in pts]
     if ys:
         lo, hi = min(ys), max(ys)
         pad = max(0.01, (hi - lo) * 0.25)
-        ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
+        ax.set_ylim(max(-1.0 if metric == "kappa" else 0.0, lo - pad), min(1.0, hi + pad))
     if xs:
         lo, hi = min(xs), max(xs)
         if ax.get_xscale() == "log":
@@ -63,7 +62,8 @@ def plot_ballchart(variants, path: str | Path, title: str = "Throughput vs AUROC
         else:
             pad = max(1.0, (hi - lo) * 0.15)
             ax.set_xlim(max(0.0, lo - pad), hi + pad)
-    ax.set(xlabel="images/s (batch 1)", ylabel="AUROC", title=title + " — ball area ∝ parameters")
+    per_m = f"; labels: {label} per million parameters" if density else ""
+    ax.set(xlabel="images/s (batch 1)", ylabel=label, title=f"{title} — ball area ∝ parameters{per_m}")
     ax.grid(alpha=0.3)
     if devices:
         ax.legend(title="device", fontsize=8, loc="best")

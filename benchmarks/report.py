@@ -1,9 +1,15 @@
 """Benchmark results as frozen dataclasses that serialise themselves: report.json, report.md, report.csv
-(+ shift.csv and stability.csv when the bench ran those stages).
+(+ labels.csv for multiclass / multi-label tasks, shift.csv and stability.csv when the bench ran those stages).
 
-Every table has ONE column list (:data:`VARIANT_COLUMNS`, :data:`SHIFT_COLUMNS`, :data:`STABILITY_COLUMNS`)
-that drives its CSV header, the flat keys its rows add to report.json and — for the columns that have a
-header — the report.md / terminal table, so the three cannot drift apart.
+Every table has ONE column list (:data:`VARIANT_COLUMNS`, :data:`LABEL_COLUMNS`, :data:`SHIFT_COLUMNS`,
+:data:`STABILITY_COLUMNS`) that drives its CSV header, the flat keys its rows add to report.json and — for
+the columns that have a header — the report.md / terminal table, so the three cannot drift apart.
+
+The retention columns follow the task kind (a column's ``show``; :data:`HEADLINES` names each kind's headline
+metric, which the ball chart plots): binary — AUROC, paired DeLong ΔAUROC, flips at the threshold; DR
+grading — κ, Δκ (paired bootstrap CI), accuracy, grade flips, referable flips, per-grade recall; multi-label
+(ODIR labels, multi-task heads) — macro AUROC, Δ macro AUROC (paired bootstrap CI), micro / macro F1 and, per
+label or head, ΔAUROC and flips at the reference's per-label threshold.
 """
 from __future__ import annotations
 
@@ -74,11 +80,24 @@ class VariantReport(SizedArtifact):
     # bench --agreement-data: flips vs the reference on a large unlabelled set, {"n", "flips", "flip_rate",
     # "ci95": [low, high]} (Wilson 95 %; benchmarks/agreement.py)
     agreement: dict[str, Any] | None = None
+    # DR grading (scoring._multiclass): κ's bootstrap CI, Δκ vs the reference with its paired bootstrap CI,
+    # argmax accuracy, referable flips (argmax grade >= 2 changed), κ per million parameters; any multiclass
+    # task: {class: {"n", "recall", "delta_recall", "flip_rate"}}
+    kappa_ci95: tuple[float, float] | None = None
+    delta_kappa: float | None = None
+    delta_kappa_ci95: tuple[float, float] | None = None
+    accuracy: float | None = None
+    referable_flip_rate: float | None = None
+    kappa_density: float | None = None
+    per_class: dict[str, dict[str, Any]] | None = None
+    # multi-label: micro / macro F1 at the reference's per-label thresholds
+    f1_micro: float | None = None
+    f1_macro: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["auroc_ci95"] = list(self.auroc_ci95) if self.auroc_ci95 else None
-        d["delta_auroc_ci95"] = list(self.delta_auroc_ci95) if self.delta_auroc_ci95 else None
+        for k in _CI_FIELDS:
+            d[k] = list(getattr(self, k)) if getattr(self, k) else None
         return _clean(_with_columns(d, VARIANT_COLUMNS, self))
 
     @classmethod
@@ -86,10 +105,51 @@ class VariantReport(SizedArtifact):
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
         kw["latency_ms"] = Latency(**(d.get("latency_ms") or {}))
-        for k in ("auroc_ci95", "delta_auroc_ci95"):
+        for k in _CI_FIELDS:
             if kw.get(k) is not None:
                 kw[k] = tuple(kw[k])
         return cls(**kw)
+
+
+_CI_FIELDS = ("auroc_ci95", "delta_auroc_ci95", "kappa_ci95", "delta_kappa_ci95")
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One label (multi-label), head (multi-task) or grade (multiclass) of one model on one device, against
+    the reference: a row of labels.csv and of report.md's per-label table (:data:`LABEL_COLUMNS`)."""
+
+    name: str
+    device: str
+    is_reference: bool
+    label: str
+    n_positive: int | None = None  # images with this label / of this grade
+    threshold: float | None = None  # the reference's threshold for this label (multi-label)
+    auroc: float | None = None
+    auroc_ci95: tuple[float, float] | None = None
+    delta_auroc: float | None = None
+    delta_auroc_ci95: tuple[float, float] | None = None  # paired DeLong
+    delong_p: float | None = None
+    sensitivity: float | None = None  # = the grade's recall for a multiclass task
+    delta_sensitivity: float | None = None  # vs the reference on the same images
+    specificity: float | None = None
+    flip_rate: float | None = None  # this label's decisions that differ from the reference's (grade: of its images)
+
+    @classmethod
+    def of(cls, v: "VariantReport") -> list["LabelRow"]:
+        head = dict(name=v.name, device=v.device, is_reference=v.is_reference)
+        rows = []
+        for label, d in (v.per_label or {}).items():
+            ci, dci = d.get("auroc_ci95"), d.get("delta_auroc_ci95")
+            rows.append(cls(**head, label=label, n_positive=d.get("n_positive"), threshold=d.get("threshold"),
+                            auroc=d.get("auroc"), auroc_ci95=tuple(ci) if ci else None,
+                            delta_auroc=d.get("delta_auroc"), delta_auroc_ci95=tuple(dci) if dci else None,
+                            delong_p=d.get("delong_p"), sensitivity=d.get("sensitivity"),
+                            specificity=d.get("specificity"), flip_rate=d.get("flip_rate")))
+        for label, d in (v.per_class or {}).items():
+            rows.append(cls(**head, label=label, n_positive=d.get("n"), sensitivity=d.get("recall"),
+                            delta_sensitivity=d.get("delta_recall"), flip_rate=d.get("flip_rate")))
+        return rows
 
 
 @dataclass(frozen=True)
@@ -292,7 +352,7 @@ class Report:
 
     def columns(self) -> list[tuple[str, str]]:
         """(header, key) of the summary table; the same columns for markdown and the terminal."""
-        return [(c.header, c.key) for c in self.table_columns()]
+        return [(c.heading(self), c.key) for c in self.table_columns()]
 
     def rows(self) -> list[list[str]]:
         cols = self.table_columns()
@@ -337,6 +397,7 @@ class Report:
                       _md_table(["Variant", "Device"] + labels,
                                 [[v.name, v.device] + [_f((v.per_label.get(lb) or {}).get("auroc"), 3)
                                                        for lb in labels] for v in per_label])]
+        lines += self.label_markdown()
         if self.skipped:
             lines += ["", "Skipped:", ""] + [f"- `{s['file']}` on {s['device']}: {s['reason']}"
                                                for s in self.skipped]
@@ -344,6 +405,7 @@ class Report:
                   "weights (BatchNorm folded in .tflite); AUROC/M = AUROC per million parameters; "
                   "Flips = share of images whose screening decision differs from the reference; logit sd = sd "
                   "of the per-image screening-logit difference from the reference"
+                  + KIND_NOTES.get(self.headline().kind, "")
                   + ("; × floor = Flips ÷ the reference's own flip rate under a JPEG-95 re-save (below)."
                      if self.stability is not None else "."), ""]
         if self.stability is not None:
@@ -367,6 +429,34 @@ class Report:
     def to_csv(self) -> str:
         return _csv(VARIANT_COLUMNS, self.variants)
 
+    def label_rows(self) -> list[LabelRow]:
+        """Per label / head / grade rows of every variant (empty for a binary task)."""
+        return [r for v in self.variants for r in LabelRow.of(v)]
+
+    def label_csv(self) -> str:
+        return _csv(LABEL_COLUMNS, self.label_rows())
+
+    def label_markdown(self) -> list[str]:
+        rows = self.label_rows()
+        if not rows:
+            return []
+        cols = [c for c in LABEL_COLUMNS if c.header and any(_ok(c.get(r)) for r in rows)]
+        what = {"multiclass": "Per grade" if self.task == "dr" else "Per class",
+                "multilabel": "Per head" if self.task == "multitask" else "Per label"}.get(self.kind, "Per label")
+        note = ("recall of each grade, its change vs the reference, and the share of that grade's images whose "
+                "predicted grade changed" if self.kind == "multiclass" else
+                "AUROC with its bootstrap CI, ΔAUROC with the paired DeLong CI, and decisions at the reference's "
+                "threshold for that label: sensitivity, specificity and the share of images whose decision flipped")
+        return ["", f"## {what}", "", f"{what.split()[1].capitalize()} rows (labels.csv): {note}.", "",
+                _md_table([("Head" if c.key == "label" and self.task == "multitask" else c.heading(self))
+                           for c in cols], [[c.cell(r) for c in cols] for r in rows])]
+
+    def headline(self) -> "Headline":
+        """The task kind's headline metric (what the ball chart plots, :data:`HEADLINES`)."""
+        if self.kind == "multiclass" and any(v.kappa is not None for v in self.variants):
+            return HEADLINES["grading"]
+        return HEADLINES.get(self.kind, HEADLINES["binary"])
+
     def shift_csv(self) -> str:
         return _csv(SHIFT_COLUMNS, self.shifts)
 
@@ -388,6 +478,8 @@ class Report:
             "md": write_text_atomic(d / "report.md", self.to_markdown(command)),
             "csv": write_text_atomic(d / "report.csv", self.to_csv()),
         }
+        if self.label_rows():
+            paths["labels_csv"] = write_text_atomic(d / "labels.csv", self.label_csv())
         if self.shifts:
             paths["shift_csv"] = write_text_atomic(d / "shift.csv", self.shift_csv())
         if self.stability is not None:
@@ -408,9 +500,45 @@ class Column:
     fmt: Callable[[Any], str] = str
     render: Callable[[Any], str] | None = None
     show: Callable[["Report"], bool] | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # (headline kind, header) where the header differs by task kind
 
     def cell(self, row) -> str:
         return self.render(row) if self.render is not None else self.fmt(self.get(row))
+
+    def heading(self, report: "Report") -> str:
+        return dict(self.headers).get(report.headline().kind, self.header or self.key)
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A task kind's headline metric: ``key`` of the VariantReport field, its ``label`` and its density
+    (value per million parameters) field — the ball chart's y axis and ball labels."""
+
+    kind: str  # binary | grading | multilabel | multiclass
+    key: str
+    label: str
+    density: str
+
+
+HEADLINES: dict[str, Headline] = {h.kind: h for h in (
+    Headline("binary", "auroc", "AUROC", "auroc_density"),
+    Headline("grading", "kappa", "quadratic weighted κ", "kappa_density"),
+    Headline("multilabel", "auroc", "macro AUROC", "auroc_density"),
+    Headline("multiclass", "auroc", "macro one-vs-rest AUROC", "auroc_density"),
+)}
+
+KIND_NOTES = {
+    "grading": ("; κ = quadratic weighted κ of the argmax grade [95 % bootstrap CI]; Δκ = κ − the reference's κ "
+                "[paired bootstrap CI: both models on the same resampled images]; Acc = argmax-grade accuracy; "
+                "Grade flips = share of images whose predicted grade differs from the reference's; Referable "
+                "flips = share whose predicted grade ≥ 2 (refer) decision differs; κ/M = κ per million "
+                "parameters; Referable AUROC = AUROC of p(grade ≥ 2), its ΔAUROC with the paired DeLong test"),
+    "multilabel": ("; Macro AUROC = mean of the per-label AUROCs [95 % bootstrap CI]; Δ macro AUROC "
+                   "[paired bootstrap CI]; DeLong p = smallest per-label p × labels (Bonferroni); Micro/Macro F1 "
+                   "and the mean sensitivity / specificity at the reference's per-label thresholds; Flips = share "
+                   "of images with any label decision different from the reference's (per label: below)"),
+    "multiclass": "; Acc = argmax accuracy; Class flips = share of images whose predicted class changed",
+}
 
 
 def _attr(name: str) -> Callable[[Any], Any]:
@@ -457,6 +585,23 @@ def _guard_share(v):
     return ((v.device_info or {}).get("guard") or {}).get("rescored_share")
 
 
+def _kind(*kinds: str) -> Callable[["Report"], bool]:
+    return lambda r: r.kind in kinds
+
+
+def _graded(r: "Report") -> bool:
+    """A grading report (DR): its rows carry κ."""
+    return r.headline().kind == "grading"
+
+
+def _value_ci(v, ci, digits: int, sign: bool = False) -> str:
+    if not _ok(v):
+        return "–"
+    if not ci:
+        return _f(v, digits, sign)
+    return f"{_f(v, digits, sign)} [{_f(ci[0], digits, sign)}, {_f(ci[1], digits, sign)}]"
+
+
 def _ratio(v) -> str:
     return f"{v:.1f}×" if _ok(v) else "–"
 
@@ -471,16 +616,40 @@ VARIANT_COLUMNS: tuple[Column, ...] = (
     _col("size_mb", "Size MB", _n(2), get=lambda v: round(v.size_mb, 4)),
     _col("gzip_mb", "gzip MB", _n(2), get=lambda v: round(v.gzip_mb, 4)),
     _col("params_m", "Params M", _n(3), get=lambda v: v.params / 1e6),
-    _col("auroc", "AUROC [95% CI]", render=_auroc_cell),
+    # DR grading: κ, Δκ, accuracy, grade / referable flips, κ density
+    _col("kappa", "κ [95% CI]", render=lambda v: _value_ci(v.kappa, v.kappa_ci95, 3), show=_graded),
+    _col("kappa_ci_low", get=lambda v: _ci(v, 0, "kappa_ci95")),
+    _col("kappa_ci_high", get=lambda v: _ci(v, 1, "kappa_ci95")),
+    _col("delta_kappa", "Δκ [95% CI]", render=lambda v: _value_ci(v.delta_kappa, v.delta_kappa_ci95, 3, True),
+         show=_graded),
+    _col("delta_kappa_ci_low", get=lambda v: _ci(v, 0, "delta_kappa_ci95")),
+    _col("delta_kappa_ci_high", get=lambda v: _ci(v, 1, "delta_kappa_ci95")),
+    _col("accuracy", "Acc", _n(3), show=_kind("multiclass")),
+    _col("grade_flip_rate", "Grade flips", lambda v: _pct(v), show=_kind("multiclass"),
+         headers=(("multiclass", "Class flips"),)),
+    _col("referable_flip_rate", "Referable flips", lambda v: _pct(v), show=_graded),
+    _col("kappa_density", "κ/M", _n(3), show=_graded),
+    # AUROC (binary; DR grading: referable, p(grade >= 2); multi-label: macro)
+    _col("auroc", "AUROC [95% CI]", render=_auroc_cell,
+         headers=(("grading", "Referable AUROC [95% CI]"), ("multilabel", "Macro AUROC [95% CI]"),
+                  ("multiclass", "OvR AUROC"))),
     _col("auroc_ci_low", get=lambda v: _ci(v, 0)), _col("auroc_ci_high", get=lambda v: _ci(v, 1)),
-    _col("delta_auroc", "ΔAUROC", _n(4, sign=True)),
+    _col("delta_auroc", "ΔAUROC", _n(4, sign=True), show=lambda r: r.kind != "multilabel"),
+    _col("delta_macro_auroc", "Δ macro AUROC [95% CI]", get=lambda v: v.delta_auroc,
+         render=lambda v: _value_ci(v.delta_auroc, v.delta_auroc_ci95, 4, True), show=_kind("multilabel")),
     _col("delta_auroc_ci_low", get=lambda v: _ci(v, 0, "delta_auroc_ci95")),
     _col("delta_auroc_ci_high", get=lambda v: _ci(v, 1, "delta_auroc_ci95")),
-    _col("auroc_retention", "Retention", lambda v: _pct(v)),
+    _col("auroc_retention", "Retention", lambda v: _pct(v), show=lambda r: not _graded(r)),
     _col("delong_p", "DeLong p", lambda v: _p(v)),
-    _col("auroc_density", "AUROC/M", _n(3)), _col("auroc_density_nonzero"), _col("auroc_per_mb"),
-    _col("sensitivity", "Sens", _n(3)), _col("specificity", "Spec", _n(3)),
-    _col("flip_rate", "Flips", lambda v: _pct(v)),
+    _col("auroc_density", "AUROC/M", _n(3), show=lambda r: not _graded(r),
+         headers=(("multilabel", "Macro AUROC/M"),)),
+    _col("auroc_density_nonzero"), _col("auroc_per_mb"),
+    _col("f1_micro", "Micro F1", _n(3), show=_kind("multilabel")),
+    _col("f1_macro", "Macro F1", _n(3), show=_kind("multilabel")),
+    _col("sensitivity", "Sens", _n(3), show=lambda r: not _graded(r), headers=(("multilabel", "Mean sens"),)),
+    _col("specificity", "Spec", _n(3), show=lambda r: not _graded(r), headers=(("multilabel", "Mean spec"),)),
+    _col("flip_rate", "Flips", lambda v: _pct(v), show=lambda r: not _graded(r) and r.kind != "multiclass",
+         headers=(("multilabel", "Any-label flips"),)),
     _col("flip_floor_ratio", "× floor", _ratio, show=lambda r: r.stability is not None),
     _col("agreement_flip_rate", "Agreement flips [95% CI]", render=_agreement_cell,
          get=lambda v: _agreement(v, "flip_rate"), show=lambda r: any(v.agreement for v in r.variants)),
@@ -490,15 +659,33 @@ VARIANT_COLUMNS: tuple[Column, ...] = (
     _col("agreement_ci_high", get=lambda v: _agreement(v, "ci_high")),
     _col("rescored_share", "Re-scored", lambda v: _pct(v), get=_guard_share,
          show=lambda r: any(_guard_share(v) is not None for v in r.variants)),
-    _col("logit_shift", "Logit shift", _n(3, sign=True), show=lambda r: r.kind != "multilabel"),
-    _col("logit_noise_sd", "Logit sd", _n(3), show=lambda r: r.kind != "multilabel"),
+    _col("logit_shift", "Logit shift", _n(3, sign=True), show=_kind("binary")),
+    _col("logit_noise_sd", "Logit sd", _n(3), show=_kind("binary")),
     _col("near_threshold"),
-    _col("kappa", "κ", _n(3), show=lambda r: r.kind == "multiclass"),
-    _col("grade_flip_rate"),
     _col("latency_p50_ms", "p50 ms", _n(2), get=lambda v: v.latency_ms.p50),
     _col("latency_p90_ms", "p90 ms", _n(2), get=lambda v: v.latency_ms.p90),
     _col("latency_mean_ms", get=lambda v: v.latency_ms.mean),
     _col("images_per_s", "img/s", _n(1)),
+)
+
+# Per label (multi-label), head (multi-task) or grade (multiclass): labels.csv and report.md's per-label table
+# (which shows the columns with a header that have a value in some row).
+LABEL_COLUMNS: tuple[Column, ...] = (
+    _col("name", "Variant", render=lambda r: r.name + (" (ref)" if r.is_reference else "")),
+    _col("device", "Device"), _col("is_reference"),
+    _col("label", "Label", headers=(("grading", "Grade"), ("multiclass", "Class"))),
+    _col("n_positive", "n"),
+    _col("threshold", "Threshold", _n(3)),
+    _col("auroc", "AUROC [95% CI]", render=_auroc_cell),
+    _col("auroc_ci_low", get=lambda r: _ci(r, 0)), _col("auroc_ci_high", get=lambda r: _ci(r, 1)),
+    _col("delta_auroc", "ΔAUROC [95% CI]", render=lambda r: _value_ci(r.delta_auroc, r.delta_auroc_ci95, 4, True)),
+    _col("delta_auroc_ci_low", get=lambda r: _ci(r, 0, "delta_auroc_ci95")),
+    _col("delta_auroc_ci_high", get=lambda r: _ci(r, 1, "delta_auroc_ci95")),
+    _col("delong_p", "DeLong p", lambda v: _p(v)),
+    _col("sensitivity", "Sens", _n(3), headers=(("grading", "Recall"), ("multiclass", "Recall"))),
+    _col("delta_sensitivity", "ΔRecall", _n(3, sign=True)),
+    _col("specificity", "Spec", _n(3)),
+    _col("flip_rate", "Flips", lambda v: _pct(v)),
 )
 
 SHIFT_COLUMNS: tuple[Column, ...] = (

@@ -1,9 +1,14 @@
 """Accuracy of one model's probabilities against the labels and against the reference's probabilities.
 
 One function per task kind; every number the report carries about accuracy and agreement is made here.
-BINARY: AUROC of p(positive). DR grading (multiclass ``dr``): referable-DR AUROC of p(grade >= 2) plus the
-quadratic-weighted kappa of the argmax grade. Other multiclass: macro one-vs-rest AUROC. MULTILABEL: mean
-AUROC over labels plus per-label AUROC, CI, DeLong p, sensitivity and specificity.
+BINARY: AUROC of p(positive) (paired DeLong Δ, flips at the reference's threshold). DR grading (multiclass
+``dr``): the quadratic-weighted κ of the argmax grade with a bootstrap CI, Δκ with a paired bootstrap CI,
+accuracy, per-grade recall, grade flips (predicted grade changed) and referable flips (predicted grade ≥ 2
+changed), plus the referable-DR AUROC of p(grade >= 2). Other multiclass: accuracy, per-class recall, class
+flips and the macro one-vs-rest AUROC. MULTILABEL (ODIR labels, multi-task heads): macro AUROC with a
+bootstrap CI, Δ macro AUROC with a paired bootstrap CI, micro / macro F1 at the reference's per-label
+thresholds, and per label (head): AUROC, CI, ΔAUROC with its paired DeLong CI and p, sensitivity,
+specificity and decision flips at that label's threshold.
 """
 from __future__ import annotations
 
@@ -32,7 +37,15 @@ class Scores:
     specificity: float | None = None
     flip_rate: float | None = None
     kappa: float | None = None
-    grade_flip_rate: float | None = None
+    kappa_ci95: tuple[float, float] | None = None  # percentile bootstrap
+    delta_kappa: float | None = None
+    delta_kappa_ci95: tuple[float, float] | None = None  # paired percentile bootstrap
+    accuracy: float | None = None  # multiclass: argmax class == label
+    grade_flip_rate: float | None = None  # multiclass: share of images whose argmax class changed
+    referable_flip_rate: float | None = None  # DR grading: share whose (argmax grade >= 2) changed
+    per_class: dict[str, dict[str, Any]] | None = None  # multiclass: per class n, recall, Δrecall, flips
+    f1_micro: float | None = None  # multilabel, at the reference's per-label thresholds
+    f1_macro: float | None = None
     per_label: dict[str, dict[str, Any]] | None = None
     logit_shift: float | None = None
     logit_noise_sd: float | None = None
@@ -115,6 +128,60 @@ def _logit_agreement(s, s_ref, t) -> dict[str, float]:
     return out
 
 
+def _multiclass(spec: TaskSpec, grades, probs, ref_probs, n_boot: int, seed: int) -> dict[str, Any]:
+    """Argmax-class accuracy, per-class recall (and its change vs the reference), class flips; for DR
+    grading also κ, Δκ (both with bootstrap CIs over the same image draws) and referable flips."""
+    k = probs.shape[1]
+    pred, pred_ref = probs.argmax(axis=1), ref_probs.argmax(axis=1)
+    changed = pred != pred_ref
+    per_class: dict[str, dict[str, Any]] = {}
+    for i, label in enumerate(spec.labels[:k]):
+        m = grades == i
+        rec = float(np.mean(pred[m] == i)) if m.any() else None
+        rec_ref = float(np.mean(pred_ref[m] == i)) if m.any() else None
+        per_class[label] = {"n": int(m.sum()), "recall": rec,
+                            "delta_recall": None if rec is None else rec - rec_ref,
+                            "flip_rate": float(changed[m].mean()) if m.any() else None}
+    out: dict[str, Any] = {"accuracy": float(np.mean(pred == grades)) if len(grades) else None,
+                           "grade_flip_rate": compare.label_flip_rate(pred_ref, pred), "per_class": per_class}
+    if spec.task is not Task.DR:
+        out["flip_rate"] = out["grade_flip_rate"]
+        return out
+    kap = lambda g, p: compare.quadratic_kappa(g, p, k)  # noqa: E731
+    kappa, kappa_ref = kap(grades, pred), kap(grades, pred_ref)
+    n = len(grades)
+    out.update(kappa=_finite(kappa), delta_kappa=_finite(kappa - kappa_ref),
+               kappa_ci95=compare.bootstrap_ci(lambda i: kap(grades[i], pred[i]), n, n_boot, seed=seed),
+               delta_kappa_ci95=compare.bootstrap_ci(
+                   lambda i: kap(grades[i], pred[i]) - kap(grades[i], pred_ref[i]), n, n_boot, seed=seed),
+               referable_flip_rate=compare.label_flip_rate(pred_ref >= REFERABLE_GRADE, pred >= REFERABLE_GRADE))
+    return out
+
+
+def _ovr_auroc(grades, probs, ref_probs) -> dict[str, Any]:
+    """Macro one-vs-rest AUROC of a multiclass model without a screening score (every class present)."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(grades)) != probs.shape[1]:
+        return {}
+    auc = float(roc_auc_score(grades, probs, multi_class="ovr", average="macro"))
+    auc_ref = float(roc_auc_score(grades, ref_probs, multi_class="ovr", average="macro"))
+    return {"auroc": auc, "delta_auroc": auc - auc_ref, "auroc_retention": compare.retention(auc, auc_ref)}
+
+
+def _finite(v) -> float | None:
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+def _f1(yb, s, ts) -> dict[str, float]:
+    """Micro and macro F1 of the multi-label decisions at the per-label thresholds ``ts``."""
+    from sklearn.metrics import f1_score
+
+    pred = (s >= np.asarray(ts, dtype=np.float64)).astype(int)
+    return {"f1_micro": float(f1_score(yb, pred, average="micro", zero_division=0)),
+            "f1_macro": float(f1_score(yb, pred, average="macro", zero_division=0))}
+
+
 def evaluate(spec: TaskSpec, y, probs, ref_probs, threshold=None, n_boot: int = 1000,
              seed: int = 0) -> Scores:
     """Accuracy of ``probs`` on labels ``y`` and agreement with ``ref_probs`` (same images, same order)."""
@@ -131,22 +198,11 @@ def evaluate(spec: TaskSpec, y, probs, ref_probs, threshold=None, n_boot: int = 
 
     if spec.kind is TaskKind.MULTICLASS:
         grades = np.asarray(y).reshape(-1).astype(int)
-        pred, pred_ref = probs.argmax(axis=1), ref_probs.argmax(axis=1)
-        if spec.task is Task.DR:
-            from edgeretina.metrics import quadratic_kappa
-
-            kappa = quadratic_kappa(grades, pred, n_classes=probs.shape[1])
-            return Scores(**_binary(yb, s, s_ref, t, n_boot, seed), kappa=kappa if math.isfinite(kappa) else None,
-                          grade_flip_rate=compare.label_flip_rate(pred_ref, pred))
-        from sklearn.metrics import roc_auc_score
-
-        auc = auc_ref = None
-        if len(np.unique(grades)) == probs.shape[1]:
-            auc = float(roc_auc_score(grades, probs, multi_class="ovr", average="macro"))
-            auc_ref = float(roc_auc_score(grades, ref_probs, multi_class="ovr", average="macro"))
-        return Scores(auroc=auc, delta_auroc=None if auc is None else auc - auc_ref,
-                      auroc_retention=compare.retention(auc, auc_ref),
-                      flip_rate=compare.label_flip_rate(pred_ref, pred))
+        out = _multiclass(spec, grades, probs, ref_probs, n_boot, seed)
+        if spec.task is Task.DR:  # the referable screen on p(grade >= 2) at the threshold, too
+            b = _binary(yb, s, s_ref, t, n_boot, seed)
+            return Scores(**{**b, **out})
+        return Scores(**out, **_ovr_auroc(grades, probs, ref_probs))
 
     # MULTILABEL
     n_labels = s.shape[1]
@@ -171,15 +227,17 @@ def evaluate(spec: TaskSpec, y, probs, ref_probs, threshold=None, n_boot: int = 
     valid = [j for j in range(n_labels) if _two_classes(yb[:, j])]
     ci = (compare.bootstrap_mean_auroc_ci(yb[:, valid], s[:, valid], n_boot=n_boot, seed=seed)
           if valid and n_boot else None)
+    dci = (compare.paired_mean_auroc_delta_ci(yb[:, valid], s[:, valid], s_ref[:, valid], n_boot=n_boot, seed=seed)
+           if valid and n_boot else None)
     return Scores(
         auroc=auc, auroc_ci95=ci,
-        delta_auroc=None if auc is None else auc - auc_ref,
+        delta_auroc=None if auc is None else auc - auc_ref, delta_auroc_ci95=dci,
         auroc_retention=compare.retention(auc, auc_ref),
         delong_p=min(1.0, len(ps) * min(ps)) if ps else None,  # Bonferroni over labels
         sensitivity=float(np.mean(sens)) if sens else None,
         specificity=float(np.mean(specs)) if specs else None,
         flip_rate=compare.flip_rate(s_ref, s, np.asarray(ts)),
-        per_label=per_label,
+        per_label=per_label, **_f1(yb, s, ts),
     )
 
 

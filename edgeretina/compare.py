@@ -14,7 +14,11 @@ three questions for a variant scored on the same images as its reference (usuall
   per million non-zero parameters, or per MB).
 
 The single-model AUROC bootstrap CI is ``edgeretina.metrics.bootstrap_auroc`` (shared with training);
-:func:`bootstrap_mean_auroc_ci` adds the CI of a multi-label model's mean AUROC.
+:func:`bootstrap_mean_auroc_ci` adds the CI of a multi-label model's mean AUROC and
+:func:`paired_mean_auroc_delta_ci` the paired CI of the difference of two models' mean AUROCs. Grading:
+:func:`quadratic_kappa` (NumPy, = scikit-learn's ``cohen_kappa_score(weights="quadratic")``, fast enough to
+resample) and :func:`bootstrap_ci` (percentile CI of any statistic of resampled images; one index draw for
+both models of a paired difference).
 
 Pure NumPy/SciPy; no TensorFlow.
 """
@@ -37,6 +41,9 @@ __all__ = [
     "retention",
     "auroc_density",
     "bootstrap_mean_auroc_ci",
+    "paired_mean_auroc_delta_ci",
+    "bootstrap_ci",
+    "quadratic_kappa",
     "label_flip_rate",
     "wilson_ci",
 ]
@@ -172,6 +179,30 @@ def _rank_auc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     return (tz[:, :m].sum(axis=1) - m * (m + 1) / 2.0) / (m * n)
 
 
+def _mean_aurocs(Y: np.ndarray, S: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Mean per-label AUROC of each model in ``S`` (k, N, L) on the images ``idx``; labels whose draw holds a
+    single class are left out (of every model's mean alike). NaN when no label is left."""
+    vals = []
+    for j in range(Y.shape[1]):
+        yy = Y[idx, j]
+        if yy.all() or not yy.any():
+            continue
+        ss = S[:, idx, j]
+        vals.append(_rank_auc(ss[:, yy], ss[:, ~yy]))
+    return np.mean(vals, axis=0) if vals else np.full(len(S), np.nan)
+
+
+def _draw_mean_aurocs(y, scores: list, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, k) mean AUROCs of k score matrices over the same resampled images."""
+    Y = np.asarray(y).reshape(len(y), -1).astype(bool)
+    S = np.stack([np.asarray(s, dtype=np.float64).reshape(len(Y), -1) for s in scores])
+    rng = np.random.default_rng(seed)
+    means = np.empty((n_boot, len(S)))
+    for b in range(n_boot):
+        means[b] = _mean_aurocs(Y, S, rng.integers(0, len(Y), size=len(Y)))
+    return means
+
+
 def bootstrap_mean_auroc_ci(y, scores, n_boot: int = 1000, alpha: float = 0.05,
                             seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean per-label AUROC of multi-label ``y``/``scores`` (N, L).
@@ -179,19 +210,54 @@ def bootstrap_mean_auroc_ci(y, scores, n_boot: int = 1000, alpha: float = 0.05,
     Images are resampled as a whole (labels of one image stay together); a label whose draw holds a single
     class is left out of that draw's mean.
     """
-    Y = np.asarray(y).reshape(len(y), -1).astype(bool)
-    S = np.asarray(scores, dtype=np.float64).reshape(len(Y), -1)
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    for b in range(n_boot):
-        idx = rng.integers(0, len(Y), size=len(Y))
-        vals = []
-        for j in range(Y.shape[1]):
-            yy, ss = Y[idx, j], S[idx, j]
-            if yy.all() or not yy.any():
-                continue
-            vals.append(_rank_auc(ss[yy][None], ss[~yy][None])[0])
-        means[b] = np.mean(vals) if vals else np.nan
+    means = _draw_mean_aurocs(y, [scores], n_boot, seed)[:, 0]
     means = means[np.isfinite(means)]
     lo, hi = np.percentile(means, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
+
+
+def paired_mean_auroc_delta_ci(y, scores, ref_scores, n_boot: int = 1000, alpha: float = 0.05,
+                               seed: int = 0) -> tuple[float, float] | None:
+    """Paired percentile bootstrap CI of mean AUROC(``scores``) − mean AUROC(``ref_scores``) (multi-label,
+    (N, L) each): both models on the same resampled images, the same labels left out of a draw."""
+    if not n_boot:
+        return None
+    d = np.diff(_draw_mean_aurocs(y, [ref_scores, scores], n_boot, seed), axis=1)[:, 0]
+    d = d[np.isfinite(d)]
+    if not d.size:
+        return None
+    lo, hi = np.percentile(d, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
+
+
+def quadratic_kappa(y, pred, n_classes: int) -> float:
+    """Quadratic weighted Cohen's κ of integer grades ``y`` vs ``pred`` in 0..``n_classes``−1 (the value of
+    scikit-learn's ``cohen_kappa_score(y, pred, weights="quadratic", labels=range(n_classes))``); NaN when
+    undefined (e.g. every image of one grade, predicted the same)."""
+    y = np.asarray(y).reshape(-1).astype(int)
+    p = np.asarray(pred).reshape(-1).astype(int)
+    k = int(n_classes)
+    if y.size == 0 or k < 2:
+        return float("nan")
+    o = np.bincount(y * k + p, minlength=k * k).reshape(k, k).astype(np.float64)
+    e = np.outer(o.sum(axis=1), o.sum(axis=0)) / y.size
+    i = np.arange(k)
+    w = (i[:, None] - i[None, :]) ** 2 / (k - 1) ** 2
+    den = float((w * e).sum())
+    return float(1.0 - (w * o).sum() / den) if den > 0 else float("nan")
+
+
+def bootstrap_ci(stat, n: int, n_boot: int = 1000, alpha: float = 0.05,
+                 seed: int = 0) -> tuple[float, float] | None:
+    """Percentile bootstrap CI of ``stat(idx)`` over ``n_boot`` draws of ``n`` image indices with
+    replacement. A paired difference (variant − reference on the same images) is one ``stat`` of both, so
+    each draw resamples the two together. Draws where ``stat`` is NaN are dropped; None without draws."""
+    if not n_boot or n <= 0:
+        return None
+    rng = np.random.default_rng(seed)
+    vals = np.array([stat(rng.integers(0, n, size=n)) for _ in range(n_boot)], dtype=np.float64)
+    vals = vals[np.isfinite(vals)]
+    if not vals.size:
+        return None
+    lo, hi = np.percentile(vals, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return float(lo), float(hi)
