@@ -38,9 +38,6 @@ def label_key(y: Any) -> str:
     return str(int(y))
 
 
-_label_key = label_key  # TODO(issue 16): delete once converters/export.py calls label_key
-
-
 def stratified_indices(labels: Sequence[Any], n: int, seed: int = 0) -> list[int]:
     """``n`` indices stratified by label (multi-label: by label pattern), proportional to class frequency
     with largest-remainder rounding and at least one per class while ``n`` allows. All if ``n >= len``."""

@@ -875,7 +875,7 @@ def _keras_scores(km, X, spec, logits: bool) -> np.ndarray:
 
 
 def _counts(y) -> dict[str, int]:
-    keys = [calib_mod._label_key(v) for v in y]  # noqa: SLF001
+    keys = [calib_mod.label_key(v) for v in y]
     return {k: keys.count(k) for k in sorted(set(keys))}
 
 
