@@ -1,4 +1,5 @@
-"""Real-data edge-variant tables (glaucoma on ODIR-5K, referable DR on APTOS-2019): train → export → bench.
+"""Real-data edge-variant tables (glaucoma on ODIR-5K, referable DR and 5-grade DR on APTOS-2019): train →
+export → bench.
 
     python -m edgeretina.benchmarks.real_data [--only NAME ...] [--work runs/real] [--docs docs/benchmarks]
 
@@ -7,7 +8,9 @@
 exist are skipped, so an interrupted run resumes. For each experiment it writes ``<docs>/<name>.md`` and
 ``<name>.json`` (one table: every variant on ``cpu`` at 1 and 2 threads and on ``keras-cpu``), the ROC and
 ball-chart PNGs, and a check of the targets of issue 7 (int8 ΔAUROC, DeLong p, flip rate; pruned-80 % + int8
-gzip size; fastest accurate variant vs Keras batch-1 predict).
+gzip size; fastest accurate variant vs Keras batch-1 predict). Non-binary tasks (``dr_grading_aptos``) publish
+the bench report's own task-aware columns (``benchmarks/report.py``: κ, Δκ, grade / referable flips, per-grade
+recall) and issue 15's targets.
 """
 from __future__ import annotations
 
@@ -24,6 +27,9 @@ from pathlib import Path
 
 from edgeretina.io import ensure_writable_dir, write_json_atomic, write_text_atomic
 from edgeretina.paths import REPO_ROOT, seed_keras_cache, shared_dir
+from edgeretina.tasks import TaskKind, task_spec
+
+from .report import Report
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,9 @@ class Experiment:
 TRAIN = ("--arch", "mobilenetv2", "--weights", "imagenet", "--epochs-warmup", "120", "--epochs-finetune", "30",
          "--patience", "20", "--freeze", "partial", "--batch-size", "8")
 
+DR_GRADING_TRAIN = ("--arch", "mobilenetv2", "--weights", "imagenet", "--head", "fc:32,16", "--loss", "ce",
+                    "--epochs-warmup", "200", "--epochs-finetune", "0", "--patience", "20", "--batch-size", "32")
+
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("glaucoma_odir", "Glaucoma vs normal fundus — ODIR-5K, MobileNetV2-224", "data/odir",
                "glaucoma", 224, TRAIN),
@@ -57,6 +66,17 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("glaucoma_odir_160", "Glaucoma vs normal fundus — ODIR-5K, MobileNetV2-160", "data/odir",
                "glaucoma", 160, TRAIN,
                export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8")),)),
+    # Issue 15, system 1: the DR ResNet study's frozen-backbone arm with its [32, 16, 5] FC head (L1+L2,
+    # dropout 0.5) on MobileNetV2-224, the only ImageNet weights offline. The head trains on cached
+    # backbone features (no fine-tune), so the step costs one pass of the images through the backbone.
+    Experiment("dr_grading_aptos", "DR 5-grade severity — APTOS-2019, MobileNetV2-224, frozen backbone + FC "
+               "[32, 16, 5] head", "data/aptos", "dr", 224, DR_GRADING_TRAIN,
+               export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8")),),
+               bench_devices=(("cpu", 2),), bench_args=("--stability", "off"),
+               notes=("Recipe: the frozen-backbone arm of the DR ResNet study (FC head [32, 16, 5], L1 1e-5 + "
+                      "L2 1e-4, dropout 0.5, plain cross-entropy) on ImageNet MobileNetV2-224; no Gaussian / "
+                      "Ben-Graham preprocessing and no partial-freeze or fine-tune arm yet (not compared by CV "
+                      "here). The decision-stability floor is off for this table (`--stability off`).",)),
 )}
 
 COLUMNS = ["variant", "device", "threads", "size MB", "gzip MB", "params M", "AUROC (95 % CI)", "ΔAUROC",
@@ -193,6 +213,8 @@ def step_timings(exp: Experiment, root: Path, metrics: dict, steps: dict) -> dic
 
 
 def publish(exp: Experiment, run_dir: Path, reports: list[dict], steps: dict, root: Path, docs: Path) -> dict:
+    if task_spec(exp.task).kind is not TaskKind.BINARY:
+        return publish_task(exp, run_dir, reports, steps, root, docs)
     docs = ensure_writable_dir(docs)
     # A `cpu` bench also times the .keras reference with Keras; keep Keras rows from the keras-cpu bench only.
     has_keras_bench = any(rep.get("devices") == ["keras-cpu"] or all(v["device"] == "keras-cpu"
@@ -236,6 +258,73 @@ def publish(exp: Experiment, run_dir: Path, reports: list[dict], steps: dict, ro
     for n in exp.notes:
         lines.append(n)
     lines += ["", f"![ROC]({exp.name}_roc.png) ![ball chart]({exp.name}_ballchart.png)", ""]
+    write_text_atomic(docs / f"{exp.name}.md", "\n".join(lines))
+    return payload
+
+
+def grading_targets(rows: list[dict]) -> list[dict]:
+    """Issue 15's DR-grading targets on the LiteRT rows: κ ≥ 0.85 (reference), int8 Δκ ≥ −0.01 and
+    referable flips ≤ 1 %."""
+    out = []
+    ref = next((r for r in rows if r.get("is_reference")), None)
+    if ref is not None and ref.get("kappa") is not None:
+        out.append({"target": "κ ≥ 0.85 on the test split (reference model)", "met": ref["kappa"] >= 0.85,
+                    "measured": f"κ {ref['kappa']:.3f}"})
+    for r in rows:
+        if r["name"] == "int8" and r["device"] == "cpu" and r.get("delta_kappa") is not None:
+            ok = r["delta_kappa"] >= -0.01 and (r.get("referable_flip_rate") or 0) <= 0.01
+            out.append({"target": "int8: Δκ ≥ −0.01, referable flips ≤ 1 %", "met": ok,
+                        "measured": f"Δκ {r['delta_kappa']:+.4f}, referable flips "
+                                    f"{_fmt(r.get('referable_flip_rate'), pct=True)} %, grade flips "
+                                    f"{_fmt(r.get('grade_flip_rate'), pct=True)} %"})
+            break
+    return out
+
+
+def _md(headers: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + \
+        ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def publish_task(exp: Experiment, run_dir: Path, reports: list[dict], steps: dict, root: Path, docs: Path) -> dict:
+    """A non-binary table: the bench reports' rows rendered by the report's own task-aware columns
+    (``Report.columns``/``rows``/``label_markdown``: one field list) plus issue 15's targets."""
+    docs = ensure_writable_dir(docs)
+    rows = [v for rep in reports for v in rep["variants"]]
+    report = Report.from_dict({**reports[0], "variants": rows})
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    timings = step_timings(exp, root, metrics, steps)
+    total = sum(timings.values())
+    targets = grading_targets(rows) if exp.task == "dr" else []
+    targets.append({"target": "this table's train + export + bench steps ≤ 30 min on 2 CPU cores (issue 15)",
+                    "met": total <= 1800, "measured": f"{total / 60:.1f} min"})
+    bench_dir = root / f"bench_{exp.bench_devices[-1][0]}_{exp.bench_devices[-1][1]}"
+    for src_name in ("roc.png", "ballchart.png"):
+        if (bench_dir / src_name).is_file():
+            shutil.copyfile(bench_dir / src_name, docs / f"{exp.name}_{src_name}")
+    machine, ds = report.machine, report.dataset
+    cmd = f"python -m edgeretina.benchmarks.real_data --only {exp.name}"
+    payload = {"experiment": exp.name, "title": exp.title, "command": cmd, "task": exp.task,
+               "input_size": exp.input_size, "dataset": ds, "machine": machine,
+               "training": {k: metrics.get(k) for k in ("test", "val", "threshold", "baseline", "timings")
+                            if k in metrics},
+               "step_seconds": timings, "total_seconds": round(total, 1), "targets": targets,
+               "variants": [v.to_dict() for v in report.variants]}
+    write_json_atomic(docs / f"{exp.name}.json", payload)
+    classes = ", ".join(f"{k} {v}" for k, v in (ds.get("classes") or {}).items())
+    lines = [f"# {exp.title}", "",
+             f"Regenerate: `{cmd}` (from the repository root, with `../shared` or `$EDGERETINA_SHARED`).", "",
+             f"Machine: {machine.get('cpu') or platform.machine()}, {machine.get('cpu_count') or os.cpu_count()} "
+             f"cores, {machine.get('platform') or platform.system()}; LiteRT {machine.get('ai_edge_litert', '')}, "
+             f"TensorFlow {machine.get('tensorflow', '')}.", "",
+             f"Test images: {ds.get('n_images', '?')} ({ds.get('split', 'test')} split; {classes}). Reference: the "
+             "Keras model; every Δ and flip is against it on the same images.", "",
+             *_md([h for h, _ in report.columns()], report.rows()), *report.label_markdown(), "",
+             "## Targets (issue 15)", "", "| target | met | measured |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {'yes' if t['met'] else 'NO'} | {t['measured']} |" for t in targets]
+    lines += ["", f"Wall time of the steps run for this table: {total / 60:.1f} min "
+                  f"({', '.join(f'{k} {v / 60:.1f}' for k, v in timings.items())}).", "", *exp.notes, "",
+              f"![ROC]({exp.name}_roc.png) ![ball chart]({exp.name}_ballchart.png)", ""]
     write_text_atomic(docs / f"{exp.name}.md", "\n".join(lines))
     return payload
 

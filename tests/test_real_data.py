@@ -7,13 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from edgeretina.benchmarks.real_data import COLUMNS, EXPERIMENTS, _row, check_targets
+from edgeretina.benchmarks.real_data import (COLUMNS, EXPERIMENTS, _row, check_targets, grading_targets,
+                                             publish_task)
 from edgeretina.paths import REPO_ROOT
+from edgeretina.tasks import TaskKind, task_spec
 
 DOCS = Path(REPO_ROOT) / "docs" / "benchmarks"
+BINARY = [n for n, e in EXPERIMENTS.items() if task_spec(e.task).kind is TaskKind.BINARY]
 
 
-@pytest.mark.parametrize("name", list(EXPERIMENTS))
+@pytest.mark.parametrize("name", BINARY)
 def test_published_table_rows_rescore_to_the_published_targets(name):
     payload = json.loads((DOCS / f"{name}.json").read_text())
     rows = payload["variants"]
@@ -37,3 +40,41 @@ def test_int8_target_needs_all_three_conditions():
     assert {x["target"].split(":")[0]: x for x in check_targets(rows)}["int8"]["met"] is True
     rows[1]["delong_p"] = 0.01
     assert {x["target"].split(":")[0]: x for x in check_targets(rows)}["int8"]["met"] is False
+
+
+def _grading_rows():
+    from edgeretina.benchmarks.report import Latency, VariantReport
+
+    per = {lb: {"n": 100, "recall": 0.7, "delta_recall": 0.0, "flip_rate": 0.0} for lb in task_spec("dr").labels}
+    base = dict(file="f", threads=2, format="tflite", depth=53, params=2_250_000, nonzero_params=2_250_000,
+                size_bytes=2_700_000, gzip_bytes=2_200_000, auroc=0.95, auroc_ci95=(0.93, 0.97), delta_auroc=0.0,
+                auroc_retention=1.0, delong_p=1.0, auroc_density=0.42, auroc_density_nonzero=0.42,
+                auroc_per_mb=0.35, sensitivity=0.9, specificity=0.9, flip_rate=0.0,
+                latency_ms=Latency(1.0, 1.2, 1.1, 20), images_per_s=900.0, per_class=per, accuracy=0.8)
+    return [VariantReport(name="keras", device="cpu", is_reference=True, kappa=0.86, delta_kappa=0.0,
+                          grade_flip_rate=0.0, referable_flip_rate=0.0, **base),
+            VariantReport(name="int8", device="cpu", is_reference=False, kappa=0.845, delta_kappa=-0.015,
+                          delta_kappa_ci95=(-0.03, 0.0), grade_flip_rate=0.04, referable_flip_rate=0.007, **base)]
+
+
+def test_grading_targets_and_table_come_from_the_report_columns(tmp_path):
+    """``--only dr_grading_aptos`` publishes the bench report's own task-aware columns (κ, Δκ, grade and
+    referable flips, per-grade recall) and issue 15's targets."""
+    from edgeretina.benchmarks.report import Report
+
+    rows = _grading_rows()
+    t = {x["target"].split(":")[0]: x for x in grading_targets([r.to_dict() for r in rows])}
+    assert t["κ ≥ 0.85 on the test split (reference model)"]["met"] is True
+    assert t["int8"]["met"] is False and "Δκ -0.0150" in t["int8"]["measured"]
+    rep = Report(task="dr", kind="multiclass", dataset={"path": "aptos", "split": "test", "n_images": 500,
+                                                         "classes": {"no DR": 250}},
+                 machine={"cpu": "AMD EPYC", "cpu_count": 2}, reference="run", variants=tuple(rows))
+    run = tmp_path / "work" / "run"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"seconds": {"total": 60.0}, "test": {"quadratic_kappa": 0.86}}))
+    payload = publish_task(EXPERIMENTS["dr_grading_aptos"], run, [rep.to_dict()], {}, run.parent, tmp_path / "docs")
+    md = (tmp_path / "docs" / "dr_grading_aptos.md").read_text()
+    assert "| κ [95% CI] | Δκ [95% CI] | Acc | Grade flips | Referable flips |" in md
+    assert "## Per grade" in md and "## Targets (issue 15)" in md and "AMD EPYC, 2 cores" in md
+    assert payload["variants"][1]["referable_flip_rate"] == 0.007
+    assert json.loads((tmp_path / "docs" / "dr_grading_aptos.json").read_text())["total_seconds"] == 60.0
