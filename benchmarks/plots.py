@@ -62,8 +62,9 @@ def plot_ballchart(variants, path: str | Path, title: str = "Throughput vs AUROC
         else:
             pad = max(1.0, (hi - lo) * 0.15)
             ax.set_xlim(max(0.0, lo - pad), hi + pad)
-    per_m = f"; labels: {label} per million parameters" if density else ""
-    ax.set(xlabel="images/s (batch 1)", ylabel=label, title=f"{title} — ball area ∝ parameters{per_m}")
+    per_m = f"; under each name: {label} per million parameters" if density else ""
+    ax.set(xlabel="images/s (batch 1)", ylabel=label)
+    ax.set_title(f"{title}\nball area ∝ parameters{per_m}", fontsize=9)
     ax.grid(alpha=0.3)
     if devices:
         ax.legend(title="device", fontsize=8, loc="best")
