@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, replace
-from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,6 +37,7 @@ import numpy as np
 
 from edgeretina import __version__
 from edgeretina.converters.metadata import embed_metadata, metadata_from_bytes
+from edgeretina.enums import TextEnum
 from edgeretina.errors import DataError, EdgeRetinaError, ModelError
 from edgeretina.io import atomic_path, write_json_atomic
 from edgeretina.metrics import bootstrap_auroc
@@ -58,14 +58,11 @@ CHUNK = 256  # images loaded and scored at a time (a large local set never sits 
 Progress = Callable[[str], None]
 
 
-class Target(str, Enum):
+class Target(TextEnum):
     """How the new threshold is chosen."""
 
     SENSITIVITY = "sensitivity"  # the highest threshold whose sensitivity on the local set is >= the target
     YOUDEN = "youden"  # maximise sensitivity + specificity - 1 (how the shipped threshold is chosen)
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

@@ -20,20 +20,17 @@ from __future__ import annotations
 import difflib
 import importlib
 from dataclasses import dataclass
-from enum import Enum
 from typing import Callable
 
+from edgeretina.enums import TextEnum
 from edgeretina.errors import DeviceError
 
 
-class Device(str, Enum):
+class Device(TextEnum):
     CPU = "cpu"
     KERAS_CPU = "keras-cpu"
     GPU = "gpu"
     ANDROID = "android"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

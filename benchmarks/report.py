@@ -152,8 +152,26 @@ class LabelRow:
         return rows
 
 
+class _TableRow:
+    """A flat row of one table: ``to_dict`` = its fields plus the computed keys of its column list (given as
+    the ``columns`` class keyword, a function: the lists are defined further down), ``from_dict`` = the
+    fields back."""
+
+    def __init_subclass__(cls, columns: Callable[[], Sequence["Column"]] | None = None, **kw):
+        super().__init_subclass__(**kw)
+        if columns is not None:
+            cls._columns = staticmethod(columns)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean(_with_columns(asdict(self), self._columns(), self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
+
+
 @dataclass(frozen=True)
-class ShiftResult:
+class ShiftResult(_TableRow, columns=lambda: SHIFT_COLUMNS):
     """One model file under one camera shift at one level (``shift="none"``: the same images unshifted),
     scored on the host; accuracy at the reference's shipped threshold."""
 
@@ -170,16 +188,9 @@ class ShiftResult:
     specificity: float | None
     flip_rate: float | None  # decisions that differ from the same model's unshifted ones
 
-    def to_dict(self) -> dict[str, Any]:
-        return _clean(_with_columns(asdict(self), SHIFT_COLUMNS, self))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ShiftResult":
-        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
-
 
 @dataclass(frozen=True)
-class StabilityRow:
+class StabilityRow(_TableRow, columns=lambda: STABILITY_COLUMNS):
     """One model file under one benign re-acquisition perturbation, against its own unperturbed scores."""
 
     name: str
@@ -190,13 +201,6 @@ class StabilityRow:
     logit_change_mean: float | None
     logit_change_sd: float | None
     amplification: float | None = None  # flip_rate ÷ the reference's flip rate under this perturbation
-
-    def to_dict(self) -> dict[str, Any]:
-        return _clean(_with_columns(asdict(self), STABILITY_COLUMNS, self))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "StabilityRow":
-        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ import difflib
 from dataclasses import dataclass
 from enum import Enum
 
+from edgeretina.enums import TextEnum
 from edgeretina.errors import ExportError
 
 
-class Variant(str, Enum):
+class Variant(TextEnum):
     FLOAT32 = "float32"
     FP16 = "fp16"
     DYNAMIC = "dynamic"
@@ -23,9 +24,6 @@ class Variant(str, Enum):
     QAT = "qat"
     PQAT = "pqat"
     INT8_GUARD = "int8-guard"
-
-    def __str__(self) -> str:  # click/f-strings print the value
-        return self.value
 
     @property
     def info(self) -> "VariantInfo":

@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
 
+from edgeretina.enums import TextEnum
 from edgeretina.errors import EdgeRetinaError
 
 
-class Shift(str, Enum):
+class Shift(TextEnum):
     """Camera shifts, in the order a photo meets them (field of view, optics, light, colour, sensor, file)."""
 
     FOV_CUT = "fov-cut"                # circle cut top and bottom
@@ -51,19 +51,13 @@ class Shift(str, Enum):
     RESOLUTION = "resolution"          # down-then-up sampling
     JPEG = "jpeg"                      # JPEG quality
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Level(str, Enum):
+class Level(TextEnum):
     MILD = "mild"
     SEVERE = "severe"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Benign(str, Enum):
+class Benign(TextEnum):
     """Benign re-acquisition perturbations (the stability floor, issue 18)."""
 
     JPEG95 = "jpeg-95"
@@ -73,9 +67,6 @@ class Benign(str, Enum):
     BRIGHTER = "brightness+3%"
     DARKER = "brightness-3%"
     WHITE_BALANCE = "white-balance"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # --------------------------------------------------------------------------------------- geometry helpers

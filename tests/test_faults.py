@@ -377,16 +377,22 @@ def test_corrupt_jpeg_is_refused_or_skipped(exported_a, tmp_path):
     assert "warning: skipped" in r.output and "bad.jpg" in r.output
 
 
-def test_data_summary_verify_full_reports_a_corrupt_jpeg(tmp_path):
+def _image_folder_with_a_corrupt_jpeg(tmp_path: Path, per_class: int) -> Path:
+    """An image-folder dataset (normal/, glaucoma/) of ``per_class`` good JPEGs each plus glaucoma/bad.jpg."""
     import shutil
 
     good, bad = _corrupt_jpeg(tmp_path)
     root = tmp_path / "set"
     for cls in ("normal", "glaucoma"):
         (root / cls).mkdir(parents=True)
-        for i in range(3):
+        for i in range(per_class):
             shutil.copy(good, root / cls / f"{i}.jpg")
     shutil.copy(bad, root / "glaucoma" / "bad.jpg")
+    return root
+
+
+def test_data_summary_verify_full_reports_a_corrupt_jpeg(tmp_path):
+    root = _image_folder_with_a_corrupt_jpeg(tmp_path, 3)
     msg = _one_error(CliRunner().invoke(cli, ["data", "summary", str(root), "--task", "glaucoma", "--verify", "full"]))
     assert "bad.jpg: corrupt JPEG data" in msg, msg
     r = CliRunner().invoke(cli, ["data", "summary", str(root), "--task", "glaucoma", "--verify", "full",
@@ -395,15 +401,7 @@ def test_data_summary_verify_full_reports_a_corrupt_jpeg(tmp_path):
 
 
 def test_bench_refuses_a_corrupt_jpeg_in_the_dataset(exported_a, tmp_path):
-    import shutil
-
-    good, bad = _corrupt_jpeg(tmp_path)
-    root = tmp_path / "set"
-    for cls in ("normal", "glaucoma"):
-        (root / cls).mkdir(parents=True)
-        for i in range(4):
-            shutil.copy(good, root / cls / f"{i}.jpg")
-    shutil.copy(bad, root / "glaucoma" / "bad.jpg")
+    root = _image_folder_with_a_corrupt_jpeg(tmp_path, 4)
     args = [str(a) for a in _bench(exported_a, tmp_path / "R")]
     args[args.index(SYNTH)] = str(root)
     msg = _one_error(CliRunner().invoke(cli, args))
