@@ -27,12 +27,12 @@ import numpy as np
 
 from edgeretina import __version__, compare
 from edgeretina.converters.variants import VARIANTS
-from edgeretina.data import class_counts, labels_array, load_arrays, open_dataset
+from edgeretina.data import class_counts, count_disc_flags, labels_array, load_arrays, open_dataset
 from edgeretina.env import machine_info
 from edgeretina.errors import DataError, DeviceError, ModelError
 from edgeretina.io import ensure_writable_dir, staged_dir
 from edgeretina.metrics import plot_roc
-from edgeretina.preprocess import Pipeline, count_disc_flags
+from edgeretina.preprocess import Pipeline
 from edgeretina.tasks import TaskKind, TaskSpec
 
 from . import plots

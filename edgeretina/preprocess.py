@@ -705,32 +705,6 @@ class PipelineInfo:
         return {"disc": None if self.disc is None else self.disc.to_dict(), "disc_flagged": self.disc_flagged}
 
 
-def count_disc_flags(records, pipeline: "Pipeline | None" = None, workers: int | None = None,
-                     max_keys: int = 50) -> dict[str, Any]:
-    """Run the optic-disc locator of ``pipeline`` (its ``onh_crop`` step and the steps before it; a pipeline
-    without one — or None — uses the default recipe's ``fov_crop → onh_crop``) on every record and count
-    the flagged crops. Returns ``{"n", "found", "flagged", "fallback", "reasons": {reason: count},
-    "flagged_keys": [first max_keys keys], "params": the onh_crop parameters}``; ``fallback`` = flagged with
-    no candidate at all (crop at the FOV centre). Thread-parallel like :func:`edgeretina.data.load_arrays`."""
-    from edgeretina.data.loading import _map, load_image
-
-    pipe = pipeline if pipeline is not None and pipeline.uses_onh else Pipeline.default(onh=True)
-    records = list(records)
-    dets = _map(lambda r: pipe.detect_disc(load_image(r)), records, workers)
-    reasons: dict[str, int] = {}
-    keys = []
-    for r, d in zip(records, dets):
-        if not d.found:
-            reasons[d.reason] = reasons.get(d.reason, 0) + 1
-            if len(keys) < max_keys:
-                keys.append(r.key)
-    flagged = sum(reasons.values())
-    onh = next(s for s in pipe.image_steps if s.name == "onh_crop")
-    return {"n": len(records), "found": len(records) - flagged, "flagged": flagged,
-            "fallback": sum(1 for d in dets if d.fallback), "reasons": dict(sorted(reasons.items())),
-            "flagged_keys": keys, "params": dict(onh.params)}
-
-
 # ------------------------------------------------------------------------------------------- float steps
 def standardize(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """Per-image standardisation ``(x − mean) / max(std, eps)`` over all pixels and channels."""

@@ -25,7 +25,8 @@ def _android_core_tests():
 
 _ac = _android_core_tests()
 kotlin = _ac.kotlin  # the android core build fixture (kotlinc once per source state, cached jar; skips without it)
-from edgeretina.preprocess import (DiscDetection, Pipeline, PipelineInfo, count_disc_flags, locate_disc,
+from edgeretina.data import count_disc_flags
+from edgeretina.preprocess import (DiscDetection, Pipeline, PipelineInfo, locate_disc,
                                    onh_crop, onh_crop_with_info)
 
 

@@ -35,13 +35,9 @@ LITERT_FLATBUFFER = {"ai_edge_litert.schema_py_generated", "ai_edge_litert.tools
 
 # Private names still used across modules by files whose owners are mid-refactor (issue 16). Each entry is
 # (importing module, private name); delete it when that module switches to the public name.
-PENDING_PRIVATE: set[tuple[str, str]] = {
-    ("edgeretina.preprocess", "_map"),               # data.loading._map, see PENDING_CYCLES
-}
+PENDING_PRIVATE: set[tuple[str, str]] = set()
 # Import cycles still open, same rule: delete the entry when the cycle is gone.
-PENDING_CYCLES: set[frozenset[str]] = {
-    frozenset({"edgeretina.data.loading", "edgeretina.preprocess"}),  # preprocess.count_disc_flags
-}
+PENDING_CYCLES: set[frozenset[str]] = set()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from edgeretina.data.loading import class_weights, load_arrays, load_image, load_images, verify_decodable
+from edgeretina.data.loading import (class_weights, count_disc_flags, load_arrays, load_image, load_images,
+                                     verify_decodable)
 from edgeretina.data.records import FundusDataset, OnBadImage, Record, class_counts, is_minority, labels_array
 from edgeretina.errors import DataError
 from edgeretina.tasks import task_spec
@@ -133,4 +134,4 @@ def summarize(ds: FundusDataset, scheme: str | None = None, seed: int = 0) -> di
 
 __all__ = ["open_dataset", "detect_format", "DataFormat", "FORMAT_TASKS", "FundusDataset", "Record", "OnBadImage",
            "load_arrays", "load_image", "load_images", "make_tf_dataset", "class_weights", "class_counts",
-           "labels_array", "is_minority", "verify_decodable", "summarize"]
+           "labels_array", "is_minority", "verify_decodable", "summarize", "count_disc_flags"]

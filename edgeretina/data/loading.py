@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -32,6 +32,30 @@ def _map(fn, items: Sequence, workers: int | None):
         return [fn(x) for x in items]
     with ThreadPoolExecutor(workers) as ex:
         return list(ex.map(fn, items))
+
+
+def count_disc_flags(records, pipeline: Pipeline | None = None, workers: int | None = None,
+                     max_keys: int = 50) -> dict[str, Any]:
+    """Run the optic-disc locator of ``pipeline`` (its ``onh_crop`` step and the steps before it; a pipeline
+    without one — or None — uses the default recipe's ``fov_crop → onh_crop``) on every record and count
+    the flagged crops. Returns ``{"n", "found", "flagged", "fallback", "reasons": {reason: count},
+    "flagged_keys": [first max_keys keys], "params": the onh_crop parameters}``; ``fallback`` = flagged with
+    no candidate at all (crop at the FOV centre). Thread-parallel like :func:`load_arrays`."""
+    pipe = pipeline if pipeline is not None and pipeline.uses_onh else Pipeline.default(onh=True)
+    records = list(records)
+    dets = _map(lambda r: pipe.detect_disc(load_image(r)), records, workers)
+    reasons: dict[str, int] = {}
+    keys = []
+    for r, d in zip(records, dets):
+        if not d.found:
+            reasons[d.reason] = reasons.get(d.reason, 0) + 1
+            if len(keys) < max_keys:
+                keys.append(r.key)
+    flagged = sum(reasons.values())
+    onh = next(s for s in pipe.image_steps if s.name == "onh_crop")
+    return {"n": len(records), "found": len(records) - flagged, "flagged": flagged,
+            "fallback": sum(1 for d in dets if d.fallback), "reasons": dict(sorted(reasons.items())),
+            "flagged_keys": keys, "params": dict(onh.params)}
 
 
 def verify_decodable(records: list[Record], on_bad_image: OnBadImage | str = OnBadImage.FAIL,

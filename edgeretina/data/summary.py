@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgeretina.data.loading import count_disc_flags
 from edgeretina.data.records import FundusDataset, class_counts
 from edgeretina.data.splits import groups_on_two_sides, split_fingerprints
-from edgeretina.preprocess import Pipeline, count_disc_flags
+from edgeretina.preprocess import Pipeline
 
 
 def summarize(ds: FundusDataset, scheme: str | None = None, seed: int = 0,

@@ -152,10 +152,8 @@ class TrainRun:
         """Low-confidence / fallback optic-disc crops per split (only when the pipeline crops the ONH)."""
         if not any(s.name == "onh_crop" for s in self.pipe.steps):
             return None
-        try:
-            from edgeretina.preprocess import count_disc_flags
-        except ImportError:
-            return None
+        from edgeretina.data.loading import count_disc_flags
+
         flags = {k: count_disc_flags(v, self.pipe) for k, v in self.parts.items() if v}
         self.say("optic-disc crops flagged (low confidence / fallback): " +
                  ", ".join(f"{k} {f.get('flagged', 0)}/{f.get('n', 0)}" for k, f in flags.items()))
