@@ -15,7 +15,7 @@ def summarize(ds: FundusDataset, scheme: str | None = None, seed: int = 0,
     (patients None when the dataset has no patient ids); ``n_task_images`` / ``n_task_patients`` count the
     records that serve the task; ``classes`` and ``splits`` count task records per class. With
     ``onh_pipeline`` (a pipeline with an ``onh_crop`` step) every task image goes through its disc locator:
-    ``disc_flags`` = :func:`edgeretina.preprocess.count_disc_flags` for all task images plus ``per_split``
+    ``disc_flags`` = :func:`edgeretina.data.loading.count_disc_flags` for all task images plus ``per_split``
     flagged counts."""
     if scheme is None:
         scheme = "predefined" if ds.has_predefined_splits else "70/10/20"
