@@ -308,8 +308,9 @@ class Bench:
             probs = np.asarray(runner.predict(x))
             if s.device in (Device.CPU, Device.KERAS_CPU) and m.path not in ctx.inputs.probs:
                 ctx.inputs.probs[m.path] = probs
-            return probs, ""
-        return ctx.inputs.host(m), "scores from the same file on the host (LiteRT); latency from the device"
+            return probs, getattr(runner, "score_note", "")
+        return ctx.inputs.host(m), getattr(runner, "score_note", "") or \
+            "scores from the same file on the host (LiteRT); latency from the device"
 
     # ---- stage 4: the stability floor and the camera-shift stress test
     def robustness(self, ctx: BenchContext) -> tuple[tuple[ShiftResult, ...], Stability | None]:

@@ -29,7 +29,7 @@ from edgeretina.preprocess import Pipeline, decode_image
 REPO = Path(__file__).resolve().parent.parent
 CORE = REPO / "android_demo" / "core"
 FIXTURE = REPO / "tests" / "fixtures" / "android" / "bench_result.json"
-JUNIT_CLASSES = ["JsonTest", "PostprocessTest", "PreprocessTest", "BenchmarkTest"]
+JUNIT_CLASSES = ["JsonTest", "PostprocessTest", "PreprocessTest", "BenchmarkTest", "EnhanceTest"]
 TOOL = "org.edgeretina.core.tools.CoreTool"
 
 
@@ -128,7 +128,16 @@ PIPELINES = {
     "fov-margin-299": Pipeline.from_json({"steps": [
         {"name": "fov_crop", "params": {"threshold": 20, "min_fraction": 0.05, "margin": 6}},
         {"name": "pad_square"}, {"name": "resize", "params": {"size": 299}}, {"name": "scale"}]}),
+    # the steps issue 17 added to the app: required bit-identical (EXACT below)
+    "clahe-224": Pipeline.default(224, "tf", clahe=True),
+    "ben-graham-224": Pipeline.default(224, "tf", ben_graham=True),
+    "clahe-ben-graham-299": Pipeline.default(299, "torch", clahe=True, ben_graham=True),
+    "onh-160": Pipeline.default(160, "tf", onh=True),  # the glaucoma recipe's ONH crop (#9)
+    "enhance-non-square-params": Pipeline.from_json({"steps": [
+        {"name": "resize", "params": {"size": [150, 170]}}, {"name": "clahe", "params": {"clip_limit": 3.0, "tile": 7}},
+        {"name": "ben_graham", "params": {"sigma_frac": 0.03, "mask_radius": 0.9}}, {"name": "scale"}]}),
 }
+EXACT = {"clahe-224", "ben-graham-224", "clahe-ben-graham-299", "onh-160", "enhance-non-square-params"}
 
 
 def _write_rgb(path: Path, img: np.ndarray) -> None:
@@ -177,6 +186,8 @@ def test_preprocessing_parity_on_real_fundus(kotlin, fundus, tmp_path, name):
         assert k_img.shape == py_img.shape, (img_name, k_img.shape, py_img.shape)
         d = np.abs(k_img.astype(np.int16) - py_img.astype(np.int16))
         assert d.max() <= 1, f"{name} {img_name}: image steps differ by {d.max()} LSB ({(d > 0).mean():.2%} of values)"
+        if name in EXACT:
+            assert d.max() == 0, f"{name} {img_name}: {(d > 0).sum()} values differ (bit-identical expected)"
         # float steps: exactly Python's, applied to the Kotlin image
         ref = pipeline.apply_float(k_img)
         np.testing.assert_allclose(k_x, ref, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(ref).max())))
@@ -255,6 +266,9 @@ def models(fundus, tmp_path_factory):
     bg = d / "ben_graham.tflite"
     bg.write_bytes(embed_metadata(f32, _payload(Pipeline.default(IMG, "tf", ben_graham=True))))
     out["ben_graham"] = bg
+    cubic = d / "cubic.tflite"
+    cubic.write_bytes(embed_metadata(f32, _payload(Pipeline.default(IMG, "tf", interpolation="cubic"))))
+    out["cubic"] = cubic
     return out
 
 
@@ -340,10 +354,46 @@ def test_model_without_metadata_is_refused(kotlin, models):
 
 
 def test_unsupported_step_is_refused_with_clear_message(kotlin, models):
-    info = json.loads(kotlin(TOOL, "inspect", models["ben_graham"]).stdout)
+    info = json.loads(kotlin(TOOL, "inspect", models["cubic"]).stdout)
     assert info["config"] is None
-    assert "does not implement the preprocessing step 'ben_graham'" in info["error"]
-    assert "supported: fov_crop" in info["error"]
+    assert "resize interpolation 'cubic' is not implemented by this app" in info["error"]
+    assert "supported: area, linear, nearest" in info["error"]
+    # ben_graham (and clahe) are implemented since issue 17: such a model opens
+    info = json.loads(kotlin(TOOL, "inspect", models["ben_graham"]).stdout)
+    assert info["error"] is None and info["config"]["steps"] == ["fov_crop", "pad_square", "resize", "ben_graham"]
+
+
+def test_shipped_recipes_steps_are_all_implemented(kotlin, tmp_path):
+    """Every preprocessing step edgeretina can put in a model's metadata is one the app implements (with
+    every parameter the Python step has): a pipeline with all of them opens."""
+    from edgeretina.preprocess import STEPS, Step
+
+    steps = [Step("fov_crop"), Step("onh_crop"), Step("pad_square"), Step("resize", {"size": 64}), Step("grey"),
+             Step("clahe"), Step("ben_graham"), Step("stretch"), Step("standardize"), Step("scale", {"mode": "none"})]
+    assert {s.name for s in steps} == set(STEPS)
+    pj = tmp_path / "all.json"
+    pj.write_text(json.dumps({"steps": [s.to_json() for s in steps]}))
+    rgb = np.zeros((80, 90, 3), np.uint8)
+    rgb[10:70, 10:80] = (160, 80, 40)
+    jobs = _jobs(tmp_path, [("synthetic", rgb)])
+    (k_img, _), = _kotlin_preprocess(kotlin, tmp_path, Pipeline.from_json(json.loads(pj.read_text())), jobs)
+    assert k_img.shape == (64, 64, 3)
+
+
+def test_lab_conversions_match_opencv_on_every_colour(kotlin, tmp_path):
+    """CLAHE's colour conversions (OpenCV's 8-bit RGB→L*a*b* and back) on all 2^24 byte triples."""
+    import cv2
+
+    allc = np.arange(1 << 24, dtype=np.uint32)
+    rgb = np.stack([(allc >> 16) & 255, (allc >> 8) & 255, allc & 255], -1).astype(np.uint8).reshape(4096, 4096, 3)
+    src = tmp_path / "all.rgb"
+    src.write_bytes(rgb.tobytes())
+    for cmd, code in (("lab", cv2.COLOR_RGB2LAB), ("lab2rgb", cv2.COLOR_LAB2RGB)):
+        out = tmp_path / f"{cmd}.out"
+        kotlin(TOOL, cmd, src, out)
+        k = np.frombuffer(out.read_bytes(), np.uint8).reshape(rgb.shape)
+        bad = int((k != cv2.cvtColor(rgb, code)).any(-1).sum())
+        assert bad == 0, f"{cmd}: {bad} colours differ from OpenCV"
 
 
 def test_not_a_tflite_is_refused(kotlin, tmp_path):
@@ -406,3 +456,52 @@ def test_real_exports_through_the_app_path(kotlin, small_run, fundus, tmp_path, 
         np.testing.assert_allclose(pred["probabilities"], probs, atol=1e-6)
         pos = mf.config.positive_index
         assert pred["decision"] == mf.config.labels[pos if probs[pos] >= mf.config.threshold else 1 - pos]
+
+
+# ------------------------------------------------------ issue 18: borderline; issue 17: benchmark-mode scoring
+@pytest.mark.parametrize("variant", ["float32", "int8"])
+def test_app_borderline_and_scoring_match_python_predict(kotlin, small_run, shared, tmp_path, variant):
+    """The app's benchmark-mode scoring (ImageOutputs.score: .npy inputs → the tensors fed → raw outputs →
+    probabilities, decision, borderline flag) on 24 real ODIR photos with the suite's trained exports, the
+    borderline band carried in the model's metadata: the fed tensors are the Python runner's, and every
+    decision and borderline flag equals `edgeretina predict`'s (the band is chosen so both kinds occur)."""
+    from helpers.testmodels import glaucoma_variants
+    from edgeretina.benchmarks.modelfile import open_model
+    from edgeretina.benchmarks.predict import _logit, predict_images
+    from edgeretina.runtime.interpreter import quantize
+    from edgeretina.runtime.metadata import embed_metadata
+
+    path = glaucoma_variants(small_run)["tflite"][variant]
+    mf = open_model(path)
+    files = sorted((shared / "data" / "odir" / "images").glob("*.jpg"))[::250][:24]
+    pipeline = Pipeline.from_json(mf.config.preprocessing)
+    x = np.stack([pipeline.apply(decode_image(f)) for f in files]).astype(np.float32)
+    # the band: the median distance to the threshold in logits, so about half the photos are borderline
+    plain = predict_images(path, files, verify_manifest=False)
+    band = float(np.median([abs(_logit(p.score) - _logit(p.threshold)) for p in plain]))
+    model = tmp_path / f"banded_{variant}.tflite"
+    model.write_bytes(embed_metadata(path.read_bytes(), {**mf.meta, "borderline_band": band}))
+    preds = predict_images(model, files, verify_manifest=False)
+    # the interpreter's part on this machine (LiteRT), the rest through the app's code
+    it = _litert(model)
+    inp, outd = it.get_input_details()[0], it.get_output_details()[0]
+    fed_py, outs = [], []
+    for xi in x:
+        q = quantize(xi[None], inp)
+        fed_py.append(q.tobytes())
+        it.set_tensor(inp["index"], q)
+        it.invoke()
+        outs.append(it.get_tensor(outd["index"]).tobytes())
+    npy = tmp_path / "inputs.npy"
+    np.save(npy, x)
+    (tmp_path / "outputs.bin").write_bytes(b"".join(outs))
+    res = json.loads(kotlin(TOOL, "score", model, npy, tmp_path / "outputs.bin", tmp_path / "fed.bin").stdout)
+    assert (tmp_path / "fed.bin").read_bytes() == b"".join(fed_py), "the app fed other input tensors"
+    assert res["n"] == len(files) and res["dtype"] == np.dtype(outd["dtype"]).name
+    pos = mf.config.positive_index
+    for i, p in enumerate(preds):
+        np.testing.assert_allclose(res["probabilities"][i], list(p.probabilities.values()), atol=1e-6)
+        assert (res["decisions"][i] == mf.config.labels[pos]) == (p.decision == "refer"), (files[i].name, p)
+        assert res["borderline"][i] == p.borderline, (files[i].name, p.score, p.threshold, band)
+    flags = [p.borderline for p in preds]
+    assert 0 < sum(flags) < len(flags)

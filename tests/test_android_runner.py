@@ -59,7 +59,15 @@ if args[:3] == ["shell", "pm", "path"]:
     if mode != "no-app":
         print("package:/data/app/~~x==/org.edgeretina.demo-y==/base.apk")
     sys.exit(0)
+phone = os.environ.get("FAKE_PHONE_DIR")  # the phone's files: pushed paths kept under it
+
+def on_phone(remote):
+    return os.path.join(phone, remote.lstrip("/").replace("/", "__"))
+
 if args[:1] == ["push"]:
+    if phone:
+        import shutil
+        shutil.copyfile(args[1], on_phone(args[2]))
     print(f"{args[1]}: 1 file pushed, 0 skipped. 91.3 MB/s (123456 bytes in 0.001s)")
     sys.exit(0)
 if args[:3] == ["shell", "am", "start"]:
@@ -68,6 +76,36 @@ if args[:3] == ["shell", "am", "start"]:
         print("Error type 3")
         print("Error: Activity class {org.edgeretina.demo/org.edgeretina.demo.BenchmarkActivity} does not exist.")
         sys.exit(0)
+    extras = {args[i + 1]: args[i + 2] for i in range(len(args) - 2) if args[i] in ("--es", "--ei")}
+    if phone and "inputs" in extras and mode != "old-app":
+        # the app's benchmark mode, played by LiteRT on this machine: each input quantised as the app does
+        # (round half to even of x / scale + zero point), the raw output tensor returned per image
+        import numpy as np
+        from ai_edge_litert.interpreter import Interpreter
+        it = Interpreter(model_path=on_phone(extras["model"]), num_threads=1)
+        it.allocate_tensors()
+        i_d, o_d = it.get_input_details()[0], it.get_output_details()[0]
+        x = np.load(on_phone(extras["inputs"]))
+        raw = []
+        for xi in x:
+            feed = xi[None].astype(np.float32)
+            if i_d["dtype"] != np.float32:
+                sc, zp = i_d["quantization"]
+                info = np.iinfo(i_d["dtype"])
+                feed = np.clip(np.round(feed / sc + zp), info.min, info.max).astype(i_d["dtype"])
+            it.set_tensor(i_d["index"], feed)
+            it.invoke()
+            raw.append(it.get_tensor(o_d["index"]).reshape(-1).tolist())
+        if mode == "perturb":  # a phone whose kernels differ: the first image's outputs come out swapped
+            raw[0] = raw[0][::-1]
+        d = json.load(open(os.environ["FAKE_ADB_RESULT"]))
+        sc, zp = o_d["quantization"]
+        d["output"] = {"name": o_d["name"], "dtype": np.dtype(o_d["dtype"]).name,
+                       "shape": [int(v) for v in o_d["shape"]], "scale": float(sc), "zero_point": int(zp)}
+        d["outputs"] = {"inputs": extras["inputs"], "n": len(raw), "dtype": np.dtype(o_d["dtype"]).name,
+                        "raw": raw, "probabilities": [], "decisions": [], "borderline": []}
+        d["run_id"] = extras["run_id"]
+        json.dump(d, open(on_phone("result-" + extras["run_id"]), "w"))
     print("Starting: Intent { cmp=org.edgeretina.demo/.BenchmarkActivity (has extras) }")
     print("Status: ok\nLaunchState: COLD\nActivity: org.edgeretina.demo/.BenchmarkActivity\nTotalTime: 412\nWaitTime: 415\nComplete")
     sys.exit(0)
@@ -75,7 +113,14 @@ if args[:2] == ["exec-out", "cat"] and "/sdcard/Android/data/" in args[2]:
     if mode == "never":
         sys.stderr.write(f"cat: {args[2]}: No such file or directory\n")
         sys.exit(1)
-    sys.stdout.write(open(os.environ["FAKE_ADB_RESULT"]).read())
+    run_id = os.path.basename(args[2])[:-len(".json")]
+    scored = on_phone("result-" + run_id) if phone else ""
+    text = open(scored if os.path.exists(scored) else os.environ["FAKE_ADB_RESULT"]).read()
+    if mode == "old-app":  # an app from before issue 17: timing only, no per-image outputs
+        d = json.loads(text)
+        d.pop("outputs", None)
+        text = json.dumps(d)
+    sys.stdout.write(text)
     sys.exit(0)
 if args[:1] == ["exec-out"]:
     sys.stderr.write("run-as: package not debuggable: org.edgeretina.demo\n")
@@ -100,7 +145,11 @@ def fake_adb(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.setenv("FAKE_ADB_LOG", str(log))
     monkeypatch.setenv("FAKE_ADB_RESULT", str(FIXTURE))
+    phone = tmp_path / "phone"
+    phone.mkdir()
+    monkeypatch.setenv("FAKE_PHONE_DIR", str(phone))
     monkeypatch.delenv("EDGERETINA_ADB", raising=False)
+    monkeypatch.delenv("EDGERETINA_ANDROID_SCORES", raising=False)
     monkeypatch.delenv("ANDROID_SERIAL", raising=False)
     return lambda: [json.loads(line) for line in log.read_text().splitlines()]
 
@@ -176,7 +225,7 @@ def test_device_choice(fake_adb, monkeypatch):
 # ------------------------------------------------------------------------------------------- full flow
 def test_full_flow_parses_the_apps_json(fake_adb, tflite):
     runner = android.load(tflite, meta={}, threads=2, delegate="cpu")
-    assert runner.supports_predict is False and runner.device == "android"
+    assert runner.supports_predict is True and runner.device == "android"
     x = np.zeros((3, 224, 224, 3), np.float32)
     t = runner.time(x, runs=4, warmup=2)
     fixture = json.loads(FIXTURE.read_text())
@@ -199,8 +248,16 @@ def test_full_flow_parses_the_apps_json(fake_adb, tflite):
     push = next(c for c in calls if c[2:3] == ["push"])
     assert push[3] == str(tflite) and push[4] == extras["model"]
     assert any(c[2:4] == ["shell", "rm"] for c in calls)  # the pushed model is removed afterwards
-    with pytest.raises(DeviceError):
-        runner.predict(x)
+    # the app's serializer's per-image outputs block (int8 output: dequantised with the output tensor's params)
+    res = android.parse_result(FIXTURE.read_text())
+    assert res.outputs["n"] == 3 and res.outputs["decisions"] == ["normal", "glaucoma", "normal"]
+    assert res.outputs["borderline"] == [False, False, True]  # p = 0.488, within ±0.4 logit of 0.5
+    np.testing.assert_allclose(res.raw_outputs(), (np.asarray(res.outputs["raw"]) + 128) * 0.00390625)
+    np.testing.assert_allclose(res.raw_outputs(), res.outputs["probabilities"])
+    host = android.AndroidRunner(tflite, scores="host")
+    assert host.supports_predict is False and host.score_note == android.HOST_NOTE
+    with pytest.raises(DeviceError, match="EDGERETINA_ANDROID_SCORES=host"):
+        host.predict(x)
 
 
 @pytest.mark.parametrize("mode,expect", [
@@ -245,6 +302,70 @@ def test_runner_argument_errors(fake_adb, tmp_path, tflite):
         android.AndroidRunner(keras_file)
     with pytest.raises(DeviceError, match="unknown delegate 'npu'"):
         android.AndroidRunner(tflite, delegate="npu")
+    with pytest.raises(DeviceError, match="unknown scores source 'cloud'"):
+        android.AndroidRunner(tflite, scores="cloud")
+
+
+# -------------------------------------------------------------------------------- the phone's own outputs
+def test_predict_returns_the_phones_outputs(fake_adb, real_tflite, monkeypatch):
+    """predict(x) pushes the inputs, the (fake) phone runs the model on each and returns raw outputs; the
+    runner turns them into probabilities like the host runner and compares with the same file on the host."""
+    from edgeretina.benchmarks.modelfile import open_model
+    from edgeretina.benchmarks.runners.litert import LiteRTRunner
+
+    mf = open_model(real_tflite)
+    x = np.random.default_rng(0).uniform(-1, 1, (5, 32, 32, 3)).astype(np.float32)
+    runner = android.load(real_tflite, meta=mf.meta)
+    probs = runner.predict(x)
+    host = LiteRTRunner.from_model(mf).predict(x)
+    np.testing.assert_array_equal(probs, host)  # same kernels here: the very same numbers
+    f = runner.facts if runner.result else {}
+    assert runner.scored.outputs["n"] == 5
+    assert runner.vs_host == {"n": 5, "max_abs_diff": 0.0, "identical": 5, "argmax_differs": 0}
+    calls = fake_adb()
+    start = next(c for c in calls if c[2:5] == ["shell", "am", "start"])
+    assert "--es" in start and start[start.index("inputs") + 1].endswith("-inputs.npy")
+    assert sum(1 for c in calls if c[2:4] == ["shell", "rm"]) == 2  # model and inputs removed
+    assert f == {}
+    monkeypatch.setenv("FAKE_ADB_MODE", "perturb")
+    swapped = android.load(real_tflite, meta=mf.meta).predict(x)
+    np.testing.assert_array_equal(swapped[0], host[0][::-1])
+    np.testing.assert_array_equal(swapped[1:], host[1:])
+
+
+def test_an_app_without_outputs_is_a_one_line_error(fake_adb, real_tflite, monkeypatch):
+    monkeypatch.setenv("FAKE_ADB_MODE", "old-app")
+    with pytest.raises(DeviceError) as e:
+        android.load(real_tflite, meta={}).predict(np.zeros((2, 32, 32, 3), np.float32))
+    assert "returned no per-image outputs" in _one_line(e.value) and "EDGERETINA_ANDROID_SCORES=host" in str(e.value)
+
+
+def test_bench_android_scores_come_from_the_phone(fake_adb, real_tflite, tmp_path, monkeypatch):
+    """edgeretina bench --device cpu --device android with the fake adb: the android row's AUROC and flips
+    are computed from the phone's outputs (a phone that swaps one image's outputs shows that flip), the
+    row says so, and EDGERETINA_ANDROID_SCORES=host gives the host's scores, labelled as the fallback."""
+    from click.testing import CliRunner
+
+    from edgeretina.cli import cli
+
+    def bench(out):
+        r = CliRunner().invoke(cli, ["bench", str(real_tflite), "--data", "synthetic:n=24,size=64", "--device", "cpu",
+                                     "--device", "android", "--out", str(out), "--runs", "1", "--warmup", "0",
+                                     "--stability", "off", "--n-boot", "0"])
+        assert r.exit_code == 0, r.output
+        rep = json.loads((out / "report.json").read_text())
+        return {row["device"]: row for row in rep["variants"]}, rep["dataset"]["n_images"]
+
+    monkeypatch.setenv("FAKE_ADB_MODE", "perturb")
+    rows, n = bench(tmp_path / "phone")
+    cpu, phone = rows["cpu"], rows["android"]
+    assert phone["note"] == android.PHONE_NOTE and phone["device_info"]["scores"] == "phone"
+    assert phone["device_info"]["vs_host"]["argmax_differs"] == 1
+    assert cpu["flip_rate"] == 0 and phone["flip_rate"] == pytest.approx(1 / n)  # the one swapped image
+    monkeypatch.setenv("EDGERETINA_ANDROID_SCORES", "host")
+    rows, _ = bench(tmp_path / "host")
+    assert rows["android"]["note"] == android.HOST_NOTE and rows["android"]["flip_rate"] == 0
+    assert rows["android"]["device_info"]["scores"].startswith("host")
 
 
 # ------------------------------------------------------------------------------------ through the CLI

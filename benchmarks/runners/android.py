@@ -7,8 +7,15 @@ activity with ``--es model … --ei runs N --ei warmup W --ei threads T --es del
 dirs; also logged to logcat with tag ``EdgeRetinaBench``) → parse it into a :class:`Timing` plus the
 phone's facts (model, SoC, Android version, delegate actually applied).
 
-Only latency is measured on the phone; the harness takes scores from the same file on the host (LiteRT),
-so ``supports_predict`` is False. Every problem — no adb, no phone, an unauthorised or offline phone,
+Scores come from the phone too (issue 17): ``predict(x)`` writes the preprocessed inputs as a float32
+``.npy``, pushes it with the model and starts the activity with ``--es inputs …``; the app runs the model on
+every input and returns each image's raw output tensor (and its own probabilities, decision and borderline
+flag); the runner turns the raw outputs into probabilities exactly as the host runner does (dequantised
+with the output tensor's scale/zero point, the metadata's activation), so AUROC and flips in the report are
+the phone's. It also scores the same inputs with the same file on the host and reports the difference
+(``facts["vs_host"]``: max |Δ raw output|, decisions that differ). ``EDGERETINA_ANDROID_SCORES=host``
+(or ``scores="host"``) is the fallback: the phone only times and the report's scores are the host's,
+labelled so in the row's note and ``facts["scores"]``. Every problem — no adb, no phone, an unauthorised or offline phone,
 several phones and no serial, app not installed, a failed run on the phone, a timeout — is a one-line
 :class:`~edgeretina.errors.DeviceError`.
 
@@ -16,7 +23,8 @@ Settings (keyword arguments, or environment variables for ``edgeretina bench --d
 ``EDGERETINA_ADB`` (adb path; default ``adb`` on PATH), ``ANDROID_SERIAL`` (which phone),
 ``EDGERETINA_ANDROID_DELEGATE`` (``cpu`` = XNNPACK, ``gpu`` = GPU delegate; default cpu),
 ``EDGERETINA_ANDROID_TIMEOUT`` (seconds to wait for one model's result; default 600),
-``EDGERETINA_ANDROID_REMOTE_DIR`` (where models are pushed; default ``/data/local/tmp/edgeretina``).
+``EDGERETINA_ANDROID_REMOTE_DIR`` (where models are pushed; default ``/data/local/tmp/edgeretina``),
+``EDGERETINA_ANDROID_SCORES`` (``phone``: scores from the phone's outputs, the default; ``host``: fallback).
 """
 from __future__ import annotations
 
@@ -45,6 +53,9 @@ RESULT_SCHEMA = "edgeretina.android-bench/1"
 RESULT_DIR = "bench"  # under the app's files dirs
 LOG_TAG = "EdgeRetinaBench"
 DELEGATES = ("cpu", "gpu")
+SCORES = ("phone", "host")  # where the report's scores come from
+HOST_NOTE = "scores from the same file on the host (LiteRT; EDGERETINA_ANDROID_SCORES=host fallback); latency from the phone"
+PHONE_NOTE = "scores and latency from the phone (its own outputs)"
 DEFAULT_THREADS = 4
 DEFAULT_TIMEOUT_S = 600.0
 
@@ -187,6 +198,33 @@ class AndroidResult:
     raw: dict[str, Any]
 
     @property
+    def outputs(self) -> dict[str, Any] | None:
+        """The per-image outputs block (``raw``, ``probabilities``, ``decisions``, ``borderline``, ``dtype``,
+        ``n``) when the run was given inputs; None otherwise."""
+        o = self.raw.get("outputs")
+        return o if isinstance(o, dict) else None
+
+    def raw_outputs(self) -> np.ndarray:
+        """The phone's raw output tensors (N, outputs), dequantised like the host runner does:
+        ``(q − zero_point) · scale`` for an integer output tensor, float64."""
+        o = self.outputs
+        if o is None or not isinstance(o.get("raw"), list):
+            raise DeviceError("android: the phone returned no per-image outputs (is the app up to date? it must "
+                              "accept '--es inputs'); set EDGERETINA_ANDROID_SCORES=host to take scores from the host")
+        try:
+            a = np.asarray(o["raw"], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DeviceError("android: the phone's per-image outputs are not a numeric matrix") from None
+        a = a.reshape(len(a), -1)
+        if str(o.get("dtype", "float32")) in ("int8", "uint8", "int16"):
+            t = self.raw.get("output") or {}
+            scale, zp = float(t.get("scale") or 0.0), int(t.get("zero_point") or 0)
+            if not scale:
+                raise DeviceError("android: integer outputs without a scale in the result's 'output' tensor")
+            a = (a - zp) * scale
+        return a
+
+    @property
     def label(self) -> str:
         """e.g. ``Google Pixel 7 · Google Tensor G2 · Android 14 · xnnpack×4``."""
         d = self.device
@@ -250,11 +288,10 @@ class AndroidRunner:
     """
 
     device = "android"
-    supports_predict = False
 
     def __init__(self, path: str | os.PathLike, *, threads: int | None = None, delegate: str | None = None,
                  serial: str | None = None, adb: str | None = None, timeout_s: float | None = None,
-                 package: str = PACKAGE, poll_s: float = 1.0):
+                 package: str = PACKAGE, poll_s: float = 1.0, meta: dict | None = None, scores: str | None = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise DeviceError(f"android: {self.path}: no such model file")
@@ -264,6 +301,12 @@ class AndroidRunner:
         self.delegate = (delegate or os.environ.get("EDGERETINA_ANDROID_DELEGATE") or "cpu").lower()
         if self.delegate not in DELEGATES:
             raise DeviceError(f"android: unknown delegate '{self.delegate}' (choose from: {', '.join(DELEGATES)})")
+        self.scores = (scores or os.environ.get("EDGERETINA_ANDROID_SCORES") or "phone").lower()
+        if self.scores not in SCORES:
+            raise DeviceError(f"android: unknown scores source '{self.scores}' (choose from: {', '.join(SCORES)})")
+        self.meta = dict(meta or {})
+        self.scored: AndroidResult | None = None  # the run that returned per-image outputs
+        self.vs_host: dict[str, Any] | None = None
         env_timeout = os.environ.get("EDGERETINA_ANDROID_TIMEOUT")
         self.timeout_s = float(timeout_s or env_timeout or DEFAULT_TIMEOUT_S)
         self.package = package
@@ -273,9 +316,46 @@ class AndroidRunner:
         self.result: AndroidResult | None = None
 
     # the Runner protocol -----------------------------------------------------------------------------
+    @property
+    def supports_predict(self) -> bool:
+        """True: the report's scores are the phone's (``predict``); False (``scores='host'``): host fallback."""
+        return self.scores == "phone"
+
+    @property
+    def score_note(self) -> str:
+        return PHONE_NOTE if self.supports_predict else HOST_NOTE
+
     def predict(self, x: np.ndarray) -> np.ndarray:
-        raise DeviceError("android: the phone benchmark measures latency only; scores come from the same "
-                          ".tflite on the host (device 'cpu')")
+        """Probabilities (N, outputs) computed from the phone's own output tensors for the inputs ``x``
+        (float32 (N, H, W, 3), the model's preprocessing already applied, as for every runner)."""
+        if not self.supports_predict:
+            raise DeviceError("android: EDGERETINA_ANDROID_SCORES=host: the phone only times; scores come from the "
+                              "same .tflite on the host (device 'cpu')")
+        from edgeretina.runtime.decisions import outputs_logits, to_probabilities
+
+        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        self.scored = self.benchmark(runs=1, warmup=0, inputs=x)
+        raw = self.scored.raw_outputs()
+        if len(raw) != len(x):
+            raise DeviceError(f"android: the phone returned {len(raw)} outputs for {len(x)} inputs")
+        self.vs_host = self._compare_with_host(x, raw)
+        out = self.meta.get("output") if isinstance(self.meta.get("output"), dict) else {}
+        activation = out.get("activation") or ("sigmoid" if self.meta.get("kind") == "multilabel" else "softmax")
+        return to_probabilities(raw, outputs_logits(out), activation)
+
+    def _compare_with_host(self, x: np.ndarray, raw: np.ndarray) -> dict[str, Any] | None:
+        """The same inputs through the same file on this machine's LiteRT: how far the phone's kernels are from
+        the host's (max |Δ| of the dequantised raw outputs, images whose top output differs)."""
+        try:
+            from edgeretina.runtime import LiteRTModel
+
+            host = np.asarray(LiteRTModel(self.path, threads=None).raw(x), dtype=np.float64).reshape(len(x), -1)
+        except Exception as e:  # noqa: BLE001 - a host that cannot run the file: the phone's numbers still stand
+            return {"error": f"host LiteRT could not run the file ({type(e).__name__})"}
+        d = np.abs(host - raw)
+        return {"n": int(len(x)), "max_abs_diff": float(d.max()) if d.size else 0.0,
+                "identical": int(np.sum(np.all(d == 0, axis=1))),
+                "argmax_differs": int(np.sum(np.argmax(host, 1) != np.argmax(raw, 1)))}
 
     def time(self, x: np.ndarray | None = None, runs: int = 10, warmup: int = 3) -> Timing:
         n_images = 1 if x is None else max(1, len(x))
@@ -287,9 +367,13 @@ class AndroidRunner:
         """The phone's facts from the last run (empty before ``time``)."""
         if self.result is None:
             return {}
-        return {**self.result.device, "delegate": self.result.delegate,
-                "delegate_applied": self.result.delegate_applied, "threads": self.result.threads,
-                "runtime": self.result.runtime, "label": self.result.label}
+        out = {**self.result.device, "delegate": self.result.delegate,
+               "delegate_applied": self.result.delegate_applied, "threads": self.result.threads,
+               "runtime": self.result.runtime, "label": self.result.label,
+               "scores": "phone" if self.scored is not None else "host (fallback: EDGERETINA_ANDROID_SCORES=host)"}
+        if self.vs_host is not None:
+            out["vs_host"] = dict(self.vs_host)
+        return out
 
     # steps -------------------------------------------------------------------------------------------
     def _sh(self, args: Sequence[str], timeout: float = 60.0, check: bool = True):
@@ -303,16 +387,31 @@ class AndroidRunner:
 
     def push_model(self) -> str:
         h = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
+        return self.push(self.path, f"{h}-{self.path.name}")
+
+    def push(self, local: Path, name: str) -> str:
         remote_dir = os.environ.get("EDGERETINA_ANDROID_REMOTE_DIR") or REMOTE_DIR
-        remote = f"{remote_dir.rstrip('/')}/{h}-{self.path.name}"
+        remote = f"{remote_dir.rstrip('/')}/{name}"
         self._sh(["shell", "mkdir", "-p", remote_dir])
-        self._sh(["push", str(self.path), remote], timeout=300)
+        self._sh(["push", str(local), remote], timeout=900)
         return remote
 
-    def start(self, remote: str, runs: int, warmup: int, run_id: str) -> None:
+    def push_inputs(self, x: np.ndarray) -> str:
+        """``x`` as a float32 .npy on the phone (what the app's ``--es inputs`` reads)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="edgeretina-android-") as d:
+            local = Path(d) / "inputs.npy"
+            np.save(local, np.ascontiguousarray(x, dtype="<f4"))
+            h = hashlib.sha256(local.read_bytes()).hexdigest()[:12]
+            return self.push(local, f"{h}-inputs.npy")
+
+    def start(self, remote: str, runs: int, warmup: int, run_id: str, inputs: str | None = None) -> None:
         args = ["shell", "am", "start", "-W", "-S", "-n", f"{self.package}/.BenchmarkActivity",
                 "--es", "model", remote, "--ei", "runs", str(runs), "--ei", "warmup", str(warmup),
                 "--ei", "threads", str(self.threads), "--es", "delegate", self.delegate, "--es", "run_id", run_id]
+        if inputs:
+            args += ["--es", "inputs", inputs]
         p = self._sh(args, timeout=120)
         text = (p.stdout or "") + (p.stderr or "")
         for line in text.splitlines():
@@ -334,14 +433,20 @@ class AndroidRunner:
                 return out
         return None
 
-    def benchmark(self, runs: int, warmup: int) -> AndroidResult:
-        """Push, start, wait and parse one benchmark-mode run (``runs`` timed inferences)."""
+    def benchmark(self, runs: int, warmup: int, inputs: np.ndarray | None = None) -> AndroidResult:
+        """Push, start, wait and parse one benchmark-mode run (``runs`` timed inferences; with ``inputs``,
+        also the model's outputs on each of them)."""
         self.ensure_app()
         remote = self.push_model()
-        run_id = f"er-{uuid.uuid4().hex[:12]}"
-        self.start(remote, runs, warmup, run_id)
-        deadline = time.monotonic() + self.timeout_s
+        pushed = [remote]
         try:
+            remote_inputs = None
+            if inputs is not None:
+                remote_inputs = self.push_inputs(inputs)
+                pushed.append(remote_inputs)
+            run_id = f"er-{uuid.uuid4().hex[:12]}"
+            self.start(remote, runs, warmup, run_id, inputs=remote_inputs)
+            deadline = time.monotonic() + self.timeout_s
             while True:
                 text = self.fetch(run_id)
                 if text is not None:
@@ -351,11 +456,14 @@ class AndroidRunner:
                                       f"{self.timeout_s:.0f} s (see 'adb logcat -s {LOG_TAG}')")
                 time.sleep(self.poll_s)
         finally:
-            self._sh(["shell", "rm", "-f", shlex.quote(remote)], check=False)
+            for r in pushed:
+                self._sh(["shell", "rm", "-f", shlex.quote(r)], check=False)
 
 
 def load(path: str | os.PathLike, *, meta: dict | None = None, threads: int | None = None,
          delegate: str | None = None, serial: str | None = None, adb: str | None = None,
-         timeout_s: float | None = None) -> AndroidRunner:
-    """The device registry's entry point (``benchmarks/devices.py``): an :class:`AndroidRunner`."""
-    return AndroidRunner(path, threads=threads, delegate=delegate, serial=serial, adb=adb, timeout_s=timeout_s)
+         timeout_s: float | None = None, scores: str | None = None) -> AndroidRunner:
+    """The device registry's entry point (``benchmarks/devices.py``): an :class:`AndroidRunner`; ``meta`` (the
+    model's edgeretina metadata) says how its outputs become probabilities."""
+    return AndroidRunner(path, threads=threads, delegate=delegate, serial=serial, adb=adb, timeout_s=timeout_s,
+                         meta=meta, scores=scores)

@@ -8,6 +8,8 @@ import android.widget.TextView
 import org.edgeretina.core.BenchmarkRequest
 import org.edgeretina.core.BenchmarkResult
 import org.edgeretina.core.CoreException
+import org.edgeretina.core.ImageOutputs
+import org.edgeretina.core.NpyFloats
 import org.edgeretina.core.RgbImage
 import java.io.File
 import java.security.MessageDigest
@@ -21,11 +23,14 @@ import java.util.TimeZone
  *
  *     adb shell am start -W -n org.edgeretina.demo/.BenchmarkActivity \
  *         --es model /data/local/tmp/edgeretina/model_int8.tflite \
- *         --ei runs 50 --ei warmup 5 --ei threads 4 --es delegate cpu --es run_id r1
+ *         --ei runs 50 --ei warmup 5 --ei threads 4 --es delegate cpu --es run_id r1 \
+ *         [--es inputs /data/local/tmp/edgeretina/inputs.npy]
  *
  * Loads the model (refusing one without edgeretina metadata), prepares one input tensor from a synthetic
  * fundus-like image through the model's own preprocessing, runs `warmup` untimed and `runs` timed batch-1
- * inferences, and writes the result JSON (schema edgeretina.android-bench/1) to
+ * inferences; with `inputs` (float32 .npy of preprocessed images, N×H×W×3) it also runs the model on every
+ * one of them and returns the per-image outputs (raw output tensor, probabilities, decision, borderline),
+ * so the host scores the phone's own numbers. It writes the result JSON (schema edgeretina.android-bench/1) to
  * `<external files>/bench/<run_id>.json` and `<files>/bench/<run_id>.json`, and one logcat line
  * (tag EdgeRetinaBench). Failures are written the same way with "status": "error", so the host never
  * waits for a result that will not come. The activity finishes itself when done.
@@ -45,7 +50,7 @@ class BenchmarkActivity : Activity() {
             BenchmarkRequest.of(
                 extras?.getString("model"),
                 intOrNull(extras, "runs"), intOrNull(extras, "warmup"), intOrNull(extras, "threads"),
-                extras?.getString("delegate"), extras?.getString("run_id")
+                extras?.getString("delegate"), extras?.getString("run_id"), extras?.getString("inputs")
             )
         } catch (e: CoreException) {
             val fallback = BenchmarkRequest("", 1, 0, 1, "cpu", extras?.getString("run_id")?.takeIf { SAFE.matches(it) } ?: "latest")
@@ -72,10 +77,16 @@ class BenchmarkActivity : Activity() {
                 classifier.invoke()
                 samples[i] = (SystemClock.elapsedRealtimeNanos() - t0) / 1e6
             }
+            val outputs = req.inputs?.let { path ->
+                NpyFloats.open(File(path)).use { inputs ->
+                    val c = classifier!!
+                    ImageOutputs.score(c.model, inputs) { tensor -> c.runBytes(tensor) }
+                }
+            }
             BenchmarkResult(
                 req, DeviceFacts.read(), samples, classifier.delegateApplied, classifier.model.input,
                 classifier.model.output, file.length(), sha256(file), classifier.loadMs, runtime(),
-                BuildConfig.VERSION_NAME, now()
+                BuildConfig.VERSION_NAME, now(), outputs = outputs
             )
         } catch (e: Throwable) {
             failure(req, (e.message ?: e.javaClass.simpleName).lineSequence().first(), file)

@@ -77,9 +77,20 @@ class LiteRtClassifier private constructor(
         return out
     }
 
+    /** One inference on prepared input tensor bytes (little-endian); returns the raw output bytes. */
+    fun runBytes(bytes: ByteArray): ByteArray {
+        loadBytes(bytes)
+        invoke()
+        val out = ByteArray(output.capacity())
+        output.rewind()
+        output.get(out)
+        return out
+    }
+
     /** Copy [tensor] into the input buffer (once, for benchmark loops). */
-    fun load(tensor: InputTensor) {
-        val bytes = tensor.toBytes()  // little-endian, as every Android ABI is
+    fun load(tensor: InputTensor) = loadBytes(tensor.toBytes())  // little-endian, as every Android ABI is
+
+    private fun loadBytes(bytes: ByteArray) {
         require(bytes.size == input.capacity()) { "input tensor has ${input.capacity()} bytes, got ${bytes.size}" }
         input.rewind()
         input.put(bytes)

@@ -256,6 +256,9 @@ class MainActivity : Activity() {
                 if (p.threshold != null && c.model.config.isBinary) {
                     lines.append("  (p = %.3f, threshold %.3f)".format(p.score, p.threshold))
                 }
+                if (p.borderline == true) {
+                    lines.append("\nBorderline: within ±%.3g logit of the threshold — retake advised".format(p.borderlineBand))
+                }
                 lines.append("\nTop class: ${p.topLabel} (%.1f %%)".format(100 * p.probabilities[p.topIndex]))
                 for (i in p.labels.indices) lines.append("\n  ${p.labels[i]}: %.3f".format(p.probabilities[i]))
                 lines.append("\nInference %.1f ms on %s · preprocessing %.1f ms".format(r.inferenceMs, c.delegateApplied, r.preprocessMs))

@@ -13,11 +13,13 @@ class BenchmarkRequest(
     val warmup: Int,
     val threads: Int,
     val delegate: String,
-    val runId: String
+    val runId: String,
+    /** Optional `--es inputs <file.npy>`: float32 (N, H, W, 3) model inputs to score one by one (issue 17). */
+    val inputs: String? = null
 ) {
     fun toMap(): Map<String, Any?> = linkedMapOf(
         "model" to model, "runs" to runs, "warmup" to warmup, "threads" to threads, "delegate" to delegate,
-        "run_id" to runId
+        "run_id" to runId, "inputs" to inputs
     )
 
     companion object {
@@ -27,7 +29,8 @@ class BenchmarkRequest(
         const val DEFAULT_THREADS = 4
 
         /** Validate intent extras (null = not given). Problems are one-line [CoreException]s. */
-        fun of(model: String?, runs: Int?, warmup: Int?, threads: Int?, delegate: String?, runId: String?): BenchmarkRequest {
+        fun of(model: String?, runs: Int?, warmup: Int?, threads: Int?, delegate: String?, runId: String?,
+               inputs: String? = null): BenchmarkRequest {
             if (model.isNullOrEmpty()) throw CoreException("benchmark: --es model <path to .tflite> is required")
             val r = runs ?: DEFAULT_RUNS
             val w = warmup ?: DEFAULT_WARMUP
@@ -39,7 +42,10 @@ class BenchmarkRequest(
             if (d !in DELEGATES) throw CoreException("benchmark: delegate must be cpu or gpu (got '$d')")
             val id = if (runId.isNullOrEmpty()) "latest" else runId
             if (!SAFE_ID.matches(id)) throw CoreException("benchmark: run_id may hold only letters, digits, '-', '_' and '.'")
-            return BenchmarkRequest(model, r, w, t, d, id)
+            if (inputs != null && !inputs.endsWith(".npy")) {
+                throw CoreException("benchmark: inputs must be a .npy file of float32 model inputs (got '$inputs')")
+            }
+            return BenchmarkRequest(model, r, w, t, d, id, if (inputs.isNullOrEmpty()) null else inputs)
         }
 
         private val SAFE_ID = Regex("[A-Za-z0-9._-]{1,64}")
@@ -101,7 +107,9 @@ class BenchmarkResult(
     val runtime: String,
     val appVersion: String,
     val timestamp: String,
-    val error: String? = null
+    val error: String? = null,
+    /** The per-image outputs for `inputs` (null when the request had none). */
+    val outputs: ImageOutputs? = null
 ) {
     val stats: LatencyStats? get() = if (samplesMs.isEmpty()) null else LatencyStats.of(samplesMs)
 
@@ -134,6 +142,7 @@ class BenchmarkResult(
         m["runtime"] = runtime
         m["app_version"] = appVersion
         m["timestamp"] = timestamp
+        if (outputs != null) m["outputs"] = outputs.toMap()
         return m
     }
 
@@ -150,5 +159,117 @@ class BenchmarkResult(
         const val RESULT_DIR = "bench"
 
         fun fileName(runId: String) = "$runId.json"
+    }
+}
+
+/**
+ * The model's own outputs on the phone for a batch of inputs the host sent (`edgeretina bench --device
+ * android` then computes AUROC and decision flips from them). [raw]: the output tensor's values exactly as
+ * the interpreter wrote them (integers for a quantised output, float32 values otherwise), one row per image;
+ * [predictions]: what the app makes of them (probabilities, decision, borderline flag).
+ */
+class ImageOutputs(val source: String, val dtype: String, val raw: List<List<Number>>, val predictions: List<Prediction>) {
+    fun toMap(): Map<String, Any?> = linkedMapOf(
+        "inputs" to source, "n" to raw.size, "dtype" to dtype, "raw" to raw,
+        "probabilities" to predictions.map { it.probabilities.toList() },
+        "decisions" to predictions.map { it.decision },
+        "borderline" to predictions.map { it.borderline }
+    )
+
+    companion object {
+        /**
+         * Score every image of [inputs] with [invoke] (the interpreter: input tensor bytes -> output tensor
+         * bytes), preparing each input exactly as the app does (int8 models: quantised with the input tensor's
+         * scale and zero point) and reading the output with the model's own post-processing.
+         */
+        fun score(model: EdgeModel, inputs: NpyFloats, invoke: (ByteArray) -> ByteArray): ImageOutputs {
+            val shape = model.input.shape
+            val want = shape.drop(1)
+            if (inputs.shape.drop(1) != want) {
+                throw CoreException("${inputs.source}: inputs have shape ${inputs.shape} but the model takes " +
+                    "(N, ${want.joinToString(", ")})")
+            }
+            val raw = ArrayList<List<Number>>(inputs.count)
+            val preds = ArrayList<Prediction>(inputs.count)
+            val post = model.postprocessor
+            for (i in 0 until inputs.count) {
+                val out = invoke(InputTensor.from(inputs.read(i), model.input).toBytes())
+                raw.add(rawValues(out, model.output.type))
+                preds.add(post.fromBytes(out))
+            }
+            return ImageOutputs(inputs.source, model.output.type.dtype, raw, preds)
+        }
+
+        fun rawValues(out: ByteArray, type: TensorType): List<Number> = when (type) {
+            TensorType.FLOAT32 -> {
+                val bb = java.nio.ByteBuffer.wrap(out).order(java.nio.ByteOrder.LITTLE_ENDIAN)
+                List(out.size / 4) { bb.getFloat(4 * it).toDouble() }
+            }
+            TensorType.INT8, TensorType.UINT8 -> Quant.ints(out, type).toList()
+            else -> throw CoreException("output tensor type ${type.dtype} is not supported")
+        }
+    }
+}
+
+/**
+ * A little-endian float32 `.npy` file (numpy format 1.0/2.0/3.0, C order), read one leading-axis item at a
+ * time so that hundreds of 224x224x3 inputs never sit in the Java heap together.
+ */
+class NpyFloats private constructor(private val file: java.io.RandomAccessFile, val source: String,
+                                    val shape: List<Int>, private val dataOffset: Long) : java.io.Closeable {
+    val count: Int get() = shape[0]
+    val itemSize: Int get() = shape.drop(1).fold(1) { a, b -> a * b }
+
+    fun read(i: Int): FloatArray {
+        if (i < 0 || i >= count) throw CoreException("$source: item $i of $count")
+        val bytes = ByteArray(itemSize * 4)
+        file.seek(dataOffset + i.toLong() * bytes.size)
+        file.readFully(bytes)
+        val bb = java.nio.ByteBuffer.wrap(bytes).order(java.nio.ByteOrder.LITTLE_ENDIAN)
+        return FloatArray(itemSize) { bb.getFloat(4 * it) }
+    }
+
+    override fun close() = file.close()
+
+    companion object {
+        fun open(f: java.io.File): NpyFloats {
+            val raf = try {
+                java.io.RandomAccessFile(f, "r")
+            } catch (e: java.io.IOException) {
+                throw CoreException("${f.path}: cannot read the inputs (${e.message})")
+            }
+            try {
+                val magic = ByteArray(8)
+                raf.readFully(magic)
+                if (magic[0] != 0x93.toByte() || String(magic, 1, 5, Charsets.US_ASCII) != "NUMPY") {
+                    throw CoreException("${f.path}: not a .npy file")
+                }
+                val major = magic[6].toInt()
+                val hlen = if (major == 1) {
+                    val b = ByteArray(2); raf.readFully(b); (b[0].toInt() and 0xff) or ((b[1].toInt() and 0xff) shl 8)
+                } else {
+                    val b = ByteArray(4); raf.readFully(b)
+                    java.nio.ByteBuffer.wrap(b).order(java.nio.ByteOrder.LITTLE_ENDIAN).int
+                }
+                val hb = ByteArray(hlen)
+                raf.readFully(hb)
+                val header = String(hb, Charsets.ISO_8859_1)
+                val descr = Regex("'descr':\\s*'([^']*)'").find(header)?.groupValues?.get(1)
+                val fortran = Regex("'fortran_order':\\s*(True|False)").find(header)?.groupValues?.get(1)
+                val shapeText = Regex("'shape':\\s*\\(([^)]*)\\)").find(header)?.groupValues?.get(1)
+                if (descr != "<f4" || fortran != "False" || shapeText == null) {
+                    throw CoreException("${f.path}: expected a C-order little-endian float32 array, header $header".trim())
+                }
+                val shape = shapeText.split(",").map { it.trim() }.filter { it.isNotEmpty() }.map { it.toInt() }
+                if (shape.size < 2) throw CoreException("${f.path}: expected (N, ...) inputs, shape $shape")
+                val off = raf.filePointer
+                val need = off + shape.fold(1L) { a, b -> a * b } * 4
+                if (raf.length() < need) throw CoreException("${f.path}: truncated (${raf.length()} of $need bytes)")
+                return NpyFloats(raf, f.path, shape, off)
+            } catch (e: CoreException) {
+                raf.close()
+                throw e
+            }
+        }
     }
 }

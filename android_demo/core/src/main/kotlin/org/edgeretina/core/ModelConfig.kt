@@ -17,7 +17,9 @@ class ModelConfig(
     val arch: String?,
     val inputSize: Int?,
     val preprocessingJson: Any?,
-    val raw: Map<String, Any?>
+    val raw: Map<String, Any?>,
+    /** `borderline_band` (logit units) from the metadata, top level or under `extra`; null = none. */
+    val borderlineBand: Double? = null
 ) {
     val isBinary: Boolean get() = kind == "binary"
     val isMultilabel: Boolean get() = kind == "multilabel"
@@ -77,8 +79,20 @@ class ModelConfig(
                 task = o.string("task"), kind = kind, labels = labels, positiveIndex = pos,
                 threshold = threshold, thresholds = thresholds, outputKind = outputKind, activation = activation,
                 arch = o.stringOr("arch", null), inputSize = o.intOr("input_size", null),
-                preprocessingJson = map["preprocessing"], raw = map
+                preprocessingJson = map["preprocessing"], raw = map, borderlineBand = borderlineBand(map, source)
             )
+        }
+
+        const val BAND_KEY = "borderline_band"
+
+        /** The metadata's borderline band, as `edgeretina predict` reads it (benchmarks/predict.py). */
+        fun borderlineBand(map: Map<String, Any?>, source: String): Double? {
+            val v = map[BAND_KEY] ?: (map["extra"] as? Map<*, *>)?.get(BAND_KEY) ?: return null
+            val band = (v as? Number)?.toDouble() ?: Double.NaN
+            if (band.isNaN() || band.isInfinite() || band < 0) {
+                throw CoreException("$source: metadata '$BAND_KEY' must be a non-negative number of logits, not $v")
+            }
+            return band
         }
 
         /** Read the "edgeretina" metadata entry of a model; a model without it is refused. */

@@ -68,18 +68,30 @@ class Prediction(
     /** BINARY: the positive label when score >= threshold, else the other; MULTICLASS: the top label;
      *  MULTILABEL: the labels at or over their threshold, joined with ", " ("none" when empty). */
     val decision: String,
-    val positive: Boolean?
+    val positive: Boolean?,
+    /** True when the screening score lies within ±[borderlineBand] logits of its threshold (a benign retake
+     *  could flip the decision: ask for one); null when the model has no band or no screening threshold. */
+    val borderline: Boolean? = null,
+    val borderlineBand: Double? = null
 ) {
     val topLabel: String get() = labels[topIndex]
 
     fun toMap(): Map<String, Any?> = linkedMapOf(
         "labels" to labels, "probabilities" to probabilities.toList(), "top" to topLabel, "score" to score,
-        "threshold" to threshold, "decision" to decision, "positive" to positive
+        "threshold" to threshold, "decision" to decision, "positive" to positive, "borderline" to borderline,
+        "borderline_band" to borderlineBand
     )
+
+    fun withBorderline(near: Boolean?, band: Double?): Prediction =
+        Prediction(labels, probabilities, topIndex, score, threshold, decision, positive, near, band)
 }
 
-/** Output tensor -> probabilities (dequantise, activate logits) -> decision at the recommended threshold. */
-class Postprocessor(val config: ModelConfig, val output: TensorInfo) {
+/**
+ * Output tensor -> probabilities (dequantise, activate logits) -> decision at the recommended threshold, and
+ * the borderline flag of `edgeretina predict` (issue 18): the score within ±[band] logits of the threshold.
+ * [band] defaults to the metadata's `borderline_band` (null: no flag).
+ */
+class Postprocessor(val config: ModelConfig, val output: TensorInfo, val band: Double? = config.borderlineBand) {
 
     fun fromBytes(raw: ByteArray): Prediction = when (output.type) {
         TensorType.FLOAT32 -> {
@@ -97,6 +109,40 @@ class Postprocessor(val config: ModelConfig, val output: TensorInfo) {
     }
 
     fun decide(p: DoubleArray): Prediction {
+        val pred = decideOnly(p)
+        return pred.withBorderline(borderline(p), band)
+    }
+
+    /**
+     * Python's `mark_borderline` on this model's probabilities: binary — |logit(p(positive)) − logit(t)| ≤ band;
+     * multi-label — any label within the band of its own threshold (one shared threshold: the largest
+     * abnormal-label probability against it); DR grading — p(referable) = p(grade ≥ 2) against the threshold;
+     * other multi-class tasks (argmax, no threshold) — null.
+     */
+    fun borderline(p: DoubleArray): Boolean? {
+        val b = band ?: return null
+        return when (config.kind) {
+            "binary" -> {
+                val pos = config.positiveIndex ?: (p.size - 1)
+                near(if (p.size > 1) p[pos] else p[0], config.threshold ?: 0.5, b)
+            }
+            "multilabel" -> {
+                val ts = config.thresholds
+                if (ts != null) p.indices.any { near(p[it], ts[it], b) }
+                else {
+                    val abnormal = p.indices.filter { config.labels[it].toLowerCase() !in NORMAL_LABELS }.map { p[it] }
+                    near(if (abnormal.isEmpty()) p.max()!! else abnormal.max()!!, config.threshold ?: 0.5, b)
+                }
+            }
+            else -> if (config.task == "dr") {
+                var ref = 0.0
+                for (i in REFERABLE_GRADE until p.size) ref += p[i]
+                near(ref, config.threshold ?: 0.5, b)
+            } else null
+        }
+    }
+
+    private fun decideOnly(p: DoubleArray): Prediction {
         val labels = config.labels
         if (p.size != labels.size) throw CoreException("model output has ${p.size} values for ${labels.size} labels")
         var top = 0
@@ -121,6 +167,19 @@ class Postprocessor(val config: ModelConfig, val output: TensorInfo) {
     }
 
     companion object {
+        /** Labels that are not a finding (benchmarks/predict.py `_NORMAL_LABELS`). */
+        val NORMAL_LABELS = setOf("n", "normal", "healthy", "no dr", "non-referable")
+        const val REFERABLE_GRADE = 2
+
+        /** Python's `_logit`: p clipped to [1e-7, 1 − 1e-7], log(p) − log1p(−p). */
+        fun logit(p: Double): Double {
+            val q = Math.min(Math.max(p, 1e-7), 1 - 1e-7)
+            return Math.log(q) - Math.log1p(-q)
+        }
+
+        fun near(score: Double, threshold: Double, band: Double): Boolean =
+            Math.abs(logit(score) - logit(threshold)) <= band
+
         fun activate(x: DoubleArray, activation: String): DoubleArray = when (activation) {
             "sigmoid" -> DoubleArray(x.size) { 1.0 / (1.0 + exp(-x[it])) }
             "softmax" -> {

@@ -48,9 +48,10 @@ interface ImageStep {
  * The Python `edgeretina.preprocess.Pipeline`, re-implemented step by step so that a phone prepares a photo
  * exactly as training did (docs/data.md has each step's algorithm; the parity test compares the two on real
  * fundus photos). Implemented: fov_crop, onh_crop (the optic-disc locator, [DiscLocator]), pad_square,
- * resize (area | linear | nearest), grey, stretch, standardize, scale (tf | torch | caffe | unit | none). A
- * model whose pipeline uses anything else (clahe, ben_graham, cubic resize, or a step from a newer
- * edgeretina) is refused with [UnsupportedStepException] — never silently skipped.
+ * resize (area | linear | nearest), grey, clahe and ben_graham ([Clahe], [BenGraham] in Enhance.kt), stretch,
+ * standardize, scale (tf | torch | caffe | unit | none): every step edgeretina's recipes use. A model whose
+ * pipeline uses anything else (cubic resize, or a step from a newer edgeretina) is refused with
+ * [UnsupportedStepException] — never silently skipped.
  */
 class Pipeline(val imageSteps: List<ImageStep>, val standardizeEps: Double?, val scaling: String) {
 
@@ -135,8 +136,9 @@ class Pipeline(val imageSteps: List<ImageStep>, val standardizeEps: Double?, val
 
     companion object {
         const val SCHEMA = "edgeretina.preprocess/1"
-        val SUPPORTED = listOf("fov_crop", "onh_crop", "pad_square", "resize", "grey", "stretch", "standardize", "scale")
-        private val KNOWN_UNSUPPORTED = listOf("clahe", "ben_graham")
+        val SUPPORTED = listOf("fov_crop", "onh_crop", "pad_square", "resize", "grey", "clahe", "ben_graham", "stretch",
+            "standardize", "scale")
+        private val KNOWN_UNSUPPORTED = listOf<String>()
         val SCALINGS = listOf("tf", "torch", "caffe", "unit", "none")
 
         /** Parse `Pipeline.to_json()` (a dict with "steps", or the bare list of steps). */
@@ -196,6 +198,13 @@ class Pipeline(val imageSteps: List<ImageStep>, val standardizeEps: Double?, val
                         image.add(Resize(hw[0], hw[1], interp))
                     }
                     "grey" -> image.add(Grey())
+                    "clahe" -> image.add(Clahe(
+                        knownParams(params, name, "clip_limit", "tile").doubleOr("clip_limit", 2.0)!!,
+                        params.intOr("tile", 8)!!))
+                    "ben_graham" -> image.add(BenGraham(
+                        knownParams(params, name, "sigma_frac", "weight", "offset", "mask_radius").doubleOr("sigma_frac", 1.0 / 60)!!,
+                        params.doubleOr("weight", 4.0)!!, params.doubleOr("offset", 128.0)!!,
+                        params.doubleOr("mask_radius", 0.95)!!))
                     "stretch" -> image.add(Stretch(params.doubleOr("low", 0.2)!!, params.doubleOr("high", 99.8)!!,
                         params.boolOr("per_channel", false)))
                     "standardize" -> { seenFloat = true; eps = params.doubleOr("eps", 1e-6) }
@@ -215,6 +224,16 @@ class Pipeline(val imageSteps: List<ImageStep>, val standardizeEps: Double?, val
                 throw CoreException("$source: preprocessing must end with a 'scale' step")
             }
             return Pipeline(image, eps, scaling)
+        }
+
+        /** [params] itself, after refusing a parameter this app does not know (from a newer edgeretina). */
+        private fun knownParams(params: JsonObj, step: String, vararg known: String): JsonObj {
+            val unknown = params.map.keys.filter { it !in known }.sorted()
+            if (unknown.isNotEmpty()) {
+                throw UnsupportedStepException("${params.where}: unknown $step parameter(s) ${unknown.joinToString(", ")} " +
+                    "(this app knows ${known.joinToString(", ")}; supported: ${SUPPORTED.joinToString(", ")})")
+            }
+            return params
         }
 
         /** Per-image standardisation (x - mean) / max(std, eps) over all pixels and channels. */

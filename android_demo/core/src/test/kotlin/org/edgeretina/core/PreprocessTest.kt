@@ -71,7 +71,8 @@ class PreprocessTest {
 
     @Test
     fun unsupportedStepsAreRefusedNotSkipped() {
-        for (step in listOf("""{"name": "ben_graham"}""", """{"name": "clahe"}""",
+        for (step in listOf("""{"name": "ben_graham", "params": {"radius_v9": 1}}""",
+                            """{"name": "clahe", "params": {"colour_space_v9": "hsv"}}""",
                             """{"name": "onh_crop", "params": {"disc_finder_v9": 1}}""",
                             """{"name": "resize", "params": {"size": 8, "interpolation": "cubic"}}""", """{"name": "sharpen_v9"}""")) {
             try {

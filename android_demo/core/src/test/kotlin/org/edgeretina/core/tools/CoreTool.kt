@@ -5,6 +5,8 @@ import org.edgeretina.core.BenchmarkResult
 import org.edgeretina.core.CoreException
 import org.edgeretina.core.DeviceInfo
 import org.edgeretina.core.EdgeModel
+import org.edgeretina.core.ImageOutputs
+import org.edgeretina.core.NpyFloats
 import org.edgeretina.core.Json
 import org.edgeretina.core.ModelConfig
 import org.edgeretina.core.Pipeline
@@ -23,7 +25,11 @@ import java.io.File
  *   prepare MODEL.tflite IMAGE.rgb W H OUT     -> the input tensor bytes exactly as the app feeds LiteRT
  *   postprocess MODEL.tflite OUTPUT.bin        -> Prediction JSON from raw output tensor bytes
  *   locate PIPELINE.json JOBS.json             -> JSON list: the onh_crop detection per job (input pixels)
+ *   lab IN OUT / lab2rgb IN OUT                -> OpenCV's 8-bit RGB <-> L*a*b* on interleaved bytes (Lab8)
  *   bench-fixture OUT.json                     -> a benchmark result written by the app's own serializer
+ *   score MODEL INPUTS.npy OUTPUTS.bin FED.bin -> benchmark mode's per-image scoring (ImageOutputs JSON) with the
+ *                                                 interpreter replaced by OUTPUTS.bin (one output tensor per
+ *                                                 image, computed on the host); FED.bin = the tensors it fed
  * Errors: "error: <one line>" on stderr, exit 2.
  */
 object CoreTool {
@@ -43,6 +49,8 @@ object CoreTool {
             "inspect" -> println(Json.write(inspect(File(args[1])), indent = 2))
             "preprocess" -> preprocess(File(args[1]), File(args[2]))
             "locate" -> locate(File(args[1]), File(args[2]))
+            "lab" -> File(args[2]).writeBytes(org.edgeretina.core.Lab8.fromRgb(File(args[1]).readBytes()))
+            "lab2rgb" -> File(args[2]).writeBytes(org.edgeretina.core.Lab8.toRgb(File(args[1]).readBytes()))
             "prepare" -> {
                 val model = EdgeModel.open(TfliteFile.read(File(args[1])))
                 val img = readRgb(File(args[2]), args[3].toInt(), args[4].toInt())
@@ -53,6 +61,7 @@ object CoreTool {
                 println(Json.write(model.postprocessor.fromBytes(File(args[2]).readBytes()).toMap(), indent = 2))
             }
             "bench-fixture" -> File(args[1]).writeText(fixture().toJson())
+            "score" -> score(File(args[1]), File(args[2]), File(args[3]), File(args[4]))
             else -> throw CoreException("unknown command '${args[0]}'")
         }
     }
@@ -117,6 +126,24 @@ object CoreTool {
         println(Json.write(out))
     }
 
+    private fun score(modelFile: File, npy: File, outputs: File, fed: File) {
+        val model = EdgeModel.open(TfliteFile.read(modelFile))
+        val outBytes = outputs.readBytes()
+        val n = model.output.shape.fold(1) { a, b -> a * maxOf(b, 1) } * model.output.type.bytes
+        var i = 0
+        fed.outputStream().use { sink ->
+            NpyFloats.open(npy).use { inputs ->
+                val res = ImageOutputs.score(model, inputs) { tensor ->
+                    sink.write(tensor)
+                    val o = outBytes.copyOfRange(i * n, (i + 1) * n)
+                    i++
+                    o
+                }
+                println(Json.write(res.toMap(), indent = 2))
+            }
+        }
+    }
+
     /** A deterministic result through the real serializer: the JSON shape the app writes on a phone. */
     fun fixture(): BenchmarkResult {
         val req = BenchmarkRequest.of("/data/local/tmp/edgeretina/glaucoma_int8.tflite", 20, 5, 4, "cpu", "fixture-0001")
@@ -124,10 +151,18 @@ object CoreTool {
         val dev = DeviceInfo("Google", "Pixel 7", "panther", "Google Tensor G2", "14", 34, "arm64-v8a")
         val inp = org.edgeretina.core.TensorInfo("serving_default_input:0", TensorType.INT8, intArrayOf(1, 224, 224, 3), 0.0078125f, -1)
         val out = org.edgeretina.core.TensorInfo("StatefulPartitionedCall:0", TensorType.INT8, intArrayOf(1, 2), 0.00390625f, -128)
+        // per-image outputs for three inputs sent by the host (an int8 output: raw values are integers)
+        val cfg = ModelConfig.fromJson("""{"schema": "edgeretina.run/1", "task": "glaucoma", "kind": "binary",
+            "labels": ["normal", "glaucoma"], "positive_index": 1, "threshold": 0.5, "borderline_band": 0.4,
+            "preprocessing": {"steps": [{"name": "scale"}]}}""")
+        val post = org.edgeretina.core.Postprocessor(cfg, out)
+        val raw = listOf(byteArrayOf(-16, -112), byteArrayOf(-128, 127), byteArrayOf(-67, -3))
+        val outputs = ImageOutputs("/data/local/tmp/edgeretina/0123456789ab-inputs.npy", "int8",
+            raw.map { ImageOutputs.rawValues(it, TensorType.INT8) }, raw.map { post.fromBytes(it) })
         return BenchmarkResult(
             req, dev, samples, "xnnpack", inp, out, 2_712_345L,
             "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0", 41.5,
-            "LiteRT 1.4.2 (Interpreter API)", "0.1.0", "2026-11-23T10:00:00Z"
+            "LiteRT 1.4.2 (Interpreter API)", "0.1.0", "2026-11-23T10:00:00Z", outputs = outputs
         )
     }
 }
