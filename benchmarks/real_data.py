@@ -58,6 +58,8 @@ TRAIN = ("--arch", "mobilenetv2", "--weights", "imagenet", "--epochs-warmup", "1
 DR_GRADING_TRAIN = ("--arch", "mobilenetv2", "--weights", "imagenet", "--head", "fc:32,16", "--loss", "ce",
                     "--epochs-warmup", "200", "--epochs-finetune", "0", "--patience", "20", "--batch-size", "32")
 
+DR_GRADING_TRAIN_GAP = tuple("gap" if a == "fc:32,16" else a for a in DR_GRADING_TRAIN)
+
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("glaucoma_odir", "Glaucoma vs normal fundus — ODIR-5K, MobileNetV2-224", "data/odir",
                "glaucoma", 224, TRAIN),
@@ -77,6 +79,15 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                       "L2 1e-4, dropout 0.5, plain cross-entropy) on ImageNet MobileNetV2-224; no Gaussian / "
                       "Ben-Graham preprocessing and no partial-freeze or fine-tune arm yet (not compared by CV "
                       "here). The decision-stability floor is off for this table (`--stability off`).",)),
+    # The same frozen backbone with the GAP + softmax head (a linear read-out of the 1280 pooled features,
+    # what the frozen-feature probe is): the other head arm, compared on the validation split.
+    Experiment("dr_grading_aptos_gap", "DR 5-grade severity — APTOS-2019, MobileNetV2-224, frozen backbone + "
+               "GAP-softmax head", "data/aptos", "dr", 224, DR_GRADING_TRAIN_GAP,
+               export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8")),),
+               bench_devices=(("cpu", 2),), bench_args=("--stability", "off"),
+               notes=("Recipe: frozen ImageNet MobileNetV2-224, GAP + softmax head (no hidden layer, no dropout), "
+                      "plain cross-entropy, trained on cached pooled features; no Gaussian / Ben-Graham "
+                      "preprocessing, no fine-tune. The decision-stability floor is off (`--stability off`).",)),
 )}
 
 COLUMNS = ["variant", "device", "threads", "size MB", "gzip MB", "params M", "AUROC (95 % CI)", "ΔAUROC",
@@ -93,6 +104,25 @@ def run_step(cmd: list[str], log: Path) -> float:
         tail = "".join(open(log).readlines()[-20:])
         raise SystemExit(f"step failed ({p.returncode}): {' '.join(cmd)}\n{tail}")
     return time.perf_counter() - t
+
+
+def record_load(root: Path, step: str) -> None:
+    """The 1-minute load average as a step finished (``<root>/load.json``): how busy the machine was while
+    its latencies were timed."""
+    f = root / "load.json"
+    loads = json.loads(f.read_text()) if f.is_file() else {}
+    loads[step] = round(os.getloadavg()[0], 1)
+    write_json_atomic(f, loads)
+
+
+def load_line(root: Path, cores) -> str:
+    f = root / "load.json"
+    loads = json.loads(f.read_text()) if f.is_file() else {}
+    if not loads:
+        return "Load while timing: not recorded."
+    return ("1-minute load average as each bench step finished: "
+            + ", ".join(f"{k} {v}" for k, v in loads.items()) + f" on {cores} cores — latencies measured beside "
+            "other jobs are upper bounds; compare them within this table only.")
 
 
 def cli_argv(*args: str) -> list[str]:
@@ -124,6 +154,7 @@ def run_experiment(exp: Experiment, work: Path, docs: Path, until: str = "bench"
                 cli_argv("bench", "--models", str(run_dir), *exports, "--data", data, "--task", exp.task,
                      "--device", device, "--threads", str(threads), *exp.bench_args, "--out", str(out)),
                 root / f"bench_{device}_{threads}.log")
+            record_load(root, f"bench:{device}:{threads}")
         reports.append(json.loads((out / "report.json").read_text()))
     return publish(exp, run_dir, reports, steps, root, docs)
 
@@ -316,7 +347,7 @@ def publish_task(exp: Experiment, run_dir: Path, reports: list[dict], steps: dic
              f"Regenerate: `{cmd}` (from the repository root, with `../shared` or `$EDGERETINA_SHARED`).", "",
              f"Machine: {machine.get('cpu') or platform.machine()}, {machine.get('cpu_count') or os.cpu_count()} "
              f"cores, {machine.get('platform') or platform.system()}; LiteRT {machine.get('ai_edge_litert', '')}, "
-             f"TensorFlow {machine.get('tensorflow', '')}.", "",
+             f"TensorFlow {machine.get('tensorflow', '')}. {load_line(root, machine.get('cpu_count'))}", "",
              f"Test images: {ds.get('n_images', '?')} ({ds.get('split', 'test')} split; {classes}). Reference: the "
              "Keras model; every Δ and flip is against it on the same images.", "",
              *_md([h for h, _ in report.columns()], report.rows()), *report.label_markdown(), "",

@@ -20,7 +20,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from edgeretina.env import machine_line
 from edgeretina.io import SizedArtifact, ensure_writable_dir, write_json_atomic, write_text_atomic
+
+from . import arm_parity
+from .devices import facts_lines
 
 SCHEMA = "edgeretina.bench/1"
 
@@ -383,8 +387,9 @@ class Report:
             f"against it; sensitivity/specificity at the reference's threshold {thr}",
             f"- Latency: batch 1 after {st.get('warmup')} warm-up calls, {runs} pass{'es' if runs != 1 else ''} "
             f"over {st.get('timing_images')} images; AUROC CI: {st.get('n_boot')} bootstrap resamples",
-            f"- Machine: {m.get('cpu', '?')}, {m.get('cpu_count', '?')} cores, {m.get('platform', '?')}; "
+            f"- Machine: {machine_line(m)}; {m.get('platform', '?')}; "
             f"tensorflow {m.get('tensorflow', '?')}, ai-edge-litert {m.get('ai_edge_litert', '?')}",
+            *[f"- Device {line}" for line in facts_lines(self.variants)],
         ]
         if self.agreement:
             a = self.agreement
@@ -402,6 +407,7 @@ class Report:
                                 [[v.name, v.device] + [_f((v.per_label.get(lb) or {}).get("auroc"), 3)
                                                        for lb in labels] for v in per_label])]
         lines += self.label_markdown()
+        lines += arm_parity.markdown_lines(self.variants)
         if self.skipped:
             lines += ["", "Skipped:", ""] + [f"- `{s['file']}` on {s['device']}: {s['reason']}"
                                                for s in self.skipped]
@@ -451,7 +457,7 @@ class Report:
                 "predicted grade changed" if self.kind == "multiclass" else
                 "AUROC with its bootstrap CI, ΔAUROC with the paired DeLong CI, and decisions at the reference's "
                 "threshold for that label: sensitivity, specificity and the share of images whose decision flipped")
-        return ["", f"## {what}", "", f"{what.split()[1].capitalize()} rows (labels.csv): {note}.", "",
+        return ["", f"## {what}", "", f"{what.split()[1].capitalize()} rows (the bench's labels.csv): {note}.", "",
                 _md_table([("Head" if c.key == "label" and self.task == "multitask" else c.heading(self))
                            for c in cols], [[c.cell(r) for c in cols] for r in rows])]
 
