@@ -327,6 +327,11 @@ def test_predict_returns_the_phones_outputs(fake_adb, real_tflite, monkeypatch):
     assert "--es" in start and start[start.index("inputs") + 1].endswith("-inputs.npy")
     assert sum(1 for c in calls if c[2:4] == ["shell", "rm"]) == 2  # model and inputs removed
     assert f == {}
+    monkeypatch.setenv("EDGERETINA_ANDROID_CHUNK", "2")  # 5 inputs in 3 phone runs: same numbers
+    n_starts = sum(1 for c in fake_adb() if c[2:5] == ["shell", "am", "start"])
+    np.testing.assert_array_equal(android.load(real_tflite, meta=mf.meta).predict(x), host)
+    assert sum(1 for c in fake_adb() if c[2:5] == ["shell", "am", "start"]) == n_starts + 3
+    monkeypatch.delenv("EDGERETINA_ANDROID_CHUNK")
     monkeypatch.setenv("FAKE_ADB_MODE", "perturb")
     swapped = android.load(real_tflite, meta=mf.meta).predict(x)
     np.testing.assert_array_equal(swapped[0], host[0][::-1])

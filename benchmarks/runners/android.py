@@ -24,7 +24,8 @@ Settings (keyword arguments, or environment variables for ``edgeretina bench --d
 ``EDGERETINA_ANDROID_DELEGATE`` (``cpu`` = XNNPACK, ``gpu`` = GPU delegate; default cpu),
 ``EDGERETINA_ANDROID_TIMEOUT`` (seconds to wait for one model's result; default 600),
 ``EDGERETINA_ANDROID_REMOTE_DIR`` (where models are pushed; default ``/data/local/tmp/edgeretina``),
-``EDGERETINA_ANDROID_SCORES`` (``phone``: scores from the phone's outputs, the default; ``host``: fallback).
+``EDGERETINA_ANDROID_SCORES`` (``phone``: scores from the phone's outputs, the default; ``host``: fallback),
+``EDGERETINA_ANDROID_CHUNK`` (images per phone run when scoring; default 256).
 """
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ HOST_NOTE = "scores from the same file on the host (LiteRT; EDGERETINA_ANDROID_S
 PHONE_NOTE = "scores and latency from the phone (its own outputs)"
 DEFAULT_THREADS = 4
 DEFAULT_TIMEOUT_S = 600.0
+DEFAULT_CHUNK = 256  # images per phone run when scoring (224² float32: ~150 MB pushed per run)
 
 _STATE_HINTS = {
     "unauthorized": "accept the 'Allow USB debugging?' prompt on the phone (then run 'adb devices' again)",
@@ -305,6 +307,10 @@ class AndroidRunner:
         if self.scores not in SCORES:
             raise DeviceError(f"android: unknown scores source '{self.scores}' (choose from: {', '.join(SCORES)})")
         self.meta = dict(meta or {})
+        try:
+            self.chunk = max(1, int(os.environ.get("EDGERETINA_ANDROID_CHUNK") or DEFAULT_CHUNK))
+        except ValueError:
+            raise DeviceError("android: EDGERETINA_ANDROID_CHUNK must be a whole number of images") from None
         self.scored: AndroidResult | None = None  # the run that returned per-image outputs
         self.vs_host: dict[str, Any] | None = None
         env_timeout = os.environ.get("EDGERETINA_ANDROID_TIMEOUT")
@@ -334,10 +340,15 @@ class AndroidRunner:
         from edgeretina.runtime.decisions import outputs_logits, to_probabilities
 
         x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-        self.scored = self.benchmark(runs=1, warmup=0, inputs=x)
-        raw = self.scored.raw_outputs()
-        if len(raw) != len(x):
-            raise DeviceError(f"android: the phone returned {len(raw)} outputs for {len(x)} inputs")
+        parts = []
+        for i in range(0, len(x), self.chunk):  # one run per chunk: bounded pushes and waits
+            part = x[i:i + self.chunk]
+            self.scored = self.benchmark(runs=1, warmup=0, inputs=part)
+            raw = self.scored.raw_outputs()
+            if len(raw) != len(part):
+                raise DeviceError(f"android: the phone returned {len(raw)} outputs for {len(part)} inputs")
+            parts.append(raw)
+        raw = np.concatenate(parts) if parts else np.zeros((0, 0))
         self.vs_host = self._compare_with_host(x, raw)
         out = self.meta.get("output") if isinstance(self.meta.get("output"), dict) else {}
         activation = out.get("activation") or ("sigmoid" if self.meta.get("kind") == "multilabel" else "softmax")

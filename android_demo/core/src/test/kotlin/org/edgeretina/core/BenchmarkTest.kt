@@ -54,4 +54,53 @@ class BenchmarkTest {
         assertEquals("error", f["status"])
         assertEquals(null, f["p50_ms"])
     }
+
+    private fun npy(dir: java.io.File, header: String, values: FloatArray): java.io.File {
+        var h = header
+        while ((10 + h.length + 1) % 64 != 0) h += " "
+        h += "\n"
+        val bb = java.nio.ByteBuffer.allocate(10 + h.length + values.size * 4).order(java.nio.ByteOrder.LITTLE_ENDIAN)
+        bb.put(0x93.toByte()).put("NUMPY".toByteArray()).put(1.toByte()).put(0.toByte()).putShort(h.length.toShort())
+        bb.put(h.toByteArray())
+        for (v in values) bb.putFloat(v)
+        val f = java.io.File.createTempFile("inputs", ".npy", dir)
+        f.writeBytes(bb.array())
+        return f
+    }
+
+    @Test
+    fun npyInputsAreReadOneImageAtATimeAndScored() {
+        val dir = createTempDir()
+        try {
+            val vals = FloatArray(3 * 2 * 2 * 3) { it.toFloat() }
+            val f = npy(dir, "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2, 2, 3), }", vals)
+            NpyFloats.open(f).use { n ->
+                assertEquals(listOf(3, 2, 2, 3), n.shape)
+                assertEquals(12, n.itemSize)
+                assertEquals(12f, n.read(1)[0], 0f)
+                assertEquals(35f, n.read(2)[11], 0f)
+            }
+            val bad = listOf(
+                npy(dir, "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 2), }", FloatArray(4)),
+                npy(dir, "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", FloatArray(4)),
+                npy(dir, "{'descr': '<f4', 'fortran_order': False, 'shape': (9, 2), }", FloatArray(4))
+            )
+            for (b in bad) {
+                try {
+                    NpyFloats.open(b)
+                    fail("accepted ${b.name}")
+                } catch (e: CoreException) {
+                    assertTrue(e.message!!, e.message!!.contains(b.path))
+                }
+            }
+            try {
+                BenchmarkRequest.of("m.tflite", 1, 0, 1, "cpu", "r", "inputs.bin")
+                fail("accepted a non-.npy inputs file")
+            } catch (e: CoreException) {
+                assertTrue(e.message!!.contains(".npy"))
+            }
+        } finally {
+            dir.deleteRecursively()
+        }
+    }
 }
