@@ -9,7 +9,14 @@
 ``android``    .tflite files on a phone through adb and the android_demo benchmark mode
                (``benchmarks/runners/android.py``). Scores come from the same file on the host (LiteRT);
                only the timing is the phone's.
+``arm64-emu``  .tflite files on aarch64 LiteRT under qemu-user (``arm64-emu:CPU``, default cortex-a76;
+               ``benchmarks/runners/arm64_emu.py``, environment from ``benchmarks/arm64_env.py``): scores,
+               AUROC and flips from the emulated kernels, parity with the same file on x86 in
+               ``device_info["vs_x86"]``; no latency (emulated time is not a speed).
 =============  ==========================================================================================
+
+A device that takes an option (``arm64-emu:cortex-a53``) is a :class:`DeviceChoice`: a ``str`` that reads
+like a :class:`Device` (``.value`` is the full name, ``.base`` the Device), so reports name the option.
 
 An android runner module provides ``check() -> None`` (raises ``DeviceError`` for no adb / no device /
 unauthorised device) and ``load(path, *, meta, threads) -> Runner`` (a ``base.Runner`` whose ``time`` is
@@ -19,10 +26,12 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Callable
 
 from edgeretina.enums import TextEnum
+from edgeretina.env import machine_line
 from edgeretina.errors import DeviceError
 
 
@@ -31,6 +40,20 @@ class Device(TextEnum):
     KERAS_CPU = "keras-cpu"
     GPU = "gpu"
     ANDROID = "android"
+    ARM64_EMU = "arm64-emu"
+
+
+class DeviceChoice(str):
+    """A device with its option, e.g. ``arm64-emu:max,sme=off`` (``base`` Device, ``option`` text)."""
+
+    def __new__(cls, base: Device, option: str) -> "DeviceChoice":
+        obj = super().__new__(cls, f"{base.value}:{option}")
+        obj.base, obj.option = base, option
+        return obj
+
+    @property
+    def value(self) -> str:
+        return str.__str__(self)
 
 
 @dataclass(frozen=True)
@@ -110,6 +133,18 @@ def _load_android(model, threads=None):
     return mod.load(model.path, meta=model.meta, threads=threads)
 
 
+def _arm64_module():
+    return importlib.import_module("edgeretina.benchmarks.runners.arm64_emu")
+
+
+def _load_arm64(model, threads=None, option=None):
+    return _arm64_module().load(model, cpu=option, threads=threads)
+
+
+def _check_arm64(option=None) -> None:
+    _arm64_module().check(option)
+
+
 def _check_none() -> None:
     return None
 
@@ -137,14 +172,48 @@ DEVICES: dict[Device, DeviceSpec] = {
     Device.GPU: DeviceSpec(Device.GPU, ("keras",), "Keras on the first TensorFlow GPU", _check_gpu, _load_gpu),
     Device.ANDROID: DeviceSpec(Device.ANDROID, ("tflite",), "a phone over adb (android_demo benchmark mode)",
                                _check_android, _load_android),
+    Device.ARM64_EMU: DeviceSpec(Device.ARM64_EMU, ("tflite",), "aarch64 LiteRT under qemu-user (kernel parity, "
+                                 "no latency)", _check_arm64, _load_arm64),
 }
+OPTION_DEVICES = (Device.ARM64_EMU,)  # devices that take ":option"
 
 
 def get_device(name: str | Device) -> DeviceSpec:
+    """The spec of ``--device`` ``name``; ``arm64-emu:CPU`` gives a spec bound to that option."""
+    base, sep, option = str(getattr(name, "value", name)).partition(":")
     try:
+        if sep and Device(base) in OPTION_DEVICES:
+            spec = DEVICES[Device(base)]
+            return replace(spec, device=DeviceChoice(spec.device, option),
+                           check=partial(spec.check, option), load=partial(spec.load, option=option))
+        if sep:
+            raise DeviceError(f"device '{base}' takes no option (':{option}')")
         return DEVICES[Device(name)]
     except ValueError:
         names = [d.value for d in Device]
         close = difflib.get_close_matches(str(name), names, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise DeviceError(f"unknown device '{name}'{hint}; choose from: {', '.join(names)}") from None
+
+
+def facts_line(device: str, facts: dict | None) -> str:
+    """One line of a report row's device facts: CPU, cores, ISA flags, runtime, delegate, threads (+ the
+    emulator or the phone's SoC when recorded)."""
+    f = facts or {}
+    if not f:
+        return f"{device}: no device facts recorded"
+    extra = [f"{k} {f[k]}" for k in ("soc", "emulator", "gpu") if f.get(k)]
+    rest = [str(f[k]) for k in ("runtime", "delegate") if f.get(k)] + \
+        ([f"{f['threads']} thread{'s' if f['threads'] != 1 else ''}"] if f.get("threads") else [])
+    return f"{device}: {machine_line(f)}" + (f"; {', '.join(rest)}" if rest else "") + \
+        (f"; {', '.join(extra)}" if extra else "")
+
+
+def facts_lines(variants) -> list[str]:
+    """One :func:`facts_line` per distinct device of a report's rows (first row's facts of each)."""
+    seen: dict[str, str] = {}
+    for v in variants:
+        dev = str(getattr(v, "device", "?"))
+        if dev not in seen:
+            seen[dev] = facts_line(dev, getattr(v, "device_info", None))
+    return list(seen.values())

@@ -16,15 +16,20 @@ SPLITS = ("test", "val", "train", "all")
 
 
 def parse_devices(values: str | Sequence[str] | None) -> tuple[str, ...]:
-    """Device names from repeatable and/or comma-separated values, in order, without repeats (default cpu)."""
+    """Device names from repeatable and/or comma-separated values, in order, without repeats (default cpu).
+    A piece ``name=value`` belongs to the device before it (``arm64-emu:max,sme=off`` is one device)."""
     if values is None or isinstance(values, str):
         values = (values,) if values else ()
     out: list[str] = []
     for v in values or ("cpu",):
+        pieces: list[str] = []
         for d in str(getattr(v, "value", v)).split(","):
             d = d.strip()
-            if d and d not in out:
-                out.append(d)
+            if "=" in d and ":" not in d and pieces and ":" in pieces[-1]:
+                pieces[-1] += "," + d
+            elif d:
+                pieces.append(d)
+        out += [d for d in pieces if d not in out]
     return tuple(out) or ("cpu",)
 
 

@@ -164,5 +164,6 @@ class GuardRunner:
     @property
     def facts(self) -> dict[str, Any]:
         share = self.rescored / self.scored if self.scored else None
-        return {"guard": {"fallback": self.info.fallback, "band": self.info.band, "k": self.info.k,
+        return {**(getattr(self.primary, "facts", None) or {}),
+                "guard": {"fallback": self.info.fallback, "band": self.info.band, "k": self.info.k,
                           "scored": self.scored, "rescored": self.rescored, "rescored_share": share}}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeretina.env import device_facts
 from edgeretina.errors import DeviceError, ModelError
 from edgeretina.runtime import Timing, time_batch1, to_probabilities
 
@@ -54,7 +55,7 @@ class KerasRunner:
                                   "'edgeretina[gpu]' on a machine with a CUDA GPU)")
             self._tf_device = "/GPU:0"
             self.threads = None
-            self.facts = {"gpu": found[0]}
+            self.facts = device_facts("keras (TensorFlow GPU)", None, runtime="tensorflow", gpu=found[0])
             try:
                 details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
                 self.facts.update({k: str(v) for k, v in details.items()})
@@ -63,6 +64,7 @@ class KerasRunner:
         else:
             self._tf_device = "/CPU:0"
             self.threads = set_cpu_threads(threads)
+            self.facts = device_facts("keras (TensorFlow CPU)", self.threads, runtime="tensorflow")
         try:
             with tf.device(self._tf_device):
                 self.model = keras.models.load_model(str(self.path), compile=False)

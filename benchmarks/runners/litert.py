@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeretina.env import device_facts
 from edgeretina.runtime import LiteRTModel, Timing, to_probabilities
 
 
@@ -50,3 +51,8 @@ class LiteRTRunner:
 
     def time(self, x: np.ndarray, runs: int = 10, warmup: int = 3) -> Timing:
         return self.litert.time(x, runs, warmup)
+
+    @property
+    def facts(self) -> dict:
+        """This machine's CPU, ISA flags, LiteRT version, delegate and threads (the row's ``device_info``)."""
+        return device_facts("xnnpack" if self.litert.xnnpack else "none (built-in kernels)", self.threads)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from edgeretina.errors import ModelError
 
@@ -66,17 +66,20 @@ class LiteRTModel:
 
     ``model``: .tflite bytes or a path; ``threads``: interpreter threads (None: LiteRT's default);
     ``delegates``: ``experimental_delegates`` (e.g. ``ai_edge_litert.interpreter.load_delegate(...)``);
-    ``name``: how errors name the model. ``ModelError`` when LiteRT cannot load it.
+    ``name``: how errors name the model; ``xnnpack=False``: LiteRT's built-in kernels without the default
+    XNNPACK delegate (``BUILTIN_WITHOUT_DEFAULT_DELEGATES``). ``ModelError`` when LiteRT cannot load it.
     """
 
     def __init__(self, model: bytes | str | Path, threads: int | None = None, delegates: Sequence[Any] | None = None,
-                 name: str | None = None):
+                 name: str | None = None, xnnpack: bool = True):
         self.name = name or (str(model) if isinstance(model, (str, Path)) else "<tflite bytes>")
-        self.threads = threads
+        self.threads, self.xnnpack = threads, xnnpack
         src = {"model_path": str(model)} if isinstance(model, (str, Path)) else {"model_content": bytes(model)}
         try:
+            resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
             self.interpreter = Interpreter(**src, num_threads=threads,
-                                           experimental_delegates=list(delegates) if delegates else None)
+                                           experimental_delegates=list(delegates) if delegates else None,
+                                           experimental_op_resolver_type=resolver)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{self.name}: LiteRT cannot load this model ({_first_line(e)})") from None

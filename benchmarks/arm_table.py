@@ -1,0 +1,70 @@
+"""``python -m edgeretina.benchmarks.arm_table --models DIR --data DATA``: every model benched on x86 and on
+emulated aarch64 CPUs (default cortex-a53 / cortex-a76 / neoverse-n1, ``--cpus``), written as the ARM parity
+table (docs/benchmarks/arm_parity.md was made with it). Emulation is slow (int8 MobileNetV2-224 ~1 s per image
+per CPU, float ~4 s): ``--max-images`` keeps it to a seeded subset, and the table says n.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from edgeretina.env import machine_line
+from edgeretina.errors import EdgeRetinaError
+from edgeretina.io import write_text_atomic
+
+from .arm_parity import DEFAULT_CPUS, fmt, markdown_lines, pct
+from .harness import run_bench
+
+
+def table_markdown(report, command: str) -> str:
+    """docs/benchmarks/arm_parity.md from a bench report with cpu and arm64-emu rows."""
+    ds = report.dataset
+    x86 = [v for v in report.variants if v.device == "cpu"]
+    lines = ["# ARM kernel parity of the exported variants (emulated aarch64 vs x86)", "",
+             f"- Data: `{ds.get('path')}` split `{ds.get('split')}`, {ds.get('n_images')} images"
+             f"{' (a seeded random subset)' if report.settings.get('max_images') else ''}",
+             f"- x86 host: {machine_line(report.machine)}; ai-edge-litert {report.machine.get('ai_edge_litert')}",
+             f"- Reference for AUROC / flips: `{report.reference}`",
+             f"- Command: `{command}`", ""]
+    if x86:
+        lines += ["x86 (XNNPACK) rows of the same files:", "",
+                  "| Variant | AUROC | flips vs reference |", "|---|---|---|"]
+        lines += [f"| {v.name} | {fmt(v.auroc)} | {pct(v.flip_rate)} |" for v in x86]
+    lines += markdown_lines(report.variants)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m edgeretina.benchmarks.arm_table",
+                                 description="ARM parity table: every model on x86 and on emulated aarch64 CPUs")
+    ap.add_argument("--models", nargs="+", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--reference", default=None, help="the reference for AUROC / flips (e.g. the Keras run dir; "
+                                                       "a .keras model runs on x86 only)")
+    ap.add_argument("--cpus", default=",".join(DEFAULT_CPUS), help="emulated CPUs (';'-separated when one has "
+                                                                    "a ',prop=...' suffix)")
+    ap.add_argument("--max-images", type=int, default=100)
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--out", default="docs/benchmarks/arm_parity.md")
+    ap.add_argument("--report", default=None, help="also write the full bench report into this folder")
+    a = ap.parse_args(argv)
+    cpus = [c for c in (a.cpus.split(";") if ";" in a.cpus else a.cpus.split(",")) if c]
+    devices = ("cpu",) + tuple(f"arm64-emu:{c}" for c in cpus)
+    command = "python -m edgeretina.benchmarks.arm_table " + " ".join(sys.argv[1:] if argv is None else argv)
+    try:
+        report = run_bench(a.models, a.data, out=a.report, reference=a.reference, devices=devices, threads=1, split=a.split,
+                           max_images=a.max_images, stability=False, n_boot=200, runs=1, warmup=0,
+                           timing_images=1, progress=lambda d, t, what: print(f"[{d}/{t}] {what}", flush=True),
+                           warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+    except EdgeRetinaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    write_text_atomic(Path(a.out), table_markdown(report, command))
+    print(Path(a.out).read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
