@@ -195,3 +195,25 @@ def test_parity_under_emulation(variants, tmp_path):
     if version_tuple(env.qemu_version) < (11, 1):
         with pytest.raises(DeviceError, match="mis-emulates SME"):
             get_device("arm64-emu:max").check()
+
+
+PHONE_ADB = """#!/bin/sh
+case "$*" in
+  "devices -l") printf 'List of devices attached\\nPHONE1 device product:p model:Pixel_8 device:shiba\\n' ;;
+  *"shell cat /proc/cpuinfo") printf 'processor\\t: 0\\nFeatures\\t: fp asimd asimdhp asimddp i8mm bf16 sve sve2\\n\\nprocessor\\t: 1\\nFeatures\\t: fp asimd\\n' ;;
+  *) exit 1 ;;
+esac
+"""
+
+
+def test_android_rows_get_the_phones_cores_and_isa_flags(tmp_path):
+    """The phone's /proc/cpuinfo over adb (a shell-script adb here) → cores and ISA flags in its facts."""
+    from edgeretina.benchmarks.runners.android import AndroidRunner
+
+    adb = tmp_path / "adb"
+    adb.write_text(PHONE_ADB)
+    adb.chmod(0o755)
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"0")
+    r = AndroidRunner(model, adb=str(adb))
+    assert r.cpu_facts() == {"cores": 2, "isa": ["neon", "fp16", "dotprod", "i8mm", "bf16", "sve", "sve2"]}

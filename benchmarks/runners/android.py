@@ -43,6 +43,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgeretina.env import parse_cpuinfo
 from edgeretina.errors import DeviceError
 
 from edgeretina.runtime import Timing
@@ -378,13 +379,24 @@ class AndroidRunner:
         """The phone's facts from the last run (empty before ``time``)."""
         if self.result is None:
             return {}
-        out = {**self.result.device, "delegate": self.result.delegate,
+        out = {**self.result.device, **self.cpu_facts(), "delegate": self.result.delegate,
                "delegate_applied": self.result.delegate_applied, "threads": self.result.threads,
                "runtime": self.result.runtime, "label": self.result.label,
                "scores": "phone" if self.scored is not None else "host (fallback: EDGERETINA_ANDROID_SCORES=host)"}
         if self.vs_host is not None:
             out["vs_host"] = dict(self.vs_host)
         return out
+
+    def cpu_facts(self) -> dict[str, Any]:
+        """The phone's cores and ISA flags (``neon``, ``dotprod``, ``i8mm``, ``sve``, ``sme``, …) from its
+        /proc/cpuinfo over adb (issue 17); empty when the phone does not show it."""
+        if getattr(self, "_cpu_facts", None) is None:
+            r = self._sh(["shell", "cat", "/proc/cpuinfo"], timeout=30, check=False)
+            text = r.stdout or "" if r.returncode == 0 else ""
+            cores = sum(1 for ln in text.splitlines() if ln.split(":")[0].strip() == "processor")
+            isa = parse_cpuinfo(text)["isa"]
+            self._cpu_facts = {**({"cores": cores} if cores else {}), **({"isa": isa} if isa else {})}
+        return self._cpu_facts
 
     # steps -------------------------------------------------------------------------------------------
     def _sh(self, args: Sequence[str], timeout: float = 60.0, check: bool = True):
