@@ -17,22 +17,25 @@ see. No TensorFlow import here; ai-edge-quantizer runs the float file in LiteRT 
 from __future__ import annotations
 
 import contextlib
-from io import StringIO
+import re
 import warnings
+from io import StringIO
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from edgeretina.errors import ExportError
 from edgeretina.runtime import LiteRTModel
+from edgeretina.runtime.flatbuffer import op_names
 
+from . import ranges as ranges_mod
 from .variants import IO
 
 PACKAGE = "ai-edge-quantizer"
 RECIPE = "static_wi8_ai8"
-RANGES = ("minmax", "ema")
+RANGES = ("minmax", "ema", "percentile", "mse")
 SIGNATURE = "serving_default"
 
 
@@ -46,6 +49,8 @@ class AeqInfo:
     ranges: str
     n_calibration: int
     float_io: bool
+    range_edit: dict[str, Any] | None = None   # percentile / mse: tensors edited (converters/ranges.py)
+    budget: dict[str, Any] | None = None       # --max-flips / --max-logit-noise: float layers (budget.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,51 +89,143 @@ def input_name(float_tflite: bytes) -> str:
     return sigs[SIGNATURE]["inputs"][0]
 
 
-def recipe_for(io: IO) -> list[dict]:
+def recipe_for(io: IO, float_scopes: Sequence[str] = ()) -> list[dict]:
     """The quantization recipe: ``static_wi8_ai8`` on every supported op; float interface tensors for
-    ``io=float``."""
+    ``io=float``; the ops whose scope (``;``-joined output tensor names, :func:`op_table`) is in
+    ``float_scopes`` kept float (``no_quantize``: the quantizer inserts dequantize/quantize around them)."""
     algorithm_manager, _, qtyping, _, recipe, recipe_manager = _modules()
     rm = recipe_manager.RecipeManager()
     rm.load_quantization_recipe(recipe.static_wi8_ai8())
     if io is IO.FLOAT:
         for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
             rm.add_quantization_config(".*", op, algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+    for scope in float_scopes:  # the later, narrower entries win over ".*"
+        rm.add_quantization_config("^" + re.escape(scope) + "$", qtyping.TFLOperationName.ALL_SUPPORTED,
+                                   algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
     return rm.get_quantization_recipe()
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operator of a float .tflite: its position, type, scope (what a recipe entry matches) and
+    multiply-adds (convolutions and fully-connected layers; 0 for the rest)."""
+
+    index: int
+    type: str
+    scope: str
+    macs: int
+
+    @property
+    def layer(self) -> str:
+        """A short layer name: the path part before the op of the scope's first tensor (``Conv1_relu`` →
+        ``Conv1``; ``.../block_3_project/Conv2D`` → ``block_3_project``)."""
+        parts = [p for p in self.scope.split(";")[0].split("/") if p]
+        name = parts[-2] if len(parts) > 1 else (parts or [self.scope])[0]
+        return re.sub(r"_(relu|BN|bn)$", "", name)
+
+
+PASS_THROUGH = {"PAD", "RESHAPE", "SQUEEZE", "QUANTIZE", "DEQUANTIZE", "SOFTMAX", "LOGISTIC", "CONCATENATION"}
+
+
+def op_table(float_tflite: bytes) -> list[Op]:
+    """The float model's operators (first subgraph), with the scopes ai-edge-quantizer matches recipes on."""
+    _modules()
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fu
+
+    model = fu.read_model(float_tflite)
+    sg, codes = model.subgraphs[0], model.operatorCodes
+    names = op_names()
+    ops = []
+    for i, op in enumerate(sg.operators):
+        code = codes[op.opcodeIndex]
+        typ = names.get(max(int(code.builtinCode), int(code.deprecatedBuiltinCode)), str(code.builtinCode))
+        ops.append(Op(i, typ, fu.get_op_scope(op, sg.tensors), _macs(typ, op, sg.tensors)))
+    return ops
+
+
+def _macs(typ: str, op, tensors) -> int:
+    out = [int(d) for d in tensors[op.outputs[0]].shape] if len(op.outputs) else []
+    w = [int(d) for d in tensors[op.inputs[1]].shape] if len(op.inputs) > 1 else []
+    if typ == "CONV_2D" and len(w) == 4 and len(out) == 4:
+        return out[1] * out[2] * w[0] * w[1] * w[2] * w[3]
+    if typ == "DEPTHWISE_CONV_2D" and len(w) == 4 and len(out) == 4:
+        return out[1] * out[2] * w[3] * w[1] * w[2]
+    if typ == "FULLY_CONNECTED" and len(w) == 2:
+        return w[0] * w[1]
+    return 0
+
+
+def candidates(ops: Sequence[Op]) -> list[Op]:
+    """The ops whose float fallback can matter (pass-through ops such as PAD/RESHAPE aside)."""
+    return [o for o in ops if o.type not in PASS_THROUGH]
 
 
 def calibrate(float_tflite: bytes, X: np.ndarray, rcp: list[dict], ranges: str = "minmax",
               threads: int = 2) -> dict:
-    """Per-tensor min/max of the float model on the calibration images ``X`` (float32, (N, H, W, C))."""
+    """Per-tensor min/max of the float model on the calibration images ``X`` (float32, (N, H, W, C)); for
+    ``percentile`` / ``mse`` ranges, edited from a histogram pass (``converters/ranges.py``)."""
+    return _calibrate(float_tflite, X, rcp, ranges, threads)[0]
+
+
+def _calibrate(float_tflite: bytes, X: np.ndarray, rcp: list[dict], ranges: str, threads: int
+               ) -> tuple[dict, dict | None]:
     if ranges not in RANGES:
-        raise ExportError(f"unknown activation ranges '{ranges}' (choose {' or '.join(RANGES)})")
+        raise ExportError(f"unknown activation ranges '{ranges}' (choose {', '.join(RANGES)})")
     _, calibrator, _, _, _, recipe_manager = _modules()
     rm = recipe_manager.RecipeManager()
     rm.load_quantization_recipe(rcp)
     name = input_name(float_tflite)
-    kw = {"qsv_update_func": _global_minmax} if ranges == "minmax" else {}
+    kw = {"qsv_update_func": _global_minmax} if ranges != "ema" else {}
     cal = calibrator.Calibrator(float_tflite, num_threads=threads, **kw)
     X = np.asarray(X, dtype=np.float32)
     cal.calibrate({SIGNATURE: [{name: X[i:i + 1]} for i in range(len(X))]}, rm)  # views, in order
-    return cal.get_model_qsvs()
+    qsvs = cal.get_model_qsvs()
+    if ranges in ranges_mod.RULES:
+        return ranges_mod.edit(qsvs, ranges_mod.histograms(float_tflite, X, qsvs, threads), ranges)
+    return qsvs, None
 
 
-def quantize(float_tflite: bytes, X: np.ndarray, io: IO = IO.INT8, ranges: str = "minmax",
-             threads: int = 2) -> tuple[bytes, AeqInfo]:
-    """Full-integer int8 bytes of ``float_tflite`` calibrated on ``X``, and what was done."""
-    if X is None or len(X) == 0:
-        raise ExportError("--quantizer aeq needs calibration images")
-    _, _, _, quantizer, _, _ = _modules()
-    rcp = recipe_for(io)
-    try:  # the quantizer's tqdm bars and debugging-mode warning stay out of the user's terminal
+class Quantization:
+    """One calibration of a float .tflite, quantized as often as asked (each time with another set of float
+    ops): ``Quantization(fb, X, io, ranges).quantize(float_scopes)`` → int8 bytes. Calibration is the slow
+    part (the float model on every image); quantizing is a fraction of a second."""
+
+    def __init__(self, float_tflite: bytes, X: np.ndarray, io: IO = IO.INT8, ranges: str = "minmax",
+                 threads: int = 2):
+        if X is None or len(X) == 0:
+            raise ExportError("--quantizer aeq needs calibration images")
+        self.fb, self.io, self.ranges, self.n = float_tflite, io, ranges, int(len(X))
+        with _quiet():
+            self.qsvs, self.range_edit = _calibrate(float_tflite, X, recipe_for(io), ranges, threads)
+
+    def quantize(self, float_scopes: Sequence[str] = ()) -> bytes:
+        _, _, _, quantizer, _, _ = _modules()
+        with _quiet():
+            qt = quantizer.Quantizer(self.fb, recipe_for(self.io, float_scopes))
+            res = qt.quantize(self.qsvs, enable_progress_bar=False, enable_progress_report=False)
+        return bytes(res.quantized_model)
+
+    def info(self) -> AeqInfo:
+        return AeqInfo("aeq", available(), RECIPE, self.ranges, self.n, self.io is IO.FLOAT, self.range_edit)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The quantizer's tqdm bars and debugging-mode warning stay out of the user's terminal; its errors
+    become one-line ``ExportError``s."""
+    try:
         with contextlib.redirect_stderr(StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            qsvs = calibrate(float_tflite, X, rcp, ranges, threads)
-            qt = quantizer.Quantizer(float_tflite, rcp)
-            res = qt.quantize(qsvs, enable_progress_bar=False, enable_progress_report=False)
+            yield
     except ExportError:
         raise
     except Exception as e:  # noqa: BLE001 - the quantizer raises ValueError/RuntimeError with long texts
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ExportError(f"--quantizer aeq: quantization failed ({first[:300]})") from None
-    info = AeqInfo("aeq", available(), RECIPE, ranges, int(len(X)), io is IO.FLOAT)
-    return bytes(res.quantized_model), info
+
+
+def quantize(float_tflite: bytes, X: np.ndarray, io: IO = IO.INT8, ranges: str = "minmax",
+             threads: int = 2) -> tuple[bytes, AeqInfo]:
+    """Full-integer int8 bytes of ``float_tflite`` calibrated on ``X``, and what was done."""
+    q = Quantization(float_tflite, X, io, ranges, threads)
+    return q.quantize(), q.info()

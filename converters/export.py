@@ -163,6 +163,20 @@ class _Data:
         except ExportError:
             return False
 
+    def holdout(self, split: str, exclude_n: int, n: int, seed: int = 0) -> tuple[np.ndarray, list]:
+        """``n`` images of ``split`` (stratified) that are not among ``sample(split, exclude_n, seed)``."""
+        recs = self.splits().get(split) or []
+        used = set(calib_mod.stratified_indices([r.y for r in recs], exclude_n, seed))
+        rest = [r for i, r in enumerate(recs) if i not in used]
+        if len(rest) < calib_mod.MIN_CALIB:
+            raise ExportError(f"{self.source}: only {len(rest)} '{split}' images outside the calibration "
+                              f"sample for the budget check, need at least {calib_mod.MIN_CALIB}")
+        idx = calib_mod.stratified_indices([r.y for r in rest], n, seed + 1)
+        try:
+            return calib_mod.load_records([rest[i] for i in idx], self.pipeline)
+        except EdgeRetinaError as e:
+            raise ExportError(f"{self.source}: cannot load {split} images ({e})") from None
+
     def sample(self, split: str, n: int, seed: int = 0) -> tuple[np.ndarray, list]:
         key = (split, n, seed)
         if key not in self._cache:
@@ -181,7 +195,7 @@ class _Data:
 
 OUTPUTS = ("auto", "logits", "probabilities")
 QUANTIZERS = ("converter", "aeq")  # full-integer backends: the TF converter, or ai-edge-quantizer (aeq.py)
-RANGES = ("minmax", "ema")         # converters.aeq.RANGES (kept here so options need no quantizer import)
+RANGES = ("minmax", "ema", "percentile", "mse")  # converters.aeq.RANGES (kept here so options need no quantizer import)
 ALLOCATIONS = ("uniform", "size")  # converters.prune.ALLOCATIONS (kept here so options need no TensorFlow)
 DEFAULT_SPARSITY = 0.5
 MAX_IMAGES = 10_000  # calibration / verification / threshold images held in memory at once
@@ -214,6 +228,9 @@ class ExportOptions:
     quantizer: str = "converter"
     ranges: str = "minmax"
     guard_k: float = 3.0
+    max_flips: float | None = None        # flip budget: the fewest float layers that keep it (budget.py)
+    max_logit_noise: float | None = None
+    budget_n: int = 500                   # hold-out training images the budget is checked on
 
     def __post_init__(self):
         put = object.__setattr__
@@ -249,6 +266,7 @@ class ExportOptions:
             raise ExportError(f"unknown --ranges '{self.ranges}' (choose {' or '.join(RANGES)})")
         if self.ranges != "minmax" and self.quantizer != "aeq":
             raise ExportError("--ranges applies to --quantizer aeq only (the converter keeps min/max ranges)")
+        self._check_budget(infos)
         if not (isinstance(self.guard_k, (int, float)) and np.isfinite(self.guard_k) and self.guard_k >= 0):
             raise ExportError(f"--guard-k must be a non-negative number, got {self.guard_k!r}")
         if self.finetune is None:
@@ -258,6 +276,26 @@ class ExportOptions:
     @property
     def infos(self) -> tuple[VariantInfo, ...]:
         return tuple(VARIANTS[v] for v in self.variants)
+
+    @property
+    def budget(self):
+        """The flip / logit-noise budget (``converters.budget.Budget``), or None."""
+        if self.max_flips is None and self.max_logit_noise is None:
+            return None
+        from .budget import Budget
+
+        return Budget(self.max_flips, self.max_logit_noise)
+
+    def _check_budget(self, infos) -> None:
+        if self.budget is None:
+            return
+        if not any(self.uses_quantizer(i) for i in infos):
+            raise ExportError("--max-flips / --max-logit-noise apply to --int8 (or --pruned --int8)")
+        if self.quantizer != "aeq":
+            raise ExportError("--max-flips / --max-logit-noise need --quantizer aeq (layers are kept float "
+                              "through ai-edge-quantizer's per-layer recipe)")
+        if not (isinstance(self.budget_n, int) and 16 <= self.budget_n <= MAX_IMAGES):
+            raise ExportError(f"--budget-n must be an integer in [16, {MAX_IMAGES}], got {self.budget_n!r}")
 
     def uses_quantizer(self, info: VariantInfo) -> bool:
         """Whether ``--quantizer`` picks this variant's backend (calibrated full-integer, not mixed/guard)."""
@@ -272,7 +310,9 @@ class ExportOptions:
                 "finetune": ft.to_dict() if any(i.trains for i in infos) else None,
                 "bias_correction": self.bias_correction, "quantizer": self.quantizer,
                 "ranges": self.ranges if self.quantizer == "aeq" else None,
-                "guard_k": self.guard_k if any(i.guarded for i in infos) else None, "seconds": round(seconds, 2)}
+                "guard_k": self.guard_k if any(i.guarded for i in infos) else None,
+                "max_flips": self.max_flips, "max_logit_noise": self.max_logit_noise,
+                "budget_n": self.budget_n if self.budget is not None else None, "seconds": round(seconds, 2)}
 
 
 def _check_sparsity(s) -> float:
@@ -634,12 +674,52 @@ class Exporter:
             from . import aeq
 
             fb = convert(b.km, VARIANTS[Variant.FLOAT32], saved=saved)
+            if o.budget is not None:
+                self.budgeted(ctx, b, fb)
+                return
             b.buf, q = aeq.quantize(fb, ctx.X_cal, o.io, o.ranges)
             b.quant_info = q.to_dict()
             return
         rep = (lambda: (x[None] for x in ctx.X_cal)) if (info.calibration and ctx.X_cal is not None) else None
         b.buf = convert(b.km, info, representative=rep, io=o.io, allow_float_fallback=o.allow_float_fallback,
                         qat=info.qat, saved=saved)
+
+    # ---- budget (--max-flips / --max-logit-noise): the fewest float layers within the budget (budget.py)
+    def budgeted(self, ctx: ExportContext, b: _Build, fb: bytes) -> None:
+        from . import aeq
+        from .budget import RANK_N, Probe, search
+
+        o = self.opts
+        X_cal, X_hold, src = self._holdout(ctx)
+        q = aeq.Quantization(fb, X_cal, o.io, o.ranges)
+        ref_logits = b.km.predict(X_cal, batch_size=32, verbose=0)
+
+        def finish(buf: bytes) -> bytes:  # as the correct stage will ship it
+            if not (o.bias_correction and b.logits and ctx.act is not None):
+                return buf
+            from .biascorr import correct_output_bias
+
+            return correct_output_bias(buf, X_cal, ref_logits, softmax=(ctx.act == "softmax"))[0]
+
+        X_rank = X_cal[:RANK_N]
+        probe = Probe(ctx.spec, ctx.cfg.threshold, ctx.logit_output if b.logits else ctx.prob_output, X_rank,
+                      _keras_scores(ctx.model, X_rank, ctx.spec, False), X_hold,
+                      _keras_scores(ctx.model, X_hold, ctx.spec, False), src, finish)
+        emit = (lambda line: self.emit(f"      {b.info.variant.value}: {line}")) if self.emit else None
+        _, res = search(q, o.budget, probe, emit)
+        b.buf = q.quantize([layer["scope"] for layer in res.float_layers])  # corrected by the correct stage
+        ctx.bias_x = X_cal
+        b.quant_info = {**q.info().to_dict(), "budget": res.to_dict()}
+
+    def _holdout(self, ctx: ExportContext) -> tuple[np.ndarray, np.ndarray, str]:
+        """(calibration images, hold-out images, where the hold-out came from): training images outside the
+        calibration sample; with --calib PATH (or no dataset) the last third of the calibration images."""
+        o = self.opts
+        if o.calib is None and ctx.data.available():
+            X, _ = ctx.data.holdout("train", o.calib_n, o.budget_n, o.seed)
+            return ctx.X_cal, X, f"{len(X)} training images outside the calibration sample"
+        m = len(ctx.X_cal) - max(len(ctx.X_cal) // 3, 1)
+        return ctx.X_cal[:m], ctx.X_cal[m:], f"the last {len(ctx.X_cal) - m} calibration images, kept out of calibration"
 
     # ---- guard (int8-guard): the band from the int8 file's logit noise vs the float model
     def guard(self, ctx: ExportContext, b: _Build) -> None:
@@ -717,7 +797,8 @@ class Exporter:
         out_desc = ctx.logit_output if b.logits else ctx.prob_output
         against = Comparison(ctx.spec, out_desc, b.threshold, ctx.X_ver, b.ref_v,
                              sample=ctx.sample_info["source"] or "", reference=b.ref_name)
-        b.ver = verify(b.buf, info, o.io, against, allow_float_fallback=o.allow_float_fallback)
+        budgeted = bool(((b.quant_info or {}).get("budget") or {}).get("float_layers"))  # float by design
+        b.ver = verify(b.buf, info, o.io, against, allow_float_fallback=o.allow_float_fallback or budgeted)
         if info.trains and b.ver.scores is not None:
             from dataclasses import replace
 

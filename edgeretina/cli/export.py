@@ -44,9 +44,19 @@ def _variant_flags(f):
 @click.option("--quantizer", type=click.Choice(["converter", "aeq"]), default="converter", show_default=True,
               help="full-integer backend of --int8 / --pruned --int8: the TF converter, or ai-edge-quantizer "
                    "(static_wi8_ai8 on the float32 .tflite, same calibration images)")
-@click.option("--ranges", type=click.Choice(["minmax", "ema"]), default="minmax", show_default=True,
-              help="--quantizer aeq activation ranges: global min/max over the calibration images, or the "
-                   "quantizer's own 0.95 moving average of per-image min/max")
+@click.option("--ranges", "--calibration-range", "ranges", type=click.Choice(["minmax", "ema", "percentile", "mse"]),
+              default="minmax", show_default=True,
+              help="--quantizer aeq activation ranges: global min/max over the calibration images, the "
+                   "quantizer's own 0.95 moving average of per-image min/max, the 0.01-99.99th percentiles, or "
+                   "the range with the least 8-bit squared error (histogram of the calibration activations)")
+@click.option("--max-flips", type=float, default=None,
+              help="--int8 --quantizer aeq: keep the fewest layers float so that at most this share of held-out "
+                   "training images (not calibration, validation or test) change decision vs the float model "
+                   "(0.01 = 1 percent)")
+@click.option("--max-logit-noise", type=float, default=None,
+              help="like --max-flips, for the rms of the screening-logit difference vs the float model")
+@click.option("--budget-n", type=int, default=500, show_default=True,
+              help="held-out training images the --max-flips / --max-logit-noise budget is checked on")
 @click.option("--guard-k", type=float, default=3.0, show_default=True,
               help="--int8-guard: band = k × the int8 model's logit noise (vs the float model, calibration images)")
 @click.option("--output", type=click.Choice(["auto", "logits", "probabilities"]), default="auto", show_default=True,
@@ -55,7 +65,8 @@ def _variant_flags(f):
               help="output folder [RUN_DIR/export]; built beside it and swapped in when every file is verified")
 @click.option("--quiet", "-q", is_flag=True, help="no per-stage progress lines")
 def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io_, allow_float_fallback, verify_n,
-           steps, finetune_target, bias_correction, quantizer, ranges, guard_k, output, **flags):
+           steps, finetune_target, bias_correction, quantizer, ranges, max_flips, max_logit_noise, budget_n, guard_k,
+           output, **flags):
     """Export MODEL (a run dir — trained, or made by `edgeretina import` — or a .keras file with config.json
     beside it) to .tflite variants.
 
@@ -70,7 +81,7 @@ def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io
         variants=select_variants(**sel, all_=all_), io=io_, sparsity=sparsity, allocation=allocation,
         calib=calib, calib_n=calib_n, verify_n=verify_n, allow_float_fallback=allow_float_fallback, steps=steps,
         finetune_target=finetune_target, bias_correction=bias_correction, output=output, quantizer=quantizer,
-        ranges=ranges, guard_k=guard_k)
+        ranges=ranges, guard_k=guard_k, max_flips=max_flips, max_logit_noise=max_logit_noise, budget_n=budget_n)
 
     from pathlib import Path
 
