@@ -67,6 +67,14 @@ def test_hwcap_decoding():
     assert kernel_tier(["neon"]) == "NEON" and kernel_tier(None) == "?"
 
 
+def test_per_cpu_cpuinfo_names_the_emulated_core():
+    """XNNPACK's cpuinfo enables features by core model: each emulated CPU's /proc/cpuinfo has its own MIDR."""
+    text = arm64_env.cpuinfo_text("cortex-a53", ["fp", "asimd"])
+    assert "CPU part\t: 0xd03" in text and "CPU implementer\t: 0x41" in text
+    assert parse_cpuinfo(text)["isa"] == ["neon"]
+    assert "CPU part\t: 0x051" in arm64_env.cpuinfo_text("max,sme=off", ["asimd", "sve"])
+
+
 def test_emulated_cpu_names_and_the_sme_refusal():
     assert EmuCpu.parse(None).qemu_arg == "cortex-a76"
     c = EmuCpu.parse("max,sme=off")
