@@ -54,6 +54,13 @@ CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
     Candidate("onh160", "optic-nerve-head crop (2 disc diameters), 160 px", ("--input-size", "160", "--crop", "onh")),
     Candidate("onh160_allneg", "ONH crop 160 px, negatives = every non-glaucoma eye",
               ("--input-size", "160", "--crop", "onh", "--negatives", "all")),
+    Candidate("full224_linear", "whole fundus, 224 px, linear head (L2 logistic regression on frozen features)",
+              ("--input-size", "224", "--head-fit", "linear")),
+    Candidate("full160_linear", "whole fundus, 160 px, linear head", ("--input-size", "160", "--head-fit", "linear")),
+    Candidate("onh160_linear", "ONH crop 160 px, linear head",
+              ("--input-size", "160", "--crop", "onh", "--head-fit", "linear")),
+    Candidate("onh128_linear", "ONH crop 128 px, linear head",
+              ("--input-size", "128", "--crop", "onh", "--head-fit", "linear")),
 )}
 
 

@@ -267,7 +267,7 @@ def test_full_flow_parses_the_apps_json(fake_adb, tflite):
 ])
 def test_flow_failures(fake_adb, monkeypatch, tflite, mode, expect):
     monkeypatch.setenv("FAKE_ADB_MODE", mode)
-    runner = android.AndroidRunner(tflite, timeout_s=1, poll_s=0.2)
+    runner = android.AndroidRunner(tflite, timeout_s=1)  # polls every 0.2 s
     with pytest.raises(DeviceError) as e:
         runner.time(None, runs=1, warmup=0)
     assert expect in _one_line(e.value)

@@ -294,7 +294,7 @@ class AndroidRunner:
 
     def __init__(self, path: str | os.PathLike, *, threads: int | None = None, delegate: str | None = None,
                  serial: str | None = None, adb: str | None = None, timeout_s: float | None = None,
-                 package: str = PACKAGE, poll_s: float = 1.0, meta: dict | None = None, scores: str | None = None):
+                 meta: dict | None = None, scores: str | None = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise DeviceError(f"android: {self.path}: no such model file")
@@ -316,8 +316,8 @@ class AndroidRunner:
         self.vs_host: dict[str, Any] | None = None
         env_timeout = os.environ.get("EDGERETINA_ANDROID_TIMEOUT")
         self.timeout_s = float(timeout_s or env_timeout or DEFAULT_TIMEOUT_S)
-        self.package = package
-        self.poll_s = poll_s
+        self.package = PACKAGE
+        self.poll_s = min(1.0, self.timeout_s / 5)  # result polling: a fifth of the timeout, at most 1 s
         self.adb = find_adb(adb)
         self.serial = pick_device(parse_devices(_adb(self.adb, ["devices", "-l"], timeout=30).stdout), serial).serial
         self.result: AndroidResult | None = None

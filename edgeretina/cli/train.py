@@ -14,6 +14,10 @@ import click
 @click.option("--input-size", type=int, default=None, help="square input size [default: the backbone's]")
 @click.option("--alpha", type=float, default=None, help="width multiplier (MobileNet family)")
 @click.option("--head", default=None, help="gap | fc:<units,...> | multitask[:<units>] [default: per task]")
+@click.option("--head-fit", type=click.Choice(["two-phase", "linear"]), default="two-phase",
+              help="two-phase: SGD warm-up of the head, then deep tuning; linear: an L2 logistic regression on "
+                   "the frozen backbone's pooled features, penalty chosen by inner patient-grouped CV (the "
+                   "glaucoma recipe: it generalises better under CV, docs/training.md)")
 @click.option("--grid", is_flag=True, help="KerasTuner grid search over fine-tuning lr × batch size")
 @click.option("--grid-lr", default="1e-5,5e-5,1e-4", help="grid learning rates")
 @click.option("--grid-batch", default="8,12", help="grid batch sizes")
@@ -51,7 +55,7 @@ import click
 @click.option("--quiet", "-q", is_flag=True, help="no per-epoch progress")
 @click.option("--allow-untrained", is_flag=True,
               help="accept --epochs-warmup 0 --epochs-finetune 0 (writes the initial, untrained model)")
-def train(data, task, arch, out, weights, input_size, alpha, head, grid, grid_lr, grid_batch, epochs_warmup,
+def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, grid, grid_lr, grid_batch, epochs_warmup,
           epochs_finetune, lr_warmup, lr_finetune, batch_size, patience, freeze, loss, augment, no_feature_cache,
           split, seed, max_train, max_val, max_test, strategy, bootstrap, crop, negatives, suspect, cv, cv_seeds,
           cv_only, overwrite, quiet, allow_untrained):
@@ -65,7 +69,7 @@ def train(data, task, arch, out, weights, input_size, alpha, head, grid, grid_lr
 
     if input_size is not None and not 32 <= input_size <= MAX_INPUT_SIZE:  # issue 14: bounded before any work
         raise EdgeRetinaError(f"--input-size must be between 32 and {MAX_INPUT_SIZE} px, got {input_size}")
-    if epochs_warmup == 0 and epochs_finetune == 0 and not allow_untrained:
+    if epochs_warmup == 0 and epochs_finetune == 0 and not allow_untrained and head_fit != "linear":
         raise EdgeRetinaError("--epochs-warmup 0 --epochs-finetune 0 would write an untrained model; add "
                               "--allow-untrained if that is really wanted")
     if batch_size > 1024 or any(v is not None and v < 1 for v in (max_train, max_val, max_test)):
@@ -105,7 +109,8 @@ def train(data, task, arch, out, weights, input_size, alpha, head, grid, grid_lr
                       seed=seed, pipeline=pipeline, data_options=data_options or None, max_train=max_train,
                       max_val=max_val, max_test=max_test, grid=grid, grid_space=grid_space, strategy=strategy,
                       n_boot=bootstrap, overwrite=overwrite, cv=cv,
-                      cv_seeds=tuple(int(v) for v in floats(cv_seeds, "cv-seeds")), cv_only=cv_only)
+                      cv_seeds=tuple(int(v) for v in floats(cv_seeds, "cv-seeds")), cv_only=cv_only,
+                      head_fit=head_fit)
     run_dir = train_run(data, task, arch, out, log=log, options=opts)
     if cv_only:
         c = json.loads((run_dir / "cv.json").read_text())["cv"]

@@ -2,10 +2,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from edgeretina.errors import EdgeRetinaError, ModelError
 from edgeretina.train.two_phase import TrainConfig
+
+
+class HeadFit(str, Enum):
+    """How the classifier is fitted: ``two-phase`` = SGD warm-up of the head on the frozen backbone, then
+    deep tuning (the published recipe); ``linear`` = an L2 logistic regression on the frozen backbone's pooled
+    features, penalty chosen by inner patient-grouped CV (:mod:`edgeretina.train.linear_head`)."""
+
+    TWO_PHASE = "two-phase"
+    LINEAR = "linear"
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,8 @@ class RunOptions:
     cv: int | None = None             # K-fold CV over train+val; the final model trains on all of them
     cv_seeds: tuple[int, ...] = (0,)  # repeat the CV with these fold/training seeds (spread over seeds)
     cv_only: bool = False             # recipe selection: write cv.json only, never touch the test split
+    head_fit: HeadFit = HeadFit.TWO_PHASE
+
 
     def __post_init__(self):
         if self.input_size is not None and not 32 <= int(self.input_size) <= 1024:
@@ -46,6 +58,15 @@ class RunOptions:
             raise EdgeRetinaError("cv_seeds must name at least one seed")
         if not 0.0 < float(self.sensitivity) < 1.0:
             raise EdgeRetinaError(f"sensitivity target must be in (0, 1), got {self.sensitivity}")
+        try:
+            object.__setattr__(self, "head_fit", HeadFit(self.head_fit))
+        except ValueError:
+            raise EdgeRetinaError(f"unknown head fit '{self.head_fit}' (choose from: "
+                                  f"{', '.join(h.value for h in HeadFit)})") from None
+        if self.head_fit is HeadFit.LINEAR and self.grid:
+            raise EdgeRetinaError("--head-fit linear chooses its penalty by inner CV; it takes no --grid")
+        if self.head_fit is HeadFit.LINEAR and self.cfg.augment not in (None, "none"):
+            raise EdgeRetinaError("--head-fit linear fits on cached frozen features; it takes no --augment")
         if self.grid and self.strategy not in (None, "default") and self.cv:
             raise EdgeRetinaError("--grid with --cv runs on one device (strategy default)")
 

@@ -22,7 +22,7 @@ from edgeretina.io import ensure_writable_dir, write_json_atomic, write_text_ato
 from edgeretina.tasks import TaskKind, scores_from_output, task_spec
 from edgeretina.train.helpers import (CHECKPOINT_DIR, check_task_served, evaluate_model, history_csv,
                                       logreg_probe, make_strategy, save_clean_model, subsample)
-from edgeretina.train.options import RunOptions
+from edgeretina.train.options import HeadFit, RunOptions
 from edgeretina.train.loop import PhaseEnv
 from edgeretina.train.two_phase import Arrays, Trainee, finetune, warmup
 
@@ -40,6 +40,8 @@ class TrainRun:
         self.metrics: dict[str, Any] = {}
         self.cv = None
         self.oof = None
+        self.linear = opts.head_fit is HeadFit.LINEAR
+        self.linear_fits: list = []
 
     # ------------------------------------------------------------------ stages
     def run(self) -> Path:
@@ -134,6 +136,10 @@ class TrainRun:
             self.model = build_model(self.bb.name, self.spec, self.size, self.weights, self.o.head,
                                      **(self.o.arch_options or {}))
         self.info = self.model.edgeretina
+        if self.linear:
+            from edgeretina.train.linear_head import check_linear_head
+
+            check_linear_head(self.model, int(self.model.get_layer("head_gap").output.shape[-1]))
         self.init_weights = self.model.get_weights() if self.o.cv else None
         train_recs = self.parts["train"] + (self.parts["val"] if self.o.cv else [])
         self.cw = class_weights(train_recs, self.spec)
@@ -166,7 +172,7 @@ class TrainRun:
 
         self.feats = None
         binary = self.spec.kind is TaskKind.BINARY
-        if not (self.cfg.cache_features or self.o.baseline):
+        if not (self.cfg.cache_features or self.o.baseline or self.linear):
             return
         t0 = time.perf_counter()
         fm = F.pooled_feature_model(self.model)
@@ -188,7 +194,20 @@ class TrainRun:
         return Trainee(self.model, self.spec, self.loss, self.keras_cw,
                        PhaseEnv(log=self.say, ckpt_dir=ckpt, callbacks=tuple(callbacks), strategy=self.strategy))
 
+    def _fit_linear(self, feats, y, records, seed: int):
+        """The ``linear`` recipe: one closed-form head fit (penalty by inner grouped CV), no SGD phases."""
+        from edgeretina.train.linear_head import LinearHeadOptions, fit_linear_head
+        from edgeretina.train.loop import PhaseResult
+
+        r = fit_linear_head(self.model, self.spec, feats, y, [rec.group for rec in records],
+                            LinearHeadOptions(seed=seed))
+        self.linear_fits.append(r)
+        self.say(f"linear head: C {r.C:g} chosen by {r.inner_k}-fold inner CV on {r.n} records ({r.seconds:.1f} s)")
+        return [PhaseResult("linear", 0, 0, None, False, r.seconds, [])]
+
     def _fit_arrays(self, cfg, data: Arrays, feats, ckpt=None):
+        if self.linear:
+            return self._fit_linear(feats[0], data.y_train, self.parts["train"], cfg.seed)
         job = self._trainee(ckpt, self.callbacks)
         ph1 = warmup(job, data, cfg, features=feats)
         train_ds = None
@@ -235,7 +254,9 @@ class TrainRun:
                 return acts[tr], acts[va]
             cut = None if (cfg.augment and cfg.augment != "none") else fold_cut
             try:
-                phases = self._fit_arrays_cv(cfg, data, feats, [recs[i] for i in tr], cut)
+                phases = (self._fit_linear(f[np.concatenate([tr, va])], y[np.concatenate([tr, va])],
+                                           [recs[i] for i in np.concatenate([tr, va])], int(seed))
+                          if self.linear else self._fit_arrays_cv(cfg, data, feats, [recs[i] for i in tr], cut))
             finally:
                 self.say = say
             best = {p.name: int(p.best_epoch) for p in phases}
@@ -252,6 +273,7 @@ class TrainRun:
 
         self.cv, self.oof = cross_validate(recs, y, self.spec, fit, k=int(self.o.cv), seeds=self.o.cv_seeds,
                                            n_boot=self.o.n_boot, sensitivity=self.o.sensitivity, log=say)
+        self.fold_C = [r.C for r in self.linear_fits]  # the folds' own penalties (not the final fit's)
         self.cv_rows = [{"key": r.key, "patient": r.patient, "y": _y_text(yv), "oof_score": _y_text(sv),
                          "probe_oof_score": "" if not np.isfinite(pv) else f"{pv:.6g}"}
                         for r, yv, sv, pv in zip(recs, y, self.oof, probe_oof)]
@@ -294,6 +316,9 @@ class TrainRun:
 
     def cv_dict(self) -> dict[str, Any]:
         d = self.cv.to_dict()
+        d["head_fit"] = self.o.head_fit.value
+        if getattr(self, "fold_C", None):  # the folds' own penalty choices (absent for folds resumed from cache)
+            d["linear_head_C"] = self.fold_C
         if self.cv_probe:
             d["baseline_logreg_frozen_features"] = self.cv_probe
         if self.disc_flags:
@@ -316,6 +341,7 @@ class TrainRun:
         from edgeretina.models.macs import count_macs
 
         d = {"task": self.spec.task.value, "arch": self.bb.name, "input_size": self.size,
+             "head_fit": self.o.head_fit.value,
              "macs": count_macs(self.model),
              "preprocessing": self.pipe.to_json(), "train": self.cfg.to_dict(),
              "dataset": self._dataset_dict(), "cv": self.cv_dict(),
@@ -369,6 +395,9 @@ class TrainRun:
         """All development records train, for the folds' median best epoch count (no early stopping: there
         is no held-out data left); the validation split is only watched, never used to pick weights."""
         recs, X, y, f = self._dev()
+        if self.linear:
+            self.say(f"final model: linear head on all {len(y)} development records")
+            return self._fit_linear(f, y, recs, self.cfg.seed)
         ep = self.cv.final_epochs
         cfg = self.cfg.with_(epochs_warmup=ep.get("warmup", self.cfg.epochs_warmup),
                              epochs_finetune=ep.get("finetune", 0) if self.cfg.epochs_finetune > 0 else 0,
@@ -436,6 +465,8 @@ class TrainRun:
             m["baseline_logreg_frozen_features"] = self.base
         if self.disc_flags:
             m["disc_flags"] = self.disc_flags
+        if self.linear:
+            m["linear_head"] = self.linear_fits[-1].to_dict()
         if self.grid_result is not None:
             m["grid"] = self.grid_result.summary()
         m["phases"] = [{"name": p.name, "epochs_run": p.epochs_run, "best_epoch": p.best_epoch,
@@ -458,7 +489,9 @@ class TrainRun:
 
         out, spec = self.out, self.spec
         save_clean_model(self.model, out / MODEL_FILE)
-        extra = {"train": self.cfg.to_dict(), "arch_options": self.info["arch_options"],
+        extra = {"train": self.cfg.to_dict(), "head_fit": self.o.head_fit.value,
+                 **({"linear_head": self.linear_fits[-1].to_dict()} if self.linear else {}),
+                 "arch_options": self.info["arch_options"],
                  "scaling": self.info["scaling"], "strategy": self.o.strategy or "default",
                  "class_weights": {str(k): v for k, v in self.cw.items()},
                  **({"grid_best": self.grid_result.best} if self.grid_result else {}),

@@ -1,0 +1,160 @@
+"""The ``linear`` head recipe: a strongly regularised logistic regression on the frozen backbone's pooled
+features, solved exactly (L-BFGS) and written into the model's ``head_logits`` layer.
+
+Why it exists: on ODIR glaucoma the two-phase SGD fine-tune does not beat a linear probe on frozen ImageNet
+features under patient-level cross-validation, and an L2 penalty much stronger than the usual (C ≈ 3e-4 on
+standardised features rather than 0.1) generalises best (docs/benchmarks/glaucoma_recipe.md). The penalty
+is chosen per fit by an inner, patient-grouped K-fold over the fitting records only — so an outer CV around
+it stays honest (nested) and the final fit never sees the test split.
+
+The fitted model is still one plain Keras graph (backbone → GAP → Dense → softmax/sigmoid): the feature
+standardisation is folded into the Dense weights (w' = w / σ, b' = b − Σ w μ / σ), so every export variant,
+LiteRT and the Android app run it unchanged.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgeretina.errors import ModelError
+from edgeretina.tasks import TaskKind, TaskSpec
+
+#: the inverse L2 strengths searched (standardised features); the ODIR optimum sits inside the range
+DEFAULT_CS: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+
+
+@dataclass(frozen=True)
+class LinearHeadOptions:
+    """The searched inverse penalties ``cs``, the inner fold count, the class weighting and the fold seed."""
+
+    cs: tuple[float, ...] = DEFAULT_CS
+    inner_k: int = 5
+    class_weight: str | None = "balanced"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LinearHeadFit:
+    """What a linear-head fit chose and how it scored on its own inner folds."""
+
+    C: float
+    inner_scores: dict[str, float]   # C → mean inner-fold score (AUROC / −log loss)
+    inner_k: int
+    n: int
+    class_weight: str | None
+    seconds: float
+    metric: str = field(default="auroc")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"C": self.C, "inner_k": self.inner_k, "n": self.n, "class_weight": self.class_weight,
+                "metric": self.metric, "inner_scores": self.inner_scores, "seconds": round(self.seconds, 2)}
+
+
+def _logits_layer(model):
+    try:
+        dense = model.get_layer("head_logits")
+    except ValueError:
+        raise ModelError("the linear head recipe needs a model with a 'head_logits' layer") from None
+    if not hasattr(dense, "kernel"):
+        raise ModelError("the linear head recipe needs the 'gap' head (GAP → Dense); use --head gap")
+    return dense
+
+
+def check_linear_head(model, feature_dim: int) -> None:
+    """One-line error unless ``head_logits`` reads the pooled features directly (the ``gap`` head)."""
+    dense = _logits_layer(model)
+    if int(dense.kernel.shape[0]) != int(feature_dim):
+        raise ModelError("the linear head recipe needs the 'gap' head (Dense straight on the pooled features), "
+                         f"this model's head has a {int(dense.kernel.shape[0])}-unit hidden layer; use --head gap")
+
+
+def _inner_folds(y1: np.ndarray, groups, k: int, seed: int):
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    k = max(2, min(k, int(np.bincount(y1).min()) if y1.size else 2))
+    g = np.asarray(groups) if groups is not None else np.arange(len(y1))
+    return list(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y1)), y1, g)), k
+
+
+def _strata(spec: TaskSpec, y: np.ndarray) -> np.ndarray:
+    if spec.kind is TaskKind.MULTILABEL:
+        return (np.asarray(y).reshape(len(y), -1) > 0.5).sum(1).clip(0, 1).astype(int)
+    return np.asarray(y).reshape(len(y), -1).argmax(1) if np.asarray(y).ndim == 2 else np.asarray(y).astype(int)
+
+
+def _solve(Z: np.ndarray, y1: np.ndarray, C: float, class_weight):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=C, max_iter=5000, class_weight=class_weight).fit(Z, y1)
+
+
+def _score(spec: TaskSpec, clf, Z, y1) -> float:
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    if spec.kind is TaskKind.BINARY:
+        return float(roc_auc_score(y1, clf.decision_function(Z))) if len(set(y1)) == 2 else float("nan")
+    return -float(log_loss(y1, clf.predict_proba(Z), labels=clf.classes_))
+
+
+def _columns(spec: TaskSpec, y: np.ndarray) -> list[np.ndarray]:
+    """One integer target per fitted problem: one for binary/multiclass, one per label for multi-label."""
+    y = np.asarray(y)
+    if spec.kind is TaskKind.MULTILABEL:
+        return [(y[:, j] > 0.5).astype(int) for j in range(y.shape[1])]
+    return [_strata(spec, y)]
+
+
+def fit_linear_head(model, spec: TaskSpec, feats: np.ndarray, y: np.ndarray, groups: Sequence | None = None,
+                    opts: LinearHeadOptions = LinearHeadOptions()) -> LinearHeadFit:
+    """Choose C by inner patient-grouped K-fold on (feats, y), refit on all of them, write ``head_logits``."""
+    t0 = time.perf_counter()
+    cs, class_weight = tuple(opts.cs), opts.class_weight
+    feats = np.asarray(feats, dtype=np.float64)
+    check_linear_head(model, feats.shape[1])
+    mu, sd = feats.mean(0), feats.std(0)
+    sd = np.where(sd > 1e-12, sd, 1.0)
+    Z = (feats - mu) / sd
+    targets = _columns(spec, y)
+    folds, k = _inner_folds(_strata(spec, y), groups, opts.inner_k, opts.seed)
+    scores: dict[str, float] = {}
+    for C in cs:
+        per = [np.nanmean([_score(spec, _solve(Z[tr], t[tr], C, class_weight), Z[te], t[te]) for t in targets])
+               for tr, te in folds]
+        scores[f"{C:g}"] = round(float(np.nanmean(per)), 5)
+    best = max(cs, key=lambda c: (scores[f"{c:g}"], -c))  # ties → the stronger penalty
+    clfs = [_solve(Z, t, best, class_weight) for t in targets]
+    _write(model, spec, clfs, mu, sd)
+    return LinearHeadFit(C=float(best), inner_scores=scores, inner_k=k, n=len(Z), class_weight=class_weight,
+                         seconds=time.perf_counter() - t0,
+                         metric="auroc" if spec.kind is TaskKind.BINARY else "neg_log_loss")
+
+
+def _write(model, spec: TaskSpec, clfs, mu: np.ndarray, sd: np.ndarray) -> None:
+    """Fold the standardisation into ``head_logits`` so that the model's probabilities equal the fitted
+    logistic regression's: binary softmax [0, z] / sigmoid z, multinomial softmax, per-label sigmoid."""
+    dense = _logits_layer(model)
+    n_out = int(dense.kernel.shape[1])
+    W = np.zeros((len(mu), n_out))
+    b = np.zeros(n_out)
+
+    def fold(coef, icpt):
+        w = coef / sd
+        return w, icpt - float(np.dot(coef, mu / sd))
+    if spec.kind is TaskKind.BINARY:
+        w, c = fold(clfs[0].coef_[0], clfs[0].intercept_[0])
+        col = spec.positive_index if n_out == 2 and spec.positive_index is not None else n_out - 1
+        W[:, col], b[col] = w, c
+    elif spec.kind is TaskKind.MULTICLASS:
+        clf = clfs[0]
+        if list(clf.classes_) != list(range(n_out)):
+            raise ModelError(f"the linear head needs every one of the {n_out} classes in the fitting records "
+                             f"(saw {list(clf.classes_)})")
+        for j in range(n_out):
+            W[:, j], b[j] = fold(clf.coef_[j], clf.intercept_[j])
+    else:
+        for j, clf in enumerate(clfs):
+            W[:, j], b[j] = fold(clf.coef_[0], clf.intercept_[0])
+    dense.set_weights([W.astype(np.float32), b.astype(np.float32)])
