@@ -74,7 +74,7 @@ def test_fc_head_is_refused_in_one_line():
         check_linear_head(model, 1280)
 
 
-@pytest.mark.parametrize("kw, match", [({"grid": True}, "no --grid"), ({"augment": "odir"}, "no --augment"),
+@pytest.mark.parametrize("kw, match", [({"grid": True}, "no --grid"), ({"aug_copies": 0}, "aug-copies"),
                                        ({"head_fit": "ridge"}, "unknown head fit")])
 def test_impossible_combinations_are_refused(kw, match):
     from edgeretina.train import TrainConfig
@@ -86,16 +86,17 @@ def test_impossible_combinations_are_refused(kw, match):
 
 
 def test_train_cv_with_a_linear_head_writes_an_honest_run(tmp_path):
-    """End to end on the embedded synthetic set: nested CV (folds choose their own penalty), the final fit
-    on train+val, the run dir records the recipe and the model really separates the classes."""
+    """End to end on the embedded synthetic set, with camera-augmented feature copies: nested CV (folds choose
+    their own penalty), the final fit on train+val (+ one augmented copy each), the run dir records the recipe
+    and the model really separates the classes."""
     from edgeretina.train import TrainConfig, train_run
 
     out = train_run("synthetic", "glaucoma", "mobilenetv2", tmp_path / "run", weights="imagenet", input_size=64,
-                    config=TrainConfig(seed=0), head_fit="linear", cv=3, max_train=90, max_val=30, max_test=60,
-                    n_boot=50)
+                    config=TrainConfig(seed=0, augment="camera"), head_fit="linear", aug_copies=1, cv=3,
+                    max_train=90, max_val=30, max_test=60, n_boot=50)
     m = json.loads((out / "metrics.json").read_text())
     cfg = json.loads((out / "config.json").read_text())
     assert m["cv"]["head_fit"] == "linear" and len(m["cv"]["linear_head_C"]) == 3
-    assert m["linear_head"]["n"] == 120 and m["phases"][0]["name"] == "linear"
+    assert m["linear_head"]["n"] == 240 and m["phases"][0]["name"] == "linear"
     assert cfg["extra"]["head_fit"] == "linear" and cfg["extra"]["linear_head"]["C"] == m["linear_head"]["C"]
     assert m["test"]["auroc"] > 0.7 and m["cv"]["pooled"]["auroc"] > 0.6

@@ -29,8 +29,10 @@ import click
 @click.option("--patience", type=int, default=20, help="early stopping patience on validation loss")
 @click.option("--freeze", default="partial", help="fine-tuning freezing policy: frozen | partial[:<fraction|layer>] | all")
 @click.option("--loss", default="weighted-ce", help="ce | weighted-ce | exp-uwbce")
-@click.option("--augment", default=None, help="augmentation policy for fine-tuning (mvoulana | odir | none); "
-              "streams images through the whole network")
+@click.option("--augment", default=None, help="augmentation policy (mvoulana | odir | camera | none): fine-tuning streams "
+              "augmented images through the whole network; the linear head adds --aug-copies augmented feature copies")
+@click.option("--aug-copies", type=int, default=2,
+              help="with --head-fit linear and --augment: augmented feature copies of each training image")
 @click.option("--no-feature-cache", is_flag=True, help="train through the frozen backbone instead of cached features")
 @click.option("--split", default=None, help="70/10/20 (default), a/b/c, kfold:K:I:val, predefined")
 @click.option("--seed", type=int, default=0)
@@ -56,7 +58,7 @@ import click
 @click.option("--allow-untrained", is_flag=True,
               help="accept --epochs-warmup 0 --epochs-finetune 0 (writes the initial, untrained model)")
 def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, grid, grid_lr, grid_batch, epochs_warmup,
-          epochs_finetune, lr_warmup, lr_finetune, batch_size, patience, freeze, loss, augment, no_feature_cache,
+          epochs_finetune, lr_warmup, lr_finetune, batch_size, patience, freeze, loss, augment, aug_copies, no_feature_cache,
           split, seed, max_train, max_val, max_test, strategy, bootstrap, crop, negatives, suspect, cv, cv_seeds,
           cv_only, overwrite, quiet, allow_untrained):
     """Fine-tune an ImageNet CNN on fundus images (two phases) and write a run dir:
@@ -110,7 +112,7 @@ def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, gri
                       max_val=max_val, max_test=max_test, grid=grid, grid_space=grid_space, strategy=strategy,
                       n_boot=bootstrap, overwrite=overwrite, cv=cv,
                       cv_seeds=tuple(int(v) for v in floats(cv_seeds, "cv-seeds")), cv_only=cv_only,
-                      head_fit=head_fit)
+                      head_fit=head_fit, aug_copies=aug_copies)
     run_dir = train_run(data, task, arch, out, log=log, options=opts)
     if cv_only:
         c = json.loads((run_dir / "cv.json").read_text())["cv"]

@@ -45,6 +45,7 @@ class RunOptions:
     cv_seeds: tuple[int, ...] = (0,)  # repeat the CV with these fold/training seeds (spread over seeds)
     cv_only: bool = False             # recipe selection: write cv.json only, never touch the test split
     head_fit: HeadFit = HeadFit.TWO_PHASE
+    aug_copies: int = 2               # linear head + --augment: augmented feature copies per training image
 
 
     def __post_init__(self):
@@ -65,8 +66,8 @@ class RunOptions:
                                   f"{', '.join(h.value for h in HeadFit)})") from None
         if self.head_fit is HeadFit.LINEAR and self.grid:
             raise EdgeRetinaError("--head-fit linear chooses its penalty by inner CV; it takes no --grid")
-        if self.head_fit is HeadFit.LINEAR and self.cfg.augment not in (None, "none"):
-            raise EdgeRetinaError("--head-fit linear fits on cached frozen features; it takes no --augment")
+        if not 1 <= int(self.aug_copies) <= 16:
+            raise EdgeRetinaError(f"--aug-copies must be between 1 and 16, got {self.aug_copies}")
         if self.grid and self.strategy not in (None, "default") and self.cv:
             raise EdgeRetinaError("--grid with --cv runs on one device (strategy default)")
 

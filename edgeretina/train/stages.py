@@ -180,6 +180,24 @@ class TrainRun:
                       if k != "test" or (self.o.baseline and binary)}
         self.say(f"cached pooled backbone features ({self.feats['train'].shape[1]}-d) of "
                  f"{sum(len(f) for f in self.feats.values())} images in {time.perf_counter() - t0:.1f} s")
+        self.aug_feats = self._augmented_features(fm) if self.linear else []
+
+    def _augmented_features(self, fm) -> list:
+        """Linear head + ``--augment``: pooled features of ``aug_copies`` augmented passes over train + val
+        (in that order, as :meth:`_dev`), one seed per copy; a fit on records ``idx`` adds their copies."""
+        from edgeretina.train import features as F
+
+        if not (self.cfg.augment and self.cfg.augment != "none"):
+            return []
+        recs = self.parts["train"] + self.parts["val"]
+        out = []
+        for c in range(int(self.o.aug_copies)):
+            t0 = time.perf_counter()
+            ds = self._augmented_dataset(self.cfg.with_(seed=self.cfg.seed + 1000 * (c + 1)), recs, shuffle=False)
+            out.append(F.compute(fm, ds))
+            self.say(f"augmented copy {c + 1}/{self.o.aug_copies} ('{self.cfg.augment}') of {len(recs)} images: "
+                     f"features in {time.perf_counter() - t0:.1f} s")
+        return out
 
     # ------------------------------------------------------------------ CV
     def _dev(self):
@@ -194,10 +212,16 @@ class TrainRun:
         return Trainee(self.model, self.spec, self.loss, self.keras_cw,
                        PhaseEnv(log=self.say, ckpt_dir=ckpt, callbacks=tuple(callbacks), strategy=self.strategy))
 
-    def _fit_linear(self, feats, y, records, seed: int):
-        """The ``linear`` recipe: one closed-form head fit (penalty by inner grouped CV), no SGD phases."""
+    def _fit_linear(self, feats, y, records, seed: int, idx=None):
+        """The ``linear`` recipe: one closed-form head fit (penalty by inner grouped CV), no SGD phases.
+        ``idx``: the records' rows in train + val, whose augmented copies (if any) join the fit."""
         from edgeretina.train.linear_head import LinearHeadOptions, fit_linear_head
         from edgeretina.train.loop import PhaseResult
+
+        if self.aug_feats and idx is not None:  # copies keep their record's group: inner folds never split them
+            feats = np.concatenate([feats] + [a[idx] for a in self.aug_feats])
+            y = np.concatenate([y] * (1 + len(self.aug_feats)))
+            records = list(records) * (1 + len(self.aug_feats))
 
         r = fit_linear_head(self.model, self.spec, feats, y, [rec.group for rec in records],
                             LinearHeadOptions(seed=seed))
@@ -207,7 +231,8 @@ class TrainRun:
 
     def _fit_arrays(self, cfg, data: Arrays, feats, ckpt=None):
         if self.linear:
-            return self._fit_linear(feats[0], data.y_train, self.parts["train"], cfg.seed)
+            return self._fit_linear(feats[0], data.y_train, self.parts["train"], cfg.seed,
+                                    np.arange(len(data.y_train)))
         job = self._trainee(ckpt, self.callbacks)
         ph1 = warmup(job, data, cfg, features=feats)
         train_ds = None
@@ -216,11 +241,12 @@ class TrainRun:
         ph2 = finetune(job, data, cfg, partial_from=self.bb.partial_from, train_dataset=train_ds)
         return [p for p in (ph1, ph2) if p is not None]
 
-    def _augmented_dataset(self, cfg, records=None):
+    def _augmented_dataset(self, cfg, records=None, shuffle: bool = True):
         from edgeretina.data import make_tf_dataset
 
         return make_tf_dataset(records if records is not None else self.parts["train"], self.pipe,
-                               batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed)
+                               batch_size=cfg.batch_size if shuffle else 64, shuffle=shuffle, augment=cfg.augment,
+                               seed=cfg.seed, spec=self.spec)
 
     def cross_validate(self) -> None:
         from edgeretina.train.cv import cross_validate
@@ -234,7 +260,8 @@ class TrainRun:
         probe_oof = np.full(len(y), np.nan)
 
         def fit(tr, va, seed, tag):
-            key = cache / f"{tag.split()[-1].replace('/', 'of')}_seed{seed}.npz"
+            step = int(tag.split()[-1].split("/")[0])  # "cv 7/15": fold (7 - 1) % K + 1 of this seed
+            key = cache / f"{(step - 1) % int(self.o.cv) + 1}of{int(self.o.cv)}_seed{seed}.npz"
             self.model.set_weights(self.init_weights)
             cfg = self.cfg.with_(seed=int(seed))
             if key.is_file():  # resume: this fold finished before an interruption
@@ -254,8 +281,8 @@ class TrainRun:
                 return acts[tr], acts[va]
             cut = None if (cfg.augment and cfg.augment != "none") else fold_cut
             try:
-                phases = (self._fit_linear(f[np.concatenate([tr, va])], y[np.concatenate([tr, va])],
-                                           [recs[i] for i in np.concatenate([tr, va])], int(seed))
+                dev_idx = np.concatenate([tr, va])
+                phases = (self._fit_linear(f[dev_idx], y[dev_idx], [recs[i] for i in dev_idx], int(seed), dev_idx)
                           if self.linear else self._fit_arrays_cv(cfg, data, feats, [recs[i] for i in tr], cut))
             finally:
                 self.say = say
@@ -397,7 +424,7 @@ class TrainRun:
         recs, X, y, f = self._dev()
         if self.linear:
             self.say(f"final model: linear head on all {len(y)} development records")
-            return self._fit_linear(f, y, recs, self.cfg.seed)
+            return self._fit_linear(f, y, recs, self.cfg.seed, np.arange(len(y)))
         ep = self.cv.final_epochs
         cfg = self.cfg.with_(epochs_warmup=ep.get("warmup", self.cfg.epochs_warmup),
                              epochs_finetune=ep.get("finetune", 0) if self.cfg.epochs_finetune > 0 else 0,
