@@ -78,3 +78,19 @@ def test_grading_targets_and_table_come_from_the_report_columns(tmp_path):
     assert "## Per grade" in md and "## Targets (issue 15)" in md and "AMD EPYC, 2 cores" in md
     assert payload["variants"][1]["referable_flip_rate"] == 0.007
     assert json.loads((tmp_path / "docs" / "dr_grading_aptos.json").read_text())["total_seconds"] == 60.0
+
+
+@pytest.mark.parametrize("name", [n for n in EXPERIMENTS if n not in BINARY])
+def test_published_grading_tables_rescore_to_their_targets(name):
+    path = DOCS / f"{name}.json"
+    if not path.is_file():
+        pytest.skip(f"{name} not published yet (python -m edgeretina.benchmarks.real_data --only {name})")
+    payload = json.loads(path.read_text())
+    rows = payload["variants"]
+    assert sum(r["is_reference"] for r in rows) == 1
+    published = {t["target"]: t["met"] for t in payload["targets"]}
+    for t in grading_targets(rows):
+        assert published[t["target"]] == t["met"], t["target"]
+    for r in rows:  # every row carries the grading retention fields and one recall per grade
+        assert r["kappa"] is not None and r["referable_flip_rate"] is not None
+        assert list(r["per_class"]) == list(task_spec("dr").labels)
