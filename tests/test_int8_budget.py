@@ -165,3 +165,22 @@ def test_op_table_and_float_scopes(float_tflite, calib_x):
     plain = LiteRTModel(q.quantize(), threads=1).float_ops()
     one = LiteRTModel(q.quantize([conv[3].scope]), threads=1).float_ops()
     assert plain == [] and "CONV_2D" in one
+
+
+def test_study_rows_and_table():
+    """benchmarks/int8_study.py: a bench row + its export manifest → the published row (Wilson CI of the
+    test flips, budget columns)."""
+    from edgeretina.benchmarks.int8_study import _row, markdown
+
+    v = {"name": "aeq-flips0.01", "format": "tflite", "size_bytes": 2_800_000, "auroc": 0.93, "delta_auroc": -0.001,
+         "delong_p": 0.5, "flip_rate": 4 / 486, "logit_shift": 0.01, "logit_noise_sd": 0.12,
+         "latency_ms": {"p50": 12.0, "mean": 12.5}}
+    man = {"results": [{"variant": "int8", "quantizer": {"backend": "aeq", "ranges": "minmax", "budget": {
+        "float_layers": [{"layer": "Conv1"}, {"layer": "head_logits"}], "float_macs_share": 0.036, "flips": 0.004,
+        "logit_noise": 0.07, "holdout": {"n": 500}}}}]}
+    r = _row(v, man, 486)
+    assert r["flips"] == 4 and r["flip_ci95"][0] < 4 / 486 < r["flip_ci95"][1]
+    assert r["float_layers"] == ["Conv1", "head_logits"] and r["backend"] == "aeq"
+    md = markdown([r], {"command": "python -m edgeretina.benchmarks.int8_study", "minutes": 30,
+                        "machine": "2-core AMD EPYC VM", "threads": 1, "run": "runs/recipe/final", "n": 486})
+    assert "4/486 = 0.8 % (" in md and "2 (3.6 %): Conv1, head_logits" in md and "0.4 % / 0.070" in md

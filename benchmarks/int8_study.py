@@ -1,0 +1,180 @@
+"""Which int8 keeps the float model's decisions? ``python -m edgeretina.benchmarks.int8_study``
+
+The glaucoma recipe's final model (``runs/recipe/final``: MobileNetV2-224, full fundus, ODIR) exported as
+full-integer int8 by every backend / range / budget this project has (``edgeretina export``), then all of them
+benchmarked in ONE ``edgeretina bench`` run on the ODIR test split (486 eyes never used for training,
+calibration or a budget check) against the Keras model:
+
+- ``converter``: the TF converter's int8 (its own min/max calibration);
+- ``aeq-minmax`` / ``aeq-percentile`` / ``aeq-mse``: ai-edge-quantizer's ``static_wi8_ai8`` with global
+  min/max, 0.01-99.99th percentile or MSE-optimal activation ranges (``--ranges``);
+- ``aeq-flips…`` / ``aeq-noise…``: ai-edge-quantizer with a flip / logit-noise budget checked on 500 held-out
+  training images (``--max-flips`` / ``--max-logit-noise``: the fewest layers kept float).
+
+Each export goes to ``OUT/<label>/`` (the model's own export folder is not touched); a copy of each int8 file
+whose metadata variant is renamed to its label (same graph bytes) goes to ``OUT/study/`` so the bench report
+has one row per configuration. Flips on the test split get a Wilson 95 % interval (``compare.wilson_ci``).
+Writes ``docs/benchmarks/int8_odir.md`` and ``.json``. LiteRT runs on one thread (``--threads``) and every
+step is niced by the caller (the machine is shared).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edgeretina.compare import wilson_ci
+from edgeretina.env import machine_info, machine_line
+from edgeretina.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+
+RUN = Path("runs/recipe/final")
+OUT = Path("runs/int8")
+DOC = Path("docs/benchmarks/int8_odir")
+
+# label → export options (variants, ExportOptions fields)
+CONFIGS: dict[str, dict[str, Any]] = {
+    "converter": {"quantizer": "converter"},
+    "aeq-minmax": {"quantizer": "aeq", "ranges": "minmax"},
+    "aeq-percentile": {"quantizer": "aeq", "ranges": "percentile"},
+    "aeq-mse": {"quantizer": "aeq", "ranges": "mse"},
+    "aeq-flips0.01": {"quantizer": "aeq", "max_flips": 0.01},
+    "aeq-noise0.08": {"quantizer": "aeq", "max_logit_noise": 0.08},
+}
+
+
+def export_all(run: Path, out: Path, labels, reuse: bool, log) -> dict[str, dict]:
+    """Export every configuration (kept when ``reuse`` and its manifest exists); label → manifest."""
+    from edgeretina.converters import export_model
+
+    manifests = {}
+    for label in labels:
+        cfg = dict(CONFIGS[label])
+        variants = cfg.pop("variants", ["int8"])
+        folder = out / label
+        if not (reuse and (folder / "manifest.json").is_file()):
+            t = time.perf_counter()
+            log(f"export {label}: {variants} {cfg}")
+            export_model(run, variants, folder, progress=lambda s: log(f"  {s}"), **cfg)
+            log(f"export {label}: {time.perf_counter() - t:.0f}s")
+        manifests[label] = json.loads((folder / "manifest.json").read_text())
+    return manifests
+
+
+def study_copies(out: Path, manifests: dict[str, dict]) -> list[Path]:
+    """``OUT/study/<label>.tflite``: each int8 file with its metadata variant renamed to the label."""
+    from edgeretina.runtime.metadata import embed_metadata, metadata_from_bytes
+
+    dest = out / "study"
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    paths = []
+    for label, man in manifests.items():
+        entry = next(r for r in man["results"] if r["variant"] == "int8")
+        src = out / label / Path(entry["path"]).name
+        data = src.read_bytes()
+        meta = metadata_from_bytes(data, str(src))
+        meta["export"] = {**meta["export"], "variant": label, "study_source": str(src)}
+        paths.append(write_bytes_atomic(dest / f"{label}.tflite", embed_metadata(data, meta)))
+    return paths
+
+
+def _row(v: dict, man: dict | None, n: int) -> dict[str, Any]:
+    k = int(round((v.get("flip_rate") or 0.0) * n))
+    q = ((next((r for r in man["results"] if r["variant"] == "int8"), {}) if man else {}).get("quantizer") or {})
+    b = q.get("budget") or {}
+    return {"name": v["name"], "size_mb": v["size_bytes"] / 1e6, "auroc": v.get("auroc"),
+            "delta_auroc": v.get("delta_auroc"), "delong_p": v.get("delong_p"), "flips": k, "n": n,
+            "flip_rate": v.get("flip_rate"), "flip_ci95": list(wilson_ci(k, n)) if v.get("flip_rate") is not None
+            else None, "logit_shift": v.get("logit_shift"), "logit_noise_sd": v.get("logit_noise_sd"),
+            "p50_ms": (v.get("latency_ms") or {}).get("p50"), "mean_ms": (v.get("latency_ms") or {}).get("mean"),
+            "backend": q.get("backend", "keras" if v["format"] == "keras" else "–"), "ranges": q.get("ranges"),
+            "float_layers": [x["layer"] for x in b.get("float_layers", [])] if b else None,
+            "float_macs_share": b.get("float_macs_share"), "holdout_flips": b.get("flips"),
+            "holdout_noise": b.get("logit_noise"), "holdout_n": (b.get("holdout") or {}).get("n")}
+
+
+def _f(x, fmt: str, none: str = "–") -> str:
+    return none if x is None else format(x, fmt)
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = [
+        "# Decision-faithful int8 — ODIR glaucoma, MobileNetV2-224 (issue 13)", "",
+        f"Regenerate: `{meta['command']}` (from the repository root, with `../shared`; ~{meta['minutes']:.0f} min "
+        "on this machine).", "",
+        f"Machine: {meta['machine']}; LiteRT threads: {meta['threads']}.", "",
+        f"Model: `{meta['run']}` (the glaucoma recipe's final model). Test images: {meta['n']} (the ODIR test split "
+        "of its config, never used for training, calibration or a budget check); reference: the Keras model at "
+        "its threshold. Every int8 file has its output bias corrected (calibration images) and was verified in "
+        "LiteRT at export. Flips: test images whose screening decision differs from the Keras model's, with a "
+        "Wilson 95 % interval; logit shift ± sd: the per-image difference of the screening logit; ΔAUROC with "
+        "the paired DeLong p. Budget columns: what the export measured on 500 held-out *training* images "
+        "(`--max-flips` / `--max-logit-noise`), and the layers it kept float with their share of the "
+        "multiply-adds.", "",
+        "| model | backend | ranges | size MB | flips (95 % CI) | logit shift ± sd | AUROC | ΔAUROC | DeLong p "
+        "| p50 ms | float layers (MACs) | hold-out flips / noise |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ci = r["flip_ci95"]
+        flips = (f"{r['flips']}/{r['n']} = {100 * r['flip_rate']:.1f} % ({100 * ci[0]:.1f}–{100 * ci[1]:.1f})"
+                 if ci else "–")
+        shift = (f"{r['logit_shift']:+.3f} ± {r['logit_noise_sd']:.3f}" if r["logit_noise_sd"] is not None else "–")
+        fl = "–" if r["float_layers"] is None else (
+            f"{len(r['float_layers'])} ({100 * r['float_macs_share']:.1f} %)" +
+            (": " + ", ".join(r["float_layers"][:6]) + (" …" if len(r["float_layers"]) > 6 else "")
+             if r["float_layers"] else ""))
+        ho = "–" if r["holdout_flips"] is None else f"{100 * r['holdout_flips']:.1f} % / {r['holdout_noise']:.3f}"
+        lines.append(f"| {r['name']} | {r['backend']} | {r['ranges'] or '–'} | {r['size_mb']:.2f} | {flips} | "
+                     f"{shift} | {_f(r['auroc'], '.3f')} | {_f(r['delta_auroc'], '+.4f')} | {_f(r['delong_p'], '.3f')} "
+                     f"| {_f(r['p50_ms'], '.1f')} | {fl} | {ho} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m edgeretina.benchmarks.int8_study", description=__doc__.split("\n")[0])
+    ap.add_argument("--run", type=Path, default=RUN)
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--doc", type=Path, default=DOC, help="writes DOC.md and DOC.json")
+    ap.add_argument("--only", nargs="*", choices=list(CONFIGS), default=list(CONFIGS))
+    ap.add_argument("--reuse", action="store_true", help="keep exports whose manifest exists")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--runs", type=int, default=10, help="bench timing runs per image (latency)")
+    ap.add_argument("--timing-images", type=int, default=20)
+    a = ap.parse_args(argv)
+    t0 = time.perf_counter()
+
+    def log(s: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.0f}s] {s}", file=sys.stderr, flush=True)
+
+    from edgeretina.benchmarks.harness import run_bench
+    from edgeretina.run import RunConfig
+
+    manifests = export_all(a.run, a.out, a.only, a.reuse, log)
+    copies = study_copies(a.out, manifests)
+    data = RunConfig.load(a.run).dataset["path"]
+    log(f"bench {len(copies)} int8 files on {data} (test split)")
+    rep = run_bench([str(a.run), *map(str, copies)], data, out=a.out / "bench", threads=a.threads,
+                    n_boot=a.n_boot, stability=False, runs=a.runs, warmup=min(3, a.runs),
+                    timing_images=a.timing_images)
+    d = rep.to_dict()
+    n = int(d["dataset"]["n_images"])
+    rows = [_row(v, manifests.get(v["name"]), n) for v in d["variants"]]
+    meta = {"command": "python -m edgeretina.benchmarks.int8_study " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "machine": "2-core AMD EPYC VM: " + machine_line(machine_info()), "threads": a.threads,
+            "run": str(a.run), "n": n, "minutes": (time.perf_counter() - t0) / 60,
+            "configs": {k: CONFIGS[k] for k in a.only}}
+    a.doc.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(a.doc.with_suffix(".json"), {**meta, "rows": rows, "report": d})
+    write_text_atomic(a.doc.with_suffix(".md"), markdown(rows, meta))
+    log(f"wrote {a.doc.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
