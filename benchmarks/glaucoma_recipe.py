@@ -195,7 +195,7 @@ def publish(o: Outcome, docs: Path, k: int) -> dict:
     if base:
         lines += ["", "Issue-12 targets on CV: " + "; ".join(
             f"{n} — CV ≥ 0.92 {'met' if r['cv']['mean'] >= 0.92 else 'missed'} ({r['cv']['mean']:.3f}), "
-            f"MACs {r['macs'] / base:.2f}× of full224 ({'≤ 0.5× met' if r["macs"] <= 0.5 * base * 1.03 else '> 0.5×'})"
+            f"MACs {r['macs'] / base:.2f}× of full224 ({'≤ 0.5× met' if r['macs'] <= 0.5 * base * 1.03 else '> 0.5×'})"
             for n, r in results.items()) + ". (MobileNetV2-160 is 0.51× of 224: counted as meeting the issue's "
             "'an ONH crop at ≤ 160 px does'.)"]
     if ens:
