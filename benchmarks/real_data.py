@@ -83,7 +83,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     # what the frozen-feature probe is): the other head arm, compared on the validation split.
     Experiment("dr_grading_aptos_gap", "DR 5-grade severity — APTOS-2019, MobileNetV2-224, frozen backbone + "
                "GAP-softmax head", "data/aptos", "dr", 224, DR_GRADING_TRAIN_GAP,
-               export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8")),),
+               export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8")),
+                            ("export_mixed", ("--mixed",))),
                bench_devices=(("cpu", 2),), bench_args=("--stability", "off"),
                notes=("Recipe: frozen ImageNet MobileNetV2-224, GAP + softmax head (no hidden layer, no dropout), "
                       "plain cross-entropy, trained on cached pooled features; no Gaussian / Ben-Graham "
