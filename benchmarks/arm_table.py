@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +17,7 @@ from edgeretina.io import write_text_atomic
 
 from .arm_parity import DEFAULT_CPUS, fmt, markdown_lines, pct
 from .harness import run_bench
+from .report import Report
 
 
 def table_markdown(report, command: str) -> str:
@@ -36,11 +38,31 @@ def table_markdown(report, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge_reports(folders: Sequence[str | Path]):
+    """One report of several bench report folders of the same data and reference (e.g. one emulated CPU
+    each, run side by side): the first report's header, every row once (by variant and device)."""
+    reports = [Report.load(f) for f in folders]
+    first = reports[0]
+    for r in reports[1:]:
+        if (r.dataset.get("path"), r.dataset.get("n_images"), r.reference) != \
+                (first.dataset.get("path"), first.dataset.get("n_images"), first.reference):
+            raise EdgeRetinaError("arm_table --merge: the reports differ in data, image count or reference")
+    rows, seen = [], set()
+    for r in reports:
+        for v in r.variants:
+            if (v.name, v.device) not in seen:
+                seen.add((v.name, v.device))
+                rows.append(v)
+    return replace(first, variants=tuple(rows))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m edgeretina.benchmarks.arm_table",
                                  description="ARM parity table: every model on x86 and on emulated aarch64 CPUs")
-    ap.add_argument("--models", nargs="+", required=True)
-    ap.add_argument("--data", required=True)
+    ap.add_argument("--models", nargs="+")
+    ap.add_argument("--data")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="REPORT_DIR",
+                    help="no bench: the table of these bench report folders (same data and reference)")
     ap.add_argument("--reference", default=None, help="the reference for AUROC / flips (e.g. the Keras run dir; "
                                                        "a .keras model runs on x86 only)")
     ap.add_argument("--cpus", default=",".join(DEFAULT_CPUS), help="emulated CPUs (';'-separated when one has "
@@ -54,10 +76,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     devices = ("cpu",) + tuple(f"arm64-emu:{c}" for c in cpus)
     command = "python -m edgeretina.benchmarks.arm_table " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
-        report = run_bench(a.models, a.data, out=a.report, reference=a.reference, devices=devices, threads=1, split=a.split,
-                           max_images=a.max_images, stability=False, n_boot=200, runs=1, warmup=0,
-                           timing_images=1, progress=lambda d, t, what: print(f"[{d}/{t}] {what}", flush=True),
-                           warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+        if a.merge:
+            report = merge_reports(a.merge)
+        elif not (a.models and a.data):
+            raise EdgeRetinaError("give --models and --data (or --merge REPORT_DIR...)")
+        else:
+            report = run_bench(a.models, a.data, out=a.report, reference=a.reference, devices=devices, threads=1,
+                               split=a.split,
+                               max_images=a.max_images, stability=False, n_boot=200, runs=1, warmup=0,
+                               timing_images=1, progress=lambda d, t, what: print(f"[{d}/{t}] {what}", flush=True),
+                               warn=lambda m: print(f"warning: {m}", file=sys.stderr))
     except EdgeRetinaError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

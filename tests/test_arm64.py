@@ -160,6 +160,11 @@ def test_bench_rows_carry_device_facts_and_missing_env_fails_cleanly(variants, t
         assert {"cpu", "cores", "isa", "runtime", "delegate", "threads"} <= set(info), info
     md = (out / "report.md").read_text()
     assert machine_line(rep["machine"]) in md and "- Device cpu: " in md
+    from edgeretina.benchmarks.arm_table import main as arm_table
+
+    assert arm_table(["--merge", str(out), str(out), "--out", str(tmp_path / "t.md")]) == 0
+    table = (tmp_path / "t.md").read_text()
+    assert "x86 (XNNPACK) rows" in table and table.count("| int8 |") == 1 and machine_line(rep["machine"]) in table
 
     res = CliRunner().invoke(cli, ["bench", "--models", str(variants["tflite"]["int8"]), "--data",
                                    str(variants["data"]), "--device", "arm64-emu:cortex-a53", "--out",
@@ -200,6 +205,10 @@ def test_parity_under_emulation(variants, tmp_path):
             assert p["max_abs_diff"] < 1e-4, p
     md = (tmp_path / "r" / "report.md").read_text()
     assert "## ARM kernel parity" in md and "- Device arm64-emu:cortex-a53: emulated cortex-a53" in md
+    from edgeretina.benchmarks.arm_table import main as arm_table
+
+    assert arm_table(["--merge", str(tmp_path / "r"), "--out", str(tmp_path / "t.md")]) == 0
+    assert "| int8 | cortex-a53 | NEON | 8 | 0 (0.0 %) | 0 " in (tmp_path / "t.md").read_text()
     if version_tuple(env.qemu_version) < (11, 1):
         with pytest.raises(DeviceError, match="mis-emulates SME"):
             get_device("arm64-emu:max").check()
