@@ -8,8 +8,8 @@ calibration or a budget check) against the Keras model:
 - ``converter``: the TF converter's int8 (its own min/max calibration);
 - ``aeq-minmax`` / ``aeq-percentile`` / ``aeq-mse``: ai-edge-quantizer's ``static_wi8_ai8`` with global
   min/max, 0.01-99.99th percentile or MSE-optimal activation ranges (``--ranges``);
-- ``aeq-flips…`` / ``aeq-noise…``: ai-edge-quantizer with a flip / logit-noise budget checked on 500 held-out
-  training images (``--max-flips`` / ``--max-logit-noise``: the fewest layers kept float).
+- ``aeq-flips0.01``: ai-edge-quantizer with a 1 % flip budget checked on 500 held-out training images
+  (``--max-flips 0.01``: the fewest layers kept float).
 
 Each export goes to ``OUT/<label>/`` (the model's own export folder is not touched); a copy of each int8 file
 whose metadata variant is renamed to its label (same graph bytes) goes to ``OUT/study/`` so the bench report
@@ -42,7 +42,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "aeq-percentile": {"quantizer": "aeq", "ranges": "percentile"},
     "aeq-mse": {"quantizer": "aeq", "ranges": "mse"},
     "aeq-flips0.01": {"quantizer": "aeq", "max_flips": 0.01},
-    "aeq-noise0.08": {"quantizer": "aeq", "max_logit_noise": 0.08},
 }
 
 
