@@ -156,8 +156,10 @@ def _macs(typ: str, op, tensors) -> int:
 
 
 def candidates(ops: Sequence[Op]) -> list[Op]:
-    """The ops whose float fallback can matter (pass-through ops such as PAD/RESHAPE aside)."""
-    return [o for o in ops if o.type not in PASS_THROUGH]
+    """The ops whose float fallback can matter (pass-through ops such as PAD/RESHAPE aside). The last op
+    writes the model's output: it stays int8, so a budgeted model keeps the full-integer interface (a float
+    output op made the exported file's output float32, which verification rightly refuses)."""
+    return [o for o in ops[:-1] if o.type not in PASS_THROUGH]
 
 
 def calibrate(float_tflite: bytes, X: np.ndarray, rcp: list[dict], ranges: str = "minmax",

@@ -93,10 +93,21 @@ def test_train_cv_with_a_linear_head_writes_an_honest_run(tmp_path):
 
     out = train_run("synthetic", "glaucoma", "mobilenetv2", tmp_path / "run", weights="imagenet", input_size=64,
                     config=TrainConfig(seed=0, augment="camera"), head_fit="linear", aug_copies=1, cv=3,
-                    max_train=90, max_val=30, max_test=60, n_boot=50)
+                    max_train=90, max_val=30, max_test=60, n_boot=50, cv_shifts=("defocus:severe",))
     m = json.loads((out / "metrics.json").read_text())
     cfg = json.loads((out / "config.json").read_text())
     assert m["cv"]["head_fit"] == "linear" and len(m["cv"]["linear_head_C"]) == 3
     assert m["linear_head"]["n"] == 240 and m["phases"][0]["name"] == "linear"
     assert cfg["extra"]["head_fit"] == "linear" and cfg["extra"]["linear_head"]["C"] == m["linear_head"]["C"]
     assert m["test"]["auroc"] > 0.7 and m["cv"]["pooled"]["auroc"] > 0.6
+    sh = m["cv"]["shifted"]["defocus-severe"]  # every out-of-fold eye re-scored under the shift
+    assert 0.0 <= sh["auroc"] <= 1.0 and sh["delta_auroc"] == pytest.approx(sh["auroc"] - m["cv"]["pooled"]["auroc"])
+
+
+def test_cv_shifts_are_checked_up_front():
+    from edgeretina.train.options import RunOptions
+
+    with pytest.raises(EdgeRetinaError, match="needs --cv"):
+        RunOptions(cv_shifts=("defocus:severe",))
+    with pytest.raises(EdgeRetinaError):
+        RunOptions(cv=5, cv_shifts=("defocsu:severe",))

@@ -53,6 +53,8 @@ import click
               help="K-fold patient-level CV over train+val first (per-fold, pooled out-of-fold AUROC); the "
                    "final model then trains on train+val and the test split is scored once")
 @click.option("--cv-seeds", default="0", help="comma-separated seeds: repeat the CV per seed (spread over seeds)")
+@click.option("--cv-shifts", default="", help="with --cv: also score every out-of-fold eye under these camera "
+              "shifts, e.g. defocus:severe,resolution:severe (cv.shifted: pooled AUROC and its change)")
 @click.option("--cv-only", is_flag=True, help="recipe selection: run the CV only (writes cv.json; test split untouched)")
 @click.option("--quiet", "-q", is_flag=True, help="no per-epoch progress")
 @click.option("--allow-untrained", is_flag=True,
@@ -60,7 +62,7 @@ import click
 def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, grid, grid_lr, grid_batch, epochs_warmup,
           epochs_finetune, lr_warmup, lr_finetune, batch_size, patience, freeze, loss, augment, aug_copies, no_feature_cache,
           split, seed, max_train, max_val, max_test, strategy, bootstrap, crop, negatives, suspect, cv, cv_seeds,
-          cv_only, overwrite, quiet, allow_untrained):
+          cv_shifts, cv_only, overwrite, quiet, allow_untrained):
     """Fine-tune an ImageNet CNN on fundus images (two phases) and write a run dir:
     model.keras, config.json, history.csv, metrics.json, roc.png. Re-run the same command to resume an
     interrupted run."""
@@ -112,7 +114,8 @@ def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, gri
                       max_val=max_val, max_test=max_test, grid=grid, grid_space=grid_space, strategy=strategy,
                       n_boot=bootstrap, overwrite=overwrite, cv=cv,
                       cv_seeds=tuple(int(v) for v in floats(cv_seeds, "cv-seeds")), cv_only=cv_only,
-                      head_fit=head_fit, aug_copies=aug_copies)
+                      head_fit=head_fit, aug_copies=aug_copies,
+                      cv_shifts=tuple(v.strip() for v in cv_shifts.split(",") if v.strip()))
     run_dir = train_run(data, task, arch, out, log=log, options=opts)
     if cv_only:
         c = json.loads((run_dir / "cv.json").read_text())["cv"]

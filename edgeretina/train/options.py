@@ -46,6 +46,7 @@ class RunOptions:
     cv_only: bool = False             # recipe selection: write cv.json only, never touch the test split
     head_fit: HeadFit = HeadFit.TWO_PHASE
     aug_copies: int = 2               # linear head + --augment: augmented feature copies per training image
+    cv_shifts: tuple[str, ...] = ()   # "shift:level": also score every out-of-fold eye under these camera shifts
 
 
     def __post_init__(self):
@@ -66,6 +67,14 @@ class RunOptions:
                                   f"{', '.join(h.value for h in HeadFit)})") from None
         if self.head_fit is HeadFit.LINEAR and self.grid:
             raise EdgeRetinaError("--head-fit linear chooses its penalty by inner CV; it takes no --grid")
+        if self.cv_shifts:
+            from edgeretina.shifts import parse_level, parse_shift
+
+            if not self.cv:
+                raise EdgeRetinaError("--cv-shifts needs --cv K")
+            for item in self.cv_shifts:
+                name, _, level = str(item).partition(":")
+                parse_shift(name), parse_level(level or "severe")
         if not 1 <= int(self.aug_copies) <= 16:
             raise EdgeRetinaError(f"--aug-copies must be between 1 and 16, got {self.aug_copies}")
         if self.grid and self.strategy not in (None, "default") and self.cv:

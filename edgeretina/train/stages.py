@@ -258,6 +258,8 @@ class TrainRun:
         cache = self.ckpt / "cv"
         cache.mkdir(parents=True, exist_ok=True)
         probe_oof = np.full(len(y), np.nan)
+        shifted = self._shifted_dev(recs)
+        oof_shift = {k: np.full(len(y), np.nan) for k in shifted}
 
         def fit(tr, va, seed, tag):
             step = int(tag.split()[-1].split("/")[0])  # "cv 7/15": fold (7 - 1) % K + 1 of this seed
@@ -271,6 +273,9 @@ class TrainRun:
                 def cached_score(idx):
                     if "probe" in cached:
                         probe_oof[idx] = cached["probe"]
+                    for k in oof_shift:
+                        if f"shift_{k}" in cached:
+                            oof_shift[k][idx] = cached[f"shift_{k}"]
                     return cached["scores"]
                 return cached_score, {k[3:]: int(cached[k]) for k in cached if k.startswith("ep_")}
             data = Arrays(X[tr], y[tr], X[va], y[va])
@@ -294,12 +299,16 @@ class TrainRun:
                 if f is not None and self.spec.kind is TaskKind.BINARY:
                     dev = np.concatenate([tr, va])
                     extra["probe"] = probe_oof[idx] = _probe_scores(f[dev], y[dev], f[idx])
+                for k, xs in shifted.items():
+                    extra[f"shift_{k}"] = oof_shift[k][idx] = scores_from_output(
+                        self.spec, predict_fast(self.model, xs[idx]))
                 np.savez(key, scores=s, **extra, **{f"ep_{k}": v for k, v in best.items()})
                 return s
             return score, best
 
         self.cv, self.oof = cross_validate(recs, y, self.spec, fit, k=int(self.o.cv), seeds=self.o.cv_seeds,
                                            n_boot=self.o.n_boot, sensitivity=self.o.sensitivity, log=say)
+        self.cv_shifted = _shifted_summary(self.spec, y, oof_shift, self.cv.pooled.get("auroc"))
         self.fold_C = [r.C for r in self.linear_fits]  # the folds' own penalties (not the final fit's)
         self.cv_rows = [{"key": r.key, "patient": r.patient, "y": _y_text(yv), "oof_score": _y_text(sv),
                          "probe_oof_score": "" if not np.isfinite(pv) else f"{pv:.6g}"}
@@ -318,6 +327,29 @@ class TrainRun:
             say(f"frozen-feature probe, same folds: pooled out-of-fold AUROC {self.cv_probe['auroc']:.3f} "
                 f"(model − probe {self.cv_probe['delong_model_minus_probe']['delta']:+.3f}, "
                 f"DeLong p {self.cv_probe['delong_model_minus_probe']['p']:.3f})")
+
+    def _shifted_dev(self, recs) -> dict:
+        """``--cv-shifts``: the development images again, each under a seeded camera shift, preprocessed like
+        the originals; every fold model also scores its held-out eyes on them (a robustness figure that never
+        touches the test split)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from edgeretina.data import load_image
+        from edgeretina.shifts import apply_shift
+
+        out = {}
+        for item in self.o.cv_shifts:
+            name, _, level = str(item).partition(":")
+            level = level or "severe"
+            t0 = time.perf_counter()
+
+            def one(i, name=name, level=level):
+                return self.pipe.apply(apply_shift(load_image(recs[i]), name, level, seed=[0, i]))
+            with ThreadPoolExecutor(2) as ex:
+                out[f"{name}-{level}"] = np.stack(list(ex.map(one, range(len(recs)))))
+            self.log_always(f"cv shift {name} ({level}): {len(recs)} development images in "
+                            f"{time.perf_counter() - t0:.1f} s")
+        return out
 
     def _cut_cache(self, feat_model, X):
         """Activations of the frozen lower part for all development images, computed once per cut layer."""
@@ -344,6 +376,8 @@ class TrainRun:
     def cv_dict(self) -> dict[str, Any]:
         d = self.cv.to_dict()
         d["head_fit"] = self.o.head_fit.value
+        if getattr(self, "cv_shifted", None):
+            d["shifted"] = self.cv_shifted
         if getattr(self, "fold_C", None):  # the folds' own penalty choices (absent for folds resumed from cache)
             d["linear_head_C"] = self.fold_C
         if self.cv_probe:
@@ -544,6 +578,20 @@ class TrainRun:
         write_json_atomic(out / "metrics.json", self.metrics)
         self.say(f"done in {self.metrics['seconds']['total']:.0f} s → {out / MODEL_FILE}, {out / CONFIG_FILE}")
         return Path(out)
+
+
+def _shifted_summary(spec, y, oof_shift: dict, pooled) -> dict:
+    """Pooled out-of-fold AUROC under each CV shift and its change from the unshifted pooled AUROC."""
+    from edgeretina.metrics import auroc
+
+    if spec.kind is not TaskKind.BINARY:
+        return {}
+    out = {}
+    for k, s in oof_shift.items():
+        if np.isfinite(s).all():
+            a = float(auroc(y, s))
+            out[k] = {"auroc": a, "delta_auroc": None if pooled is None else a - float(pooled)}
+    return out
 
 
 def _probe_scores(f_train, y_train, f_eval) -> np.ndarray:
