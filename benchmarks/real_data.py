@@ -89,6 +89,18 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                notes=("Recipe: frozen ImageNet MobileNetV2-224, GAP + softmax head (no hidden layer, no dropout), "
                       "plain cross-entropy, trained on cached pooled features; no Gaussian / Ben-Graham "
                       "preprocessing, no fine-tune. The decision-stability floor is off (`--stability off`).",)),
+    # The linear head recipe (docs/training.md): multinomial L2 logistic regression on the frozen features,
+    # penalty by inner grouped CV, the recipe scored by 5-fold CV over train+val, test split scored once.
+    Experiment("dr_grading_aptos_linear", "DR 5-grade severity — APTOS-2019, MobileNetV2-224, frozen backbone + "
+               "linear head (multinomial L2 logistic regression, penalty by inner CV)", "data/aptos", "dr", 224,
+               ("--arch", "mobilenetv2", "--weights", "imagenet", "--head", "gap", "--head-fit", "linear",
+                "--cv", "5"),
+               export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8")),),
+               bench_devices=(("cpu", 2),), bench_args=("--stability", "off"),
+               notes=("Recipe: frozen ImageNet MobileNetV2-224, `--head-fit linear` (multinomial logistic "
+                      "regression on standardised pooled features, C by inner content-hash-grouped 5-fold CV, "
+                      "folded into the GAP head), final fit on train+val after a 5-fold CV; no fine-tune. The "
+                      "decision-stability floor is off (`--stability off`).",)),
 )}
 
 COLUMNS = ["variant", "device", "threads", "size MB", "gzip MB", "params M", "AUROC (95 % CI)", "ΔAUROC",
