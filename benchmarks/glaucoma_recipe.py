@@ -39,7 +39,8 @@ from .real_data import cli_argv, run_step
 SEEDS = "0,1,2"  # the final recipe's CV is repeated over these fold/training seeds (its spread is published)
 TOLERANCE = 0.005  # pooled-AUROC difference below which the cheaper recipe wins
 COMMON = ("--task", "glaucoma", "--arch", "mobilenetv2", "--weights", "imagenet", "--epochs-warmup", "120",
-          "--epochs-finetune", "30", "--patience", "20", "--freeze", "partial", "--batch-size", "8")
+          "--epochs-finetune", "30", "--patience", "20", "--freeze", "partial", "--batch-size", "8",
+          "--cv-shifts", "defocus:severe,resolution:severe")  # the two severe shifts the float model missed
 
 
 @dataclass(frozen=True)
@@ -176,13 +177,14 @@ def publish(o: Outcome, docs: Path, k: int) -> dict:
              "this project's 2-core AMD EPYC VM, shared with other jobs while it ran (times are upper bounds).", "",
              f"## Step 1 — {k}-fold patient-level CV over train+val (the test split is not loaded)", "",
              "| candidate | what the model sees | MACs (M) | per-fold AUROC mean ± sd | pooled out-of-fold AUROC "
-             "(95 % CI) | frozen-feature probe, same folds | CV wall time |", "|---|---|---|---|---|---|---|"]
+             "(95 % CI) | frozen-feature probe, same folds | CV ΔAUROC, severe defocus / resolution | CV wall time |",
+             "|---|---|---|---|---|---|---|---|"]
     for n, r in results.items():
         cv = r["cv"]
         probe = cv.get("baseline_logreg_frozen_features", {})
         lines.append(f"| {n} | {CANDIDATES[n].what} | {r['macs'] / 1e6:.0f} | {cv['mean']:.3f} ± {cv['sd']:.3f} | "
                      f"{cv['pooled']['auroc']:.3f} ({cv['pooled']['auroc_ci_low']:.3f}–"
-                     f"{cv['pooled']['auroc_ci_high']:.3f}) | {_f(probe.get('auroc'))} | "
+                     f"{cv['pooled']['auroc_ci_high']:.3f}) | {_f(probe.get('auroc'))} | {_shifted(cv)} | "
                      f"{r.get('wall_seconds', r.get('seconds', 0)) / 60:.0f} min |")
     lines += ["", "Per-fold AUROC is what one model reaches on patients it never saw; the pooled out-of-fold AUROC "
               "ranks every development eye with the scores of five different fold models (whose score scales "
@@ -190,7 +192,13 @@ def publish(o: Outcome, docs: Path, k: int) -> dict:
               "probe column is a logistic regression on frozen ImageNet features trained on the same folds (C = 0.1): a "
               "fine-tune that does not beat it has learned nothing the backbone did not already know. The `linear` "
               "candidates are that probe done right — nested choice of a much stronger penalty — so their five fold "
-              "models share one score scale and the two figures agree."]
+              "models share one score scale and the two figures agree. The shift column re-scores every out-of-fold "
+              "eye under the two severe camera shifts the float model failed in the test-split stress test (`--cv-shifts`; "
+              "pooled out-of-fold ΔAUROC, target ≥ −0.08): robustness measured without the test split. It is "
+              "information for now — the choice above does not use it yet. Measured: the ONH-128 linear model loses about "
+              "0.10 / 0.12 in CV as on the test split, and camera-augmented feature copies do not change that: the frozen "
+              "backbone's features themselves move under blur, so robustness needs a trained backbone (or a blur-aware "
+              "preprocessing step), not a different linear read-out."]
     base = results.get("full224", {}).get("macs")
     if base:
         lines += ["", "Issue-12 targets on CV: " + "; ".join(
@@ -243,6 +251,12 @@ def publish(o: Outcome, docs: Path, k: int) -> dict:
     write_text_atomic(docs / "glaucoma_recipe.md", "\n".join(lines) + "\n")
     write_json_atomic(docs / "glaucoma_recipe.json", out)
     return out
+
+
+def _shifted(cv: dict) -> str:
+    sh = cv.get("shifted") or {}
+    vals = [sh.get(k, {}).get("delta_auroc") for k in ("defocus-severe", "resolution-severe")]
+    return "–" if all(v is None for v in vals) else " / ".join(_f(v) for v in vals)
 
 
 def _machine() -> str:
