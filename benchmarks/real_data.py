@@ -60,6 +60,10 @@ DR_GRADING_TRAIN = ("--arch", "mobilenetv2", "--weights", "imagenet", "--head", 
 
 DR_GRADING_TRAIN_GAP = tuple("gap" if a == "fc:32,16" else a for a in DR_GRADING_TRAIN)
 
+# The grading experiments' export and bench: the four single-file variants, LiteRT on 2 threads, no stability floor.
+GRADING_BENCH = dict(export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8")),),
+                     bench_devices=(("cpu", 2),), bench_args=("--stability", "off"))
+
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("glaucoma_odir", "Glaucoma vs normal fundus — ODIR-5K, MobileNetV2-224", "data/odir",
                "glaucoma", 224, TRAIN),
@@ -73,8 +77,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     # backbone features (no fine-tune), so the step costs one pass of the images through the backbone.
     Experiment("dr_grading_aptos", "DR 5-grade severity — APTOS-2019, MobileNetV2-224, frozen backbone + FC "
                "[32, 16, 5] head", "data/aptos", "dr", 224, DR_GRADING_TRAIN,
-               export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8")),),
-               bench_devices=(("cpu", 2),), bench_args=("--stability", "off"),
+               **GRADING_BENCH,
                notes=("Recipe: the frozen-backbone arm of the DR ResNet study (FC head [32, 16, 5], L1 1e-5 + "
                       "L2 1e-4, dropout 0.5, plain cross-entropy) on ImageNet MobileNetV2-224; no Gaussian / "
                       "Ben-Graham preprocessing and no partial-freeze or fine-tune arm yet (not compared by CV "
@@ -95,8 +98,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                "linear head (multinomial L2 logistic regression, penalty by inner CV)", "data/aptos", "dr", 224,
                ("--arch", "mobilenetv2", "--weights", "imagenet", "--head", "gap", "--head-fit", "linear",
                 "--cv", "5"),
-               export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8")),),
-               bench_devices=(("cpu", 2),), bench_args=("--stability", "off"),
+               **GRADING_BENCH,
                notes=("Recipe: frozen ImageNet MobileNetV2-224, `--head-fit linear` (multinomial logistic "
                       "regression on standardised pooled features, C by inner content-hash-grouped 5-fold CV, "
                       "folded into the GAP head), final fit on train+val after a 5-fold CV; no fine-tune. The "
