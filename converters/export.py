@@ -928,7 +928,7 @@ def export_model(model_or_run_dir, variants: Sequence[str | Variant] | None = No
 
 
 def _io_of(info: VariantInfo, io: IO) -> str:
-    return io.value if info.full_integer and not info.mixed else "float"
+    return io.value if info.integer_io else "float"
 
 
 def _read_manifest(path: Path) -> dict | None:

@@ -61,6 +61,12 @@ class VariantInfo:
         return self.float_layers > 0
 
     @property
+    def integer_io(self) -> bool:
+        """The interface follows ``--io`` (int8 by default): full-integer variants except mixed, whose
+        selectively quantized graph keeps float input and output."""
+        return self.full_integer and not self.mixed
+
+    @property
     def trains(self) -> bool:
         return self.pruned or self.qat
 

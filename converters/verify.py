@@ -69,7 +69,7 @@ class Verification:
 
 
 def expected_io_dtype(info: VariantInfo, io: IO) -> str:
-    return "int8" if info.full_integer and not info.mixed and io is IO.INT8 else "float32"
+    return "int8" if info.integer_io and io is IO.INT8 else "float32"
 
 
 @dataclass(frozen=True)
