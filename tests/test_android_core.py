@@ -8,6 +8,8 @@ One compile per source state (cached under android_demo/core/build/jvm/<hash>/),
   flatbuffer reading vs LiteRT's own tensor details, the input tensor the app would feed (int8 within
   1 LSB of the Python runner's quantisation), and post-processing vs LiteRT + the Python runner;
 - refusal of a model without metadata and of a pipeline with a step the app lacks;
+- the two-view input (whole fundus | ONH crop, S x 2S): bit-identical images and the same disc detection on
+  real photos, and a real two-view .tflite fed exactly Python's tensor;
 - the committed benchmark-result fixture is exactly what the Kotlin serializer writes.
 
 Skips (with the reason) when kotlinc or JUnit is not installed: ``apt-get install kotlin junit4``.
@@ -133,11 +135,15 @@ PIPELINES = {
     "ben-graham-224": Pipeline.default(224, "tf", ben_graham=True),
     "clahe-ben-graham-299": Pipeline.default(299, "torch", clahe=True, ben_graham=True),
     "onh-160": Pipeline.default(160, "tf", onh=True),  # the glaucoma recipe's ONH crop (#9)
+    # whole fundus | ONH crop side by side (S x 2S); at 384 the ONH view is upscaled (area -> linear), + CLAHE
+    "two-view-128": Pipeline.default(128, "tf", two_view=True),
+    "two-view-384-linear-clahe": Pipeline.default(384, "torch", two_view=True, clahe=True, interpolation="linear"),
     "enhance-non-square-params": Pipeline.from_json({"steps": [
         {"name": "resize", "params": {"size": [150, 170]}}, {"name": "clahe", "params": {"clip_limit": 3.0, "tile": 7}},
         {"name": "ben_graham", "params": {"sigma_frac": 0.03, "mask_radius": 0.9}}, {"name": "scale"}]}),
 }
-EXACT = {"clahe-224", "ben-graham-224", "clahe-ben-graham-299", "onh-160", "enhance-non-square-params"}
+EXACT = {"clahe-224", "ben-graham-224", "clahe-ben-graham-299", "onh-160", "enhance-non-square-params", "two-view-128",
+         "two-view-384-linear-clahe"}
 
 
 def _write_rgb(path: Path, img: np.ndarray) -> None:
@@ -196,6 +202,22 @@ def test_preprocessing_parity_on_real_fundus(kotlin, fundus, tmp_path, name):
                      - pipeline.apply_float(py_img)).max()
         full = np.abs(k_x - pipeline.apply(rgb)).max()
         assert full <= lsb * 1.01 + 1e-5, f"{name} {img_name}: tensor differs by {full} (1 LSB = {lsb})"
+    if pipeline.uses_onh:  # the optic-disc detection the app reports (input pixels) is Python's
+        for (img_name, rgb), job in zip(images, jobs):
+            k = json.loads(Path(job["out"] + ".json").read_text())["disc"]
+            _assert_same_disc(pipeline.apply_image_with_info(rgb)[1].disc, k, f"{name} {img_name}")
+            _assert_same_disc(pipeline.detect_disc(rgb), k, f"{name} {img_name} (detect_disc)")
+
+
+def _assert_same_disc(d, k: dict, where: str) -> None:
+    """Same flag and reason, the same disc (centre and diameter: the crop window) to double precision, and
+    the scores it was judged by to 1e-4 (the locator scores candidates on float32 maps; a ratio of two close
+    float32 scores, the confidence of an ambiguous disc, differs by up to ~2e-5 relative)."""
+    assert (d.found, d.reason) == (k["found"], k["reason"]), (where, d, k)
+    for f in ("x", "y", "diameter"):
+        assert k[f] == pytest.approx(getattr(d, f), rel=1e-9, abs=1e-9), (where, f, d, k)
+    for f in ("confidence", "score", "margin", "roundness"):
+        assert k[f] == pytest.approx(getattr(d, f), rel=1e-4, abs=1e-5), (where, f, d, k)
 
 
 def test_area_resize_2x_is_bit_exact(kotlin, fundus, tmp_path):
@@ -346,6 +368,66 @@ def test_app_input_and_prediction_match_python(kotlin, models, fundus, tmp_path,
         assert pred["threshold"] == 0.47
 
 
+@pytest.fixture(scope="module")
+def two_view_models(fundus, tmp_path_factory):
+    """A tiny CNN on the two-view input (1, 64, 128, 3), float32 and full-int8, with its metadata; and the
+    square tiny model carrying the two-view preprocessing (a mismatch the app must refuse)."""
+    from edgeretina._keras import keras, tf
+    from edgeretina.converters.metadata import embed_metadata
+
+    d = tmp_path_factory.mktemp("two_view")
+    pipeline = Pipeline.default(IMG, "tf", two_view=True)
+    tf.random.set_seed(0)
+    inp = keras.Input((IMG, 2 * IMG, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, keras.layers.Dense(2)(x))
+    calib = np.stack([pipeline.apply(img) for _, img in fundus]).astype(np.float32)
+    payload = _payload(pipeline)
+    out = {"pipeline": pipeline}
+    for name, int8 in (("float32", False), ("int8", True)):
+        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+        if int8:
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.representative_dataset = lambda: ([calib[i:i + 1]] for i in range(len(calib)))
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            conv.inference_input_type = tf.int8
+            conv.inference_output_type = tf.int8
+        out[name] = d / f"two_view_{name}.tflite"
+        out[name].write_bytes(embed_metadata(conv.convert(), payload))
+    out["square"] = d / "square_with_two_view_metadata.tflite"
+    out["square"].write_bytes(embed_metadata(tf.lite.TFLiteConverter.from_keras_model(_tiny_model()).convert(), payload))
+    return out
+
+
+@pytest.mark.parametrize("variant", ["float32", "int8"])
+def test_two_view_model_opens_and_gets_pythons_input(kotlin, two_view_models, fundus, tmp_path, variant):
+    """A two-view model (input S x 2S) opens in the app, and the tensor it feeds on real photos is exactly the
+    Python pipeline's (int8: the same quantisation)."""
+    from edgeretina.runtime.interpreter import quantize
+
+    path, pipeline = two_view_models[variant], two_view_models["pipeline"]
+    info = json.loads(kotlin(TOOL, "inspect", path).stdout)
+    assert info["error"] is None, info["error"]
+    assert info["inputs"][0]["shape"] == [1, IMG, 2 * IMG, 3]
+    assert info["config"]["steps"] == ["fov_crop", "two_view"] and info["config"]["input_size"] == IMG
+    inp = _litert(path).get_input_details()[0]
+    for name, rgb in fundus[:3]:
+        raw = tmp_path / f"{name}.rgb"
+        _write_rgb(raw, rgb)
+        tfile = tmp_path / f"{name}.in"
+        kotlin(TOOL, "prepare", path, raw, rgb.shape[1], rgb.shape[0], tfile)
+        want = quantize(pipeline.apply(rgb)[None].astype(np.float32), inp)
+        got = np.frombuffer(tfile.read_bytes(), want.dtype.newbyteorder("<")).reshape(want.shape)
+        assert np.array_equal(got, want), f"{name}: the app's two-view input differs from Python's"
+
+
+def test_two_view_metadata_on_a_square_model_is_refused(kotlin, two_view_models):
+    info = json.loads(kotlin(TOOL, "inspect", two_view_models["square"]).stdout)
+    assert info["config"] is None
+    assert f"preprocessing produces {IMG}x{2 * IMG} px images but the model input is {IMG}x{IMG}" in info["error"]
+
+
 def test_model_without_metadata_is_refused(kotlin, models):
     p = kotlin(TOOL, "prepare", models["bare"], "x", 1, 1, "y", check=False)
     assert p.returncode == 2
@@ -368,7 +450,8 @@ def test_shipped_recipes_steps_are_all_implemented(kotlin, tmp_path):
     every parameter the Python step has): a pipeline with all of them opens."""
     from edgeretina.preprocess import STEPS, Step
 
-    steps = [Step("fov_crop"), Step("onh_crop"), Step("pad_square"), Step("resize", {"size": 64}), Step("grey"),
+    steps = [Step("fov_crop"), Step("onh_crop"), Step("two_view", {"size": 32}), Step("pad_square"),
+             Step("resize", {"size": 64}), Step("grey"),
              Step("clahe"), Step("ben_graham"), Step("stretch"), Step("standardize"), Step("scale", {"mode": "none"})]
     assert {s.name for s in steps} == set(STEPS)
     pj = tmp_path / "all.json"
@@ -476,9 +559,13 @@ def test_app_borderline_and_scoring_match_python_predict(kotlin, small_run, shar
     files = sorted((shared / "data" / "odir" / "images").glob("*.jpg"))[::250][:24]
     pipeline = Pipeline.from_json(mf.config.preprocessing)
     x = np.stack([pipeline.apply(decode_image(f)) for f in files]).astype(np.float32)
-    # the band: the median distance to the threshold in logits, so about half the photos are borderline
+    # the band: between two of the middle half's distances to the threshold (in logits), at their widest gap,
+    # so that about half the photos are borderline and none lies within float noise of the band's edge
     plain = predict_images(path, files, verify_manifest=False)
-    band = float(np.median([abs(_logit(p.score) - _logit(p.threshold)) for p in plain]))
+    dist = np.sort([abs(_logit(p.score) - _logit(p.threshold)) for p in plain])
+    lo, hi = len(dist) // 4, 3 * len(dist) // 4
+    k = lo + int(np.argmax(np.diff(dist[lo:hi + 1])))
+    band = float((dist[k] + dist[k + 1]) / 2)
     model = tmp_path / f"banded_{variant}.tflite"
     model.write_bytes(embed_metadata(path.read_bytes(), {**mf.meta, "borderline_band": band}))
     preds = predict_images(model, files, verify_manifest=False)

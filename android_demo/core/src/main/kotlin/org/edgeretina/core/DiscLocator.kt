@@ -47,11 +47,12 @@ class DiscParams(
             "vertical_prior", "edge_penalty", "search_margin", "roundness_weight", "fovea_weight", "min_margin",
             "min_roundness", "red_weight", "vessel_clip", "refine")
 
-        internal fun fromJson(p: JsonObj): DiscParams {
-            val unknown = p.map.keys.filter { it !in NAMES }
+        /** The locator parameters of an `onh_crop` step, or of a `two_view` step ([extra] = its own keys). */
+        internal fun fromJson(p: JsonObj, step: String = "onh_crop", extra: List<String> = listOf()): DiscParams {
+            val unknown = p.map.keys.filter { it !in NAMES && it !in extra }
             if (unknown.isNotEmpty()) {
-                throw UnsupportedStepException("${p.where}: unknown onh_crop parameter(s) ${unknown.joinToString(", ")} " +
-                    "(from a newer edgeretina?); supported: ${NAMES.joinToString(", ")}")
+                throw UnsupportedStepException("${p.where}: unknown $step parameter(s) ${unknown.joinToString(", ")} " +
+                    "(from a newer edgeretina?); supported: ${(extra + NAMES).joinToString(", ")}")
             }
             val d = DiscParams()
             return DiscParams(

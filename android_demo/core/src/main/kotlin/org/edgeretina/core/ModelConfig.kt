@@ -119,7 +119,8 @@ class EdgeModel(val file: TfliteFile, val config: ModelConfig, val pipeline: Pip
     companion object {
         /**
          * Open and validate: TFLite flatbuffer, edgeretina metadata, supported preprocessing, one input of
-         * shape (1, S, S, 3) agreeing with the pipeline's resize, and an output with one value per label.
+         * shape (1, H, W, 3) agreeing with the pipeline's output ((S, S) after a resize, (S, 2S) for a two-view
+         * model), and an output with one value per label.
          */
         fun open(file: TfliteFile): EdgeModel {
             val cfg = ModelConfig.fromModel(file)
@@ -131,9 +132,11 @@ class EdgeModel(val file: TfliteFile, val config: ModelConfig, val pipeline: Pip
             if (s.size != 4 || s[3] != 3) {
                 throw CoreException("${file.source}: input shape ${s.toList()} is not (1, H, W, 3)")
             }
-            val size = pipe.inputSize
-            if (size == null || s[1] != size || s[2] != pipe.imageSteps.filterIsInstance<Resize>().last().width) {
-                throw CoreException("${file.source}: preprocessing resizes to $size px but the model input is ${s[1]}x${s[2]}")
+            val hw = pipe.inputShape
+                ?: throw CoreException("${file.source}: preprocessing has no resize (or two_view) step: the input size is unknown")
+            if (s[1] != hw[0] || s[2] != hw[1]) {
+                throw CoreException("${file.source}: preprocessing produces ${hw[0]}x${hw[1]} px images but the model " +
+                    "input is ${s[1]}x${s[2]}")
             }
             if (inp.type != TensorType.FLOAT32 && !inp.isQuantized) {
                 throw CoreException("${file.source}: unsupported input type ${inp.type.dtype}")

@@ -47,17 +47,25 @@ interface ImageStep {
 /**
  * The Python `edgeretina.preprocess.Pipeline`, re-implemented step by step so that a phone prepares a photo
  * exactly as training did (docs/data.md has each step's algorithm; the parity test compares the two on real
- * fundus photos). Implemented: fov_crop, onh_crop (the optic-disc locator, [DiscLocator]), pad_square,
- * resize (area | linear | nearest), grey, clahe and ben_graham ([Clahe], [BenGraham] in Enhance.kt), stretch,
+ * fundus photos). Implemented: fov_crop, onh_crop (the optic-disc locator, [DiscLocator]), two_view (whole
+ * fundus | ONH crop side by side, [TwoView]), pad_square, resize (area | linear | nearest), grey, clahe and ben_graham ([Clahe], [BenGraham] in Enhance.kt), stretch,
  * standardize, scale (tf | torch | caffe | unit | none): every step edgeretina's recipes use. A model whose
  * pipeline uses anything else (cubic resize, or a step from a newer edgeretina) is refused with
  * [UnsupportedStepException] — never silently skipped.
  */
 class Pipeline(val imageSteps: List<ImageStep>, val standardizeEps: Double?, val scaling: String) {
 
+    /** The model input's height S (S for a `two_view` pipeline, whose input is S x 2S); null without a resize. */
     val inputSize: Int?
+        get() = inputShape?.get(0)
+
+    /** (height, width) the image steps end at: the last resize's, or (S, 2S) when `two_view` comes last. */
+    val inputShape: IntArray?
         get() {
-            for (s in imageSteps.reversed()) if (s is Resize) return s.height
+            for (s in imageSteps.reversed()) {
+                if (s is Resize) return intArrayOf(s.height, s.width)
+                if (s is TwoView) return intArrayOf(s.size, 2 * s.size)
+            }
             return null
         }
 
@@ -78,14 +86,17 @@ class Pipeline(val imageSteps: List<ImageStep>, val standardizeEps: Double?, val
         return a
     }
 
-    /** RGB uint8 image -> float32 model input (S, S, 3), row-major HWC. */
+    /** RGB uint8 image -> float32 model input (H, W, 3) = [inputShape], row-major HWC. */
     fun apply(img: RgbImage): FloatArray = applyFloat(applyImage(img))
 
-    val usesOnh: Boolean get() = imageSteps.any { it is OnhCrop }
+    val usesOnh: Boolean get() = imageSteps.any { it is OnhCrop || it is TwoView }
+
+    /** The pipeline ends in the two-view input (whole fundus | ONH crop, S x 2S). */
+    val twoView: Boolean get() = imageSteps.any { it is TwoView }
 
     /**
-     * [applyImage] plus the `onh_crop` step's detection mapped back to the input image's pixels (null without
-     * `onh_crop`). `detection.found == false`: the crop is a low-confidence guess — ask for a retake.
+     * [applyImage] plus the `onh_crop` (or `two_view`) step's detection mapped back to the input image's pixels
+     * (null without either). `detection.found == false`: the crop is a low-confidence guess — ask for a retake.
      */
     fun applyImageWithInfo(img: RgbImage, stopAtOnh: Boolean = false): Pair<RgbImage, DiscDetection?> {
         var x = img
@@ -103,6 +114,13 @@ class Pipeline(val imageSteps: List<ImageStep>, val standardizeEps: Double?, val
                     ox += sx * pyRound(det.x - side / 2.0)
                     oy += sy * pyRound(det.y - side / 2.0)
                     x = crop
+                }
+                is TwoView -> {
+                    // the detection is made on this step's input; later steps need no coordinate mapping
+                    val (out, det) = if (stopAtOnh) s.onh.cropWithInfo(x) else s.applyWithInfo(x)
+                    disc = det.scaled(sx, sy, ox, oy)
+                    if (stopAtOnh) return Pair(out, disc)
+                    x = out
                 }
                 is FovCrop -> {
                     val b = s.box(x)
@@ -131,12 +149,12 @@ class Pipeline(val imageSteps: List<ImageStep>, val standardizeEps: Double?, val
         return Pair(x, disc)
     }
 
-    /** Only the steps up to `onh_crop`: its detection in input pixels (null when the pipeline has none). */
+    /** Only the steps up to `onh_crop` / `two_view`'s locator: its detection in input pixels (null when none). */
     fun detectDisc(img: RgbImage): DiscDetection? = if (usesOnh) applyImageWithInfo(img, stopAtOnh = true).second else null
 
     companion object {
         const val SCHEMA = "edgeretina.preprocess/1"
-        val SUPPORTED = listOf("fov_crop", "onh_crop", "pad_square", "resize", "grey", "clahe", "ben_graham", "stretch",
+        val SUPPORTED = listOf("fov_crop", "onh_crop", "two_view", "pad_square", "resize", "grey", "clahe", "ben_graham", "stretch",
             "standardize", "scale")
         private val KNOWN_UNSUPPORTED = listOf<String>()
         val SCALINGS = listOf("tf", "torch", "caffe", "unit", "none")
@@ -180,6 +198,22 @@ class Pipeline(val imageSteps: List<ImageStep>, val standardizeEps: Double?, val
                     "fov_crop" -> image.add(FovCrop(params.intOr("threshold", 10)!!,
                         params.doubleOr("min_fraction", 0.01)!!, params.intOr("margin", 0)!!))
                     "onh_crop" -> image.add(OnhCrop(DiscParams.fromJson(params)))
+                    "two_view" -> {
+                        val disc = DiscParams.fromJson(params, name, listOf("size", "interpolation"))
+                        val size = params.intOr("size", 128)!!
+                        if (size < TwoView.MIN_SIZE || size > TwoView.MAX_SIZE) {
+                            throw CoreException("$source: preprocessing step 'two_view': size $size must be an integer " +
+                                "between ${TwoView.MIN_SIZE} and ${TwoView.MAX_SIZE} px (each view is size x size)")
+                        }
+                        val interp = params.stringOr("interpolation", "area")!!
+                        if (interp !in Resize.MODES) {
+                            throw UnsupportedStepException(
+                                "$source: two_view interpolation '$interp' is not implemented by this app " +
+                                    "(supported: ${Resize.MODES.joinToString(", ")})"
+                            )
+                        }
+                        image.add(TwoView(size, interp, disc))
+                    }
                     "pad_square" -> image.add(PadSquare(params.intOr("value", 0)!!))
                     "resize" -> {
                         val size = params.map["size"] ?: 224L
@@ -316,6 +350,39 @@ class FovCrop(val threshold: Int, val minFraction: Double, val margin: Int) : Im
         x1 = min(w, x1 + margin)
         if ((y1 - y0) < 0.1 * h || (x1 - x0) < 0.1 * w) return intArrayOf(0, h, 0, w)
         return intArrayOf(y0, y1, x0, x1)
+    }
+}
+
+/**
+ * The `two_view` step (Python `two_view_with_info`): an S x 2S image, the whole input padded square and
+ * resized to S x S on the left, the `onh_crop` window (same locator parameters, [params]) padded square and
+ * resized to S x S on the right. A two-view model reads it as one (1, S, 2S, 3) input.
+ */
+class TwoView(val size: Int, val interpolation: String, val params: DiscParams) : ImageStep {
+    override val name = "two_view"
+    val onh = OnhCrop(params)
+    private val pad = PadSquare(0)
+    private val resize = Resize(size, size, interpolation)
+
+    override fun apply(img: RgbImage): RgbImage = applyWithInfo(img).first
+
+    /** The two views and the optic-disc detection (in [img]'s pixels) the right one is cropped around. */
+    fun applyWithInfo(img: RgbImage): Pair<RgbImage, DiscDetection> {
+        val (crop, det) = onh.cropWithInfo(img)
+        val full = resize.apply(pad.apply(img))
+        val disc = resize.apply(pad.apply(crop))
+        val out = ByteArray(size * 2 * size * 3)
+        val row = size * 3
+        for (y in 0 until size) {
+            System.arraycopy(full.data, y * row, out, y * 2 * row, row)
+            System.arraycopy(disc.data, y * row, out, y * 2 * row + row, row)
+        }
+        return Pair(RgbImage(2 * size, size, out), det)
+    }
+
+    companion object {
+        const val MIN_SIZE = 32
+        const val MAX_SIZE = 512
     }
 }
 

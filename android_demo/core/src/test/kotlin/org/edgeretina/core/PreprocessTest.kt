@@ -70,10 +70,46 @@ class PreprocessTest {
     }
 
     @Test
+    fun twoViewPutsTheWholeFundusAndTheOnhCropSideBySide() {
+        val p = pipeline("""{"name": "fov_crop"}""", """{"name": "two_view", "params": {"size": 32, "diameters": 1.5}}""",
+            """{"name": "scale", "params": {"mode": "unit"}}""")
+        assertEquals(32, p.inputSize)
+        assertEquals(listOf(32, 64), p.inputShape!!.toList())
+        assertTrue(p.usesOnh && p.twoView)
+        val img = disc(120, 80, 70, 40, 30)
+        val (out, det) = p.applyImageWithInfo(img)
+        assertEquals(64, out.width)
+        assertEquals(32, out.height)
+        assertEquals(32 * 64 * 3, p.apply(img).size)
+        // left half: the FOV crop padded square and resized, exactly the plain pipeline's image
+        val left = pipeline("""{"name": "fov_crop"}""", """{"name": "pad_square"}""",
+            """{"name": "resize", "params": {"size": 32}}""", """{"name": "scale"}""").applyImage(img)
+        assertTrue(out.crop(0, 0, 32, 32).data.contentEquals(left.data))
+        // right half: the ONH crop (same locator) padded square and resized; the detection in input pixels
+        val only = p.detectDisc(img)!!
+        assertEquals(det!!.x, only.x, 1e-9)
+        assertEquals(det.y, only.y, 1e-9)
+        val onh = pipeline("""{"name": "fov_crop"}""", """{"name": "onh_crop", "params": {"diameters": 1.5}}""",
+            """{"name": "pad_square"}""", """{"name": "resize", "params": {"size": 32}}""", """{"name": "scale"}""")
+        assertTrue(out.crop(32, 0, 64, 32).data.contentEquals(onh.applyImage(img).data))
+        assertEquals(det.x, onh.detectDisc(img)!!.x, 1e-9)
+        for (bad in listOf("""{"size": 16}""", """{"size": 1024}""")) {
+            try {
+                pipeline("""{"name": "two_view", "params": $bad}""", """{"name": "scale"}""")
+                fail("accepted two_view $bad")
+            } catch (e: CoreException) {
+                assertTrue(e.message!!, e.message!!.contains("between 32 and 512"))
+            }
+        }
+    }
+
+    @Test
     fun unsupportedStepsAreRefusedNotSkipped() {
         for (step in listOf("""{"name": "ben_graham", "params": {"radius_v9": 1}}""",
                             """{"name": "clahe", "params": {"colour_space_v9": "hsv"}}""",
                             """{"name": "onh_crop", "params": {"disc_finder_v9": 1}}""",
+                            """{"name": "two_view", "params": {"views_v9": 3}}""",
+                            """{"name": "two_view", "params": {"interpolation": "cubic"}}""",
                             """{"name": "resize", "params": {"size": 8, "interpolation": "cubic"}}""", """{"name": "sharpen_v9"}""")) {
             try {
                 pipeline(step, """{"name": "scale", "params": {"mode": "tf"}}""")

@@ -22,6 +22,7 @@ import java.io.File
  *   inspect MODEL.tflite                       -> JSON: tensors, metadata names, parsed config, pipeline status
  *   preprocess PIPELINE.json JOBS.json         -> for each job {rgb, width, height, out}: writes out.rgb (image
  *                                                 steps, uint8) and out.f32 (model input, float32 LE) + out.json
+ *                                                 ({width, height, disc}: disc = the onh_crop/two_view detection)
  *   prepare MODEL.tflite IMAGE.rgb W H OUT     -> the input tensor bytes exactly as the app feeds LiteRT
  *   postprocess MODEL.tflite OUTPUT.bin        -> Prediction JSON from raw output tensor bytes
  *   locate PIPELINE.json JOBS.json             -> JSON list: the onh_crop detection per job (input pixels)
@@ -101,12 +102,19 @@ object CoreTool {
             val img = readRgb(File(job["rgb"] as String), (job["width"] as Number).toInt(), (job["height"] as Number).toInt())
             val stepped = pipe.applyImage(img)
             val x = pipe.applyFloat(stepped)
+            // an ONH pipeline also reports its detection (input pixels), from the with-info path the app shows
+            val disc = if (pipe.usesOnh) {
+                val (again, det) = pipe.applyImageWithInfo(img)
+                if (!again.data.contentEquals(stepped.data)) throw CoreException("applyImageWithInfo != applyImage")
+                det?.toMap()
+            } else null
             val out = job["out"] as String
             File("$out.rgb").writeBytes(stepped.data)
             val bb = java.nio.ByteBuffer.allocate(x.size * 4).order(java.nio.ByteOrder.LITTLE_ENDIAN)
             for (v in x) bb.putFloat(v)
             File("$out.f32").writeBytes(bb.array())
-            File("$out.json").writeText(Json.write(linkedMapOf("width" to stepped.width, "height" to stepped.height)))
+            File("$out.json").writeText(Json.write(linkedMapOf("width" to stepped.width, "height" to stepped.height,
+                "disc" to disc)))
         }
     }
 
