@@ -245,10 +245,28 @@ class Stability:
         kw["variants"] = tuple(d.get("variants") or ())
         return cls(**kw)
 
+    @property
+    def shipped(self) -> list[dict[str, Any]]:
+        """The variants whose file carries a borderline band (``shipped_band``, from ``edgeretina export``)."""
+        return [v for v in self.variants if _ok(v.get("shipped_band"))]
+
+    def _shipped_text(self) -> str:
+        """'±b logit: s of the images' for the band the model files carry (one band: once; else a range)."""
+        sh = self.shipped
+        if not sh:
+            return ""
+        bands = sorted({round(float(v["shipped_band"]), 3) for v in sh})
+        shares = [v.get("near_shipped_band") for v in sh if _ok(v.get("near_shipped_band"))]
+        band = f"±{bands[0]:.3f}" if len(bands) == 1 else f"±{bands[0]:.3f}–{bands[-1]:.3f}"
+        share = (_pct(shares[0]) if len(set(shares)) == 1 else f"{_pct(min(shares))}–{_pct(max(shares))}") \
+            if shares else "–"
+        return f"{band} logit holds {share} of the images"
+
     def summary(self) -> str:
         worst = (f"max {_pct(self.floor_max)} ({self.floor_perturbation})" if self.floor_perturbation else "")
+        shipped = f"; shipped band (model metadata) {self._shipped_text()}" if self.shipped else ""
         return (f"JPEG-95 floor {_pct(self.floor)}, {worst}; borderline band ±{_f(self.band, 3)} logit holds "
-                f"{_pct(self.near_band)} of the images")
+                f"{_pct(self.near_band)} of the images{shipped}")
 
     def to_markdown(self) -> list[str]:
         floor_txt = _pct(self.floor)
@@ -260,6 +278,10 @@ class Stability:
                  f"({self.floor_perturbation or '–'}). Borderline band δ = 1.96 × the largest logit-change sd = "
                  f"±{_f(self.band, 3)} logit: {_pct(self.near_band)} of the images lie within it of the threshold.",
                  ""]
+        if self.shipped:
+            lines += [f"**Retakes an app would ask for:** the borderline band the model files carry in their "
+                      f"metadata (`edgeretina export --borderline-band`; what `predict` and the Android app flag) "
+                      f"{self._shipped_text()} (score within ±band of the threshold).", ""]
         if at_res:
             lines += [f"The floor is below one image (1/{self.n_images}); ratios divide by 1/{self.n_images} and "
                       "are lower bounds (marked ≥).", ""]
@@ -270,12 +292,16 @@ class Stability:
         if said:
             lines += said + [""]
         if self.variants:
+            ship = bool(self.shipped)
             lines += [_md_table(["Variant", "Flips vs reference", "× JPEG-95 floor", "× max floor",
-                                 "Within ±δ of threshold"],
+                                 "Within ±δ of threshold"] + (["Within ± shipped band (retakes)"] if ship else []),
                                 [[v.get("name", ""), _pct(v.get("flip_rate")),
                                   (pre + _f(v.get("floor_ratio"), 1) + "×") if _ok(v.get("floor_ratio")) else "–",
                                   _f(v.get("floor_max_ratio"), 1) + "×" if _ok(v.get("floor_max_ratio")) else "–",
-                                  _pct(v.get("near_band"))] for v in self.variants]), ""]
+                                  _pct(v.get("near_band"))]
+                                 + ([f"{_pct(v.get('near_shipped_band'))} (±{_f(v.get('shipped_band'), 3)})"
+                                     if _ok(v.get("shipped_band")) else "–"] if ship else [])
+                                 for v in self.variants]), ""]
         by_model: dict[tuple[str, str], dict[str, StabilityRow]] = {}
         for r in self.rows:
             by_model.setdefault((r.name, r.file), {})[r.perturbation] = r

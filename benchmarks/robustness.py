@@ -17,9 +17,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from edgeretina.errors import EdgeRetinaError
 from edgeretina.shifts import Benign, Level, Shift, apply_benign, apply_shift
 
 from .options import BenchOptions  # noqa: F401 - the bench's options (issue 16) were first defined here
+from .predict import borderline_band_of
 from .report import ShiftResult, Stability, StabilityRow
 from .scoring import decision_change, evaluate, margin_share
 
@@ -188,8 +190,20 @@ def stability_stage(rescorer: Rescorer, benign: Sequence[Benign], spec, threshol
                       "flip_rate": flips_vs_ref.get(m.path),
                       "floor_ratio": st.ratio(flips_vs_ref.get(m.path)),
                       "floor_max_ratio": st.ratio(flips_vs_ref.get(m.path), to_max=True),
-                      "near_band": margin_share(spec, base[m.path], threshold, band)} for m in models)
+                      "near_band": margin_share(spec, base[m.path], threshold, band),
+                      **_shipped(m, spec, base[m.path], threshold)} for m in models)
     return replace(st, variants=variants)
+
+
+def _shipped(m, spec, probs, threshold) -> dict:
+    """The borderline band the model file carries (metadata ``borderline_band``, written by ``edgeretina
+    export``: what predict and the app flag) and the share of its test scores within ±that band of the
+    threshold — the retakes an app would ask for; {} when it carries none."""
+    try:
+        b = borderline_band_of(m)
+    except EdgeRetinaError:  # a malformed band: predict refuses it; the bench just does not report it
+        b = None
+    return {} if b is None else {"shipped_band": b, "near_shipped_band": margin_share(spec, probs, threshold, b)}
 
 
 __all__ = ["BenchOptions", "RawImages", "Rescorer", "shift_stage", "stability_stage", "FLOOR", "BAND_Z"]

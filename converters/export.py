@@ -28,7 +28,9 @@ from edgeretina.errors import EdgeRetinaError, ExportError, ModelError
 from edgeretina.io import (SizedArtifact, StagedDir, ensure_writable_dir, fault_point, write_bytes_atomic,
                            write_json_atomic)
 from edgeretina.run import MODEL_FILE, RunConfig, file_sha256
+from edgeretina.tasks import Task, TaskKind
 
+from . import band as band_mod
 from . import calib as calib_mod
 from .finetune import FineTune
 from .metadata import SCHEMA as META_SCHEMA
@@ -95,6 +97,9 @@ class ExportReport:
     versions: dict[str, str]
     options: dict[str, Any] = field(default_factory=dict)
     schema: str = MANIFEST_SCHEMA
+    # the borderline band written into every variant's metadata and where it came from (converters/band.py);
+    # {"band": None, "method": "off", "note": why} when none was written
+    borderline_band: dict[str, Any] | None = None
 
     def __getitem__(self, variant: str | Variant) -> ExportResult:
         v = parse_variant(variant).value
@@ -231,6 +236,8 @@ class ExportOptions:
     max_flips: float | None = None        # flip budget: the fewest float layers that keep it (budget.py)
     max_logit_noise: float | None = None
     budget_n: int = 500                   # hold-out training images the budget is checked on
+    borderline_band: str | float = "auto"  # auto (measured, converters/band.py), off, or a band in logits
+    band_n: int = band_mod.DEFAULT_N      # validation images the auto band is measured on
 
     def __post_init__(self):
         put = object.__setattr__
@@ -267,6 +274,10 @@ class ExportOptions:
         if self.ranges != "minmax" and self.quantizer != "aeq":
             raise ExportError("--ranges applies to --quantizer aeq only (the converter keeps min/max ranges)")
         self._check_budget(infos)
+        put(self, "borderline_band", band_mod.parse_band(self.borderline_band))
+        if not (isinstance(self.band_n, int) and band_mod.MIN_IMAGES <= self.band_n <= MAX_IMAGES):
+            raise ExportError(f"--band-n must be an integer in [{band_mod.MIN_IMAGES}, {MAX_IMAGES}], "
+                              f"got {self.band_n!r}")
         if not (isinstance(self.guard_k, (int, float)) and np.isfinite(self.guard_k) and self.guard_k >= 0):
             raise ExportError(f"--guard-k must be a non-negative number, got {self.guard_k!r}")
         if self.finetune is None:
@@ -312,7 +323,9 @@ class ExportOptions:
                 "ranges": self.ranges if self.quantizer == "aeq" else None,
                 "guard_k": self.guard_k if any(i.guarded for i in infos) else None,
                 "max_flips": self.max_flips, "max_logit_noise": self.max_logit_noise,
-                "budget_n": self.budget_n if self.budget is not None else None, "seconds": round(seconds, 2)}
+                "budget_n": self.budget_n if self.budget is not None else None,
+                "borderline_band": self.borderline_band,
+                "band_n": self.band_n if self.borderline_band == "auto" else None, "seconds": round(seconds, 2)}
 
 
 def _check_sparsity(s) -> float:
@@ -350,6 +363,7 @@ class ExportContext:
     pruned: Any = None
     pruned_info: dict[str, Any] | None = None
     bias_x: np.ndarray | None = None
+    band_info: dict[str, Any] | None = None  # the borderline band and its provenance (converters/band.py)
     kept: list[dict] = field(default_factory=list)  # manifest entries of the same source kept from before
     results: list[ExportResult] = field(default_factory=list)
 
@@ -487,6 +501,7 @@ class Exporter:
                 try:
                     self.calibrate(ctx)
                     self.reference(ctx)
+                    self.band(ctx)
                     for info in self.opts.infos:
                         self.variant(ctx, info, saved)
                     report = self.publish(ctx, st, time.perf_counter() - t_all)
@@ -497,7 +512,7 @@ class Exporter:
         return report
 
     def _n_stages(self) -> int:
-        n = 3  # calibrate, reference, publish
+        n = 4  # calibrate, reference, borderline band, publish
         for i in self.opts.infos:
             n += 2 + int(i.trains) + int(self.opts.bias_correction and i.activations == "int8" and not i.guarded)
         return n
@@ -596,6 +611,56 @@ class Exporter:
             from edgeretina.tasks import scores_from_output
 
             ctx.ref = scores_from_output(ctx.spec, ctx.model.predict(ctx.X_ver, batch_size=32, verbose=0))
+
+    # ---- borderline band: the source model's logit change under benign re-acquisition (band.py)
+    def band(self, ctx: ExportContext) -> None:
+        self.progress.stage("borderline band")
+        mode = self.opts.borderline_band
+        if mode == "off":
+            ctx.band_info = {"band": None, "method": "off", "note": "--borderline-band off"}
+            return
+        if not isinstance(mode, str):
+            ctx.band_info = band_mod.fixed_band(mode)
+            return
+        recs, source = self._band_records(ctx)
+        if not recs:  # silently off: the note says why (metadata, manifest, one progress line)
+            ctx.band_info = {"band": None, "method": "off", "note": source}
+            self._say(f"      borderline band: none ({source})")
+            return
+        from edgeretina.data.loading import load_image
+
+        try:
+            m = band_mod.measure_band(lambda x: ctx.model.predict(x, batch_size=32, verbose=0),
+                                      [lambda r=r: load_image(r) for r in recs], ctx.pipeline, ctx.spec,
+                                      ctx.cfg.threshold, source=source,
+                                      settings=band_mod.BandSettings(seed=self.opts.seed),
+                                      reference=f"source model ({Path(ctx.source).name})")
+        except EdgeRetinaError as e:
+            raise ExportError(f"{ctx.cfg_source}: cannot measure the borderline band ({e}); "
+                              "--borderline-band off skips it") from None
+        ctx.band_info = m.to_dict()
+        self._say(f"      borderline band ±{m.band:.3f} logit ({m.quantile:g} quantile of the source model's "
+                  f"|Δlogit| on {source} × {len(m.perturbations)} benign perturbations)")
+
+    def _band_records(self, ctx: ExportContext) -> tuple[list, str]:
+        """(up to band_n records, stratified; where from) for the auto band: the validation split, else the
+        training split; never the test split. No records: ([], why)."""
+        if ctx.spec.kind is TaskKind.MULTICLASS and ctx.spec.task is not Task.DR:
+            return [], "an argmax task has no screening threshold"
+        if not ctx.data.available():
+            return [], "the run's dataset is not available to measure it on"
+        splits = ctx.data.splits()
+        name = "val" if splits.get("val") else "train"
+        recs = splits.get(name) or []
+        if len(recs) < band_mod.MIN_IMAGES:
+            return [], f"only {len(recs)} {name} images, need at least {band_mod.MIN_IMAGES}"
+        idx = calib_mod.stratified_indices([r.y for r in recs], self.opts.band_n, self.opts.seed)
+        what = "validation" if name == "val" else "training"
+        return [recs[i] for i in idx], f"{len(idx)} {what} images ({ctx.cfg.dataset.get('path')} {name} split)"
+
+    def _say(self, line: str) -> None:
+        if self.emit:
+            self.emit(line)
 
     # ---- one variant through its stages
     def variant(self, ctx: ExportContext, info: VariantInfo, saved) -> ExportResult:
@@ -841,11 +906,25 @@ class Exporter:
             payload["export"]["quantizer"] = b.quant_info
         if b.guard_info is not None:
             payload["export"]["guard"] = b.guard_info
+        self._band_payload(ctx, payload)
         if info.trains:
             payload["threshold"] = b.threshold
             payload["export"]["source_threshold"] = ctx.cfg.threshold
             payload["export"]["threshold_source"] = b.threshold_source
         return payload
+
+    @staticmethod
+    def _band_payload(ctx: ExportContext, payload: dict[str, Any]) -> None:
+        """``borderline_band`` (top level: what predict / bench / the Android core read) and its provenance
+        (``export.borderline_band``); with ``off`` a band the run's config carries is dropped too."""
+        info = ctx.band_info
+        if info is None:
+            return
+        payload["export"]["borderline_band"] = info
+        if info.get("band") is not None:
+            payload[band_mod.BAND_KEY] = info["band"]
+        elif info.get("method") == "off" and band_mod.BAND_KEY in (payload.get("extra") or {}):
+            payload["extra"] = {k: v for k, v in payload["extra"].items() if k != band_mod.BAND_KEY}
 
     # ---- write the verified bytes into the staging folder
     def write(self, ctx: ExportContext, b: _Build) -> ExportResult:
@@ -871,7 +950,7 @@ class Exporter:
         report = ExportReport(
             source=ctx.source, source_sha256=ctx.source_sha, out_dir=str(ctx.out), results=tuple(ctx.results),
             calibration=ctx.calib_info, verification_sample=ctx.sample_info, config=ctx.cfg.to_dict(),
-            versions=package_versions(), options=self.opts.to_manifest(seconds))
+            versions=package_versions(), options=self.opts.to_manifest(seconds), borderline_band=ctx.band_info)
         d = report.to_dict()
         if ctx.kept:
             order = [v.value for v in Variant]

@@ -52,7 +52,8 @@ def tiny(tmp_path_factory):
                     dataset={"path": DATA, "format": "synthetic", "split": {"scheme": "70/10/20", "seed": 0}})
     save_clean_model(model, run / "model.keras")
     cfg.save(run)
-    export_model(run, ["float32", "int8"], run / "export", calib_n=32, verify_n=16)
+    export_model(run, ["float32", "int8"], run / "export", calib_n=32, verify_n=16,
+                 borderline_band="off")  # no band in the metadata: predict's option is tested on its own
     return {"run": run, "export": run / "export", "threshold": cfg.threshold, "test": parts["test"]}
 
 

@@ -59,6 +59,13 @@ def _variant_flags(f):
               help="held-out training images the --max-flips / --max-logit-noise budget is checked on")
 @click.option("--guard-k", type=float, default=3.0, show_default=True,
               help="--int8-guard: band = k × the int8 model's logit noise (vs the float model, calibration images)")
+@click.option("--borderline-band", "borderline_band", default="auto", show_default=True, metavar="auto|off|LOGITS",
+              help="the band written into every variant's metadata (predict and the app flag a decision within "
+                   "±band logits of the threshold as borderline): auto = the 0.95 quantile of the source model's "
+                   "|logit change| under the bench's benign perturbations on --band-n validation images (none, "
+                   "with a note, when the run's dataset is not available), off, or a number of logits")
+@click.option("--band-n", type=int, default=100, show_default=True,
+              help="validation images the auto borderline band is measured on")
 @click.option("--output", type=click.Choice(["auto", "logits", "probabilities"]), default="auto", show_default=True,
               help="what the .tflite outputs (auto: logits for full-integer variants)")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
@@ -66,7 +73,7 @@ def _variant_flags(f):
 @click.option("--quiet", "-q", is_flag=True, help="no per-stage progress lines")
 def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io_, allow_float_fallback, verify_n,
            steps, finetune_target, bias_correction, quantizer, ranges, max_flips, max_logit_noise, budget_n, guard_k,
-           output, **flags):
+           output, borderline_band, band_n, **flags):
     """Export MODEL (a run dir — trained, or made by `edgeretina import` — or a .keras file with config.json
     beside it) to .tflite variants.
 
@@ -81,7 +88,8 @@ def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io
         variants=select_variants(**sel, all_=all_), io=io_, sparsity=sparsity, allocation=allocation,
         calib=calib, calib_n=calib_n, verify_n=verify_n, allow_float_fallback=allow_float_fallback, steps=steps,
         finetune_target=finetune_target, bias_correction=bias_correction, output=output, quantizer=quantizer,
-        ranges=ranges, guard_k=guard_k, max_flips=max_flips, max_logit_noise=max_logit_noise, budget_n=budget_n)
+        ranges=ranges, guard_k=guard_k, max_flips=max_flips, max_logit_noise=max_logit_noise, budget_n=budget_n,
+        borderline_band=borderline_band, band_n=band_n)
 
     from pathlib import Path
 
@@ -93,5 +101,10 @@ def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io
     click.echo(f"edgeretina export: {model} → {names}")
     report = export_model(model, out_dir=out_dir, options=options, on_result=lambda r: click.echo(r.line()),
                           progress=None if quiet else (lambda line: click.echo(f"  {line}")))
+    band = report.borderline_band or {}
+    if band.get("band") is not None:
+        click.echo(f"borderline band: ±{band['band']:.3f} logit in every variant's metadata ({band.get('method')})")
+    else:
+        click.echo(f"borderline band: none ({band.get('note') or 'off'})")
     click.echo(f"manifest: {report.manifest_path} ({len(report.results)} variant(s), "
                f"{report.options['seconds']:.1f}s)")

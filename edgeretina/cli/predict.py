@@ -14,7 +14,8 @@ import click
                    "error, or skip it and list it on stderr.")
 @click.option("--borderline", type=click.FloatRange(min=0), default=None, metavar="DELTA",
               help="Flag a decision as borderline when the score is within DELTA logits of the threshold "
-                   "(default: the model metadata's borderline_band, if it has one; e.g. the bench's stability band).")
+                   "(default: the model metadata's borderline_band, which edgeretina export measures and "
+                   "writes; none: not judged).")
 @click.option("--no-verify-manifest", is_flag=True,
               help="Use a .tflite even if it does not match its export folder's manifest.json (warns).")
 def predict(model, images, threads, as_json, on_bad_image, no_verify_manifest, borderline):
