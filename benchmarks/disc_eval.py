@@ -216,8 +216,8 @@ def evaluate(fixture: dict[str, Any] | None = None, shared: str | Path | None = 
     fixture = fixture if fixture is not None else load_fixture()
     shared = Path(shared) if shared is not None else shared_dir()
     pipe = pipeline if pipeline is not None and pipeline.uses_onh else Pipeline.default(onh=True)
-    onh = next(s for s in pipe.image_steps if s.name == "onh_crop")
-    diameters = float(onh.params["diameters"])
+    onh_params = pipe.onh_params
+    diameters = float(onh_params["diameters"])
     stats, per_image = {}, {}
     for name, spec in fixture["sources"].items():
         if sources and name not in sources:
@@ -237,7 +237,7 @@ def evaluate(fixture: dict[str, Any] | None = None, shared: str | Path | None = 
         per_image[name] = [{"image": r.name, "truth": r.truth, "det": r.det.to_dict(),
                             **({"hit": r.hit(diameters), "error_r": round(r.error(), 3)} if r.has_disc else {})}
                            for r in res]
-    return {"sources": stats, "results": per_image, "params": dict(onh.params)}
+    return {"sources": stats, "results": per_image, "params": dict(onh_params)}
 
 
 def summarize(res: list[DiscResult], diameters: float) -> dict[str, Any]:

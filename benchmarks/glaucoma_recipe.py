@@ -64,6 +64,10 @@ CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
               ("--input-size", "128", "--crop", "onh", "--head-fit", "linear")),
     Candidate("onh128_linear_camera", "ONH crop 128 px, linear head + 2 camera-augmented feature copies per eye",
               ("--input-size", "128", "--crop", "onh", "--head-fit", "linear", "--augment", "camera")),
+    Candidate("twoview96_linear", "whole fundus | ONH crop side by side, 96 px each (one input), linear head",
+              ("--input-size", "96", "--crop", "two-view", "--head-fit", "linear")),
+    Candidate("twoview128_linear", "whole fundus | ONH crop side by side, 128 px each (one input), linear head",
+              ("--input-size", "128", "--crop", "two-view", "--head-fit", "linear")),
 )}
 
 

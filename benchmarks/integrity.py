@@ -127,9 +127,10 @@ def check_metadata(meta: dict, cfg, output_shapes: Sequence[Sequence[int]] | Non
                              "not belong to this model")
     if input_shapes and pipeline.input_size is not None:
         shp = list(input_shapes[0])
-        if len(shp) == 4 and shp[1:3] != [pipeline.input_size, pipeline.input_size]:  # (image inputs only)
+        hw = list(pipeline.input_shape)
+        if len(shp) == 4 and shp[1:3] != hw:  # (image inputs only)
             raise ModelError(f"{source}: the graph takes input {shp} but the preprocessing makes "
-                             f"{pipeline.input_size}×{pipeline.input_size} images")
+                             f"{hw[0]}×{hw[1]} images")
 
 
 def _pipeline(preprocessing, source: str):

@@ -687,6 +687,30 @@ def onh_crop(img: np.ndarray, diameters: float = 2.0, disc_fraction: float = 0.1
                               red_weight=red_weight, vessel_clip=vessel_clip, refine=refine)[0]
 
 
+_ONH_DEFAULTS: dict[str, Any] = {"diameters": 2.0, "disc_fraction": 0.15, "threshold": 10, "min_confidence": 2.0,
+                                 "vessel_weight": 1.0, "vertical_prior": 4.0, "edge_penalty": 3.5,
+                                 "search_margin": 0.07, "roundness_weight": 1.0, "fovea_weight": 0.0,
+                                 "min_margin": 0.75, "min_roundness": 0.2, "red_weight": 0.25, "vessel_clip": True,
+                                 "refine": False}
+
+
+def two_view_with_info(img: np.ndarray, size: int = 128, interpolation: str = "area", diameters: float = 2.0,
+                       **locator) -> tuple[np.ndarray, DiscDetection]:
+    """:func:`two_view` that also returns the optic-disc detection it cropped around."""
+    crop, det = onh_crop_with_info(img, diameters, **locator)
+    full = resize(pad_square(img), int(size), interpolation)
+    onh = resize(pad_square(crop), int(size), interpolation)
+    return np.ascontiguousarray(np.concatenate([full, onh], axis=1)), det
+
+
+def two_view(img: np.ndarray, size: int = 128, interpolation: str = "area", **onh) -> np.ndarray:
+    """Two views side by side, ``size`` × ``2·size``: the whole (FOV-cropped) fundus padded square and
+    resized on the left, the optic-nerve-head crop (:func:`onh_crop`, same parameters) on the right. A
+    model reads each half separately (the ``two_view`` head pools the halves apart), so one .tflite with
+    one input sees the disc at high resolution and the whole fundus for context."""
+    return two_view_with_info(img, size, interpolation, **onh)[0]
+
+
 @dataclass(frozen=True)
 class PipelineInfo:
     """What a pipeline's image steps found on one image (:meth:`Pipeline.apply_with_info`).
@@ -744,6 +768,8 @@ STEPS: dict[str, StepDef] = {
                                    "fovea_weight": 0.0, "min_margin": 0.75, "min_roundness": 0.2,
                                    "red_weight": 0.25, "vessel_clip": True, "refine": False},
                         doc="square window of ~2 disc diameters around the detected optic disc"),
+    "two_view": StepDef(two_view, {"size": 128, "interpolation": "area", **_ONH_DEFAULTS},
+                        doc="whole fundus | optic-nerve-head crop side by side (size x 2*size)"),
     "pad_square": StepDef(pad_square, {"value": 0}, doc="pad to a square with black"),
     "resize": StepDef(resize, {"size": 224, "interpolation": "area"}, doc="resize (INTER_AREA when shrinking)"),
     "ben_graham": StepDef(ben_graham, {"sigma_frac": 1 / 60, "weight": 4.0, "offset": 128.0, "mask_radius": 0.95},
@@ -777,6 +803,10 @@ class Step:
             except ValueError:
                 raise DataError(f"preprocessing step 'scale': unknown mode '{full['mode']}' "
                                 f"(choose from: {', '.join(s.value for s in Scaling)})") from None
+        if self.name == "two_view" and not (isinstance(full["size"], numbers.Integral) and
+                                            not isinstance(full["size"], bool) and 32 <= full["size"] <= 512):
+            raise DataError(f"preprocessing step 'two_view': size {full['size']!r} must be an integer between 32 "
+                            "and 512 px (each view is size x size)")
         if self.name == "resize":  # bounded: a metadata asking for a 20000-px resize would allocate gigabytes
             size = full["size"]
             sides = list(size) if isinstance(size, (list, tuple)) else [size]
@@ -825,7 +855,8 @@ class Pipeline:
     @classmethod
     def default(cls, input_size: int = 224, scaling: str | Scaling = "tf", *, fov: bool = True,
                 onh: bool = False, ben_graham: bool = False, clahe: bool = False, grey: bool = False,
-                stretch: bool = False, standardize: bool = False, interpolation: str = "area") -> "Pipeline":
+                stretch: bool = False, standardize: bool = False, interpolation: str = "area",
+                two_view: bool = False) -> "Pipeline":
         """The standard recipe: [fov_crop] → [onh_crop] → pad_square → resize → [enhancements] →
         [standardize] → scale. Enhancements run at the model's input size (cheap and size-independent).
         ``standardize=True`` replaces the backbone scaling with ``none``: its output is already zero-mean,
@@ -833,10 +864,16 @@ class Pipeline:
         steps: list[Step] = []
         if fov:
             steps.append(Step("fov_crop"))
-        if onh:
-            steps.append(Step("onh_crop"))
-        steps.append(Step("pad_square"))
-        steps.append(Step("resize", {"size": int(input_size), "interpolation": interpolation}))
+        if two_view:
+            if ben_graham:
+                raise DataError("the two-view input (whole fundus | ONH crop side by side) does not take "
+                                "Ben Graham preprocessing (its mask assumes one round fundus)")
+            steps.append(Step("two_view", {"size": int(input_size), "interpolation": interpolation}))
+        else:
+            if onh:
+                steps.append(Step("onh_crop"))
+            steps.append(Step("pad_square"))
+            steps.append(Step("resize", {"size": int(input_size), "interpolation": interpolation}))
         if grey:
             steps.append(Step("grey"))
         if clahe:
@@ -896,9 +933,37 @@ class Pipeline:
     @property
     def input_size(self) -> int | None:
         for s in reversed(self.image_steps):
+            if s.name == "two_view":
+                return int(s.params["size"])
             if s.name == "resize":
                 size = s.params["size"]
                 return int(size) if isinstance(size, int) else int(size[0])
+        return None
+
+    @property
+    def input_shape(self) -> tuple[int, int] | None:
+        """(height, width) of the model input: (S, S), or (S, 2·S) for a ``two_view`` pipeline."""
+        size = self.input_size
+        if size is None:
+            return None
+        if self.two_view:
+            return (size, 2 * size)
+        for s in reversed(self.image_steps):
+            if s.name == "resize" and not isinstance(s.params["size"], int):
+                return (int(s.params["size"][0]), int(s.params["size"][1]))
+        return (size, size)
+
+    @property
+    def two_view(self) -> bool:
+        return any(s.name == "two_view" for s in self.steps)
+
+    @property
+    def onh_params(self) -> dict[str, Any] | None:
+        """The optic-disc locator's parameters (``diameters`` + locator) of the ``onh_crop`` / ``two_view``
+        step; None when the pipeline does not crop the ONH."""
+        for s in self.image_steps:
+            if s.name in ("onh_crop", "two_view"):
+                return {k: v for k, v in s.params.items() if k in _ONH_DEFAULTS}
         return None
 
     @property
@@ -935,7 +1000,7 @@ class Pipeline:
 
     @property
     def uses_onh(self) -> bool:
-        return any(s.name == "onh_crop" for s in self.steps)
+        return any(s.name in ("onh_crop", "two_view") for s in self.steps)
 
     def apply_image_with_info(self, rgb: np.ndarray) -> tuple[np.ndarray, PipelineInfo]:
         """:meth:`apply_image` plus what the steps found (the ``onh_crop`` detection in input pixels)."""
@@ -966,6 +1031,16 @@ class Pipeline:
         disc = None
         for s in self.image_steps:
             h, w = img.shape[:2]
+            if s.name == "two_view":
+                p = dict(s.params)
+                if stop_at_onh:
+                    p.pop("size"), p.pop("interpolation")
+                    _, det = onh_crop_with_info(img, p.pop("diameters"), **p)
+                    disc = det.scaled(sx, sy, ox, oy)
+                    break
+                img, det = two_view_with_info(img, **p)
+                disc = det.scaled(sx, sy, ox, oy)
+                continue
             if s.name == "onh_crop":
                 p = dict(s.params)
                 img, det = onh_crop_with_info(img, p.pop("diameters"), **p)

@@ -43,8 +43,9 @@ import click
               help="tf.distribute strategy (mirrored: all local GPUs; multiworker: reads TF_CONFIG)")
 @click.option("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUROC CI")
 @click.option("--overwrite", is_flag=True, help="replace a finished run in --out")
-@click.option("--crop", type=click.Choice(["full", "onh"]), default="full",
-              help="what the model sees: the whole fundus, or a window of ~2 disc diameters around the optic disc")
+@click.option("--crop", type=click.Choice(["full", "onh", "two-view"]), default="full",
+              help="what the model sees: the whole fundus, a window of ~2 disc diameters around the optic disc, "
+                   "or both side by side (two-view: one input of S x 2S, each half pooled apart)")
 @click.option("--negatives", type=click.Choice(["normal", "all"]), default=None,
               help="ODIR glaucoma: negatives are pure 'normal fundus' eyes (default) or every non-glaucoma eye")
 @click.option("--suspect", type=click.Choice(["include", "exclude"]), default=None,
@@ -102,12 +103,13 @@ def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, gri
     log = None if quiet else (lambda m: click.echo(m, err=True))
     data_options = {k: v for k, v in (("negatives", negatives), ("suspect", suspect)) if v is not None}
     pipeline = None
-    if crop == "onh":
+    if crop in ("onh", "two-view"):
         from edgeretina.models import get_backbone
         from edgeretina.preprocess import Pipeline
 
         bb = get_backbone(arch)
-        pipeline = Pipeline.default(input_size or bb.default_size, bb.scaling.value, onh=True)
+        pipeline = Pipeline.default(input_size or bb.default_size, bb.scaling.value, onh=crop == "onh",
+                                    two_view=crop == "two-view")
     opts = RunOptions(weights=weights, input_size=input_size, head=head,
                       arch_options={"alpha": alpha} if alpha is not None else None, config=cfg, split=split,
                       seed=seed, pipeline=pipeline, data_options=data_options or None, max_train=max_train,

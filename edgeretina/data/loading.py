@@ -52,10 +52,9 @@ def count_disc_flags(records, pipeline: Pipeline | None = None, workers: int | N
             if len(keys) < max_keys:
                 keys.append(r.key)
     flagged = sum(reasons.values())
-    onh = next(s for s in pipe.image_steps if s.name == "onh_crop")
     return {"n": len(records), "found": len(records) - flagged, "flagged": flagged,
             "fallback": sum(1 for d in dets if d.fallback), "reasons": dict(sorted(reasons.items())),
-            "flagged_keys": keys, "params": dict(onh.params)}
+            "flagged_keys": keys, "params": pipe.onh_params}
 
 
 def verify_decodable(records: list[Record], on_bad_image: OnBadImage | str = OnBadImage.FAIL,

@@ -57,6 +57,7 @@ def make_tf_dataset(records: Iterable[Record], pipeline: Pipeline, batch_size: i
     if not recs:
         raise DataError("make_tf_dataset: no records")
     size = pipeline.input_size
+    hw = pipeline.input_shape
     if size is None:
         raise DataError("make_tf_dataset: the pipeline has no 'resize' step, so images have no fixed size")
     policy = OnBadImage(on_bad_image)
@@ -85,14 +86,14 @@ def make_tf_dataset(records: Iterable[Record], pipeline: Pipeline, batch_size: i
         except DataError as e:
             if policy is OnBadImage.FAIL:
                 raise
-            return np.zeros((size, size, 3), np.uint8), False
-        if img.shape != (size, size, 3):
-            raise DataError(f"{recs[i].source}: pipeline output {img.shape} is not {(size, size, 3)}")
+            return np.zeros((*hw, 3), np.uint8), False
+        if img.shape != (*hw, 3):
+            raise DataError(f"{recs[i].source}: pipeline output {img.shape} is not {(*hw, 3)}")
         return img, True
 
     def decode_fn(i):
         img, ok = tf.numpy_function(_decode, [i], [tf.uint8, tf.bool], stateful=False)
-        img.set_shape((size, size, 3))
+        img.set_shape((*hw, 3))
         ok.set_shape(())
         return i, img, ok
 
@@ -119,7 +120,7 @@ def make_tf_dataset(records: Iterable[Record], pipeline: Pipeline, batch_size: i
         def aug_fn(elem, r):
             i, img = elem
             out = tf.numpy_function(_aug, [i, img, r], tf.uint8, stateful=False)
-            out.set_shape((size, size, 3))
+            out.set_shape((*hw, 3))
             return i, out
 
         ds = ds.map(aug_fn, num_parallel_calls=autotune, deterministic=True)
@@ -127,7 +128,7 @@ def make_tf_dataset(records: Iterable[Record], pipeline: Pipeline, batch_size: i
 
     def float_fn(i, img):
         x = tf.numpy_function(pipeline.apply_float, [img], tf.float32, stateful=False)
-        x.set_shape((size, size, 3))
+        x.set_shape((*hw, 3))
         y = tf.gather(y_const, i)
         return (x, y, i) if with_keys else (x, y)
 

@@ -144,13 +144,57 @@ def build_backbone(arch: str | Backbone, input_size: int | None = None, weights=
     return app
 
 
-def build_model(arch: str, spec, input_size: int | None = None, weights=None, head=None, **arch_options):
+def _branch(app, tensor, prefix: str):
+    """The application's layers re-created (renamed with ``prefix``, weights copied) and applied to
+    ``tensor`` as layers of the outer graph — flat, because tfmot rejects nested models. Walks the
+    functional config (its layers are in topological order) instead of ``clone_model``, which cannot
+    rename layers."""
+    cfg = app.get_config()
+    made: dict[str, Any] = {}
+    for layer_cfg in cfg["layers"]:
+        name = layer_cfg["name"]
+        if layer_cfg["class_name"] == "InputLayer":
+            made[name] = tensor
+            continue
+        nodes = layer_cfg["inbound_nodes"]
+        if len(nodes) != 1:
+            raise ModelError(f"{app.name}: layer {name} is shared; the two-view input needs a plain backbone")
+        args = [made[ref[0]] for ref in nodes[0]]
+        src = app.get_layer(name)
+        new = src.__class__.from_config({**src.get_config(), "name": prefix + name})
+        made[name] = new(args[0] if len(args) == 1 else args)
+        w = src.get_weights()
+        if w:
+            new.set_weights(w)
+    (out_name, _, _), = cfg["output_layers"]
+    return made[out_name]
+
+
+def _two_view_features(bb, size: int, weights, arch_options: dict):
+    """Input (S, 2S, 3) = [whole fundus | ONH crop] → two backbone branches (same starting weights; the
+    right one's layers prefixed ``onh_``), each view pooled apart → 2 × C features named ``head_gap`` (like
+    the plain GAP, so the feature cache and the linear head treat both alike). Separate branches keep the
+    views from leaking into each other's receptive fields (one pass over the side-by-side image would)."""
+    from edgeretina._keras import keras
+
+    app = build_backbone(bb, size, weights, **arch_options)
+    inp = keras.Input((size, 2 * size, 3), name="two_view_input")
+    left = keras.layers.Cropping2D(((0, 0), (0, size)), name="view_full")(inp)
+    right = keras.layers.Cropping2D(((0, 0), (size, 0)), name="view_onh")(inp)
+    gl = keras.layers.GlobalAveragePooling2D(name="head_gap_full")(_branch(app, left, ""))
+    gr = keras.layers.GlobalAveragePooling2D(name="head_gap_onh")(_branch(app, right, "onh_"))
+    return inp, keras.layers.Concatenate(name="head_gap")([gl, gr])
+
+
+def build_model(arch: str, spec, input_size: int | None = None, weights=None, head=None, *, two_view: bool = False,
+                **arch_options):
     """Backbone + head as one flat Keras model outputting probabilities.
 
     ``spec``: a :class:`TaskSpec` or task name. ``weights``: ``"imagenet"`` (Keras download/cache; the
     cache is seeded from ``shared/weights`` first), a local ``.h5`` no-top weights file, or ``None``.
     ``head``: ``None`` (task default), ``"gap"``, ``"fc:32,16"``, ``"multitask"``, a dict or a HeadSpec.
-    ``arch_options``: e.g. ``alpha=0.35`` for MobileNets.
+    ``arch_options``: e.g. ``alpha=0.35`` for MobileNets. ``two_view``: the input is the ``two_view``
+    preprocessing step's S × 2S image (whole fundus | ONH crop), read by two backbone branches.
     The model carries ``model.edgeretina`` (arch, input_size, weights, head, scaling) for the run config.
     """
     from edgeretina._keras import keras
@@ -158,10 +202,14 @@ def build_model(arch: str, spec, input_size: int | None = None, weights=None, he
     spec = _resolve_spec(spec)
     bb = get_backbone(arch)
     h = HeadSpec.parse(head, spec)
-    app = build_backbone(bb, input_size, weights, **arch_options)
-    pooled = keras.layers.GlobalAveragePooling2D(name="head_gap")(app.output)
+    size = int(input_size or bb.default_size)
+    if two_view:
+        inp, pooled = _two_view_features(bb, size, weights, arch_options)
+    else:
+        app = build_backbone(bb, size, weights, **arch_options)
+        inp, pooled = app.input, keras.layers.GlobalAveragePooling2D(name="head_gap")(app.output)
     out = apply_head(pooled, spec, h)
-    model = keras.Model(app.input, out, name=f"{bb.name}_{spec.task.value}".replace("-", "_"))
+    model = keras.Model(inp, out, name=f"{bb.name}_{spec.task.value}".replace("-", "_"))
     w = normalize_weights(weights)
     # plain attribute (bypasses Keras attribute tracking, which would wrap the dict)
     model.__dict__["edgeretina"] = {
@@ -171,6 +219,7 @@ def build_model(arch: str, spec, input_size: int | None = None, weights=None, he
         "head": h.to_dict(),
         "scaling": bb.scaling.value,
         "arch_options": dict(arch_options),
+        **({"two_view": True} if two_view else {}),
     }
     return model
 

@@ -119,6 +119,9 @@ class TrainRun:
             if pipe.scaling != self.bb.scaling.value:
                 self.say(f"note: pipeline scaling '{pipe.scaling}' differs from {self.bb.keras_name}'s "
                          f"'{self.bb.scaling.value}'")
+        if pipe.two_view and self.cfg.augment and self.cfg.augment != "none":
+            raise EdgeRetinaError("--augment does not apply to the two-view input yet (a flip or rotation of the "
+                                  "side-by-side image would mix the two views); train two-view without it")
         self.pipe = pipe
         p = self.parts
         self.say(f"data: {ds.format} {spec.task.value}  train {len(p['train'])}  val {len(p['val'])}  "
@@ -134,7 +137,7 @@ class TrainRun:
 
         with (self.strategy.scope() if self.strategy is not None else nullcontext()):
             self.model = build_model(self.bb.name, self.spec, self.size, self.weights, self.o.head,
-                                     **(self.o.arch_options or {}))
+                                     two_view=self.pipe.two_view, **(self.o.arch_options or {}))
         self.info = self.model.edgeretina
         if self.linear:
             from edgeretina.train.linear_head import check_linear_head
@@ -156,7 +159,7 @@ class TrainRun:
 
     def _disc_flags(self) -> dict[str, Any] | None:
         """Low-confidence / fallback optic-disc crops per split (only when the pipeline crops the ONH)."""
-        if not any(s.name == "onh_crop" for s in self.pipe.steps):
+        if not self.pipe.uses_onh:
             return None
         from edgeretina.data.loading import count_disc_flags
 
