@@ -942,20 +942,21 @@ class Pipeline:
 
     @property
     def input_shape(self) -> tuple[int, int] | None:
-        """(height, width) of the model input: (S, S), or (S, 2·S) for a ``two_view`` pipeline."""
-        size = self.input_size
-        if size is None:
-            return None
-        if self.two_view:
-            return (size, 2 * size)
+        """(height, width) of the model input: the last ``resize`` (S × S or its pair), or ``two_view``'s
+        S × 2·S when that comes last."""
         for s in reversed(self.image_steps):
-            if s.name == "resize" and not isinstance(s.params["size"], int):
-                return (int(s.params["size"][0]), int(s.params["size"][1]))
-        return (size, size)
+            if s.name == "two_view":
+                return (int(s.params["size"]), 2 * int(s.params["size"]))
+            if s.name == "resize":
+                size = s.params["size"]
+                return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        return None
 
     @property
     def two_view(self) -> bool:
-        return any(s.name == "two_view" for s in self.steps)
+        """The model input is ``two_view``'s side-by-side image (no resize after it)."""
+        last = next((s.name for s in reversed(self.image_steps) if s.name in ("two_view", "resize")), None)
+        return last == "two_view"
 
     @property
     def onh_params(self) -> dict[str, Any] | None:
