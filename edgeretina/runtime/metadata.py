@@ -7,7 +7,13 @@ replaced by what the *exported graph* outputs, plus an ``export`` block::
      "output": {"kind": "logits"|"probabilities", "activation": "softmax"|"sigmoid"},
      "export": {"schema": "edgeretina.tflite/1", "variant": "int8", "source_sha256": "...",
                 "source_file": "model.keras", "input": {"shape", "dtype", "scale", "zero_point"},
-                "outputs": {...same for the output tensor}, "sparsity": 0.5, ...}}
+                "outputs": {...same for the output tensor}, "sparsity": 0.5, ...,
+                "borderline_band": {"band", "method", "quantile", "n_images", "source", ...}},
+     "borderline_band": 0.34}
+
+``borderline_band`` (logits; absent with ``export --borderline-band off``) is what ``predict`` and the
+Android core flag a decision within ±band of the threshold by (converters/band.py measures it);
+``calibrate`` keeps it when it rewrites the threshold.
 
 so ``RunConfig.from_dict(read_metadata(path))`` gives task, labels, preprocessing and threshold back.
 """
