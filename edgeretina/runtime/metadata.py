@@ -11,11 +11,11 @@ replaced by what the *exported graph* outputs, plus an ``export`` block::
                 "borderline_band": {"band", "method", "quantile", "n_images", "source", ...}},
      "borderline_band": 0.34}
 
+so ``RunConfig.from_dict(read_metadata(path))`` gives task, labels, preprocessing and threshold back.
+
 ``borderline_band`` (logits; absent with ``export --borderline-band off``) is what ``predict`` and the
 Android core flag a decision within ±band of the threshold by (converters/band.py measures it);
 ``calibrate`` keeps it when it rewrites the threshold.
-
-so ``RunConfig.from_dict(read_metadata(path))`` gives task, labels, preprocessing and threshold back.
 """
 from __future__ import annotations
 
