@@ -68,6 +68,10 @@ CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
               ("--input-size", "96", "--crop", "two-view", "--head-fit", "linear")),
     Candidate("twoview128_linear", "whole fundus | ONH crop side by side, 128 px each (one input), linear head",
               ("--input-size", "128", "--crop", "two-view", "--head-fit", "linear")),
+    Candidate("twoview112_linear", "whole fundus | ONH crop side by side, 112 px each (one input), linear head",
+              ("--input-size", "112", "--crop", "two-view", "--head-fit", "linear")),
+    Candidate("twoview96_linear_camera", "two-view 96 px, linear head + 2 camera-shifted copies (raw photo) per eye",
+              ("--input-size", "96", "--crop", "two-view", "--head-fit", "linear", "--augment", "camera")),
 )}
 
 

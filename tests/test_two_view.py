@@ -72,7 +72,7 @@ def test_what_two_view_cannot_do_is_refused_in_one_line():
 
 
 def test_two_view_model_trains_exports_and_runs_in_litert(tmp_path):
-    """Linear head on the synthetic set → float32 + int8 .tflite with a (1, S, 2S, 3) input; predict reads
+    """Linear head (+ one raw-photo camera copy per eye) on the synthetic set → float32 + int8 .tflite with a (1, S, 2S, 3) input; predict reads
     the two-view preprocessing from the metadata and agrees with the Keras model."""
     from edgeretina.converters.export import export_model
     from edgeretina.preprocess import Pipeline
@@ -83,8 +83,10 @@ def test_two_view_model_trains_exports_and_runs_in_litert(tmp_path):
 
     run = train_run("synthetic", "glaucoma", "mobilenetv2", tmp_path / "run", options=RunOptions(
         weights="imagenet", input_size=64, pipeline=Pipeline.default(64, "tf", two_view=True),
-        config=TrainConfig(seed=0), head_fit="linear", max_train=90, max_val=30, max_test=60, n_boot=50))
+        config=TrainConfig(seed=0, augment="camera"), head_fit="linear", aug_copies=1, max_train=90, max_val=30,
+        max_test=60, n_boot=50))
     m = json.loads((run / "metrics.json").read_text())
+    assert m["linear_head"]["n"] == 2 * 90  # every training eye + one camera-shifted copy (raw photo → both views)
     assert m["test"]["auroc"] > 0.7  # it learned the synthetic glaucoma signal from the two views
     cfg = json.loads((run / "config.json").read_text())
     assert [s["name"] for s in cfg["preprocessing"]["steps"]][:2] == ["fov_crop", "two_view"]

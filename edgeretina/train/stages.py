@@ -119,9 +119,11 @@ class TrainRun:
             if pipe.scaling != self.bb.scaling.value:
                 self.say(f"note: pipeline scaling '{pipe.scaling}' differs from {self.bb.keras_name}'s "
                          f"'{self.bb.scaling.value}'")
-        if pipe.two_view and self.cfg.augment and self.cfg.augment != "none":
-            raise EdgeRetinaError("--augment does not apply to the two-view input yet (a flip or rotation of the "
-                                  "side-by-side image would mix the two views); train two-view without it")
+        if pipe.two_view and self.cfg.augment and self.cfg.augment != "none" and not (
+                self.linear and self.cfg.augment == "camera"):
+            raise EdgeRetinaError("the two-view input takes only '--head-fit linear --augment camera' (camera shifts "
+                                  "drawn on the raw photo, before the views are cut); a flip or rotation of the "
+                                  "side-by-side image would mix the two views")
         self.pipe = pipe
         p = self.parts
         self.say(f"data: {ds.format} {spec.task.value}  train {len(p['train'])}  val {len(p['val'])}  "
@@ -193,12 +195,41 @@ class TrainRun:
         if not (self.cfg.augment and self.cfg.augment != "none"):
             return []
         recs = self.parts["train"] + self.parts["val"]
+        if self.pipe.two_view:
+            return self._raw_camera_features(fm, recs)
         out = []
         for c in range(int(self.o.aug_copies)):
             t0 = time.perf_counter()
             ds = self._augmented_dataset(self.cfg.with_(seed=self.cfg.seed + 1000 * (c + 1)), recs, shuffle=False)
             out.append(F.compute(fm, ds))
             self.say(f"augmented copy {c + 1}/{self.o.aug_copies} ('{self.cfg.augment}') of {len(recs)} images: "
+                     f"features in {time.perf_counter() - t0:.1f} s")
+        return out
+
+    def _raw_camera_features(self, fm, recs) -> list:
+        """Two-view + ``--augment camera``: each copy draws the ``camera`` policy's shifts (two, random kind
+        and strength up to severe) on the **raw photo**, then runs the whole pipeline — the disc locator and
+        both views see the shifted photo, as they would with another camera. Seeded per (copy, record)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from edgeretina.augment import get_policy
+        from edgeretina.data import load_image
+        from edgeretina.shifts import random_camera
+        from edgeretina.train import features as F
+
+        pol = get_policy("camera", False)
+        out = []
+        for c in range(int(self.o.aug_copies)):
+            t0 = time.perf_counter()
+
+            def one(i, c=c):
+                rng = np.random.default_rng([self.cfg.seed, 1000 * (c + 1), i])
+                return self.pipe.apply(random_camera(load_image(recs[i]), rng, n=pol.camera,
+                                                     max_strength=pol.camera_strength))
+            with ThreadPoolExecutor(2) as ex:
+                X = np.stack(list(ex.map(one, range(len(recs)))))
+            out.append(F.compute(fm, X))
+            self.say(f"camera copy {c + 1}/{self.o.aug_copies} (raw-photo shifts) of {len(recs)} images: "
                      f"features in {time.perf_counter() - t0:.1f} s")
         return out
 
