@@ -9,9 +9,11 @@ resumes):
 1. ``edgeretina train <candidate> --cv K --cv-only`` for each candidate recipe → ``cv.json`` (per-fold AUROC,
    pooled out-of-fold AUROC with a bootstrap CI, the frozen-feature probe on the same folds). The test split is
    never loaded in this step.
-2. The choice, made on CV only: the candidate with the highest pooled out-of-fold AUROC; a candidate within
-   ``TOLERANCE`` of it that needs fewer multiply-adds wins (the same MACs run on every device, so it is the
-   faster model everywhere). Ensembles of two candidates are also scored from their out-of-fold files (same
+2. The choice, made on CV only: constraints first — at most ``MAC_BUDGET`` × the multiply-adds of the
+   224-px full-fundus model (when a candidate meets it), then a CV ΔAUROC ≥ ``SHIFT_FLOOR`` under every
+   severe ``--cv-shifts`` shift (when a candidate keeps it) — then the highest pooled out-of-fold AUROC, a
+   candidate within ``TOLERANCE`` of it that needs fewer multiply-adds winning (the same MACs run on every
+   device, so it is the faster model everywhere). Ensembles of two candidates are also scored from their out-of-fold files (same
    folds), for information.
 3. ``edgeretina train <chosen> --cv K`` (its fold scores are reused from step 1): the final model trains on all of
    train+val; its threshold is Youden's J on the pooled out-of-fold scores; the test split is scored once.
@@ -119,14 +121,44 @@ def ensembles(work: Path, names: list[str]) -> list[dict]:
     return out
 
 
-def choose(results: dict[str, dict]) -> tuple[str, str]:
-    best = max(results, key=lambda n: results[n]["cv"]["pooled"]["auroc"])
-    top = results[best]["cv"]["pooled"]["auroc"]
-    close = [n for n in results if results[n]["cv"]["pooled"]["auroc"] >= top - TOLERANCE]
-    pick = min(close, key=lambda n: (results[n]["macs"], -results[n]["cv"]["pooled"]["auroc"]))
-    why = (f"highest pooled out-of-fold AUROC: {best} ({top:.3f})" if pick == best else
-           f"{pick} is within {TOLERANCE} of the best pooled out-of-fold AUROC ({best}, {top:.3f}) with fewer "
-           f"multiply-adds ({results[pick]['macs'] / 1e6:.0f} M vs {results[best]['macs'] / 1e6:.0f} M)")
+MAC_BUDGET = 0.5      # × the multiply-adds of the 224-px full-fundus MobileNetV2 (issue 12: the faster model)
+SHIFT_FLOOR = -0.08   # CV ΔAUROC under each severe --cv-shifts shift that a robust candidate keeps
+
+
+def _macs_ok(r: dict, base: float) -> bool:
+    return r["macs"] <= MAC_BUDGET * base * 1.03  # 3 %: the head and rounding
+
+
+def _shift_ok(r: dict) -> bool | None:
+    sh = r["cv"].get("shifted") or {}
+    return all(v["delta_auroc"] >= SHIFT_FLOOR for v in sh.values()) if sh else None
+
+
+def choose(results: dict[str, dict], base_macs: float | None = None) -> tuple[str, str]:
+    """Constraints first, then accuracy, all on CV: candidates within the MAC budget (when any is), of those
+    the ones that keep ``SHIFT_FLOOR`` under every CV shift (when any does); then the highest pooled
+    out-of-fold AUROC, a cheaper one within ``TOLERANCE`` of it winning."""
+    base = base_macs or max(r["macs"] for r in results.values())
+    pool, rules = dict(results), []
+    cheap = {n: r for n, r in pool.items() if _macs_ok(r, base)}
+    if cheap and len(cheap) < len(pool):
+        pool = cheap
+        rules.append(f"≤ {MAC_BUDGET}× the MACs of full224")
+    robust = {n: r for n, r in pool.items() if _shift_ok(r)}
+    if robust and len(robust) < len(pool):
+        pool = robust
+        rules.append(f"CV ΔAUROC ≥ {SHIFT_FLOOR} under every severe CV shift")
+    best = max(pool, key=lambda n: pool[n]["cv"]["pooled"]["auroc"])
+    top = pool[best]["cv"]["pooled"]["auroc"]
+    close = [n for n in pool if pool[n]["cv"]["pooled"]["auroc"] >= top - TOLERANCE]
+    pick = min(close, key=lambda n: (pool[n]["macs"], -pool[n]["cv"]["pooled"]["auroc"]))
+    why = (f"highest pooled out-of-fold AUROC ({top:.3f})" if pick == best else
+           f"within {TOLERANCE} of the best pooled out-of-fold AUROC ({best}, {top:.3f}) with fewer "
+           f"multiply-adds ({pool[pick]['macs'] / 1e6:.0f} M vs {pool[best]['macs'] / 1e6:.0f} M)")
+    if rules:
+        why = f"{pick}: among the candidates with {' and '.join(rules)}, {why}"
+    else:
+        why = f"{pick}: {why}"
     return pick, why
 
 
@@ -332,7 +364,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"unknown candidate(s) {unknown}; choose from {list(CANDIDATES)}")
     results = {n: run_cv(CANDIDATES[n], data, a.k, work) for n in names}
     ens = ensembles(work, names)
-    pick, why = choose(results)
+    pick, why = choose(results, (results.get("full224") or {}).get("macs"))
     print(f"chosen: {pick} — {why}", flush=True)
     run = report = None
     secs = 0.0

@@ -125,11 +125,18 @@ def _cand(auroc, macs, mean=0.8, sd=0.02):
 def test_recipe_choice_is_made_on_cv_and_prefers_fewer_macs_within_tolerance(tmp_path):
     from edgeretina.benchmarks import glaucoma_recipe as gr
 
-    res = {"full224": _cand(0.850, 300e6), "onh160": _cand(0.847, 153e6)}
-    pick, why = gr.choose(res)
-    assert pick == "onh160" and "fewer multiply-adds" in why
+    res = {"full224": _cand(0.850, 300e6), "onh128_linear": _cand(0.847, 98e6), "onh160": _cand(0.849, 153e6)}
+    pick, why = gr.choose(res, 300e6)
+    assert pick == "onh128_linear" and "fewer multiply-adds" in why and "MACs" in why
     res["onh160"] = _cand(0.80, 153e6)
-    assert gr.choose(res)[0] == "full224"
+    res["onh128_linear"] = _cand(0.79, 98e6)
+    assert gr.choose(res, 300e6)[0] == "onh160"  # the MAC budget is a constraint, not a preference
+    assert gr.choose({"full224": res["full224"]}, 300e6)[0] == "full224"  # nothing meets it: best on CV
+    # the CV shift floor: a robust candidate beats a more accurate fragile one
+    res["onh160"]["cv"]["shifted"] = {"defocus-severe": {"auroc": 0.70, "delta_auroc": -0.10}}
+    res["onh128_linear"]["cv"]["shifted"] = {"defocus-severe": {"auroc": 0.75, "delta_auroc": -0.04}}
+    pick, why = gr.choose(res, 300e6)
+    assert pick == "onh128_linear" and "every severe CV shift" in why
     # two candidates' out-of-fold files on the same records → a mean-logit ensemble row
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200)
