@@ -35,6 +35,33 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.real_data)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _synthetic_sets_rendered_once():
+    """Every ``synthetic:...`` data set is rendered once per test session. The generator is deterministic by
+    seed (``edgeretina.data.synthetic``), but its own cache keeps only the most recent set, so the suite's
+    interleaved sets (the tiny_run model's 800 images, each test's small ones) were re-rendered at every
+    ``open_dataset``, export calibration and bench: ~5 ms of CPU per 96-px image, tens of times. The sets
+    memoised here are the generator's real output, handed out as copies like its own cache does. Tests that
+    import ``generate`` at module level (test_synthetic.py, ...) still call the generator itself."""
+    from edgeretina.data import synthetic
+
+    real, sets = synthetic.generate, {}
+
+    def generate(n: int, seed: int = 0, size: int = 256, glaucoma_fraction: float = 0.5):
+        key = (int(n), int(seed), int(size), float(glaucoma_fraction))
+        if key not in sets:
+            images, labels, info = real(n, seed, size, glaucoma_fraction)
+            if images.nbytes > 64 << 20:  # a large set is not kept (the suite's are a few MB)
+                return images, labels, info
+            sets[key] = (images.copy(), labels.copy(), [dict(m) for m in info])
+        images, labels, info = sets[key]
+        return images.copy(), labels.copy(), [dict(m) for m in info]
+
+    synthetic.generate = generate
+    yield
+    synthetic.generate = real
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A run dir (``Path``: model.keras + config.json) of a MobileNetV2 trained from scratch for a few
