@@ -1,12 +1,16 @@
-"""``edgeretina demo --quick`` end to end: train → export 4 variants → LiteRT on held-out synthetic images."""
+"""``edgeretina demo --quick`` end to end: train → export 4 variants → LiteRT on held-out synthetic images.
+The command runs in-process (click's CliRunner: same command, same stdout/stderr split); the real
+``python -m edgeretina`` process contract (exit codes, one-line errors, no TF import for --help) is
+test_cli.py's."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+
+from edgeretina.cli import cli
 
 VARIANTS = ("float32", "fp16", "dynamic", "int8")
 
@@ -14,9 +18,8 @@ VARIANTS = ("float32", "fp16", "dynamic", "int8")
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
-    r = subprocess.run([sys.executable, "-m", "edgeretina", "demo", "--quick", "--out", str(out)],
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = CliRunner().invoke(cli, ["demo", "--quick", "--out", str(out)])
+    assert r.exit_code == 0, (r.stderr[-3000:], r.exception)
     return out, r
 
 
@@ -70,12 +73,16 @@ def test_every_variant_runs_in_litert_on_test_images(quick_demo):
     ds = open_dataset(d["dataset"])
     split = d["settings"]["split"]
     test = ds.split(split, seed=d["settings"]["seed"])["test"]
+    arrays = {}  # preprocessed test images per distinct embedded pipeline (the variants share one)
     for row in d["rows"]:
         path = out / row["file"]
         assert path.is_file() and path.suffix == ".tflite"
         meta = read_metadata(path)  # config.json travels inside every variant
         assert meta["task"] == "glaucoma" and meta["labels"] == ["normal", "glaucoma"]
-        x, y = load_arrays(test, Pipeline.from_json(meta["preprocessing"]))
+        key = json.dumps(meta["preprocessing"], sort_keys=True)
+        if key not in arrays:
+            arrays[key] = load_arrays(test, Pipeline.from_json(meta["preprocessing"]))
+        x, y = arrays[key]
         it = Interpreter(model_path=str(path))
         it.allocate_tensors()
         inp, outp = it.get_input_details()[0], it.get_output_details()[0]
