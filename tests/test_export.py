@@ -155,7 +155,8 @@ def test_shift_output_bias_moves_the_int8_logits_by_delta(exported, tiny_run):
 
 
 def test_bias_correction_can_be_switched_off(tiny_run, tmp_path):
-    r = export_model(tiny_run, ["int8"], tmp_path, calib_n=32, verify_n=0, bias_correction=False)["int8"]
+    r = export_model(tiny_run, ["int8"], tmp_path, calib_n=32, verify_n=0, bias_correction=False,
+                     borderline_band="off")["int8"]  # no band measurement: not what this test is about
     assert r.bias_correction is None
     assert read_metadata(r.path)["export"]["bias_correction"] is None
 
