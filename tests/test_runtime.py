@@ -48,7 +48,7 @@ def test_manifest_agreement_is_one_minus_the_bench_flip_rate(tiny_run, tmp_path)
     from edgeretina.run import RunConfig
 
     cfg = RunConfig.load(tiny_run)
-    rep = export_model(tiny_run, ["int8"], tmp_path / "exp", calib_n=32, verify_n=500)
+    rep = export_model(tiny_run, ["int8"], tmp_path / "exp", calib_n=32, verify_n=500, borderline_band="off")
     ver = rep["int8"].verification
     assert ver["sample"] == "val split"
     bench = run_bench([tiny_run, rep["int8"].path], cfg.dataset["path"], split="val", runs=1, warmup=0,
