@@ -26,7 +26,8 @@ def exported(tiny_run, tmp_path_factory):
     pruned, pruned-int8 and pqat checks and the allocation's)."""
     out = tmp_path_factory.mktemp("export")
     return export_model(tiny_run, ALL, out, calib_n=64, verify_n=32, threshold_n=48, sparsity=SPARSITY,
-                        allocation=ALLOCATION, finetune=FT)
+                        allocation=ALLOCATION, finetune=FT,
+                        borderline_band="off")  # the band's own tests: test_borderline_export.py
 
 
 def _run_litert(path: Path, x: np.ndarray) -> np.ndarray:
