@@ -150,5 +150,5 @@ def test_recipe_choice_is_made_on_cv_and_prefers_fewer_macs_within_tolerance(tmp
     assert len(ens) == 1 and ens[0]["n"] == 200 and 0.7 < ens[0]["auroc"] <= 1
     out = gr.publish(gr.Outcome(res, ens, "full224", "highest"), tmp_path / "docs", 5)
     md = (tmp_path / "docs" / "glaucoma_recipe.md").read_text()
-    assert "| full224 |" in md and "| onh160 |" in md and "Two-view ensembles" in md
+    assert "| full224 |" in md and "| onh160 |" in md and "Ensembles (mean logit" in md
     assert out["chosen"] == "full224" and "final" not in out  # no test figure without the final step
