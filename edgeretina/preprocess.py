@@ -762,11 +762,7 @@ class StepDef:
 STEPS: dict[str, StepDef] = {
     "fov_crop": StepDef(fov_crop, {"threshold": 10, "min_fraction": 0.01, "margin": 0},
                         doc="crop to the bounding box of the field of view (black border removed)"),
-    "onh_crop": StepDef(onh_crop, {"diameters": 2.0, "disc_fraction": 0.15, "threshold": 10,
-                                   "min_confidence": 2.0, "vessel_weight": 1.0, "vertical_prior": 4.0,
-                                   "edge_penalty": 3.5, "search_margin": 0.07, "roundness_weight": 1.0,
-                                   "fovea_weight": 0.0, "min_margin": 0.75, "min_roundness": 0.2,
-                                   "red_weight": 0.25, "vessel_clip": True, "refine": False},
+    "onh_crop": StepDef(onh_crop, dict(_ONH_DEFAULTS),
                         doc="square window of ~2 disc diameters around the detected optic disc"),
     "two_view": StepDef(two_view, {"size": 128, "interpolation": "area", **_ONH_DEFAULTS},
                         doc="whole fundus | optic-nerve-head crop side by side (size x 2*size)"),
