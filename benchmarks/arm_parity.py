@@ -1,68 +1,19 @@
-"""ARM kernel parity (issue 17): the same .tflite on emulated aarch64 LiteRT vs on this x86 machine.
+"""ARM kernel parity in bench reports (issue 17): the report.md section of a report's ``arm64-emu`` rows.
 
-:func:`compare_outputs` is the comparison one ``arm64-emu`` row records in its ``device_info["vs_x86"]``: the
-share of images whose task decision differs from the same file on x86 (each at the model's own threshold),
-the largest |Δ| of a raw output (logit or probability, as the model emits it) and whether every output is
-bit-identical. :func:`parity_rows` / :func:`markdown_lines` turn a report's arm64-emu rows into the report.md
-section; :func:`kernel_tier` names the ISA tier the emulated CPU offers XNNPACK.
-
+The comparison itself (:class:`~edgeretina.emulation.parity.Parity`, :func:`compare_outputs`,
+:func:`kernel_tier`) lives in :mod:`edgeretina.emulation.parity` (``export --verify-arm`` uses it too).
 The published table (docs/benchmarks/arm_parity.md) is made by ``python -m edgeretina.benchmarks.arm_table``.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
+from edgeretina.emulation.cpus import PARITY_CPUS as DEFAULT_CPUS
+from edgeretina.emulation.parity import LATENCY_NOTE, Parity, compare_outputs, kernel_tier
 
-from edgeretina.runtime.decisions import decision_flip_rate, to_probabilities
-from edgeretina.tasks import TaskSpec, scores_from_output
-
-LATENCY_NOTE = "latency under emulation is not a speed (not measured)"
-# the CPUs the parity table covers: plain NEON, NEON + fp16 + dot product (two cores of that tier)
-DEFAULT_CPUS = ("cortex-a53", "cortex-a76", "neoverse-n1")
-
-
-@dataclass(frozen=True)
-class Parity:
-    """One file on emulated aarch64 vs the same file on x86, on the same inputs."""
-
-    n: int
-    flips: int  # images whose task decision differs
-    flip_rate: float
-    max_abs_diff: float  # largest |Δ| of any raw output
-    identical: bool  # every raw output bit-identical
-    output: str  # "logits" or "probabilities": what max_abs_diff is measured in
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def compare_outputs(spec: TaskSpec, threshold, raw_arm: np.ndarray, raw_x86: np.ndarray, logits: bool,
-                    activation: str | None) -> Parity:
-    """:class:`Parity` of raw outputs (N, outputs) of one file on arm vs x86, decisions at ``threshold``."""
-    a, b = np.asarray(raw_arm, np.float64), np.asarray(raw_x86, np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"arm and x86 outputs differ in shape: {a.shape} vs {b.shape}")
-    sa = scores_from_output(spec, to_probabilities(a, logits, activation))
-    sb = scores_from_output(spec, to_probabilities(b, logits, activation))
-    rate = decision_flip_rate(spec, sa, sb, threshold) if len(a) else float("nan")
-    flips = int(round(rate * len(a))) if len(a) else 0
-    diff = float(np.max(np.abs(a - b))) if a.size else 0.0
-    return Parity(n=int(len(a)), flips=flips, flip_rate=float(rate), max_abs_diff=diff,
-                  identical=bool(a.size == 0 or np.array_equal(a, b)),
-                  output="logits" if logits else "probabilities")
-
-
-def kernel_tier(isa: Sequence[str] | None) -> str:
-    """The arm64 kernel tier a CPU offers (from :func:`edgeretina.env.isa_flags` names)."""
-    isa = set(isa or ())
-    if not isa:
-        return "?"
-    parts = ["NEON"] + [n for f, n in (("fp16", "fp16"), ("dotprod", "dot product"), ("i8mm", "i8mm"),
-                                       ("sve2", "SVE2"), ("sme", "SME"), ("sme2", "SME2")) if f in isa]
-    return " + ".join(parts)
+__all__ = ["DEFAULT_CPUS", "LATENCY_NOTE", "Parity", "compare_outputs", "kernel_tier", "markdown_lines",
+           "parity_rows", "fmt", "pct", "is_emulated"]
 
 
 def is_emulated(row) -> bool:

@@ -10,7 +10,7 @@
                (``benchmarks/runners/android.py``). Scores come from the same file on the host (LiteRT);
                only the timing is the phone's.
 ``arm64-emu``  .tflite files on aarch64 LiteRT under qemu-user (``arm64-emu:CPU``, default cortex-a76;
-               ``benchmarks/runners/arm64_emu.py``, environment from ``benchmarks/arm64_env.py``): scores,
+               ``benchmarks/runners/arm64_emu.py``, environment from ``edgeretina/emulation/arm64_env.py``): scores,
                AUROC and flips from the emulated kernels, parity with the same file on x86 in
                ``device_info["vs_x86"]``; no latency (emulated time is not a speed).
 =============  ==========================================================================================

@@ -2,7 +2,7 @@
 
 The pure-Python tests (cpuinfo parsing, ISA flags, CPU parsing, the SME refusal, the parity comparison and
 its report section) always run. The parity test runs the tiny_run model's exports under emulation when the
-environment exists (``python -m edgeretina.benchmarks.arm64_env build``) and is skipped otherwise, saying so.
+environment exists (``python -m edgeretina.emulation.arm64_env build``) and is skipped otherwise, saying so.
 """
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeretina.benchmarks import arm64_env
-from edgeretina.benchmarks.arm_parity import compare_outputs, kernel_tier, markdown_lines
+from edgeretina.emulation import arm64_env
+from edgeretina.benchmarks.arm_parity import markdown_lines
 from edgeretina.benchmarks.devices import Device, facts_line, get_device
 from edgeretina.benchmarks.options import parse_devices
-from edgeretina.benchmarks.runners.arm64_emu import EmuCpu, check_sme, version_tuple
+from edgeretina.emulation.cpus import EmuCpu, check_sme, version_tuple
+from edgeretina.emulation.parity import compare_outputs, kernel_tier
 from edgeretina.cli import cli
 from edgeretina.env import cpu_facts, device_facts, isa_flags, machine_info, machine_line, parse_cpuinfo
 from edgeretina.errors import DeviceError
@@ -135,7 +136,7 @@ def test_missing_environment_is_one_line_naming_the_script(tmp_path, monkeypatch
          "numpy": "2"}))
     monkeypatch.setenv("EDGERETINA_ARM64_ENV", str(tmp_path / "half"))
     monkeypatch.setenv("EDGERETINA_QEMU", str(tmp_path / "no-qemu"))
-    with pytest.raises(DeviceError, match="incomplete .*build it again with python -m edgeretina.benchmarks"):
+    with pytest.raises(DeviceError, match="incomplete .*build it again with python -m edgeretina.emulation"):
         arm64_env.load_env()
 
 

@@ -1,94 +1,28 @@
 """The ``arm64-emu[:CPU]`` device: a .tflite scored by aarch64 LiteRT under qemu-user (issue 17).
 
-The guest (:mod:`edgeretina.runtime.emulated` on the arm64 CPython of ``benchmarks/arm64_env.py``) runs the
-same ``LiteRTModel`` code as the host on the same preprocessed float32 inputs (handed over as an .npy) and
-returns the raw outputs; ``predict`` also scores the file on this x86 machine and keeps the comparison
-(:func:`edgeretina.benchmarks.arm_parity.compare_outputs`) for the row's ``device_info["vs_x86"]``.
-Emulated time says nothing about a phone: ``time`` measures nothing (:data:`NOT_TIMED`).
+The guest (:func:`edgeretina.emulation.guest.emulated_raw`) runs the same ``LiteRTModel`` code as the host on
+the same preprocessed float32 inputs and returns the raw outputs; ``predict`` also scores the file on this x86
+machine and keeps the comparison (:func:`edgeretina.emulation.parity.compare_outputs`) for the row's
+``device_info["vs_x86"]``. Emulated time says nothing about a phone: ``time`` measures nothing
+(:data:`NOT_TIMED`).
 
 CPU: a qemu ``-cpu`` model with optional properties (``max,sme=off``). An SME CPU on a qemu that mis-emulates
-SME (:data:`SME_BAD_BEFORE`) is refused with the reason (docs/arm.md).
+SME is refused with the reason (:func:`edgeretina.emulation.cpus.check_sme`, docs/arm.md).
 """
 from __future__ import annotations
 
-import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgeretina.emulation.arm64_env import Arm64Env, load_env
+from edgeretina.emulation.cpus import EmuCpu, check_sme
+from edgeretina.emulation.guest import emulated_raw
+from edgeretina.emulation.parity import LATENCY_NOTE, compare_outputs
 from edgeretina.env import isa_flags
-from edgeretina.errors import DeviceError, ModelError
 from edgeretina.runtime import LiteRTModel, to_probabilities
-
-from ..arm64_env import Arm64Env, load_env, run_guest
-from ..arm_parity import LATENCY_NOTE, compare_outputs
-
-DEFAULT_CPU = "cortex-a76"
-# qemu -cpu models for aarch64 (qemu 7.2 and later)
-CPUS = ("cortex-a35", "cortex-a53", "cortex-a55", "cortex-a57", "cortex-a72", "cortex-a76", "cortex-a710",
-        "neoverse-n1", "neoverse-n2", "neoverse-v1", "a64fx", "max")
-# CPUs with SME as qemu models them (a "sme=off" property removes it)
-SME_CPUS = ("max",)
-# qemu 7.2 runs XNNPACK's SME int8 kernels (KleidiAI *_sme_mopa) wrong: int8 outputs saturate; qemu 11.1.3 runs
-# the same kernels bit-identically to x86 (docs/arm.md). Versions in between are untested: refused too.
-SME_BAD_BEFORE = (11, 1)
-SECONDS_PER_IMAGE = 30.0  # a generous timeout per image (float MobileNetV2-224: ~4 s emulated)
-
-
-@dataclass(frozen=True)
-class EmuCpu:
-    """A parsed ``arm64-emu:CPU[,prop=value...]``."""
-
-    model: str
-    props: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def parse(cls, text: str | None) -> "EmuCpu":
-        text = (text or DEFAULT_CPU).strip()
-        model, *rest = [t.strip() for t in text.split(",")]
-        if model not in CPUS:
-            raise DeviceError(f"arm64-emu: unknown CPU '{model}' (choose from: {', '.join(CPUS)}; properties as "
-                              "in qemu, e.g. max,sme=off)")
-        props = []
-        for r in rest:
-            k, eq, v = r.partition("=")
-            if not eq or not k or not v:
-                raise DeviceError(f"arm64-emu:{text}: '{r}' is not a CPU property (write name=value, e.g. sme=off)")
-            props.append((k, v))
-        return cls(model, tuple(props))
-
-    @property
-    def qemu_arg(self) -> str:
-        return ",".join([self.model] + [f"{k}={v}" for k, v in self.props])
-
-    @property
-    def has_sme(self) -> bool:
-        off = {k: v.lower() in ("off", "false", "no", "0") for k, v in self.props}
-        return self.model in SME_CPUS and not off.get("sme", False)
-
-
-def version_tuple(text: str) -> tuple[int, ...]:
-    out = []
-    for part in str(text).split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        if not digits:
-            break
-        out.append(int(digits))
-    return tuple(out)
-
-
-def check_sme(cpu: EmuCpu, qemu_version: str) -> None:
-    """``DeviceError`` when ``cpu`` has SME and the emulator is one known (or not known not) to mis-run it."""
-    if cpu.has_sme and version_tuple(qemu_version) < SME_BAD_BEFORE:
-        need = ".".join(map(str, SME_BAD_BEFORE))
-        raise DeviceError(
-            f"arm64-emu:{cpu.qemu_arg}: qemu {qemu_version} mis-emulates SME (XNNPACK's SME int8 kernels give "
-            f"saturated outputs there; qemu 11.1.3 runs them bit-identically to x86, docs/arm.md). Use "
-            f"arm64-emu:{cpu.model},sme=off, or qemu >= {need} (python -m edgeretina.benchmarks.arm64_env build "
-            "--qemu newest, or EDGERETINA_QEMU=/path/to/qemu-aarch64)")
 
 
 class Arm64EmuRunner:
@@ -117,26 +51,8 @@ class Arm64EmuRunner:
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Dequantized raw outputs of the file on emulated aarch64, one image at a time."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim == 3:
-            x = x[None]
-        with tempfile.TemporaryDirectory(prefix="edgeretina-arm64-") as tmp:
-            t = Path(tmp)
-            np.save(t / "x.npy", x)
-            args = ["-m", "edgeretina.runtime.emulated", str(self.path.resolve()), str(t / "x.npy"),
-                    str(t / "out.npy"), "--threads", str(self.threads), "--facts", str(t / "facts.json")]
-            if not self.xnnpack:
-                args.append("--no-xnnpack")
-            try:
-                r = run_guest(self.env, self.cpu.qemu_arg, args, timeout=120 + SECONDS_PER_IMAGE * len(x))
-            except OSError as e:
-                raise DeviceError(f"{self.device}: cannot start the emulator ({e})") from None
-            if r.returncode != 0 or not (t / "out.npy").is_file():
-                lines = [ln for ln in (r.stderr or r.stdout or "").strip().splitlines() if not ln.startswith("INFO:")]
-                why = lines[-1] if lines else f"exit status {r.returncode}"
-                raise ModelError(f"{self.path}: emulated aarch64 LiteRT failed on {self.device} ({why})")
-            self.guest = json.loads((t / "facts.json").read_text())
-            return np.load(t / "out.npy")
+        raw, self.guest = emulated_raw(self.path, x, self.cpu, self.env, threads=self.threads, xnnpack=self.xnnpack)
+        return raw
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         arm = self.raw(x)

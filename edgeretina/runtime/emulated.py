@@ -1,5 +1,5 @@
 """The guest side of ``--device arm64-emu``: runs inside qemu-user on the arm64 CPython of
-``benchmarks/arm64_env.py`` with only numpy, ai-edge-litert and this package's runtime layer importable.
+``edgeretina/emulation/arm64_env.py`` with only numpy, ai-edge-litert and this package's runtime layer importable.
 
 ``python -m edgeretina.runtime.emulated MODEL X.npy OUT.npy [--threads N] [--no-xnnpack] [--facts F.json]``
 scores every image of ``X.npy`` (float32 (N, H, W, C), the model's preprocessed inputs) with

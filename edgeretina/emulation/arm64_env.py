@@ -1,6 +1,6 @@
 """The arm64 emulation environment of ``--device arm64-emu`` (issue 17): build it, find it, run Python in it.
 
-``python -m edgeretina.benchmarks.arm64_env build`` makes, in
+``python -m edgeretina.emulation.arm64_env build`` makes, in
 :func:`env_dir` (``$EDGERETINA_ARM64_ENV``, default ``~/.cache/edgeretina/arm64``):
 
 - ``sysroot/``: an arm64 CPython 3.11 from Debian's arm64 .debs (``dpkg --add-architecture arm64``,
@@ -38,7 +38,7 @@ from edgeretina.io import write_json_atomic
 SCHEMA = "edgeretina.arm64_env/1"
 LITERT_VERSION = "2.3.0"
 PYTHON = "python3.11"
-BUILD_HINT = "python -m edgeretina.benchmarks.arm64_env build"
+BUILD_HINT = "python -m edgeretina.emulation.arm64_env build"
 # the arm64 .debs of a CPython 3.11 that imports numpy and LiteRT (Debian bookworm names; apt-get download
 # resolves nothing, so the closure is listed: python3.11-minimal + libpython3.11-stdlib's Depends, recursively,
 # without dpkg / tar / perl, + libstdc++6 for the wheels' C++ code)
@@ -141,11 +141,7 @@ def load_env(root: Path | None = None) -> Arm64Env:
 
 def _link_src(env: Arm64Env) -> None:
     """``src/edgeretina`` → this installation's package (re-pointed when the checkout moved)."""
-    pkg = Path(__file__).resolve().parent.parent / "edgeretina"
-    if not (pkg / "runtime" / "emulated.py").is_file():  # installed (not editable): the package is one folder up
-        import edgeretina
-
-        pkg = Path(edgeretina.__file__).resolve().parent
+    pkg = Path(__file__).resolve().parents[1]  # edgeretina/ (this file is edgeretina/emulation/arm64_env.py)
     link = env.src / "edgeretina"
     env.src.mkdir(parents=True, exist_ok=True)
     if link.is_symlink() and Path(os.readlink(link)) == pkg:
@@ -359,7 +355,7 @@ def build(root: Path | None = None, force: bool = False, log=print, qemu: str = 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m edgeretina.benchmarks.arm64_env",
+    ap = argparse.ArgumentParser(prog="python -m edgeretina.emulation.arm64_env",
                                  description="Build / show the arm64 emulation environment of bench --device arm64-emu")
     ap.add_argument("action", choices=("build", "show"))
     ap.add_argument("--dir", default=None, help="environment folder (default $EDGERETINA_ARM64_ENV or "
