@@ -30,6 +30,7 @@ from edgeretina.io import (SizedArtifact, StagedDir, ensure_writable_dir, fault_
 from edgeretina.run import MODEL_FILE, RunConfig, file_sha256
 from edgeretina.tasks import Task, TaskKind
 
+from . import armcheck
 from . import band as band_mod
 from . import calib as calib_mod
 from .finetune import FineTune
@@ -61,6 +62,7 @@ class ExportResult(SizedArtifact):
     bias_correction: dict[str, Any] | None = None  # output bias correction (full-integer variants)
     quantizer: dict[str, Any] | None = None        # calibrated full-integer variants: which backend (aeq.py)
     guard: dict[str, Any] | None = None            # int8-guard: fallback file, band (guard.py)
+    arm_parity: list[dict[str, Any]] | None = None  # --verify-arm: one armcheck.ArmCheck per emulated CPU
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,6 +81,10 @@ class ExportResult(SizedArtifact):
         if self.guard:
             extra.append(f"band ±{self.guard['band']:.3f} logit → {self.guard['fallback']} "
                          f"({100 * self.guard['rescored_share']:.1f}% of calibration images re-scored)")
+        if self.arm_parity:
+            same = all(a["identical"] for a in self.arm_parity)
+            extra.append(f"ARM ({', '.join(a['cpu'] for a in self.arm_parity)}): same decisions"
+                         + (", bit-identical" if same else f", max|Δ| {max(a['max_abs_diff'] for a in self.arm_parity):.2g}"))
         if v.get("within_tolerance") is False:
             extra.append("WARNING: outside tolerance")
         return (f"{self.variant}: export success ✅ {self.seconds:.1f}s, saved as '{self.path}' "
@@ -238,6 +244,8 @@ class ExportOptions:
     budget_n: int = 500                   # hold-out training images the budget is checked on
     borderline_band: str | float = "auto"  # auto (measured, converters/band.py), off, or a band in logits
     band_n: int = band_mod.DEFAULT_N      # validation images the auto band is measured on
+    verify_arm: tuple[str, ...] = ()      # emulated aarch64 CPUs every file is also verified on (armcheck.py)
+    verify_arm_n: int = armcheck.DEFAULT_N
 
     def __post_init__(self):
         put = object.__setattr__
@@ -280,6 +288,7 @@ class ExportOptions:
                               f"got {self.band_n!r}")
         if not (isinstance(self.guard_k, (int, float)) and np.isfinite(self.guard_k) and self.guard_k >= 0):
             raise ExportError(f"--guard-k must be a non-negative number, got {self.guard_k!r}")
+        self._check_arm()
         if self.finetune is None:
             put(self, "finetune", FineTune(seed=self.seed, target=self.finetune_target,
                                            **({} if self.steps is None else {"steps": self.steps})))
@@ -308,6 +317,13 @@ class ExportOptions:
         if not (isinstance(self.budget_n, int) and 16 <= self.budget_n <= MAX_IMAGES):
             raise ExportError(f"--budget-n must be an integer in [16, {MAX_IMAGES}], got {self.budget_n!r}")
 
+    def _check_arm(self) -> None:
+        object.__setattr__(self, "verify_arm", armcheck.parse_cpus(self.verify_arm))
+        if not (isinstance(self.verify_arm_n, int) and 1 <= self.verify_arm_n <= 1000):
+            raise ExportError(f"--verify-arm-n must be an integer in [1, 1000], got {self.verify_arm_n!r}")
+        if self.verify_arm and self.verify_n < 1:
+            raise ExportError("--verify-arm compares decisions on the verification images: it needs --verify-n >= 1")
+
     def uses_quantizer(self, info: VariantInfo) -> bool:
         """Whether ``--quantizer`` picks this variant's backend (calibrated full-integer, not mixed/guard)."""
         return info.calibration and info.full_integer and not info.mixed and not info.guarded
@@ -325,7 +341,9 @@ class ExportOptions:
                 "max_flips": self.max_flips, "max_logit_noise": self.max_logit_noise,
                 "budget_n": self.budget_n if self.budget is not None else None,
                 "borderline_band": self.borderline_band,
-                "band_n": self.band_n if self.borderline_band == "auto" else None, "seconds": round(seconds, 2)}
+                "band_n": self.band_n if self.borderline_band == "auto" else None,
+                "verify_arm": list(self.verify_arm) or None,
+                "verify_arm_n": self.verify_arm_n if self.verify_arm else None, "seconds": round(seconds, 2)}
 
 
 def _check_sparsity(s) -> float:
@@ -364,6 +382,7 @@ class ExportContext:
     pruned_info: dict[str, Any] | None = None
     bias_x: np.ndarray | None = None
     band_info: dict[str, Any] | None = None  # the borderline band and its provenance (converters/band.py)
+    arm_env: Any = None                      # --verify-arm: the emulation environment (checked at open)
     kept: list[dict] = field(default_factory=list)  # manifest entries of the same source kept from before
     results: list[ExportResult] = field(default_factory=list)
 
@@ -400,6 +419,7 @@ class _Build:
     ver: Any = None
     quant_info: dict | None = None
     guard_info: dict | None = None
+    arm: list[dict] | None = None
 
 
 # ------------------------------------------------------------------------------------------ progress
@@ -493,7 +513,9 @@ class Exporter:
             from .tflite import SavedModels, clean_stale_savedmodels
 
             clean_stale_savedmodels()
+            arm_env = armcheck.ready(self.opts.verify_arm) if self.opts.verify_arm else None  # before any work
             ctx = self.open(model_or_run_dir, out_dir, config)
+            ctx.arm_env = arm_env
             rules = _CarryRules(self, ctx)  # evaluated under the folder's lock, when the staging folder is made
             self.progress = Progress(self._n_stages(), self.emit)
             with StagedDir(ctx.out, keep=rules, what="edgeretina export") as st, SavedModels() as saved:
@@ -515,6 +537,7 @@ class Exporter:
         n = 4  # calibrate, reference, borderline band, publish
         for i in self.opts.infos:
             n += 2 + int(i.trains) + int(self.opts.bias_correction and i.activations == "int8" and not i.guarded)
+            n += int(bool(self.opts.verify_arm))
         return n
 
     # ---- open: source model, config, output folder
@@ -868,6 +891,19 @@ class Exporter:
             from dataclasses import replace
 
             b.ver = replace(b.ver, vs_source=drift(ctx.spec, b.ver.scores, b.threshold, ctx.ref, ctx.cfg.threshold))
+        self.verify_arm(ctx, b)
+
+    def verify_arm(self, ctx: ExportContext, b: _Build) -> None:
+        """``--verify-arm``: the final bytes on emulated aarch64 CPUs vs x86 (armcheck.py); a differing
+        decision fails the export."""
+        o = self.opts
+        if not o.verify_arm or ctx.X_ver is None:
+            return
+        x = ctx.X_ver[:o.verify_arm_n]
+        self.progress.stage(f"{b.info.variant.value}: verify on emulated aarch64 ({', '.join(o.verify_arm)}; "
+                            f"{len(x)} images)")
+        job = armcheck.ArmJob(ctx.spec, b.threshold, b.logits, ctx.act, b.info.variant.value)
+        b.arm = [c.to_dict() for c in armcheck.check_file(b.buf, x, job, o.verify_arm, ctx.arm_env)]
 
     def _threshold(self, ctx: ExportContext, b: _Build) -> None:
         """Conversion-only variants and distilled fine-tunes keep the source threshold; a binary variant
@@ -938,7 +974,7 @@ class Exporter:
             output=ctx.logit_output if b.logits else ctx.prob_output, interface=b.iface,
             verification=b.ver.to_dict(), sparsity=b.sparsity,
             target_sparsity=self.opts.sparsity if info.pruned else None, finetune=b.ft_info,
-            bias_correction=b.bias_info, quantizer=b.quant_info, guard=b.guard_info)
+            bias_correction=b.bias_info, quantizer=b.quant_info, guard=b.guard_info, arm_parity=b.arm)
         ctx.results.append(res)
         if self.on_result:
             self.on_result(res)

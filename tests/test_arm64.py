@@ -235,3 +235,40 @@ def test_android_rows_get_the_phones_cores_and_isa_flags(tmp_path):
     model.write_bytes(b"0")
     r = AndroidRunner(model, adb=str(adb))
     assert r.cpu_facts() == {"cores": 2, "isa": ["neon", "fp16", "dotprod", "i8mm", "bf16", "sve", "sve2"]}
+
+
+def test_export_verify_arm_refusals_are_one_line_and_write_nothing(tiny_run, tmp_path):
+    """Bad --verify-arm values and a missing environment: one line, exit 2, no export folder."""
+    out = tmp_path / "exp"
+    base = ["export", str(tiny_run), "--float32", "--borderline-band", "off", "--out", str(out)]
+    cases = [(["--verify-arm", "cortex-z9"], "unknown CPU 'cortex-z9'"),
+             (["--verify-arm", "default", "--verify-n", "0"], "needs --verify-n >= 1"),
+             (["--verify-arm", "cortex-a53", "--verify-arm-n", "0"], "--verify-arm-n must be"),
+             (["--verify-arm", "cortex-a53"], "no arm64 emulation environment")]
+    for extra, msg in cases:
+        res = CliRunner().invoke(cli, base + extra, env={"EDGERETINA_ARM64_ENV": str(tmp_path / "none")},
+                                 catch_exceptions=False)
+        lines = res.output.strip().splitlines()
+        assert res.exit_code == 2 and lines[-1].startswith("error: ") and msg in lines[-1], res.output
+        assert not out.exists()
+
+
+def test_export_verify_arm_records_parity_per_cpu(tiny_run, tmp_path):
+    """``export --verify-arm``: each file re-run on emulated Cortex-A53 (plain NEON); same decisions as x86,
+    the int8 file bit-identical; the parity lands in the manifest and the CLI line."""
+    env = _env_or_skip()
+    out = tmp_path / "exp"
+    res = CliRunner().invoke(cli, ["export", str(tiny_run), "--float32", "--int8", "--borderline-band", "off",
+                                   "--verify-arm", "cortex-a53", "--verify-arm-n", "4", "--out", str(out)],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "verify on emulated aarch64 (cortex-a53; 4 images)" in res.output and "ARM (cortex-a53): same decisions" in res.output
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["options"]["verify_arm"] == ["cortex-a53"] and man["options"]["verify_arm_n"] == 4
+    by = {r["variant"]: r for r in man["results"]}
+    for name in ("float32", "int8"):
+        (a,) = by[name]["arm_parity"]
+        assert a["cpu"] == "cortex-a53" and a["n"] == 4 and a["flips"] == 0 and a["kernel_tier"] == "NEON"
+        assert a["emulator"] == f"qemu-user {env.qemu_version}" and a["litert"] == env.litert
+    assert by["int8"]["arm_parity"][0]["identical"]
+    assert by["float32"]["arm_parity"][0]["max_abs_diff"] < 1e-4

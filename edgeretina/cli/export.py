@@ -66,6 +66,13 @@ def _variant_flags(f):
                    "with a note, when the run's dataset is not available), off, or a number of logits")
 @click.option("--band-n", type=int, default=100, show_default=True,
               help="validation images the auto borderline band is measured on")
+@click.option("--verify-arm", "verify_arm", multiple=True, metavar="CPU|default",
+              help="also run every file by aarch64 LiteRT under qemu-user on this emulated CPU (repeatable; "
+                   "default = cortex-a53, cortex-a76, neoverse-n1; properties as in qemu, e.g. max,sme=off) and "
+                   "fail when a decision differs from x86; environment: python -m edgeretina.emulation.arm64_env "
+                   "build (docs/arm.md)")
+@click.option("--verify-arm-n", type=int, default=16, show_default=True,
+              help="verification images each file is run on under emulation (~0.3-1.5 s per image)")
 @click.option("--output", type=click.Choice(["auto", "logits", "probabilities"]), default="auto", show_default=True,
               help="what the .tflite outputs (auto: logits for full-integer variants)")
 @click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
@@ -73,7 +80,7 @@ def _variant_flags(f):
 @click.option("--quiet", "-q", is_flag=True, help="no per-stage progress lines")
 def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io_, allow_float_fallback, verify_n,
            steps, finetune_target, bias_correction, quantizer, ranges, max_flips, max_logit_noise, budget_n, guard_k,
-           output, borderline_band, band_n, **flags):
+           output, borderline_band, band_n, verify_arm, verify_arm_n, **flags):
     """Export MODEL (a run dir — trained, or made by `edgeretina import` — or a .keras file with config.json
     beside it) to .tflite variants.
 
@@ -89,7 +96,7 @@ def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io
         calib=calib, calib_n=calib_n, verify_n=verify_n, allow_float_fallback=allow_float_fallback, steps=steps,
         finetune_target=finetune_target, bias_correction=bias_correction, output=output, quantizer=quantizer,
         ranges=ranges, guard_k=guard_k, max_flips=max_flips, max_logit_noise=max_logit_noise, budget_n=budget_n,
-        borderline_band=borderline_band, band_n=band_n)
+        borderline_band=borderline_band, band_n=band_n, verify_arm=verify_arm, verify_arm_n=verify_arm_n)
 
     from pathlib import Path
 
