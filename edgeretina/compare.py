@@ -20,14 +20,14 @@ The single-model AUROC bootstrap CI is ``edgeretina.metrics.bootstrap_auroc`` (s
 resample) and :func:`bootstrap_ci` (percentile CI of any statistic of resampled images; one index draw for
 both models of a paired difference).
 
-Pure NumPy/SciPy; no TensorFlow.
+Pure NumPy/SciPy; no TensorFlow. ``scipy.stats`` (seconds to import) is loaded by :func:`_stats` when a test
+runs, so that importing the bench (and the CLI that names it) stays fast.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats
 
 from edgeretina.runtime.decisions import decisions, flip_rate, label_flip_rate
 
@@ -47,6 +47,13 @@ __all__ = [
     "label_flip_rate",
     "wilson_ci",
 ]
+
+
+def _stats():
+    """``scipy.stats``, imported on first use (a heavy import, deferred like TensorFlow: docs/ARCHITECTURE.md)."""
+    from scipy import stats
+
+    return stats
 
 
 def wilson_ci(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -89,6 +96,7 @@ def structural_components(y, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray
         raise ValueError(f"scores have {s.shape[1]} cases but labels have {yb.size}")
     pos, neg = s[:, yb], s[:, ~yb]
     m, n = pos.shape[1], neg.shape[1]
+    stats = _stats()
     tx = stats.rankdata(pos, axis=1)  # midranks within positives
     ty = stats.rankdata(neg, axis=1)  # midranks within negatives
     tz = stats.rankdata(np.concatenate([pos, neg], axis=1), axis=1)  # midranks over all cases
@@ -151,7 +159,7 @@ def delong_test(y, scores_a, scores_b) -> DeLongResult:
         z, p = (0.0, 1.0) if abs(delta) <= 1e-15 else (float(np.sign(delta) * np.inf), 0.0)
     else:
         z = delta / se
-        p = float(2.0 * stats.norm.sf(abs(z)))
+        p = float(2.0 * _stats().norm.sf(abs(z)))
     return DeLongResult(float(auc[0]), float(auc[1]), delta, se, float(z), min(p, 1.0),
                         int(v10.shape[1]), int(v01.shape[1]))
 
@@ -175,7 +183,7 @@ def auroc_density(auroc, amount) -> float | None:
 def _rank_auc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     """AUROC of each row of ``pos`` (k, m) against the same row of ``neg`` (k, n), via midranks."""
     m, n = pos.shape[1], neg.shape[1]
-    tz = stats.rankdata(np.concatenate([pos, neg], axis=1), axis=1)
+    tz = _stats().rankdata(np.concatenate([pos, neg], axis=1), axis=1)
     return (tz[:, :m].sum(axis=1) - m * (m + 1) / 2.0) / (m * n)
 
 

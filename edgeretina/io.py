@@ -3,13 +3,19 @@ belong together are staged beside their target and published in one step (:class
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import fnmatch
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable, Iterator
+
+import numpy as np
 
 from edgeretina.errors import EdgeRetinaError
 
@@ -75,8 +81,6 @@ def write_json_atomic(target: str | os.PathLike, obj) -> Path:
 
 def json_default(o):
     """``json.dumps(default=...)`` for NumPy scalars/arrays and paths (every edgeretina JSON artifact)."""
-    import numpy as np
-
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -121,7 +125,7 @@ def _hidden(real: Path, tag: str) -> str:
 @contextlib.contextmanager
 def dir_lock(target: str | os.PathLike, what: str = "edgeretina run") -> Iterator[Path]:
     """Hold an exclusive lock on ``target`` (a folder) for the whole block, else a one-line error."""
-    import fcntl
+    import fcntl  # POSIX only: imported here so that edgeretina.io imports on any system
 
     real = Path(target)
     lock = real.parent / (_hidden(real, "lock"))
@@ -187,8 +191,6 @@ def _carry(src: Path, dst: Path, keep: Callable[[Path], bool] | None) -> None:
 
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two paths (renameat2 RENAME_EXCHANGE); False where the system cannot."""
-    import ctypes
-
     try:
         fn = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):
@@ -206,9 +208,6 @@ def _exchange(a: Path, b: Path) -> bool:
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
     """Delay SIGINT/SIGTERM (main thread) across the few renames of a publish."""
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -305,9 +304,6 @@ def fault_point(name: str) -> None:
     spec = os.environ.get("EDGERETINA_FAULT")
     if not spec:
         return
-    import fnmatch
-    import signal
-
     for item in spec.split(","):
         pat, _, action = item.partition("=")
         if not fnmatch.fnmatchcase(name, pat.strip()):

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeretina.io import atomic_path
 from edgeretina.tasks import TaskKind, TaskSpec
 
 
@@ -212,8 +213,6 @@ def plot_roc(path: str | Path, curves, title: str = "ROC") -> Path:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
-
-    from edgeretina.io import atomic_path
 
     items = [(k, *v) for k, v in curves.items()] if isinstance(curves, dict) else list(curves)
     styles = ["-", "--", "-.", ":"]

@@ -16,12 +16,14 @@ truncated, corrupt or non-image files. See ``docs/data.md`` for every step's exa
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import numbers
 import os
 import sys
 import tempfile
 import threading
+import warnings
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -29,8 +31,10 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from edgeretina.errors import DataError
+from edgeretina.io import write_json_atomic
 
 SCHEMA = "edgeretina.preprocess/1"
 
@@ -138,11 +142,6 @@ def strict_decoding(on: bool = True):
 
 def image_size(buf: np.ndarray) -> tuple[int, int] | None:
     """(width, height) from the file header without decoding the raster (Pillow); None if unknown."""
-    import io
-    import warnings
-
-    from PIL import Image
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -912,8 +911,6 @@ class Pipeline:
                 "steps": [s.to_json() for s in self.steps]}
 
     def save(self, path: str | Path) -> Path:
-        from edgeretina.io import write_json_atomic
-
         return write_json_atomic(path, self.to_json())
 
     # ---- views

@@ -22,6 +22,7 @@ OpenCV + numpy only.
 """
 from __future__ import annotations
 
+import difflib
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
@@ -31,6 +32,7 @@ import numpy as np
 
 from edgeretina.enums import TextEnum
 from edgeretina.errors import EdgeRetinaError
+from edgeretina.preprocess import fov_box, fov_mask
 
 
 class Shift(TextEnum):
@@ -72,8 +74,6 @@ class Benign(TextEnum):
 # --------------------------------------------------------------------------------------- geometry helpers
 def _fov(img: np.ndarray) -> tuple[float, float, float]:
     """Centre (cx, cy) and radius of the field of view (the bright disc on a black border)."""
-    from edgeretina.preprocess import fov_box
-
     y0, y1, x0, x1 = fov_box(img)
     return (x0 + x1 - 1) / 2.0, (y0 + y1 - 1) / 2.0, max(x1 - x0, y1 - y0) / 2.0
 
@@ -212,8 +212,6 @@ def _gamma(img, log_gamma, rng):
 
 def _contrast(img, log_factor, rng):
     """Contrast × exp(±log_factor) around the FOV's mean intensity; the black border stays black."""
-    from edgeretina.preprocess import fov_mask
-
     f = float(np.exp(rng.choice([-1.0, 1.0]) * log_factor))
     m = fov_mask(img)
     mean = float(img[m].mean()) if m.any() else 128.0
@@ -326,8 +324,6 @@ def _shift_px(n: int):
         """The eye moves ``n`` px (seeded direction) behind the camera's fixed field-of-view aperture: the
         content is translated, the FOV mask stays where it was (a plain translation of the whole photo would
         be undone exactly by the pipeline's ``fov_crop``)."""
-        from edgeretina.preprocess import fov_mask
-
         dx, dy = [(n, 0), (-n, 0), (0, n), (0, -n), (n, n), (-n, -n), (n, -n), (-n, n)][int(rng.integers(8))]
         m = fov_mask(img)
         return translate(img, dx, dy) * m[:, :, None].astype(np.uint8)
@@ -350,8 +346,6 @@ BENIGN: dict[Benign, BenignDef] = {d.name: d for d in (
 
 # ------------------------------------------------------------------------------------------- public API
 def _close(name: str, choices: Iterable[str]) -> str:
-    import difflib
-
     m = difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean '{m[0]}'?)" if m else ""
 

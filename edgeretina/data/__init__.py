@@ -13,6 +13,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from edgeretina.data import aptos, imagefolder, memory, odir, summary, tfdata
 from edgeretina.data.loading import (class_weights, count_disc_flags, load_arrays, load_image, load_images,
                                      verify_decodable)
 from edgeretina.data.records import FundusDataset, OnBadImage, Record, class_counts, is_minority, labels_array
@@ -42,8 +43,6 @@ def detect_format(path: str | Path) -> DataFormat:
     """Guess the dataset format from a path (no image is decoded)."""
     if str(path).split(":", 1)[0] == "synthetic":
         return DataFormat.SYNTHETIC
-    from edgeretina.data import aptos, imagefolder, memory, odir
-
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file or directory")
@@ -93,43 +92,30 @@ def open_dataset(path: str | Path, task: str | None = None, format: str | None =
         raise DataError(f"{path}: {names[fmt]} dataset cannot serve task '{task}' "
                         f"(it serves: {', '.join(FORMAT_TASKS[fmt])})")
     if fmt is DataFormat.SYNTHETIC:
-        from edgeretina.data.memory import open_synthetic
-
-        return open_synthetic(str(path), task or "glaucoma")
+        return memory.open_synthetic(str(path), task or "glaucoma")
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file or directory")
     if fmt is DataFormat.ODIR:
-        from edgeretina.data.odir import open_odir
-
-        return open_odir(p, task or "glaucoma", policy, **options)
+        return odir.open_odir(p, task or "glaucoma", policy, **options)
     if fmt is DataFormat.APTOS:
-        from edgeretina.data.aptos import open_aptos
-
-        return open_aptos(p, task or "dr", policy, **options)
+        return aptos.open_aptos(p, task or "dr", policy, **options)
     if fmt is DataFormat.NPZ:
-        from edgeretina.data.memory import open_npz
-
-        return open_npz(p, task or "dr")
-    from edgeretina.data.imagefolder import open_imagefolder
-
-    return open_imagefolder(p, task, policy, **options)
+        return memory.open_npz(p, task or "dr")
+    return imagefolder.open_imagefolder(p, task, policy, **options)
 
 
 def make_tf_dataset(records, pipeline, batch_size: int = 32, shuffle: bool = False, augment=None, seed: int = 0,
                     **kwargs):
     """tf.data pipeline (parallel decode → cache → [shuffle] → [augment] → scale → batch → prefetch).
     See :func:`edgeretina.data.tfdata.make_tf_dataset`."""
-    from edgeretina.data.tfdata import make_tf_dataset as _make
-
-    return _make(records, pipeline, batch_size=batch_size, shuffle=shuffle, augment=augment, seed=seed, **kwargs)
+    return tfdata.make_tf_dataset(records, pipeline, batch_size=batch_size, shuffle=shuffle, augment=augment,
+                                  seed=seed, **kwargs)
 
 
 def summarize(ds: FundusDataset, scheme: str | None = None, seed: int = 0) -> dict[str, Any]:
     """The ``data summary`` dict. See :func:`edgeretina.data.summary.summarize`."""
-    from edgeretina.data.summary import summarize as _s
-
-    return _s(ds, scheme, seed)
+    return summary.summarize(ds, scheme, seed)
 
 
 __all__ = ["open_dataset", "detect_format", "DataFormat", "FORMAT_TASKS", "FundusDataset", "Record", "OnBadImage",

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from edgeretina.data.csvutil import list_images, read_csv, require_columns
+from edgeretina.data.loading import finish_records
 from edgeretina.data.records import FundusDataset, OnBadImage, Record, bad_image
 from edgeretina.errors import DataError
 from edgeretina.preprocess import check_image_file
@@ -85,7 +86,6 @@ def open_aptos(path: Path, task: str, on_bad_image: OnBadImage = OnBadImage.FAIL
         y = grade if spec.task is Task.DR else int(grade >= 2)
         records.append(Record(key=code, source=fpath, patient=None, y=y, meta={"grade": grade}))
     info = {"n_images_total": len(files), "n_patients_total": None}
-    from edgeretina.data.loading import finish_records
 
     records = finish_records(records, {p: s for p, s in files.values()}, spec, info, problems, dedupe=dedupe,
                              check=check, on_bad_image=on_bad_image, what=" under different id_codes")

@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 
+from edgeretina.data.loading import finish_records
 from edgeretina.data.records import FundusDataset, OnBadImage, Record, bad_image
 from edgeretina.errors import DataError
 from edgeretina.preprocess import IMAGE_EXTENSIONS, check_image_file
@@ -116,7 +117,6 @@ def open_imagefolder(path: Path, task: str | None = None, on_bad_image: OnBadIma
             sizes[p] = size
             records.append(Record(key=rel, source=p, patient=None, y=label_of[d.name], meta={"folder": d.name}))
     info = {"n_images_total": len(records), "n_patients_total": None, "class_folders": names}
-    from edgeretina.data.loading import finish_records
 
     records = finish_records(records, sizes, spec, info, problems, dedupe=dedupe, check=check,
                              on_bad_image=on_bad_image, rel=lambda s: os.path.relpath(s, path))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeretina.data import synthetic
 from edgeretina.data.records import FundusDataset, Record
 from edgeretina.errors import DataError
 from edgeretina.preprocess import to_rgb_uint8
@@ -78,7 +79,6 @@ def open_synthetic(path: str, task: str = "glaucoma") -> FundusDataset:
     if spec.task not in SYNTHETIC_TASKS:
         raise DataError(f"{path}: the synthetic dataset cannot serve task '{spec.task.value}' (it serves: glaucoma)")
     opts = parse_synthetic(path)
-    from edgeretina.data import synthetic
 
     try:
         images, labels, info = synthetic.generate(**opts)

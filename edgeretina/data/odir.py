@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from edgeretina.data.csvutil import list_images, read_csv, require_columns
+from edgeretina.data.loading import finish_records
 from edgeretina.data.records import FundusDataset, OnBadImage, Record, bad_image
 from edgeretina.errors import DataError
 from edgeretina.preprocess import check_image_file
@@ -216,7 +217,6 @@ def open_odir(path: Path, task: str, on_bad_image: OnBadImage = OnBadImage.FAIL,
         info["negatives"] = negatives
     if spec.task is Task.GLAUCOMA:
         info.update({"glaucoma_suspected_only": n_suspect, "glaucoma_with_other_findings": n_with_other})
-    from edgeretina.data.loading import finish_records
 
     records = finish_records(records, {r.source: files[Path(r.source).name][1] for r in records}, spec, info,
                              problems, dedupe=dedupe, check=check, on_bad_image=on_bad_image)

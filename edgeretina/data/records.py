@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Iterable, Mapping
 
@@ -158,8 +158,6 @@ def merge_groups(records: list[Record], extra_keys: Mapping[str, str]) -> list[R
 
 
 def _replace(r: Record, **changes) -> Record:
-    from dataclasses import replace
-
     return replace(r, **changes)
 
 

@@ -9,13 +9,13 @@ No group ever lands on two sides; the same seed always gives the same split.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import zlib
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import numpy as np
-
-from typing import TYPE_CHECKING
 
 from edgeretina.data.labels import class_counts, stratum
 from edgeretina.errors import DataError
@@ -153,8 +153,6 @@ def split_counts(splits: dict[str, list[Record]], spec: TaskSpec) -> dict[str, d
 def split_fingerprints(splits: dict[str, list[Record]]) -> dict[str, str]:
     """Short SHA-1 of each split's sorted record keys: record it (e.g. in a run's config) to check later that
     an evaluation uses exactly the same test images."""
-    import hashlib
-
     return {name: hashlib.sha1("\n".join(sorted(r.key for r in recs)).encode()).hexdigest()[:12]
             for name, recs in splits.items()}
 

@@ -12,6 +12,8 @@ Elements are ``(x float32 (B, S, S, 3), y)`` with ``y`` int64 (B,) or float32 (B
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Iterable
 
 import numpy as np
@@ -30,9 +32,6 @@ def _infer_spec_kind(recs: list[Record]) -> bool:
 
 def _cache_path(prefix: str, recs: list[Record], pipeline: Pipeline) -> str:
     """File-cache prefix made unique per (records, image steps): a stale cache is never reused."""
-    import hashlib
-    import json
-
     h = hashlib.sha1(json.dumps([s.to_json() for s in pipeline.image_steps], sort_keys=True).encode())
     for r in recs:
         h.update(r.source.encode() + b"\0")

@@ -13,6 +13,7 @@ from typing import Any
 from edgeretina.errors import ModelError
 from edgeretina.models.backbones import Backbone, get_backbone
 from edgeretina.models.heads import HeadSpec, apply_head
+from edgeretina.paths import keras_cache_dir, seed_keras_cache
 from edgeretina.tasks import TaskSpec, task_spec
 
 _MNV2_SIZES = (96, 128, 160, 192, 224)
@@ -39,8 +40,6 @@ def normalize_weights(weights) -> str | None:
 def _mnv2_fallback(size: int, alpha: float) -> Path | None:
     """MobileNetV2 ImageNet weights for a size with no cached file: use the cached 224 file of the same
     alpha (convolution weights do not depend on the input size). None when Keras can find its own file."""
-    from edgeretina.paths import keras_cache_dir
-
     rows = size if size in _MNV2_SIZES else 224
     stem = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{{}}_no_top.h5"
     cache = keras_cache_dir()
@@ -117,8 +116,6 @@ def build_backbone(arch: str | Backbone, input_size: int | None = None, weights=
     load_file = w if (w and w != "imagenet") else None
     keras_weights = "imagenet" if w == "imagenet" else None
     if w == "imagenet":
-        from edgeretina.paths import seed_keras_cache
-
         seed_keras_cache()
         if bb.name == "mobilenetv2":
             fb = _mnv2_fallback(size, float(arch_options.get("alpha", 1.0)))

@@ -9,9 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from edgeretina.errors import ModelError
+from edgeretina.io import atomic_path
+from edgeretina.preprocess import Pipeline, decode_image
+from edgeretina.run import resolve_model_path
 
 
 @dataclass(frozen=True)
@@ -72,8 +76,6 @@ def gradcam(model, x: np.ndarray, labels=None, class_index: int | None = None, l
 
 def overlay(image_rgb: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:
     """Blend a JET-coloured heatmap (resized bilinearly) onto an RGB uint8 image → RGB uint8."""
-    import cv2
-
     h, w = image_rgb.shape[:2]
     hm = cv2.resize(heatmap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     colour = cv2.applyColorMap(np.uint8(np.clip(hm, 0, 1) * 255), cv2.COLORMAP_JET)[..., ::-1]
@@ -84,12 +86,7 @@ def overlay(image_rgb: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> n
 def explain_file(model_path, image_path, out, class_name: str | None = None, layer: str | None = None,
                  alpha: float = 0.4, display_size: int = 448) -> Explanation:
     """Run dir / .keras + fundus image file → heatmap PNG at ``out`` (atomic). Returns the explanation."""
-    import cv2
-
     from edgeretina._keras import keras
-    from edgeretina.io import atomic_path
-    from edgeretina.preprocess import Pipeline, decode_image
-    from edgeretina.run import resolve_model_path
 
     path, cfg = resolve_model_path(model_path)
     pipe = Pipeline.from_json(cfg.preprocessing)
