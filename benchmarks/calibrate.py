@@ -4,7 +4,7 @@ local set (``edgeretina calibrate``, issue 12 part 4; docs/calibrate.md).
 A screening model's threshold is chosen on its development data; on another camera or population its
 scores shift and the shipped operating point can miss most positives. :func:`calibrate`
 
-1. opens the model (a ``.tflite`` with edgeretina metadata, :func:`~edgeretina.benchmarks.modelfile.open_model`)
+1. opens the model (a ``.tflite`` with edgeretina metadata, :func:`~edgeretina.inference.modelfile.open_model`)
    and refuses what it cannot calibrate (no metadata, a task without a binary screening score);
 2. opens the local set *for the model's task* (``open_dataset`` refuses a set of another task) — all its
    images by default — and refuses a set with one class or fewer than ``MIN_PER_CLASS`` images per class;
@@ -39,14 +39,16 @@ from edgeretina import __version__
 from edgeretina.converters.metadata import embed_metadata, metadata_from_bytes
 from edgeretina.enums import TextEnum
 from edgeretina.errors import DataError, EdgeRetinaError, ModelError
+from edgeretina.inference.integrity import read_manifest
+from edgeretina.inference.modelfile import ModelFile, open_model
 from edgeretina.io import atomic_path, write_json_atomic
-from edgeretina.metrics import bootstrap_auroc
+from edgeretina.metrics import bootstrap_auroc, threshold_at_sensitivity, youden_threshold
+from edgeretina.run import file_sha256
+from edgeretina.runtime import flatbuffer
 from edgeretina.tasks import Task, TaskKind, TaskSpec
 
 from .devices import DEVICES, Device
 from .harness import load_images, load_records
-from .integrity import read_manifest
-from .modelfile import ModelFile, open_model
 from .options import SPLITS
 from .scoring import binary_truth, default_threshold, screening_scores
 
@@ -180,8 +182,6 @@ def _target_text(target: dict[str, Any]) -> str:
 
 def derive_threshold(y, s, target: Target, sensitivity: float | None = None) -> float:
     """The new threshold on labels ``y`` (0/1) and scores ``s`` (``edgeretina.metrics`` does the ROC)."""
-    from edgeretina.metrics import threshold_at_sensitivity, youden_threshold
-
     if target is Target.SENSITIVITY:
         return threshold_at_sensitivity(y, s, float(sensitivity))
     return youden_threshold(y, s)
@@ -256,9 +256,7 @@ def graph_sha256(tflite: bytes, name: str = "edgeretina") -> str:
     metadata (e.g. a model and its calibrated copy). Buffers no tensor or remaining metadata entry uses are
     blanked and trailing blank ones dropped, so it does not matter whether re-embedding the metadata
     reused the entry's buffer or appended a new one."""
-    from edgeretina.runtime.flatbuffer import graph_sha256 as sha
-
-    return sha(tflite, name)
+    return flatbuffer.graph_sha256(tflite, name)
 
 
 # ------------------------------------------------------------------------------------------ checks
@@ -506,8 +504,6 @@ def _write(out: Path, data: bytes, entry: dict, runner, mf, check_records) -> tu
 def verify_record(path: str | os.PathLike) -> dict[str, Any]:
     """The calibration record (manifest entry or sidecar) of a calibrated .tflite, after checking that the
     file's sha256 still matches it. ``ModelError`` when there is no record or it does not match."""
-    from edgeretina.run import file_sha256
-
     p = Path(path)
     man = _export_manifest(p.parent)
     entry = None

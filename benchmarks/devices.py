@@ -33,6 +33,8 @@ from typing import Callable
 from edgeretina.enums import TextEnum
 from edgeretina.env import machine_line
 from edgeretina.errors import DeviceError
+from edgeretina.inference.cpu import load_cpu, load_keras_cpu
+from edgeretina.inference.keras import KerasRunner, gpu_devices
 
 
 class Device(TextEnum):
@@ -72,49 +74,10 @@ class DeviceSpec:
 
 
 # ------------------------------------------------------------------------------------------- loaders
-
-
-def _load_cpu(model, threads=None):
-    if model.format == "keras":
-        return _load_keras_cpu(model, threads)
-    from .runners.litert import LiteRTRunner
-
-    if model.guard is not None:
-        return _load_guarded(model, threads)
-    return LiteRTRunner.from_model(model, threads=threads)
-
-
-def _load_guarded(model, threads=None):
-    """An int8-guard file: the int8 graph + the fp16 file its metadata names (same folder, checked against
-    the manifest and the sha256 in the metadata), run as one cascade (``converters/guard.py``)."""
-    from edgeretina.converters.guard import GuardRunner
-    from edgeretina.errors import ModelError
-    from edgeretina.run import file_sha256
-
-    from .modelfile import open_model
-    from .runners.litert import LiteRTRunner
-
-    info = model.guard
-    fb_path = info.fallback_path(model.path)
-    fb = open_model(fb_path)
-    if file_sha256(fb_path) != info.fallback_sha256:
-        raise ModelError(f"{model.path}: its fp16 fallback {fb_path.name} is not the file it was exported with "
-                         "(sha256 differs); export the pair again")
-    if fb.config.spec.task != model.config.spec.task or tuple(fb.config.labels) != tuple(model.config.labels):
-        raise ModelError(f"{model.path}: its fallback {fb_path.name} serves another task or labels")
-    return GuardRunner(LiteRTRunner.from_model(model, threads=threads), LiteRTRunner.from_model(fb, threads=threads),
-                       model.config.spec, model.config.threshold, info)
-
-
-def _load_keras_cpu(model, threads=None):
-    from .runners.keras import KerasRunner
-
-    return KerasRunner.from_model(model, threads=threads, gpu=False)
+# cpu / keras-cpu: edgeretina.inference.cpu (shared with ``edgeretina predict``); the rest are bench-only.
 
 
 def _load_gpu(model, threads=None):
-    from .runners.keras import KerasRunner
-
     return KerasRunner.from_model(model, gpu=True)
 
 
@@ -150,8 +113,6 @@ def _check_none() -> None:
 
 
 def _check_gpu() -> None:
-    from .runners.keras import gpu_devices
-
     if not gpu_devices():
         raise DeviceError("gpu: no GPU found (TensorFlow lists no GPU device; install 'edgeretina[gpu]' "
                           "on a machine with a CUDA GPU)")
@@ -166,9 +127,9 @@ def _check_android() -> None:
 
 DEVICES: dict[Device, DeviceSpec] = {
     Device.CPU: DeviceSpec(Device.CPU, ("tflite", "keras"),
-                           "LiteRT (XNNPACK) for .tflite, Keras on the CPU for .keras", _check_none, _load_cpu),
+                           "LiteRT (XNNPACK) for .tflite, Keras on the CPU for .keras", _check_none, load_cpu),
     Device.KERAS_CPU: DeviceSpec(Device.KERAS_CPU, ("keras",), "Keras predict at batch 1 on the CPU",
-                                 _check_none, _load_keras_cpu),
+                                 _check_none, load_keras_cpu),
     Device.GPU: DeviceSpec(Device.GPU, ("keras",), "Keras on the first TensorFlow GPU", _check_gpu, _load_gpu),
     Device.ANDROID: DeviceSpec(Device.ANDROID, ("tflite",), "a phone over adb (android_demo benchmark mode)",
                                _check_android, _load_android),

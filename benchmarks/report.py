@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -372,8 +373,6 @@ class Report:
 
     @classmethod
     def load(cls, path: str | Path) -> "Report":
-        import json
-
         p = Path(path)
         if p.is_dir():
             p = p / "report.json"

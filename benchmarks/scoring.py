@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 
 from edgeretina import compare
-from edgeretina.runtime.decisions import screening_threshold
+from edgeretina.metrics import bootstrap_auroc
+from edgeretina.runtime.decisions import REFERABLE_GRADE, screening_threshold
 from edgeretina.tasks import Task, TaskKind, TaskSpec, scores_from_output
-
-REFERABLE_GRADE = 2
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,6 @@ def _bootstrap_ci(y, s, n_boot: int, seed: int) -> tuple[float, float] | None:
     seed, the same numbers) as the training run's metrics.json."""
     if not n_boot:
         return None
-    from edgeretina.metrics import bootstrap_auroc
 
     r = bootstrap_auroc(y, s, n_boot=n_boot, seed=seed)
     return (r.lo, r.hi) if math.isfinite(r.lo) and math.isfinite(r.hi) else None

@@ -28,14 +28,20 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgeretina.data import load_arrays, open_dataset
 from edgeretina.errors import EdgeRetinaError, ModelError
-from edgeretina.io import StagedDir, write_json_atomic
+from edgeretina.io import StagedDir, write_bytes_atomic, write_json_atomic
+from edgeretina.metrics import evaluate, threshold_at_sensitivity, youden_threshold
 from edgeretina.preprocess import MAX_INPUT_SIZE, Pipeline, Scaling
 from edgeretina.run import MODEL_FILE, RunConfig
 from edgeretina.runtime import LiteRTModel
 from edgeretina.tasks import TaskKind, TaskSpec, activate, scores_from_output, task_spec
+from edgeretina.train.helpers import save_clean_model
 
-from .sources import INPUT_NAME, OUTPUT_NAME, SAVED_MODEL_DIR, SIGNATURE, TFLITE_FILE, SourceFormat, source_sha256
+from .calib import stratified_indices
+from .export import load_keras_model, quiet_native_stderr
+from .sources import (INPUT_NAME, OUTPUT_NAME, SAVED_MODEL_DIR, SIGNATURE, TFLITE_FILE, SourceFormat, open_source,
+                      source_sha256)
 
 PRESETS = tuple(s.value for s in Scaling)  # tf [-1, 1], caffe, torch, unit [0, 1], none [0, 255]
 OUTPUT_KINDS = ("probabilities", "logits")
@@ -197,8 +203,6 @@ def _first_line(e: BaseException) -> str:
 
 def load_model(path: Path, fmt: SourceFormat) -> Loaded:
     if fmt is SourceFormat.KERAS2:
-        from .export import load_keras_model
-
         m = load_keras_model(path)
         from .tflite import final_activation
 
@@ -518,8 +522,6 @@ def _keras2_run_model(loaded: Loaded, plan: Plan, kind: str) -> RunModel:
     model = m if out is m.outputs[0] else keras.Model(inputs, out, name=m.name)
 
     def save(folder: Path) -> Path:
-        from edgeretina.train.helpers import save_clean_model
-
         return save_clean_model(model, folder / MODEL_FILE)
     return RunModel(loaded.fmt, {"kind": "probabilities", "activation": act}, save,
                     lambda X: np.asarray(model.predict(X, batch_size=32, verbose=0), np.float64), notes)
@@ -539,8 +541,6 @@ def _tflite_run_model(loaded: Loaded, plan: Plan, kind: str) -> RunModel:
     output = {"kind": kind, "activation": plan.activation}
 
     def save(folder: Path) -> Path:
-        from edgeretina.io import write_bytes_atomic
-
         return write_bytes_atomic(folder / TFLITE_FILE, loaded.obj)
 
     def probs(X):
@@ -592,8 +592,6 @@ def _saved_run_model(loaded: Loaded, plan: Plan, kind: str) -> RunModel:
 
 def probe_images(pipeline: Pipeline, n: int = N_PROBE, seed: int = 7) -> np.ndarray:
     """``n`` synthetic fundus photographs (edgeretina.data.synthetic) through the run's pipeline."""
-    from edgeretina.data import load_arrays, open_dataset
-
     size = max(128, pipeline.input_size or 128)
     ds = open_dataset(f"synthetic:n={n},size={size},seed={seed}", "glaucoma")
     X, _ = load_arrays(ds.records, pipeline)
@@ -604,11 +602,6 @@ def threshold_from_data(opts: ImportOptions, pipeline: Pipeline, probs: Callable
     """Score the labelled set ``opts.data`` (up to ``max_images``, stratified) with the run model and derive
     the threshold (Youden J, or the highest threshold reaching ``opts.sensitivity``) with
     ``edgeretina.metrics``. Returns (threshold, what was measured)."""
-    from edgeretina.data import load_arrays, open_dataset
-    from edgeretina.metrics import evaluate, threshold_at_sensitivity, youden_threshold
-
-    from .calib import stratified_indices
-
     spec = opts.spec
     ds = open_dataset(opts.data, spec.task.value)
     if tuple(ds.spec.labels) != tuple(spec.labels):
@@ -718,8 +711,6 @@ def import_model(model: str | Path, out: str | Path, options: ImportOptions,
                  progress: Callable[[str], None] | None = None) -> ImportReport:
     """Import ``model`` into the run dir ``out`` (refused if it exists and is not empty). See the module
     docstring; every refusal is an ``ImportRefused`` (one line) and leaves nothing at ``out``."""
-    from .export import quiet_native_stderr
-
     t0, say = time.perf_counter(), progress or (lambda line: None)
     src, out = Path(model), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -757,8 +748,6 @@ def _write(src: Path, out: Path, loaded: Loaded, cfg: RunConfig, rm: RunModel, X
            expected: np.ndarray, meta: dict) -> ImportReport:
     """Build the run dir in a staging folder beside ``out``, re-open the stored model, check it against the
     original on the probe images, then publish in one rename."""
-    from .sources import open_source
-
     plan, spec = meta["plan"], cfg.spec
     info = {"source_file": src.name, "source_format": loaded.fmt.value,  # no local path: it ships in every .tflite
             "source_sha256": source_sha256(src), **loaded.facts(), "transforms": rm.transforms,
@@ -768,8 +757,6 @@ def _write(src: Path, out: Path, loaded: Loaded, cfg: RunConfig, rm: RunModel, X
         cfg = cfg.with_(extra={"import": info})
         cfg.save(st.path)
         if loaded.fmt is SourceFormat.KERAS2:
-            from .export import load_keras_model
-
             stored = load_keras_model(path)
         else:
             stored = open_source(path, cfg)

@@ -20,6 +20,7 @@ and, for the .tflite, ``convert_variant`` (``tflite.convert`` calls it instead o
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io as _io
 import warnings
@@ -151,8 +152,6 @@ class _Source:
         return raw.astype(np.float32)
 
     def raw_view(self) -> "_Source":
-        import copy
-
         v = copy.copy(self)
         v.raw_logits = True
         v.name = f"{self.name}_logits"

@@ -21,8 +21,18 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
+from edgeretina.benchmarks.harness import run_bench
+from edgeretina.converters import export_model
+from edgeretina.data import load_arrays, open_dataset
 from edgeretina.errors import EdgeRetinaError
 from edgeretina.io import ensure_writable_dir, write_json_atomic, write_text_atomic
+from edgeretina.metrics import auroc, youden_threshold
+from edgeretina.models import build_model
+from edgeretina.preprocess import Pipeline
+from edgeretina.run import RunConfig
+from edgeretina.train.helpers import history_csv, save_clean_model
 
 Progress = Callable[[str], None]
 
@@ -57,8 +67,6 @@ class DemoSettings:
         return f"synthetic:n={self.n_images},size={self.image_size},seed={self.seed}"
 
     def pipeline(self):
-        from edgeretina.preprocess import Pipeline
-
         return Pipeline.default(self.input_size, "tf", onh=self.onh_crop)
 
 
@@ -156,12 +164,7 @@ def _f(v, digits: int, sign: bool = False) -> str:
 
 def _train(settings: DemoSettings, parts, spec, pipeline, progress: Progress):
     """Build and fit the model; returns (model, history dict, val AUROC, threshold)."""
-    import numpy as np
-
     from edgeretina._keras import keras
-    from edgeretina.data import load_arrays
-    from edgeretina.metrics import auroc, youden_threshold
-    from edgeretina.models import build_model
 
     s = settings
     keras.utils.set_random_seed(s.seed)
@@ -214,7 +217,6 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, progress: Progre
 
     # 1. data
     t = time.perf_counter()
-    from edgeretina.data import open_dataset
 
     say(f"data: generating {s.n_images} synthetic fundus images at {s.image_size} px ({s.dataset})")
     ds = open_dataset(s.dataset, "glaucoma")
@@ -229,7 +231,6 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, progress: Progre
     t = time.perf_counter()
     say(f"train: MobileNetV2 alpha {s.alpha}, {s.input_size} px, weights=None, {s.epochs} epochs")
     model, history, val_auroc, threshold = _train(s, parts, ds.spec, pipeline, say)
-    from edgeretina.run import RunConfig
 
     info = _plain(getattr(model, "edgeretina", {}))  # Keras wraps attributes in trackable containers
     cfg = RunConfig(task=ds.spec.task.value, kind=ds.spec.kind.value, labels=ds.spec.labels,
@@ -238,7 +239,6 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, progress: Progre
                     threshold=threshold,
                     dataset={"path": s.dataset, "format": "synthetic", "split": {"scheme": s.split, "seed": s.seed}},
                     extra={"arch_options": {"alpha": s.alpha}, "bn_momentum": s.bn_momentum, "demo": True})
-    from edgeretina.train.helpers import history_csv, save_clean_model
 
     save_clean_model(model, run_dir / "model.keras")
     cfg.save(run_dir)
@@ -248,7 +248,6 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, progress: Progre
 
     # 3. export
     t = time.perf_counter()
-    from edgeretina.converters import export_model
 
     say(f"export: {', '.join(s.variants)} (int8 calibrated on training images)")
     export = export_model(run_dir, list(s.variants), out_dir / "export", seed=s.seed,
@@ -259,7 +258,6 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, progress: Progre
 
     # 4. benchmark every variant in LiteRT on the held-out test split
     t = time.perf_counter()
-    from edgeretina.benchmarks.harness import run_bench
 
     files = [r.path for r in export.results]
     report = run_bench(files, s.dataset, split="test", devices=("cpu",), threads=s.threads, runs=s.runs,

@@ -35,6 +35,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -45,8 +46,8 @@ import numpy as np
 
 from edgeretina.env import parse_cpuinfo
 from edgeretina.errors import DeviceError
-
-from edgeretina.runtime import Timing
+from edgeretina.runtime import LiteRTModel, Timing
+from edgeretina.runtime.decisions import outputs_logits, to_probabilities
 
 PACKAGE = "org.edgeretina.demo"
 ACTIVITY = f"{PACKAGE}/.BenchmarkActivity"
@@ -338,7 +339,6 @@ class AndroidRunner:
         if not self.supports_predict:
             raise DeviceError("android: EDGERETINA_ANDROID_SCORES=host: the phone only times; scores come from the "
                               "same .tflite on the host (device 'cpu')")
-        from edgeretina.runtime.decisions import outputs_logits, to_probabilities
 
         x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
         parts = []
@@ -359,8 +359,6 @@ class AndroidRunner:
         """The same inputs through the same file on this machine's LiteRT: how far the phone's kernels are from
         the host's (max |Δ| of the dequantised raw outputs, images whose top output differs)."""
         try:
-            from edgeretina.runtime import LiteRTModel
-
             host = np.asarray(LiteRTModel(self.path, threads=None).raw(x), dtype=np.float64).reshape(len(x), -1)
         except Exception as e:  # noqa: BLE001 - a host that cannot run the file: the phone's numbers still stand
             return {"error": f"host LiteRT could not run the file ({type(e).__name__})"}
@@ -421,8 +419,6 @@ class AndroidRunner:
 
     def push_inputs(self, x: np.ndarray) -> str:
         """``x`` as a float32 .npy on the phone (what the app's ``--es inputs`` reads)."""
-        import tempfile
-
         with tempfile.TemporaryDirectory(prefix="edgeretina-android-") as d:
             local = Path(d) / "inputs.npy"
             np.save(local, np.ascontiguousarray(x, dtype="<f4"))

@@ -45,7 +45,7 @@ class Arm64EmuRunner:
 
     @classmethod
     def from_model(cls, model, cpu: EmuCpu, env: Arm64Env | None = None) -> "Arm64EmuRunner":
-        """From a :class:`~edgeretina.benchmarks.modelfile.ModelFile`."""
+        """From a :class:`~edgeretina.inference.modelfile.ModelFile`."""
         return cls(model.path, cpu=cpu, logits=model.outputs_logits, activation=model.activation,
                    spec=model.config.spec, threshold=model.config.threshold, env=env)
 

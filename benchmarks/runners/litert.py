@@ -1,58 +1,7 @@
-"""The ``cpu`` device: a .tflite on ai-edge-litert's Interpreter (XNNPACK, the default CPU delegate).
-
-Batch 1, ``num_threads`` from ``--threads``. Everything LiteRT is :class:`edgeretina.runtime.LiteRTModel`
-(int8 interface tensors quantized/dequantized with their own (scale, zero_point)); a model whose metadata
-says it outputs logits gets the recorded activation, so ``predict`` always returns probabilities.
-"""
+"""Re-export: the ``cpu`` device's .tflite runner is :class:`edgeretina.inference.litert.LiteRTRunner` (the
+inference layer, which ``predict`` and the bench share)."""
 from __future__ import annotations
 
-from pathlib import Path
+from edgeretina.inference.litert import LiteRTRunner
 
-import numpy as np
-
-from edgeretina.env import device_facts
-from edgeretina.runtime import LiteRTModel, Timing, to_probabilities
-
-
-class LiteRTRunner:
-    device = "cpu"
-    supports_predict = True
-
-    def __init__(self, path: str | Path, *, logits: bool = False, activation: str = "softmax",
-                 threads: int | None = None):
-        self.path = Path(path)
-        self.threads = threads
-        self.logits, self.activation = logits, activation
-        self.litert = LiteRTModel(self.path, threads=threads)
-        self.interpreter = self.litert.interpreter
-        self.input_shape = self.litert.input_shape
-        self.input_dtype = self.litert.input_dtype
-
-    @classmethod
-    def from_model(cls, model, threads: int | None = None) -> "LiteRTRunner":
-        """From a :class:`~edgeretina.benchmarks.modelfile.ModelFile`."""
-        return cls(model.path, logits=model.outputs_logits, activation=model.activation, threads=threads)
-
-    # kept for callers that drive the interpreter by hand (tests/test_android_core.py)
-    @property
-    def _in(self) -> dict:
-        return self.litert.input_detail
-
-    def _get(self) -> np.ndarray:
-        return self.litert.get_output()
-
-    # ----------------------------------------------------------------------------------------- interface
-    def raw(self, x: np.ndarray) -> np.ndarray:
-        """Dequantized raw outputs (logits or probabilities, as the model emits them)."""
-        return self.litert.raw(x)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return to_probabilities(self.raw(x), self.logits, self.activation)
-
-    def time(self, x: np.ndarray, runs: int = 10, warmup: int = 3) -> Timing:
-        return self.litert.time(x, runs, warmup)
-
-    @property
-    def facts(self) -> dict:
-        """This machine's CPU, ISA flags, LiteRT version, delegate and threads (the row's ``device_info``)."""
-        return device_facts("xnnpack" if self.litert.xnnpack else "none (built-in kernels)", self.threads)
+__all__ = ["LiteRTRunner"]

@@ -13,25 +13,23 @@ from __future__ import annotations
 
 import time
 
+import cv2
 import numpy as np
 import pytest
 
 pytest.importorskip("pytest_benchmark")
 
+from edgeretina.benchmarks.disc_eval import hard_synthetic  # noqa: E402
+from edgeretina.data.synthetic import generate  # noqa: E402
 from edgeretina.preprocess import Pipeline, fov_crop, locate_disc  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def hard_images():
-    from edgeretina.benchmarks.disc_eval import hard_synthetic
-
     return {t["kind"]: img for _, img, t in hard_synthetic(6, seed=0, size=256)}
 
 
 def _odir_like(size: int) -> np.ndarray:
-    from edgeretina.data.synthetic import generate
-    import cv2
-
     img = generate(1, seed=5, size=256)[0][0]
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
 

@@ -18,7 +18,12 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
-from edgeretina.paths import shared_dir  # noqa: E402
+from edgeretina.converters import FineTune, export_model  # noqa: E402
+from edgeretina.models import build_model  # noqa: E402
+from edgeretina.paths import seed_keras_cache, shared_dir  # noqa: E402
+from edgeretina.preprocess import Pipeline  # noqa: E402
+from edgeretina.run import MODEL_FILE, RunConfig  # noqa: E402
+from edgeretina.tasks import task_spec  # noqa: E402
 
 VARIANTS = os.environ.get("EDGERETINA_BENCH_EXPORT",
                           "float32,fp16,dynamic,int8,pruned,pruned-int8,qat,pqat").split(",")
@@ -30,12 +35,6 @@ _SIZES: dict[str, tuple[int, int]] = {}
 
 @pytest.fixture(scope="module")
 def run224(tmp_path_factory):
-    from edgeretina.models import build_model
-    from edgeretina.paths import seed_keras_cache
-    from edgeretina.preprocess import Pipeline
-    from edgeretina.run import MODEL_FILE, RunConfig
-    from edgeretina.tasks import task_spec
-
     seed_keras_cache()
     spec = task_spec("glaucoma")
     d = tmp_path_factory.mktemp("mnv2_224") / "mobilenetv2_224"
@@ -51,8 +50,6 @@ def run224(tmp_path_factory):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_export_time(benchmark, run224, tmp_path, variant):
-    from edgeretina.converters import FineTune, export_model
-
     ft = FineTune(steps=STEPS, batch_size=8, max_images=64)
     rep = benchmark.pedantic(export_model, args=(run224, [variant], tmp_path),
                              kwargs={"calib_n": 200, "verify_n": 16, "finetune": ft}, rounds=1, iterations=1)

@@ -11,6 +11,7 @@ this machine's 2 cores are shared. ``edgeretina bench`` gives the same latencies
 """
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -18,7 +19,11 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
+from edgeretina.benchmarks.devices import DEVICES, Device  # noqa: E402
+from edgeretina.data import load_arrays, open_dataset  # noqa: E402
+from edgeretina.inference.modelfile import expand_models, open_model  # noqa: E402
 from edgeretina.paths import shared_dir  # noqa: E402
+from edgeretina.preprocess import Pipeline  # noqa: E402
 
 ENV = "EDGERETINA_BENCH_MODELS"
 DEFAULT = ["keras", "float32", "fp16", "int8"]
@@ -27,7 +32,6 @@ DEFAULT = ["keras", "float32", "fp16", "int8"]
 def _given():
     if not os.environ.get(ENV):
         return None
-    from edgeretina.benchmarks.modelfile import expand_models
 
     return expand_models([p for p in os.environ[ENV].split(os.pathsep) if p])
 
@@ -51,14 +55,9 @@ def paths():
 @pytest.fixture(scope="module")
 def image_for():
     """One real preprocessed ODIR image per preprocessing recipe (a model's own)."""
-    from edgeretina.data import load_arrays, open_dataset
-    from edgeretina.preprocess import Pipeline
-
     cache = {}
 
     def get(model):
-        import json
-
         key = json.dumps(model.config.preprocessing, sort_keys=True)
         if key not in cache:
             data = (model.config.dataset or {}).get("path") or shared_dir() / "data" / "odir"
@@ -72,9 +71,6 @@ def image_for():
 
 @pytest.mark.parametrize("variant", IDS)
 def test_latency(benchmark, paths, image_for, variant):
-    from edgeretina.benchmarks.devices import DEVICES, Device
-    from edgeretina.benchmarks.modelfile import open_model
-
     model = open_model(paths[variant])
     runner = DEVICES[Device.CPU].load(model, os.cpu_count())
     x1 = image_for(model)

@@ -12,7 +12,9 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
+from edgeretina.data import load_arrays, make_tf_dataset, open_dataset  # noqa: E402
 from edgeretina.paths import shared_dir  # noqa: E402
+from edgeretina.preprocess import Pipeline  # noqa: E402
 
 N_IMAGES = 128
 ODIR = shared_dir() / "data" / "odir"
@@ -21,8 +23,6 @@ pytestmark = pytest.mark.skipif(not (ODIR / "annotations.csv").is_file(), reason
 
 @pytest.fixture(scope="module")
 def records():
-    from edgeretina.data import open_dataset
-
     return open_dataset(ODIR, "glaucoma").records[:N_IMAGES]
 
 
@@ -34,8 +34,6 @@ def _info(benchmark, n):
 
 
 def test_open_odir_dataset(benchmark):
-    from edgeretina.data import open_dataset
-
     ds = benchmark.pedantic(open_dataset, args=(ODIR, "glaucoma"), rounds=5, iterations=1)
     assert len(ds.records) == 2480
 
@@ -43,9 +41,6 @@ def test_open_odir_dataset(benchmark):
 @pytest.mark.parametrize("recipe", ["default", "onh+clahe"])
 def test_decode_preprocess_no_cache(benchmark, records, recipe):
     """Every image decoded from JPEG and run through the pipeline (thread pool, all cores)."""
-    from edgeretina.data import load_arrays
-    from edgeretina.preprocess import Pipeline
-
     pipe = Pipeline.default(224, "tf") if recipe == "default" else Pipeline.default(224, "tf", onh=True, clahe=True)
     X, _ = benchmark.pedantic(load_arrays, args=(records, pipe), rounds=3, iterations=1)
     assert X.shape == (len(records), 224, 224, 3)
@@ -61,9 +56,6 @@ def _epoch(ds):
 
 def test_tf_dataset_first_epoch_no_cache(benchmark, records):
     """tf.data: parallel decode → preprocess → scale → batch, one epoch, nothing cached yet."""
-    from edgeretina.data import make_tf_dataset
-    from edgeretina.preprocess import Pipeline
-
     pipe = Pipeline.default(224, "tf")
 
     def run():
@@ -75,9 +67,6 @@ def test_tf_dataset_first_epoch_no_cache(benchmark, records):
 
 def test_tf_dataset_cached_epoch(benchmark, records):
     """tf.data with the decoded, preprocessed uint8 images cached: a later epoch (scale + batch only)."""
-    from edgeretina.data import make_tf_dataset
-    from edgeretina.preprocess import Pipeline
-
     ds = make_tf_dataset(records, Pipeline.default(224, "tf"), batch_size=32, cache=True)
     _epoch(ds)  # fills the cache
     assert benchmark.pedantic(_epoch, args=(ds,), rounds=5, iterations=1) == len(records)

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
+
+from edgeretina.data import load_arrays, open_dataset
+from edgeretina.models import build_model
+from edgeretina.paths import shared_dir
+from edgeretina.preprocess import Pipeline
+from edgeretina.train import Arrays, TrainConfig, Trainee, make_loss, warmup
+from edgeretina.train import features as F
+from edgeretina.train.run import subsample
 
 N_TRAIN, N_VAL, SIZE, BATCH = 512, 64, 224, 8
 _times: dict[str, float] = {}
@@ -16,8 +25,6 @@ _times: dict[str, float] = {}
 
 @pytest.fixture(scope="module")
 def shared():
-    from edgeretina.paths import shared_dir
-
     d = shared_dir()
     if not (d / "data" / "odir").is_dir():
         pytest.skip(f"real data not found at {d} (set EDGERETINA_SHARED)")
@@ -26,11 +33,6 @@ def shared():
 
 @pytest.fixture(scope="module")
 def setup(shared):
-    from edgeretina.data import load_arrays, open_dataset
-    from edgeretina.preprocess import Pipeline
-    from edgeretina.train import Arrays, make_loss
-    from edgeretina.train.run import subsample
-
     ds = open_dataset(shared / "data" / "odir", "glaucoma")
     parts = ds.split("70/10/20", seed=0)
     pipe = Pipeline.default(SIZE, "tf")
@@ -40,8 +42,6 @@ def setup(shared):
 
 
 def _model(spec):
-    from edgeretina.models import build_model
-
     return build_model("mobilenetv2", spec, SIZE, "imagenet")
 
 
@@ -49,16 +49,12 @@ EPOCHS = 3
 
 
 def _phase(model, spec, data, loss, cached, features=None):
-    from edgeretina.train import TrainConfig, Trainee, warmup
-
     cfg = TrainConfig(epochs_warmup=EPOCHS, batch_size=BATCH, patience=50)
     return warmup(Trainee(model, spec, loss), data, cfg, cached=cached, features=features)
 
 
 def _per_epoch(res) -> float:
     """Median epoch time after the first (which includes tracing)."""
-    import numpy as np
-
     return float(np.median([r["seconds"] for r in res.history[1:]]))
 
 
@@ -72,8 +68,6 @@ def test_warmup_epoch_through_frozen_backbone(benchmark, setup):
 
 
 def test_warmup_epoch_on_cached_features(benchmark, setup):
-    from edgeretina.train import features as F
-
     spec, data, loss = setup
     model = _model(spec)
     t0 = time.perf_counter()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import errno
 import importlib
+import signal
 import sys
+import threading
 
 import click
 
@@ -66,9 +68,6 @@ class Terminated(KeyboardInterrupt):
 
 
 def _terminate_as_interrupt() -> None:
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         return
 

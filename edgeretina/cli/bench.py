@@ -7,7 +7,10 @@ import sys
 
 import click
 
+from edgeretina.benchmarks.harness import run_bench
 from edgeretina.benchmarks.options import DEFAULTS, SPLITS, BenchOptions
+from edgeretina.inference.integrity import manifest_verification
+from edgeretina.preprocess import strict_decoding
 
 DEVICE_CHOICES = ("cpu", "keras-cpu", "gpu", "android")
 
@@ -62,8 +65,6 @@ def bench(more_models, models, data, task, split, devices, threads, runs, warmup
     edgeretina bench --models runs/glaucoma runs/glaucoma/export --data ../shared/data/odir \\
         --task glaucoma --device cpu --threads 2 --out reports/glaucoma
     """
-    from edgeretina.benchmarks.harness import run_bench
-
     # every check lives in BenchOptions (unknown shift names, bounds, split: one-line errors)
     options = BenchOptions.make(shift=shift, stability=stability, task=task, split=split, devices=devices,
                                 threads=threads, runs=runs, warmup=warmup, timing_images=timing_images,
@@ -91,8 +92,6 @@ def bench(more_models, models, data, task, split, devices, threads, runs, warmup
     if no_verify_manifest:
         warn("--no-verify-manifest: model files are NOT checked against their export manifests; a tampered "
              "or swapped file would be benchmarked")
-    from edgeretina.benchmarks.integrity import manifest_verification
-    from edgeretina.preprocess import strict_decoding
 
     try:
         with manifest_verification(not no_verify_manifest), strict_decoding():  # issue 14: checked artifacts

@@ -2,9 +2,12 @@
 own labelled images (library: ``edgeretina.benchmarks.calibrate``; docs/calibrate.md)."""
 from __future__ import annotations
 
+import json
 import sys
 
 import click
+
+from edgeretina.benchmarks.calibrate import calibrate as calibrate_model
 
 
 @click.command()
@@ -33,14 +36,10 @@ def calibrate(model, data, task, sensitivity, youden, split, out, overwrite, thr
     edgeretina calibrate export/model_float32.tflite --data clinic_photos/ --sensitivity 0.90 \\
         --out export/model_float32_clinic.tflite
     """
-    from edgeretina.benchmarks.calibrate import calibrate as run
-
-    res = run(model, data, out, task=task, sensitivity=sensitivity, youden=youden, split=split,
+    res = calibrate_model(model, data, out, task=task, sensitivity=sensitivity, youden=youden, split=split,
               overwrite=overwrite, n_boot=n_boot, seed=seed, threads=threads,
               progress=None if as_json else (lambda msg: click.echo(msg, err=True)))
     if as_json:
-        import json
-
         click.echo(json.dumps(res.to_dict(), indent=2, default=str))
         return
     for line in res.lines():

@@ -2,8 +2,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
+
+from edgeretina.data import open_dataset
+from edgeretina.data.preview import onh_sheet
+from edgeretina.data.summary import format_summary, summarize
+from edgeretina.errors import DataError
+from edgeretina.io import ensure_writable_dir
+from edgeretina.preprocess import Pipeline
 
 
 @click.group()
@@ -34,12 +42,6 @@ def data():
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def summary(path, task, fmt, scheme, seed, on_bad_image, verify, suspect, onh, pipeline_json, as_json):
     """Format, images, patients, counts per class and per split, and problems found in PATH."""
-    from pathlib import Path
-
-    from edgeretina.data import open_dataset
-    from edgeretina.data.summary import format_summary, summarize
-    from edgeretina.preprocess import Pipeline
-
     opts = {"check": verify}
     if suspect is not None:
         opts["suspect"] = suspect
@@ -63,14 +65,6 @@ def summary(path, task, fmt, scheme, seed, on_bad_image, verify, suspect, onh, p
 @click.option("--json", "as_json", is_flag=True, help="print the per-image disc detections as JSON")
 def preview(path, task, out, n, seed, pipeline_json, as_json):
     """Check ONH localisation / preprocessing by eye: fundus with detected disc beside its crop."""
-    from edgeretina.data import open_dataset
-    from edgeretina.data.preview import onh_sheet
-    from edgeretina.errors import DataError
-    from edgeretina.io import ensure_writable_dir
-    from edgeretina.preprocess import Pipeline
-
-    from pathlib import Path
-
     if n < 1:
         raise DataError("-n must be at least 1")
     pipe = None

@@ -5,6 +5,8 @@ import time
 
 import click
 
+from edgeretina.demo import run_demo
+
 
 @click.command()
 @click.option("--out", "out", default="demo_out", show_default=True, metavar="DIR",
@@ -17,8 +19,6 @@ def demo(out, quick):
 
     def progress(msg: str) -> None:
         click.echo(f"[{time.perf_counter() - t0:6.1f}s] {msg}", err=True)
-
-    from edgeretina.demo import run_demo
 
     command = f"edgeretina demo --out {out}" + (" --quick" if quick else "")
     result = run_demo(out, quick=quick, progress=progress, command=command)

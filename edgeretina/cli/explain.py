@@ -1,7 +1,13 @@
 """`edgeretina explain` (issue 4): Grad-CAM heatmap over a fundus image. No TF at import."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from edgeretina.errors import DataError
+from edgeretina.io import ensure_writable_dir
+from edgeretina.models.gradcam import explain_file
 
 
 @click.command()
@@ -14,16 +20,10 @@ import click
 @click.option("--alpha", type=float, default=0.4, show_default=True, help="heatmap opacity")
 def explain(model, image, out, class_name, layer, alpha):
     """Grad-CAM of MODEL (run dir or model.keras with its config.json) on IMAGE, overlaid → --out PNG."""
-    from pathlib import Path
-
-    from edgeretina.errors import DataError
-
     if not Path(image).is_file():
         raise DataError(f"{image}: no such image file")
-    from edgeretina.io import ensure_writable_dir
 
     ensure_writable_dir(Path(out).resolve().parent)  # an unwritable --out fails before the model loads
-    from edgeretina.models.gradcam import explain_file
 
     ex = explain_file(model, image, out, class_name=class_name, layer=layer, alpha=alpha)
     click.echo(f"{ex.class_name}: p = {ex.probability:.3f}; Grad-CAM on '{ex.layer}' → {out}")

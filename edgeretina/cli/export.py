@@ -6,8 +6,13 @@ the same checks). No TensorFlow import at module level.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from edgeretina.converters import export_model
+from edgeretina.converters.export import ExportOptions
+from edgeretina.converters.sources import resolve_source
 from edgeretina.converters.variants import ALL, FLAGS, IO, select_variants
 
 
@@ -88,8 +93,6 @@ def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io
     manifest.json; every file is verified in LiteRT against the Keras model. The folder is replaced as a
     whole at the end: a failed or interrupted export leaves the previous one untouched.
     """
-    from edgeretina.converters.export import ExportOptions
-
     sel = {k.removeprefix("flag_"): v for k, v in flags.items()}
     options = ExportOptions(
         variants=select_variants(**sel, all_=all_), io=io_, sparsity=sparsity, allocation=allocation,
@@ -97,11 +100,6 @@ def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io
         finetune_target=finetune_target, bias_correction=bias_correction, output=output, quantizer=quantizer,
         ranges=ranges, guard_k=guard_k, max_flips=max_flips, max_logit_noise=max_logit_noise, budget_n=budget_n,
         borderline_band=borderline_band, band_n=band_n, verify_arm=verify_arm, verify_arm_n=verify_arm_n)
-
-    from pathlib import Path
-
-    from edgeretina.converters import export_model
-    from edgeretina.converters.sources import resolve_source
 
     resolve_source(Path(model))  # missing file / not a model / no config → one-line error before any work
     names = " ".join(v.value for v in options.variants)

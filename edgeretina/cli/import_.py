@@ -4,9 +4,11 @@ predict, calibrate and the app use unchanged (library: ``edgeretina.converters.i
 The module is ``import_`` because ``import`` is a Python keyword."""
 from __future__ import annotations
 
+import json
+
 import click
 
-from edgeretina.converters.importer import OUTPUT_KINDS, PRESETS
+from edgeretina.converters.importer import OUTPUT_KINDS, PRESETS, ImportOptions, ImportRefused, import_model
 
 
 @click.command("import")
@@ -43,8 +45,6 @@ def import_(model, task, labels, preprocess, input_size, output, threshold, data
     edgeretina import vgg_glaucoma.h5 --task glaucoma --preprocess caffe --threshold 0.42 --out runs/vgg
     edgeretina export runs/vgg --int8 --calib clinic_photos/
     """
-    from edgeretina.converters.importer import ImportOptions, ImportRefused, import_model
-
     if youden and sensitivity is not None:
         raise ImportRefused("--youden and --sensitivity are two rules for one threshold: give one")
     if youden and data is None:
@@ -54,8 +54,6 @@ def import_(model, task, labels, preprocess, input_size, output, threshold, data
                          data=data, sensitivity=sensitivity, max_images=max_images)
     report = import_model(model, out, opts, progress=None if as_json else (lambda m: click.echo(f"  {m}", err=True)))
     if as_json:
-        import json
-
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
         return
     click.echo(f"edgeretina import: {model} → {out} ({report.seconds:.1f}s)")

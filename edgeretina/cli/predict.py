@@ -1,7 +1,11 @@
 """`edgeretina predict MODEL IMAGE...`: class, probability and screening decision per image."""
 from __future__ import annotations
 
+import json
+
 import click
+
+from edgeretina.inference.predict import predict_images
 
 
 @click.command()
@@ -22,8 +26,6 @@ def predict(model, images, threads, as_json, on_bad_image, no_verify_manifest, b
     """Score fundus photos with MODEL (.tflite, .keras or a run dir) using the labels, preprocessing and
     recommended threshold the model carries in its metadata. The model is checked against its export
     folder's manifest.json and its metadata against the graph before any image is read."""
-    from edgeretina.benchmarks.predict import predict_images
-
     if no_verify_manifest:
         click.echo("warning: --no-verify-manifest: the model file is NOT checked against its export manifest; "
                    "a tampered or swapped file would be used", err=True)
@@ -35,8 +37,6 @@ def predict(model, images, threads, as_json, on_bad_image, no_verify_manifest, b
     if problems:
         click.echo(f"warning: skipped {len(problems)} of {len(images)} image(s)", err=True)
     if as_json:
-        import json
-
         for p in preds:
             click.echo(json.dumps(p.to_dict()))
         return

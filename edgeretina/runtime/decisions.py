@@ -12,6 +12,8 @@ import numpy as np
 
 from edgeretina.tasks import Task, TaskKind, TaskSpec, activate
 
+REFERABLE_GRADE = 2  # DR grading decides "refer" on p(grade >= 2): moderate NPDR or worse
+
 
 # ------------------------------------------------------------------------------------------ probabilities
 
