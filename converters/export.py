@@ -242,6 +242,7 @@ class ExportOptions:
     max_flips: float | None = None        # flip budget: the fewest float layers that keep it (budget.py)
     max_logit_noise: float | None = None
     budget_n: int = 500                   # hold-out training images the budget is checked on
+    head_split: int = 0                   # int8: the linear head's weights split into K magnitude bands (headsplit.py)
     borderline_band: str | float = "auto"  # auto (measured, converters/band.py), off, or a band in logits
     band_n: int = band_mod.DEFAULT_N      # validation images the auto band is measured on
     verify_arm: tuple[str, ...] = ()      # emulated aarch64 CPUs every file is also verified on (armcheck.py)
@@ -282,6 +283,13 @@ class ExportOptions:
         if self.ranges != "minmax" and self.quantizer != "aeq":
             raise ExportError("--ranges applies to --quantizer aeq only (the converter keeps min/max ranges)")
         self._check_budget(infos)
+        if self.head_split:
+            from .headsplit import check_groups
+
+            check_groups(self.head_split)
+            if not any(self.uses_quantizer(i) for i in infos):
+                raise ExportError("--head-split only applies to calibrated full-integer variants "
+                                  "(--int8, --pruned --int8)")
         put(self, "borderline_band", band_mod.parse_band(self.borderline_band))
         if not (isinstance(self.band_n, int) and band_mod.MIN_IMAGES <= self.band_n <= MAX_IMAGES):
             raise ExportError(f"--band-n must be an integer in [{band_mod.MIN_IMAGES}, {MAX_IMAGES}], "
@@ -340,6 +348,7 @@ class ExportOptions:
                 "guard_k": self.guard_k if any(i.guarded for i in infos) else None,
                 "max_flips": self.max_flips, "max_logit_noise": self.max_logit_noise,
                 "budget_n": self.budget_n if self.budget is not None else None,
+                "head_split": self.head_split or None,
                 "borderline_band": self.borderline_band,
                 "band_n": self.band_n if self.borderline_band == "auto" else None,
                 "verify_arm": list(self.verify_arm) or None,
@@ -381,6 +390,7 @@ class ExportContext:
     pruned: Any = None
     pruned_info: dict[str, Any] | None = None
     bias_x: np.ndarray | None = None
+    splits: dict = field(default_factory=dict)  # id(model) → (model, split model, HeadSplit | None)
     band_info: dict[str, Any] | None = None  # the borderline band and its provenance (converters/band.py)
     arm_env: Any = None                      # --verify-arm: the emulation environment (checked at open)
     kept: list[dict] = field(default_factory=list)  # manifest entries of the same source kept from before
@@ -420,6 +430,7 @@ class _Build:
     quant_info: dict | None = None
     guard_info: dict | None = None
     arm: list[dict] | None = None
+    head_split: dict | None = None
 
 
 # ------------------------------------------------------------------------------------------ progress
@@ -697,7 +708,11 @@ class Exporter:
             return self.write(ctx, b)
         if info.trains:
             self.fine_tune(ctx, b)
+        if o.head_split and o.uses_quantizer(info) and b.logits:
+            self.split_head(ctx, b)
         self.convert(ctx, b, saved)
+        if b.head_split:
+            b.quant_info = {**(b.quant_info or {}), "head_split": b.head_split}
         if o.bias_correction and info.activations == "int8":
             self.correct(ctx, b)
         self.verify(ctx, b)
@@ -748,6 +763,19 @@ class Exporter:
                 ya = ctx.lmodel.predict(X, batch_size=32, verbose=0).astype(np.float32)
             ctx.train_xy = (X, ya, None if ft.distil else balanced_class_weight(ya, ctx.cfg.kind))
         return ctx.train_xy
+
+    # ---- head split (--head-split K): the final linear Dense in K magnitude bands (headsplit.py)
+    def split_head(self, ctx: ExportContext, b: _Build) -> None:
+        from .headsplit import split_head
+
+        key = id(b.km)
+        if key not in ctx.splits:  # one split model per source (its SavedModel is reused by every variant)
+            ctx.splits[key] = (b.km, *split_head(b.km, self.opts.head_split))
+        _, b.km, hs = ctx.splits[key]
+        b.head_split = hs.to_dict() if hs else {"applied": False, "reason": "no final linear Dense with a bias"}
+        if hs:
+            self._say(f"      {b.info.variant.value}: head split into {hs.units} units "
+                      f"(max/median |w| {hs.max_over_median:g})")
 
     # ---- convert to .tflite bytes
     def convert(self, ctx: ExportContext, b: _Build, saved) -> None:

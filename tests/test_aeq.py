@@ -72,6 +72,8 @@ def test_aeq_float_interface_and_ranges(tiny_run, tmp_path):
     ({"variants": ["int8"], "quantizer": "tflite"}, "unknown --quantizer"),
     ({"variants": ["int8"], "ranges": "ema"}, "--ranges applies to --quantizer aeq only"),
     ({"variants": ["int8-guard"], "guard_k": -1.0}, "--guard-k"),
+    ({"variants": ["int8"], "head_split": 1}, "--head-split must be"),
+    ({"variants": ["fp16"], "head_split": 4}, "--head-split only applies"),
 ])
 def test_options_refuse_bad_quantizer_choices(kw, msg):
     with pytest.raises(ExportError, match=msg):
@@ -90,3 +92,39 @@ def test_guard_adds_its_files_and_cli_flags():
         select_variants(int8_guard=True, pruned=True)
     r = CliRunner().invoke(cli, ["export", "--help"])
     assert "--int8-guard" in r.output and "--quantizer" in r.output and "--guard-k" in r.output
+
+
+def test_head_split_keeps_the_function_and_cuts_the_int8_weight_rounding():
+    """A linear head whose weights span 300x (a logistic regression on standardised features, folded): one
+    int8 grid per output rounds most weights to 0 or 1 step; split into 4 magnitude bands (converters/headsplit.py)
+    the same model loses less than half as much in LiteRT int8."""
+    from edgeretina._keras import keras
+    from edgeretina.converters import aeq
+    from edgeretina.converters.headsplit import split_head
+    from edgeretina.converters.tflite import convert
+    from edgeretina.converters.variants import VARIANTS, IO, Variant
+
+    rng = np.random.default_rng(0)
+    inp = keras.Input((1, 1, 256))
+    x = keras.layers.GlobalAveragePooling2D(name="head_gap")(inp)
+    m = keras.Model(inp, keras.layers.Dense(2, name="head_logits")(x))
+    w = rng.choice([-1, 1], 256) * np.exp(rng.normal(-4.5, 1.0, 256))
+    w[:3] = [2.5, -1.7, 1.1]  # the few features with a tiny spread
+    m.get_layer("head_logits").set_weights([np.stack([np.zeros(256), w], 1).astype(np.float32),
+                                            np.array([0.0, -1.3], np.float32)])
+    sm, info = split_head(m, 4)
+    assert info.units == 5 and info.max_over_median > 100  # 4 bands for the screening logit, 1 for the zero one
+    X = np.clip(rng.exponential(0.5, (64, 1, 1, 256)), 0, 6)  # sparse post-ReLU6 features
+    X[..., :3] = 1 + 0.01 * rng.normal(size=(64, 1, 1, 3))     # the three with a tiny spread
+    X = X.astype(np.float32)
+    ref = m.predict(X, verbose=0)
+    np.testing.assert_allclose(sm.predict(X, verbose=0), ref, atol=1e-4)
+
+    def err(model) -> float:
+        q, _ = aeq.quantize(convert(model, VARIANTS[Variant.FLOAT32]), X[:48], IO.FLOAT)
+        out = LiteRTModel(q).raw(X[48:])
+        return float(np.std((out[:, 1] - out[:, 0]) - (ref[48:, 1] - ref[48:, 0])))
+
+    e_plain, e_split = err(m), err(sm)
+    assert e_split < e_plain / 2, (e_plain, e_split)  # the rest: the int8 input step times the big weights
+    assert split_head(m, 0) == (m, None)
