@@ -204,7 +204,7 @@ def _first_line(e: BaseException) -> str:
 def load_model(path: Path, fmt: SourceFormat) -> Loaded:
     if fmt is SourceFormat.KERAS2:
         m = load_keras_model(path)
-        from .tflite import final_activation
+        from .tflite import final_activation  # heavy: tflite.py imports TensorFlow
 
         return Loaded(fmt, path, _keras_tensors(m.inputs), _keras_tensors(m.outputs), final_activation(m), m)
     if fmt is SourceFormat.KERAS3:
@@ -494,7 +494,7 @@ def _keras2_run_model(loaded: Loaded, plan: Plan, kind: str) -> RunModel:
     convention: pruning / QAT / bias correction find its logits by cutting the final activation)."""
     from edgeretina._keras import keras
 
-    from .tflite import logits_model
+    from .tflite import logits_model  # heavy: tflite.py imports TensorFlow
 
     m, act, notes = _keras2_base(loaded.obj, plan), _final_activation(plan), []
     if m is not loaded.obj:

@@ -119,7 +119,7 @@ def input_shape(model) -> tuple[int, int, int]:
     shp = getattr(model, "input_hwc", None)
     if shp is not None:
         return tuple(shp)
-    from .tflite import input_shape as keras_input_shape
+    from .tflite import input_shape as keras_input_shape  # heavy: tflite.py imports TensorFlow
 
     return keras_input_shape(model)
 
@@ -129,7 +129,7 @@ def logits_model(model):
     the stored graph outputs logits, else ``(model, None)`` (no logit graph to export)."""
     if isinstance(model, _Source):
         return (model.raw_view(), model.activation) if model.activation else (model, None)
-    from .tflite import logits_model as keras_logits_model
+    from .tflite import logits_model as keras_logits_model  # heavy: tflite.py imports TensorFlow
 
     return keras_logits_model(model)
 
