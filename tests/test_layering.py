@@ -419,7 +419,9 @@ def test_no_new_function_local_import_of_a_light_module():
     assert not new, ("function-local imports of light edgeretina modules (move them to module level; a cycle "
                      "or a heavy import is the only reason to defer, list it in LOCAL_IMPORTS):\n" + "\n".join(new))
     stale = sorted(f"{m} → {t}" for (m, t) in LOCAL_IMPORTS if (m, t) not in found)
-    stale += sorted(f"{m} (PENDING_LOCAL_MODULES)" for m in PENDING_LOCAL_MODULES if m not in {k[0] for k in found})
+    # a pending module not written yet (another issue's work in progress) is not stale
+    stale += sorted(f"{m} (PENDING_LOCAL_MODULES)" for m in PENDING_LOCAL_MODULES & MODULES
+                    if m not in {k[0] for k in found})
     assert not stale, "entries no longer needed (delete them):\n" + "\n".join(stale)
 
 
