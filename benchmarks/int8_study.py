@@ -42,7 +42,15 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "aeq-percentile": {"quantizer": "aeq", "ranges": "percentile"},
     "aeq-mse": {"quantizer": "aeq", "ranges": "mse"},
     "aeq-flips0.01": {"quantizer": "aeq", "max_flips": 0.01},
+    "int8-guard": {"variants": ["int8-guard"], "quantizer": "converter"},
+    # --head-split 4: the linear head's weights in 4 magnitude bands, each on its own int8 grid (headsplit.py)
+    "converter-split4": {"quantizer": "converter", "head_split": 4},
+    "aeq-mse-split4": {"quantizer": "aeq", "ranges": "mse", "head_split": 4},
+    "aeq-flips0.01-split4": {"quantizer": "aeq", "max_flips": 0.01, "head_split": 4},
+    "int8-guard-split4": {"variants": ["int8-guard"], "quantizer": "converter", "head_split": 4},
 }
+# label → the manifest variant that is studied (default: int8)
+SHIPPED = {"int8-guard": "int8-guard", "int8-guard-split4": "int8-guard"}
 
 
 def export_all(run: Path, out: Path, labels, reuse: bool, log) -> dict[str, dict]:
@@ -57,7 +65,7 @@ def export_all(run: Path, out: Path, labels, reuse: bool, log) -> dict[str, dict
         if not (reuse and (folder / "manifest.json").is_file()):
             t = time.perf_counter()
             log(f"export {label}: {variants} {cfg}")
-            export_model(run, variants, folder, progress=lambda s: log(f"  {s}"), **cfg)
+            export_model(run, variants, folder, progress=lambda s: log(f"  {s}"), borderline_band="off", **cfg)
             log(f"export {label}: {time.perf_counter() - t:.0f}s")
         manifests[label] = json.loads((folder / "manifest.json").read_text())
     return manifests
@@ -73,25 +81,37 @@ def study_copies(out: Path, manifests: dict[str, dict]) -> list[Path]:
     dest.mkdir(parents=True)
     paths = []
     for label, man in manifests.items():
-        entry = next(r for r in man["results"] if r["variant"] == "int8")
+        entry = _entry(man, label)
         src = out / label / Path(entry["path"]).name
         data = src.read_bytes()
         meta = metadata_from_bytes(data, str(src))
         meta["export"] = {**meta["export"], "variant": label, "study_source": str(src)}
+        fallback = (meta["export"].get("guard") or {}).get("fallback")
+        if fallback:  # the cascade's fp16 file sits beside it, under the name its metadata gives
+            shutil.copyfile(out / label / fallback, dest / fallback)
         paths.append(write_bytes_atomic(dest / f"{label}.tflite", embed_metadata(data, meta)))
     return paths
+
+
+def _entry(man: dict, label: str) -> dict:
+    want = SHIPPED.get(label, "int8")
+    return next(r for r in man["results"] if r["variant"] == want)
 
 
 def _row(v: dict, man: dict | None, n: int) -> dict[str, Any]:
     k = int(round((v.get("flip_rate") or 0.0) * n))
     q = ((next((r for r in man["results"] if r["variant"] == "int8"), {}) if man else {}).get("quantizer") or {})
+    g = (v.get("device_info") or {}).get("guard") or {}
     b = q.get("budget") or {}
     return {"name": v["name"], "size_mb": v["size_bytes"] / 1e6, "auroc": v.get("auroc"),
             "delta_auroc": v.get("delta_auroc"), "delong_p": v.get("delong_p"), "flips": k, "n": n,
             "flip_rate": v.get("flip_rate"), "flip_ci95": list(wilson_ci(k, n)) if v.get("flip_rate") is not None
             else None, "logit_shift": v.get("logit_shift"), "logit_noise_sd": v.get("logit_noise_sd"),
             "p50_ms": (v.get("latency_ms") or {}).get("p50"), "mean_ms": (v.get("latency_ms") or {}).get("mean"),
-            "backend": q.get("backend", "keras" if v["format"] == "keras" else "–"), "ranges": q.get("ranges"),
+            "backend": q.get("backend", "keras" if v["format"] == "keras" else "–") +
+            (f"+split{q['head_split']['groups']}" if (q.get("head_split") or {}).get("groups") else ""),
+            "ranges": q.get("ranges"), "rescored_share": g.get("rescored_share"),
+            "ranking": list(b.get("ranking") or []), "all_int8": b.get("all_int8"),
             "float_layers": [x["layer"] for x in b.get("float_layers", [])] if b else None,
             "float_macs_share": b.get("float_macs_share"), "holdout_flips": b.get("flips"),
             "holdout_noise": b.get("logit_noise"), "holdout_n": (b.get("holdout") or {}).get("n")}
@@ -101,9 +121,28 @@ def _f(x, fmt: str, none: str = "–") -> str:
     return none if x is None else format(x, fmt)
 
 
+def _latency_ratios(rows: list[dict]) -> dict[str, float]:
+    """name → mean latency / the plain int8's (``converter``) mean latency."""
+    base = next((r["mean_ms"] for r in rows if r["name"] == "converter"), None)
+    return {r["name"]: r["mean_ms"] / base for r in rows if base and r["mean_ms"]}
+
+
+def _ranking_lines(rows: list[dict]) -> list[str]:
+    out = []
+    for r in rows:
+        if r["ranking"]:
+            a = r["all_int8"] or {}
+            out += ["", f"`{r['name']}`: all-int8 start on the hold-out images {100 * a.get('flips', 0):.1f} % flips, "
+                        f"logit noise {a.get('logit_noise', 0):.3f}; the ops ranked by their own share of the int8 "
+                        "logit-noise variance (each alone int8, every other op float):", "",
+                    ", ".join(f"{x['layer']} ({x['type'].lower()}) {100 * x['noise_share']:.1f} %"
+                              for x in r["ranking"])]
+    return out
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [
-        "# Decision-faithful int8 — ODIR glaucoma, MobileNetV2-224 (issue 13)", "",
+        f"# Decision-faithful int8 — {meta.get('title') or meta['run']} (issue 13)", "",
         f"Regenerate: `{meta['command']}` (from the repository root, with `../shared`; ~{meta['minutes']:.0f} min "
         "on this machine).", "",
         f"Machine: {meta['machine']}; LiteRT threads: {meta['threads']}.", "",
@@ -116,8 +155,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "(`--max-flips` / `--max-logit-noise`), and the layers it kept float with their share of the "
         "multiply-adds.", "",
         "| model | backend | ranges | size MB | flips (95 % CI) | logit shift ± sd | AUROC | ΔAUROC | DeLong p "
-        "| p50 ms | float layers (MACs) | hold-out flips / noise |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        "| mean ms | × int8 | float layers (MACs) | hold-out flips / noise |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    ratio = _latency_ratios(rows)
     for r in rows:
         ci = r["flip_ci95"]
         flips = (f"{r['flips']}/{r['n']} = {100 * r['flip_rate']:.1f} % ({100 * ci[0]:.1f}–{100 * ci[1]:.1f})"
@@ -130,8 +170,27 @@ def markdown(rows: list[dict], meta: dict) -> str:
         ho = "–" if r["holdout_flips"] is None else f"{100 * r['holdout_flips']:.1f} % / {r['holdout_noise']:.3f}"
         lines.append(f"| {r['name']} | {r['backend']} | {r['ranges'] or '–'} | {r['size_mb']:.2f} | {flips} | "
                      f"{shift} | {_f(r['auroc'], '.3f')} | {_f(r['delta_auroc'], '+.4f')} | {_f(r['delong_p'], '.3f')} "
-                     f"| {_f(r['p50_ms'], '.1f')} | {fl} | {ho} |")
-    return "\n".join(lines) + "\n"
+                     f"| {_f(r['mean_ms'], '.1f')} | {_f(ratio.get(r['name']), '.2f')} | {fl} | {ho} |")
+    for r in rows:
+        if r["rescored_share"] is not None:
+            lines += ["", f"`{r['name']}` re-scored {100 * r['rescored_share']:.1f} % of the test images with its fp16 "
+                          "fallback (its size is the int8 and fp16 files together)."]
+    return "\n".join(lines + _ranking_lines(rows)) + "\n"
+
+
+def rewrite(a) -> int:
+    """DOC.md again from DOC.json's bench report and the export manifests (after a change of the page only)."""
+    saved = json.loads(a.doc.with_suffix(".json").read_text())
+    d = saved["report"]
+    n = int(d["dataset"]["n_images"])
+    manifests = {lab: json.loads((a.out / lab / "manifest.json").read_text()) for lab in saved["configs"]
+                 if (a.out / lab / "manifest.json").is_file()}
+    rows = [_row(v, manifests.get(v["name"]), n) for v in d["variants"]]
+    meta = {k: v for k, v in saved.items() if k not in ("rows", "report")}
+    meta["title"] = a.title or meta.get("title")
+    write_json_atomic(a.doc.with_suffix(".json"), {**meta, "rows": rows, "report": d})
+    write_text_atomic(a.doc.with_suffix(".md"), markdown(rows, meta))
+    return 0
 
 
 def main(argv=None) -> int:
@@ -142,11 +201,16 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", choices=list(CONFIGS), default=list(CONFIGS))
     ap.add_argument("--reuse", action="store_true", help="keep exports whose manifest exists")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--title", default=None, help="what the page calls the model (default: the run path)")
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=10, help="bench timing runs per image (latency)")
     ap.add_argument("--timing-images", type=int, default=20)
+    ap.add_argument("--rewrite", action="store_true",
+                    help="only rewrite DOC.md from DOC.json and the manifests in OUT (no export, no bench)")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
+    if a.rewrite:
+        return rewrite(a)
 
     def log(s: str) -> None:
         print(f"[{time.perf_counter() - t0:6.0f}s] {s}", file=sys.stderr, flush=True)
@@ -164,9 +228,10 @@ def main(argv=None) -> int:
     d = rep.to_dict()
     n = int(d["dataset"]["n_images"])
     rows = [_row(v, manifests.get(v["name"]), n) for v in d["variants"]]
-    meta = {"command": "python -m edgeretina.benchmarks.int8_study " + " ".join(argv if argv is not None else sys.argv[1:]),
+    cmd = " ".join(argv if argv is not None else sys.argv[1:])
+    meta = {"command": "python -m edgeretina.benchmarks.int8_study " + cmd,
             "machine": "2-core AMD EPYC VM: " + machine_line(machine_info()), "threads": a.threads,
-            "run": str(a.run), "n": n, "minutes": (time.perf_counter() - t0) / 60,
+            "run": str(a.run), "title": a.title, "n": n, "minutes": (time.perf_counter() - t0) / 60,
             "configs": {k: CONFIGS[k] for k in a.only}}
     a.doc.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(a.doc.with_suffix(".json"), {**meta, "rows": rows, "report": d})

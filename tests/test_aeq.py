@@ -94,15 +94,10 @@ def test_guard_adds_its_files_and_cli_flags():
     assert "--int8-guard" in r.output and "--quantizer" in r.output and "--guard-k" in r.output
 
 
-def test_head_split_keeps_the_function_and_cuts_the_int8_weight_rounding():
-    """A linear head whose weights span 300x (a logistic regression on standardised features, folded): one
-    int8 grid per output rounds most weights to 0 or 1 step; split into 4 magnitude bands (converters/headsplit.py)
-    the same model loses less than half as much in LiteRT int8."""
+def _wide_head():
+    """A GAP + linear head whose screening weights span 300x (a logistic regression on standardised features,
+    folded) and whose 'normal' logit has all-zero weights, like ``--head-fit linear``; and sparse features."""
     from edgeretina._keras import keras
-    from edgeretina.converters import aeq
-    from edgeretina.converters.headsplit import split_head
-    from edgeretina.converters.tflite import convert
-    from edgeretina.converters.variants import VARIANTS, IO, Variant
 
     rng = np.random.default_rng(0)
     inp = keras.Input((1, 1, 256))
@@ -112,19 +107,49 @@ def test_head_split_keeps_the_function_and_cuts_the_int8_weight_rounding():
     w[:3] = [2.5, -1.7, 1.1]  # the few features with a tiny spread
     m.get_layer("head_logits").set_weights([np.stack([np.zeros(256), w], 1).astype(np.float32),
                                             np.array([0.0, -1.3], np.float32)])
-    sm, info = split_head(m, 4)
-    assert info.units == 5 and info.max_over_median > 100  # 4 bands for the screening logit, 1 for the zero one
     X = np.clip(rng.exponential(0.5, (64, 1, 1, 256)), 0, 6)  # sparse post-ReLU6 features
     X[..., :3] = 1 + 0.01 * rng.normal(size=(64, 1, 1, 3))     # the three with a tiny spread
-    X = X.astype(np.float32)
+    return m, X.astype(np.float32)
+
+
+def _aeq_int8(model, X) -> bytes:
+    from edgeretina.converters import aeq
+    from edgeretina.converters.tflite import convert
+    from edgeretina.converters.variants import VARIANTS, IO, Variant
+
+    return aeq.quantize(convert(model, VARIANTS[Variant.FLOAT32]), X, IO.FLOAT)[0]
+
+
+def test_head_split_keeps_the_function_and_cuts_the_int8_weight_rounding():
+    """One int8 grid per output rounds most of the wide head's weights to 0 or 1 step; split into 4 magnitude
+    bands (converters/headsplit.py) the same model loses less than half as much in LiteRT int8."""
+    from edgeretina.converters.headsplit import split_head
+
+    m, X = _wide_head()
+    sm, info = split_head(m, 4)
+    assert info.units == 5 and info.max_over_median > 100  # 4 bands for the screening logit, 1 for the zero one
     ref = m.predict(X, verbose=0)
     np.testing.assert_allclose(sm.predict(X, verbose=0), ref, atol=1e-4)
 
     def err(model) -> float:
-        q, _ = aeq.quantize(convert(model, VARIANTS[Variant.FLOAT32]), X[:48], IO.FLOAT)
-        out = LiteRTModel(q).raw(X[48:])
+        out = LiteRTModel(_aeq_int8(model, X[:48])).raw(X[48:])
         return float(np.std((out[:, 1] - out[:, 0]) - (ref[48:, 1] - ref[48:, 0])))
 
     e_plain, e_split = err(m), err(sm)
     assert e_split < e_plain / 2, (e_plain, e_split)  # the rest: the int8 input step times the big weights
     assert split_head(m, 0) == (m, None)
+
+
+def test_bias_correction_moves_the_logit_difference_when_one_channel_cannot_move():
+    """ai-edge-quantizer gives the all-zero 'normal' channel a weight scale of 0, so its int32 bias has no step:
+    the correction moves the other channel by the whole difference (softmax logits are defined up to a
+    constant) instead of removing only half of the error."""
+    from edgeretina.converters.biascorr import correct_output_bias, shift_output_bias
+
+    m, X = _wide_head()
+    buf = _aeq_int8(m, X)
+    ref = m.predict(X, verbose=0)
+    moved, _ = shift_output_bias(buf, np.array([0.0, 0.2]))  # an offset of the kind int8 rounding leaves
+    new, info = correct_output_bias(moved, X, ref, softmax=True)
+    assert info.applied and abs(info.mean_error_before[1] - info.mean_error_before[0]) > 0.15
+    assert abs(info.mean_error_after[1] - info.mean_error_after[0]) < 0.03, info  # half would be left: 0.1
