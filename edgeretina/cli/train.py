@@ -33,6 +33,10 @@ import click
               "augmented images through the whole network; the linear head adds --aug-copies augmented feature copies")
 @click.option("--aug-copies", type=int, default=2,
               help="with --head-fit linear and --augment: augmented feature copies of each training image")
+@click.option("--consistency", default="off", show_default=True,
+              help="with --head-fit linear: off | auto | a number λ — penalise the logit change under benign "
+                   "re-acquisitions (JPEG re-save, 1-3 px moves, brightness, white balance) by λ·wᵀS w; auto "
+                   "chooses λ by the inner CV (issue 18, docs/training.md)")
 @click.option("--no-feature-cache", is_flag=True, help="train through the frozen backbone instead of cached features")
 @click.option("--split", default=None, help="70/10/20 (default), a/b/c, kfold:K:I:val, predefined")
 @click.option("--seed", type=int, default=0)
@@ -55,13 +59,15 @@ import click
                    "final model then trains on train+val and the test split is scored once")
 @click.option("--cv-seeds", default="0", help="comma-separated seeds: repeat the CV per seed (spread over seeds)")
 @click.option("--cv-shifts", default="", help="with --cv: also score every out-of-fold eye under these camera "
-              "shifts, e.g. defocus:severe,resolution:severe (cv.shifted: pooled AUROC and its change)")
+              "shifts or benign perturbations, e.g. defocus:severe,jpeg-95,shift-2px (cv.shifted: pooled AUROC, "
+              "its change, and the decision flip rate at the pooled Youden threshold)")
 @click.option("--cv-only", is_flag=True, help="recipe selection: run the CV only (writes cv.json; test split untouched)")
 @click.option("--quiet", "-q", is_flag=True, help="no per-epoch progress")
 @click.option("--allow-untrained", is_flag=True,
               help="accept --epochs-warmup 0 --epochs-finetune 0 (writes the initial, untrained model)")
 def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, grid, grid_lr, grid_batch, epochs_warmup,
-          epochs_finetune, lr_warmup, lr_finetune, batch_size, patience, freeze, loss, augment, aug_copies, no_feature_cache,
+          epochs_finetune, lr_warmup, lr_finetune, batch_size, patience, freeze, loss, augment, aug_copies, consistency,
+          no_feature_cache,
           split, seed, max_train, max_val, max_test, strategy, bootstrap, crop, negatives, suspect, cv, cv_seeds,
           cv_shifts, cv_only, overwrite, quiet, allow_untrained):
     """Fine-tune an ImageNet CNN on fundus images (two phases) and write a run dir:
@@ -116,7 +122,7 @@ def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, gri
                       max_val=max_val, max_test=max_test, grid=grid, grid_space=grid_space, strategy=strategy,
                       n_boot=bootstrap, overwrite=overwrite, cv=cv,
                       cv_seeds=tuple(int(v) for v in floats(cv_seeds, "cv-seeds")), cv_only=cv_only,
-                      head_fit=head_fit, aug_copies=aug_copies,
+                      head_fit=head_fit, aug_copies=aug_copies, consistency=consistency,
                       cv_shifts=tuple(v.strip() for v in cv_shifts.split(",") if v.strip()))
     run_dir = train_run(data, task, arch, out, log=log, options=opts)
     if cv_only:

@@ -46,7 +46,8 @@ class RunOptions:
     cv_only: bool = False             # recipe selection: write cv.json only, never touch the test split
     head_fit: HeadFit = HeadFit.TWO_PHASE
     aug_copies: int = 2               # linear head + --augment: augmented feature copies per training image
-    cv_shifts: tuple[str, ...] = ()   # "shift:level": also score every out-of-fold eye under these camera shifts
+    cv_shifts: tuple[str, ...] = ()   # "shift:level" or a benign name: also score every out-of-fold eye under it
+    consistency: Any = "off"          # linear head: "off", "auto" or λ (edgeretina.train.consistency)
 
 
     def __post_init__(self):
@@ -68,13 +69,22 @@ class RunOptions:
         if self.head_fit is HeadFit.LINEAR and self.grid:
             raise EdgeRetinaError("--head-fit linear chooses its penalty by inner CV; it takes no --grid")
         if self.cv_shifts:
-            from edgeretina.shifts import parse_level, parse_shift
+            from edgeretina.shifts import Benign, parse_level, parse_shift
+
+            is_benign = lambda n: n.strip().lower() in {b.value for b in Benign}  # noqa: E731
 
             if not self.cv:
                 raise EdgeRetinaError("--cv-shifts needs --cv K")
             for item in self.cv_shifts:
                 name, _, level = str(item).partition(":")
-                parse_shift(name), parse_level(level or "severe")
+                if not (is_benign(name) and not level):
+                    parse_shift(name), parse_level(level or "severe")
+        from edgeretina.train.consistency import Consistency
+
+        object.__setattr__(self, "consistency", Consistency.parse(self.consistency))
+        if self.consistency.on and self.head_fit is not HeadFit.LINEAR:
+            raise EdgeRetinaError(f"--consistency {self.consistency} needs --head-fit linear (it is a penalty of "
+                                  "the linear head's fit)")
         if not 1 <= int(self.aug_copies) <= 16:
             raise EdgeRetinaError(f"--aug-copies must be between 1 and 16, got {self.aug_copies}")
         if self.grid and self.strategy not in (None, "default") and self.cv:

@@ -104,6 +104,9 @@ class TrainRun:
         opts = {k: v for k, v in (o.data_options or {}).items() if k != "format"}
         self.ds = ds = open_dataset(self.data, self.task_name, format=self.fmt, **opts)
         self.spec = spec = ds.spec
+        if o.consistency.on and spec.kind is not TaskKind.BINARY:
+            raise EdgeRetinaError(f"--consistency {o.consistency} needs a binary screening task (its λ is chosen "
+                                  f"by AUROC and decision flips); '{spec.task.value}' is {spec.kind.value}")
         parts = ds.split(o.split, seed=o.seed)
         self.parts = {"train": subsample(parts["train"], o.max_train, spec, o.seed),
                       "val": subsample(parts["val"], o.max_val, spec, o.seed),
@@ -176,6 +179,7 @@ class TrainRun:
         from edgeretina.train import features as F
 
         self.feats = None
+        self.reacq_feats = []
         binary = self.spec.kind is TaskKind.BINARY
         if not (self.cfg.cache_features or self.o.baseline or self.linear):
             return
@@ -186,6 +190,7 @@ class TrainRun:
         self.say(f"cached pooled backbone features ({self.feats['train'].shape[1]}-d) of "
                  f"{sum(len(f) for f in self.feats.values())} images in {time.perf_counter() - t0:.1f} s")
         self.aug_feats = self._augmented_features(fm) if self.linear else []
+        self.reacq_feats = self._reacquired_features(fm)
 
     def _augmented_features(self, fm) -> list:
         """Linear head + ``--augment``: pooled features of ``aug_copies`` augmented passes over train + val
@@ -210,27 +215,43 @@ class TrainRun:
         """Two-view + ``--augment camera``: each copy draws the ``camera`` policy's shifts (two, random kind
         and strength up to severe) on the **raw photo**, then runs the whole pipeline — the disc locator and
         both views see the shifted photo, as they would with another camera. Seeded per (copy, record)."""
-        from concurrent.futures import ThreadPoolExecutor
-
         from edgeretina.augment import get_policy
-        from edgeretina.data import load_image
         from edgeretina.shifts import random_camera
-        from edgeretina.train import features as F
 
         pol = get_policy("camera", False)
+        draw = lambda img, rng: random_camera(img, rng, n=pol.camera, max_strength=pol.camera_strength)  # noqa: E731
+        return self._raw_copies(fm, recs, draw, int(self.o.aug_copies), 1000, "camera copy", "raw-photo shifts")
+
+    def _reacquired_features(self, fm) -> list:
+        """``--consistency``: pooled features of ``consistency.COPIES`` benign re-acquisitions of every
+        development image (:func:`edgeretina.train.consistency.reacquire`, own seeds), whose changes from the
+        originals estimate the nuisance covariance the linear head is penalised along."""
+        from edgeretina.train.consistency import COPIES, reacquire
+
+        if not (self.linear and self.o.consistency.on):
+            return []
+        return self._raw_copies(fm, self.parts["train"] + self.parts["val"], reacquire, COPIES, 5000,
+                                "re-acquired copy", "consistency penalty")
+
+    def _raw_copies(self, fm, recs, draw, copies: int, salt: int, what: str, why: str) -> list:
+        """Features of ``copies`` passes over ``recs``, each photo ``draw(raw photo, rng)`` then the whole
+        pipeline; ``rng`` seeded by (training seed, ``salt`` × copy, record)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from edgeretina.data import load_image
+        from edgeretina.train import features as F
+
         out = []
-        for c in range(int(self.o.aug_copies)):
+        for c in range(copies):
             t0 = time.perf_counter()
 
             def one(i, c=c):
-                rng = np.random.default_rng([self.cfg.seed, 1000 * (c + 1), i])
-                return self.pipe.apply(random_camera(load_image(recs[i]), rng, n=pol.camera,
-                                                     max_strength=pol.camera_strength))
+                return self.pipe.apply(draw(load_image(recs[i]), np.random.default_rng([self.cfg.seed, salt * (c + 1), i])))
             with ThreadPoolExecutor(2) as ex:
                 X = np.stack(list(ex.map(one, range(len(recs)))))
             out.append(F.compute(fm, X))
-            self.say(f"camera copy {c + 1}/{self.o.aug_copies} (raw-photo shifts) of {len(recs)} images: "
-                     f"features in {time.perf_counter() - t0:.1f} s")
+            self.say(f"{what} {c + 1}/{copies} ({why}) of {len(recs)} images: features in "
+                     f"{time.perf_counter() - t0:.1f} s")
         return out
 
     # ------------------------------------------------------------------ CV
@@ -249,18 +270,23 @@ class TrainRun:
     def _fit_linear(self, feats, y, records, seed: int, idx=None):
         """The ``linear`` recipe: one closed-form head fit (penalty by inner grouped CV), no SGD phases.
         ``idx``: the records' rows in train + val, whose augmented copies (if any) join the fit."""
-        from edgeretina.train.linear_head import LinearHeadOptions, fit_linear_head
+        from edgeretina.train.linear_head import LinearHeadOptions, Nuisance, fit_linear_head
         from edgeretina.train.loop import PhaseResult
 
+        nuisance = None
+        if self.reacq_feats and idx is not None:  # rows: the re-acquired copies' records among the fitted rows
+            nuisance = Nuisance(np.concatenate([r[idx] - feats for r in self.reacq_feats]),
+                                np.tile(np.arange(len(idx)), len(self.reacq_feats)))
         if self.aug_feats and idx is not None:  # copies keep their record's group: inner folds never split them
             feats = np.concatenate([feats] + [a[idx] for a in self.aug_feats])
             y = np.concatenate([y] * (1 + len(self.aug_feats)))
             records = list(records) * (1 + len(self.aug_feats))
 
         r = fit_linear_head(self.model, self.spec, feats, y, [rec.group for rec in records],
-                            LinearHeadOptions(seed=seed))
+                            LinearHeadOptions(seed=seed, lambdas=self.o.consistency.lambdas), nuisance)
         self.linear_fits.append(r)
-        self.say(f"linear head: C {r.C:g} chosen by {r.inner_k}-fold inner CV on {r.n} records ({r.seconds:.1f} s)")
+        self.say(f"linear head: C {r.C:g} chosen by {r.inner_k}-fold inner CV on {r.n} records"
+                 + (f", consistency λ {r.lam:g}" if nuisance is not None else "") + f" ({r.seconds:.1f} s)")
         return [PhaseResult("linear", 0, 0, None, False, r.seconds, [])]
 
     def _fit_arrays(self, cfg, data: Arrays, feats, ckpt=None):
@@ -342,8 +368,7 @@ class TrainRun:
 
         self.cv, self.oof = cross_validate(recs, y, self.spec, fit, k=int(self.o.cv), seeds=self.o.cv_seeds,
                                            n_boot=self.o.n_boot, sensitivity=self.o.sensitivity, log=say)
-        self.cv_shifted = _shifted_summary(self.spec, y, oof_shift, self.cv.pooled.get("auroc"))
-        self.fold_C = [r.C for r in self.linear_fits]  # the folds' own penalties (not the final fit's)
+        self._cv_robustness(y, oof_shift)
         self.cv_rows = [{"key": r.key, "patient": r.patient, "y": _y_text(yv), "oof_score": _y_text(sv),
                          "probe_oof_score": "" if not np.isfinite(pv) else f"{pv:.6g}"}
                         for r, yv, sv, pv in zip(recs, y, self.oof, probe_oof)]
@@ -362,6 +387,15 @@ class TrainRun:
                 f"(model − probe {self.cv_probe['delong_model_minus_probe']['delta']:+.3f}, "
                 f"DeLong p {self.cv_probe['delong_model_minus_probe']['p']:.3f})")
 
+    def _cv_robustness(self, y, oof_shift: dict) -> None:
+        """After the folds: the CV shift / benign-perturbation summary with flip rates, the threshold margin,
+        and the folds' own penalties (C, consistency λ; not the final fit's)."""
+        self.cv_shifted = _shifted_summary(self.spec, y, {**oof_shift, "_oof": self.oof},
+                                           self.cv.pooled.get("auroc"), self.cv.threshold)
+        self.cv_margin = _margin_report(self.spec, self.oof, self.cv.threshold, self.cv_shifted)
+        self.fold_C = [r.C for r in self.linear_fits]
+        self.fold_lam = [r.lam for r in self.linear_fits] if self.reacq_feats else []
+
     def _shifted_dev(self, recs) -> dict:
         """``--cv-shifts``: the development images again, each under a seeded camera shift, preprocessed like
         the originals; every fold model also scores its held-out eyes on them (a robustness figure that never
@@ -369,19 +403,21 @@ class TrainRun:
         from concurrent.futures import ThreadPoolExecutor
 
         from edgeretina.data import load_image
-        from edgeretina.shifts import apply_shift
+        from edgeretina.shifts import Benign, perturb
 
         out = {}
         for item in self.o.cv_shifts:
             name, _, level = str(item).partition(":")
-            level = level or "severe"
+            benign = not level and name.strip().lower() in {b.value for b in Benign}
+            level = None if benign else (level or "severe")
             t0 = time.perf_counter()
 
             def one(i, name=name, level=level):
-                return self.pipe.apply(apply_shift(load_image(recs[i]), name, level, seed=[0, i]))
+                return self.pipe.apply(perturb(load_image(recs[i]), name, level, seed=[0, i]))
             with ThreadPoolExecutor(2) as ex:
-                out[f"{name}-{level}"] = np.stack(list(ex.map(one, range(len(recs)))))
-            self.log_always(f"cv shift {name} ({level}): {len(recs)} development images in "
+                out[name if benign else f"{name}-{level}"] = np.stack(list(ex.map(one, range(len(recs)))))
+            self.log_always(f"cv {'benign perturbation' if benign else 'shift'} {name}"
+                            f"{'' if benign else f' ({level})'}: {len(recs)} development images in "
                             f"{time.perf_counter() - t0:.1f} s")
         return out
 
@@ -414,6 +450,11 @@ class TrainRun:
             d["shifted"] = self.cv_shifted
         if getattr(self, "fold_C", None):  # the folds' own penalty choices (absent for folds resumed from cache)
             d["linear_head_C"] = self.fold_C
+        if getattr(self, "cv_margin", None):
+            d["threshold_margin"] = self.cv_margin
+        if getattr(self, "fold_lam", None):
+            d["consistency"] = {"option": str(self.o.consistency), "fold_lambda": self.fold_lam,
+                                "inner": [r.consistency for r in self.linear_fits if r.consistency]}
         if self.cv_probe:
             d["baseline_logreg_frozen_features"] = self.cv_probe
         if self.disc_flags:
@@ -614,18 +655,47 @@ class TrainRun:
         return Path(out)
 
 
-def _shifted_summary(spec, y, oof_shift: dict, pooled) -> dict:
-    """Pooled out-of-fold AUROC under each CV shift and its change from the unshifted pooled AUROC."""
+def _shifted_summary(spec, y, oof_shift: dict, pooled, threshold=None) -> dict:
+    """Pooled out-of-fold AUROC under each CV shift / benign perturbation, its change from the unshifted
+    pooled AUROC and (binary, with the pooled Youden threshold) the **decision flip rate**: the share of
+    out-of-fold eyes whose screening decision the perturbation changes, and the sd of their logit change
+    (issue 18's stability floor, on CV). Keys ``_oof``: the unshifted scores, needed for the flips."""
     from edgeretina.metrics import auroc
+    from edgeretina.shifts import Benign
 
     if spec.kind is not TaskKind.BINARY:
         return {}
+    base = oof_shift.get("_oof")
+    lg = lambda p: np.log(np.clip(p, 1e-7, 1 - 1e-7) / np.clip(1 - p, 1e-7, 1 - 1e-7))  # noqa: E731
     out = {}
     for k, s in oof_shift.items():
-        if np.isfinite(s).all():
-            a = float(auroc(y, s))
-            out[k] = {"auroc": a, "delta_auroc": None if pooled is None else a - float(pooled)}
+        if k == "_oof" or not np.isfinite(s).all():
+            continue
+        a = float(auroc(y, s))
+        out[k] = {"auroc": a, "delta_auroc": None if pooled is None else a - float(pooled)}
+        if k in {b.value for b in Benign}:
+            out[k]["benign"] = True
+        if base is not None and threshold is not None and np.isfinite(base).all():
+            out[k]["flip_rate"] = float(np.mean((base >= threshold) != (s >= threshold)))
+            out[k]["logit_change_sd"] = float(np.std(lg(s) - lg(base)))
     return out
+
+
+def _margin_report(spec, oof, threshold, shifted: dict) -> dict | None:
+    """The threshold margin: share of out-of-fold eyes whose logit lies within ±δ of the threshold's, for
+    δ = 0.1, 0.25, 0.5 and δ = 1.96 × the largest logit-change sd under the benign CV perturbations (the
+    decisions a benign re-acquisition can flip; the bench's borderline band on the test split)."""
+    if spec.kind is not TaskKind.BINARY or threshold is None or not np.isfinite(oof).all():
+        return None
+    lg = lambda p: np.log(np.clip(p, 1e-7, 1 - 1e-7) / np.clip(1 - p, 1e-7, 1 - 1e-7))  # noqa: E731
+    dist = np.abs(lg(np.asarray(oof, dtype=np.float64)) - lg(np.float64(threshold)))
+    sds = [v["logit_change_sd"] for v in shifted.values() if v.get("benign") and "logit_change_sd" in v]
+    deltas = {f"{d:g}": d for d in (0.1, 0.25, 0.5)}
+    if sds:
+        deltas["benign_band"] = 1.96 * max(sds)
+    return {"threshold_logit": float(lg(np.float64(threshold))), "logit_sd": float(np.std(lg(np.asarray(oof)))),
+            "share_within": {k: float(np.mean(dist <= d)) for k, d in deltas.items()},
+            **({"benign_band_logit": deltas["benign_band"]} if sds else {})}
 
 
 def _probe_scores(f_train, y_train, f_eval) -> np.ndarray:
