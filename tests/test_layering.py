@@ -67,7 +67,6 @@ PENDING_LOCAL_MODULES: set[str] = {
     "edgeretina.train.loop", "edgeretina.train.options", "edgeretina.train.run", "edgeretina.train.stages",
     "edgeretina.train.two_phase", "edgeretina.converters.export", "edgeretina.benchmarks.glaucoma_recipe",
     "edgeretina.benchmarks.int8_study", "edgeretina.benchmarks.robustness", "edgeretina.benchmarks.harness",
-    "edgeretina.cli.train",
 }
 
 # Private names still used across modules by files whose owners are mid-refactor (issue 16). Each entry is

@@ -1,7 +1,16 @@
 """`edgeretina train` (issue 4): thin wrapper over :func:`edgeretina.train.train_run`. No TF at import."""
 from __future__ import annotations
 
+import json
+
 import click
+
+from edgeretina.errors import EdgeRetinaError
+from edgeretina.metrics import headline
+from edgeretina.models import get_backbone
+from edgeretina.preprocess import MAX_INPUT_SIZE, Pipeline
+from edgeretina.train import TrainConfig, train_run
+from edgeretina.train.options import RunOptions
 
 
 @click.command(context_settings={"show_default": True})
@@ -73,11 +82,6 @@ def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, gri
     """Fine-tune an ImageNet CNN on fundus images (two phases) and write a run dir:
     model.keras, config.json, history.csv, metrics.json, roc.png. Re-run the same command to resume an
     interrupted run."""
-    import json
-
-    from edgeretina.errors import EdgeRetinaError
-    from edgeretina.preprocess import MAX_INPUT_SIZE
-
     if input_size is not None and not 32 <= input_size <= MAX_INPUT_SIZE:  # issue 14: bounded before any work
         raise EdgeRetinaError(f"--input-size must be between 32 and {MAX_INPUT_SIZE} px, got {input_size}")
     if epochs_warmup == 0 and epochs_finetune == 0 and not allow_untrained and head_fit != "linear":
@@ -99,10 +103,6 @@ def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, gri
     if batch_size < 1:
         raise EdgeRetinaError(f"--batch-size must be ≥ 1, got {batch_size}")
 
-    from edgeretina.metrics import headline
-    from edgeretina.train import TrainConfig, train_run
-    from edgeretina.train.options import RunOptions
-
     cfg = TrainConfig(epochs_warmup=epochs_warmup, epochs_finetune=epochs_finetune, lr_warmup=lr_warmup,
                       lr_finetune=lr_finetune, batch_size=batch_size, patience=patience, freeze=freeze, loss=loss,
                       cache_features=not no_feature_cache, augment=augment, seed=seed)
@@ -110,9 +110,6 @@ def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, gri
     data_options = {k: v for k, v in (("negatives", negatives), ("suspect", suspect)) if v is not None}
     pipeline = None
     if crop in ("onh", "two-view"):
-        from edgeretina.models import get_backbone
-        from edgeretina.preprocess import Pipeline
-
         bb = get_backbone(arch)
         pipeline = Pipeline.default(input_size or bb.default_size, bb.scaling.value, onh=crop == "onh",
                                     two_view=crop == "two-view")
