@@ -43,6 +43,8 @@ TOLERANCE = 0.005  # pooled-AUROC difference below which the cheaper recipe wins
 COMMON = ("--task", "glaucoma", "--arch", "mobilenetv2", "--weights", "imagenet", "--epochs-warmup", "120",
           "--epochs-finetune", "30", "--patience", "20", "--freeze", "partial", "--batch-size", "8",
           "--cv-shifts", "defocus:severe,resolution:severe")  # the two severe shifts the float model missed
+#: a candidate's --cv-shifts replaces COMMON's: the severe shifts plus the benign floor pair (issue 18: flip rate)
+BENIGN_CV_SHIFTS = "defocus:severe,resolution:severe,jpeg-95,shift-2px"
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,10 @@ CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
               ("--input-size", "112", "--crop", "two-view", "--head-fit", "linear")),
     Candidate("twoview96_linear_camera", "two-view 96 px, linear head + 2 camera-shifted copies (raw photo) per eye",
               ("--input-size", "96", "--crop", "two-view", "--head-fit", "linear", "--augment", "camera")),
+    Candidate("twoview96_linear_camera_consistent", "twoview96_linear_camera + consistency penalty (λ by inner CV) "
+              "against benign re-acquisitions (issue 18)",
+              ("--input-size", "96", "--crop", "two-view", "--head-fit", "linear", "--augment", "camera",
+               "--consistency", "auto", "--cv-shifts", BENIGN_CV_SHIFTS)),
 )}
 
 
@@ -131,6 +137,7 @@ def _macs_ok(r: dict, base: float) -> bool:
 
 def _shift_ok(r: dict) -> bool | None:
     sh = r["cv"].get("shifted") or {}
+    sh = {k: v for k, v in sh.items() if not v.get("benign")}  # benign re-acquisitions: the flip columns
     return all(v["delta_auroc"] >= SHIFT_FLOOR for v in sh.values()) if sh else None
 
 
@@ -210,14 +217,15 @@ def _cv_lines(results: dict, ens: list, k: int) -> list[str]:
     """Step 1 of the published page: the candidates' CV table, the targets on CV and the ensembles."""
     lines = [f"## Step 1 — {k}-fold patient-level CV over train+val (the test split is not loaded)", "",
              "| candidate | what the model sees | MACs (M) | per-fold AUROC mean ± sd | pooled out-of-fold AUROC "
-             "(95 % CI) | frozen-feature probe, same folds | CV ΔAUROC, severe defocus / resolution | CV wall time |",
-             "|---|---|---|---|---|---|---|---|"]
+             "(95 % CI) | frozen-feature probe, same folds | CV ΔAUROC, severe defocus / resolution | "
+             "CV flips %, JPEG-95 / 2-px | CV wall time |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for n, r in results.items():
         cv = r["cv"]
         probe = cv.get("baseline_logreg_frozen_features", {})
         lines.append(f"| {n} | {CANDIDATES[n].what} | {r['macs'] / 1e6:.0f} | {cv['mean']:.3f} ± {cv['sd']:.3f} | "
                      f"{cv['pooled']['auroc']:.3f} ({cv['pooled']['auroc_ci_low']:.3f}–"
-                     f"{cv['pooled']['auroc_ci_high']:.3f}) | {_f(probe.get('auroc'))} | {_shifted(cv)} | "
+                     f"{cv['pooled']['auroc_ci_high']:.3f}) | {_f(probe.get('auroc'))} | {_shifted(cv)} | {_flips(cv)} | "
                      f"{r.get('wall_seconds', r.get('seconds', 0)) / 60:.0f} min |")
     lines += ["", "Per-fold AUROC is what one model reaches on patients it never saw; the pooled out-of-fold AUROC "
               "ranks every development eye with the scores of five different fold models (whose score scales "
@@ -233,7 +241,9 @@ def _cv_lines(results: dict, ens: list, k: int) -> list[str]:
               "frozen features themselves move); the `twoview` candidates — the whole fundus and the ONH crop side "
               "by side in one input, two backbone branches pooled apart (`--crop two-view`) — read the disc at high "
               "resolution and the whole fundus for context, and at 112–128 px per view keep most of their AUROC under "
-              "both severe shifts."]
+              "both severe shifts. The flips column (issue 18, candidates run with `--cv-shifts` including `jpeg-95` and "
+              "`shift-2px`) is the share of out-of-fold eyes whose decision at the pooled Youden threshold a JPEG-95 "
+              "re-save / a 2-px move of the eye flips — the bench's stability floor measured on CV (target ≤ 0.5 %)."]
     base = results.get("full224", {}).get("macs")
     if base:
         lines += ["", "Issue-12 targets on CV: " + "; ".join(
@@ -305,6 +315,14 @@ def _shifted(cv: dict) -> str:
     sh = cv.get("shifted") or {}
     vals = [sh.get(k, {}).get("delta_auroc") for k in ("defocus-severe", "resolution-severe")]
     return "–" if all(v is None for v in vals) else " / ".join(_f(v) for v in vals)
+
+
+def _flips(cv: dict) -> str:
+    """Issue 18 on CV: the share of out-of-fold eyes whose decision (pooled Youden threshold) a JPEG-95 re-save
+    / a 2-px move flips (candidates run with ``BENIGN_CV_SHIFTS``; target ≤ 0.5 % each)."""
+    sh = cv.get("shifted") or {}
+    vals = [sh.get(k, {}).get("flip_rate") for k in ("jpeg-95", "shift-2px")]
+    return "–" if all(v is None for v in vals) else " / ".join(_f(None if v is None else 100 * v, 2) for v in vals)
 
 
 def _machine() -> str:
