@@ -32,7 +32,7 @@ from edgeretina.runtime.decisions import decisions, screening_threshold
 from edgeretina.shifts import Benign, apply_benign
 from edgeretina.tasks import Task, TaskKind, TaskSpec, scores_from_output
 
-BAND_KEY = "borderline_band"  # the metadata key predict / bench / the Android core read (benchmarks/predict.py)
+BAND_KEY = "borderline_band"  # the metadata key predict / bench / the Android core read (edgeretina/inference/predict.py)
 QUANTILE = 0.95
 DEFAULT_N = 100      # validation images the band is measured on (each scored 1 + 7 times)
 MIN_IMAGES = 16      # fewer: no band (a note says why)

@@ -15,7 +15,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKED = ("converters", "benchmarks", "edgeretina/train", "edgeretina/cli")
+CHECKED = ("converters", "benchmarks", "edgeretina/train", "edgeretina/cli", "edgeretina/inference", "edgeretina/emulation")
 NOT_CHECKED = (ROOT / "benchmarks" / "suites",)
 MAX_LINES = 80
 MAX_PARAMS = 8

@@ -430,3 +430,19 @@ def test_local_import_check_sees_a_new_one():
     tree = ast.parse(src)
     got = [t for n in _local_imports(tree) for t in _targets("edgeretina.benchmarks.harness", n)]
     assert got == ["edgeretina.benchmarks.modelfile", "edgeretina.io"]
+
+
+def test_every_package_is_in_pyproject():
+    """A sub-package missing from pyproject's ``packages`` list is absent from a non-editable install."""
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed, dirs = set(cfg["packages"]), cfg["package-dir"]
+    missing = []
+    for name, folder in dirs.items():
+        for init in sorted((ROOT / folder).rglob("__init__.py")):
+            rel = init.parent.relative_to(ROOT / folder).parts
+            pkg = ".".join((name, *rel))
+            if "suites" not in rel and pkg not in listed:
+                missing.append(pkg)
+    assert not missing, f"add to pyproject.toml [tool.setuptools] packages: {missing}"

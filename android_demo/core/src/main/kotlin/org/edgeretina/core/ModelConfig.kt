@@ -85,7 +85,7 @@ class ModelConfig(
 
         const val BAND_KEY = "borderline_band"
 
-        /** The metadata's borderline band, as `edgeretina predict` reads it (benchmarks/predict.py). */
+        /** The metadata's borderline band, as `edgeretina predict` reads it (edgeretina/inference/predict.py). */
         fun borderlineBand(map: Map<String, Any?>, source: String): Double? {
             val v = map[BAND_KEY] ?: (map["extra"] as? Map<*, *>)?.get(BAND_KEY) ?: return null
             val band = (v as? Number)?.toDouble() ?: Double.NaN

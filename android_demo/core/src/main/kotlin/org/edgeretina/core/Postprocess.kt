@@ -167,7 +167,7 @@ class Postprocessor(val config: ModelConfig, val output: TensorInfo, val band: D
     }
 
     companion object {
-        /** Labels that are not a finding (benchmarks/predict.py `_NORMAL_LABELS`). */
+        /** Labels that are not a finding (edgeretina/inference/predict.py `_NORMAL_LABELS`). */
         val NORMAL_LABELS = setOf("n", "normal", "healthy", "no dr", "non-referable")
         const val REFERABLE_GRADE = 2
 
