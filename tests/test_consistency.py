@@ -108,7 +108,7 @@ def test_auto_chooses_a_penalty_that_keeps_auroc():
                           LinearHeadOptions(cs=(1e-2,), inner_k=3, lambdas=DEFAULT_LAMBDAS), nuis)
     table = fit.consistency
     assert set(table) == {f"{v:g}" for v in DEFAULT_LAMBDAS} and fit.lam > 0
-    assert table[f"{fit.lam:g}"]["relative_nuisance"] < 0.5 * table["0"]["relative_nuisance"]
+    assert table[f"{fit.lam:g}"]["relative_nuisance"] < 0.75 * table["0"]["relative_nuisance"]
     assert table[f"{fit.lam:g}"]["inner_auroc"] >= table["0"]["inner_auroc"] - 0.005
     # the rule itself: an AUROC loss beyond the tolerance disqualifies, ties go to the smaller λ
     assert choose_lambda({0.0: 0.80, 3.0: 0.799, 10.0: 0.70}, {0.0: 0.3, 3.0: 0.2, 10.0: 0.1}) == 3.0

@@ -30,7 +30,7 @@ from edgeretina.enums import TextEnum
 from edgeretina.errors import EdgeRetinaError
 
 #: λ searched by ``--consistency auto`` (0 = the plain L2 head, always a candidate)
-DEFAULT_LAMBDAS: tuple[float, ...] = (0.0, 1.0, 10.0, 100.0)
+DEFAULT_LAMBDAS: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0)
 #: ``auto`` accepts a λ whose mean inner-fold AUROC is at most this far below λ = 0's
 AUROC_TOLERANCE = 0.005
 #: re-acquisition copies per development image that estimate the nuisance covariance
