@@ -171,8 +171,13 @@ def choose(results: dict[str, dict], base_macs: float | None = None) -> tuple[st
 
 def final(c: Candidate, data: str, k: int, work: Path) -> tuple[Path, float]:
     run = work / "final"
+    mark = work / "final_candidate.txt"
     if (run / "metrics.json").is_file():
+        if mark.is_file() and mark.read_text().strip() != c.name:
+            raise SystemExit(f"{run} holds the final model of {mark.read_text().strip()}, but the choice is now "
+                             f"{c.name}: use a fresh --work folder (or remove final/, export/ and bench/)")
         return run, json.loads((run / "metrics.json").read_text())["seconds"]["total"]
+    write_text_atomic(mark, c.name + "\n")
     folds = work / f"cv_{c.name}" / "cv_folds"
     if folds.is_dir():  # the same folds, seeds and recipe: reuse the candidate's fold scores
         (run / "checkpoint").mkdir(parents=True, exist_ok=True)
@@ -193,6 +198,23 @@ def export_and_bench(run: Path, data: str, work: Path) -> dict:
                   "--task", "glaucoma", "--device", "cpu", "--threads", "2", "--shift", "all", "--out", str(rep)),
              work / "bench.log")
     return json.loads((rep / "report.json").read_text())
+
+
+def reuse_published(path: Path, names: list[str], work: Path) -> tuple[list[str], list[dict]]:
+    """Seed ``work/cv_<name>/cv.json`` from a published recipe JSON for the candidates not yet run in ``work``
+    (their CV took up to 70 min; the code and folds are the same), and return (those names, the published
+    ensembles whose members' out-of-fold files are not in ``work``)."""
+    pub = json.loads(Path(path).read_text())
+    seeded = []
+    for n in names:
+        cvj = work / f"cv_{n}" / "cv.json"
+        if not cvj.is_file() and n in pub.get("candidates", {}):
+            cvj.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(cvj, {**pub["candidates"][n], "reused_from": str(path)})
+            seeded.append(n)
+    ens = [e for e in pub.get("ensembles", []) if set(e["members"]) <= set(names)
+           and not all((work / f"cv_{m}" / "cv_oof.csv").is_file() for m in e["members"])]
+    return seeded, ens
 
 
 def _f(v, nd=3):
@@ -223,10 +245,15 @@ def _cv_lines(results: dict, ens: list, k: int) -> list[str]:
     for n, r in results.items():
         cv = r["cv"]
         probe = cv.get("baseline_logreg_frozen_features", {})
-        lines.append(f"| {n} | {CANDIDATES[n].what} | {r['macs'] / 1e6:.0f} | {cv['mean']:.3f} ± {cv['sd']:.3f} | "
+        mark = " †" if r.get("reused_from") else ""
+        lines.append(f"| {n}{mark} | {CANDIDATES[n].what} | {r['macs'] / 1e6:.0f} | {cv['mean']:.3f} ± {cv['sd']:.3f} | "
                      f"{cv['pooled']['auroc']:.3f} ({cv['pooled']['auroc_ci_low']:.3f}–"
                      f"{cv['pooled']['auroc_ci_high']:.3f}) | {_f(probe.get('auroc'))} | {_shifted(cv)} | {_flips(cv)} | "
                      f"{r.get('wall_seconds', r.get('seconds', 0)) / 60:.0f} min |")
+    reused = sorted({r["reused_from"] for r in results.values() if r.get("reused_from")})
+    if reused:
+        lines += ["", f"† CV results carried from {', '.join(reused)} (`--reuse-published`: same code, folds and "
+                  "seeds, not re-run this time); their ensembles below are carried too."]
     lines += ["", "Per-fold AUROC is what one model reaches on patients it never saw; the pooled out-of-fold AUROC "
               "ranks every development eye with the scores of five different fold models (whose score scales "
               "differ), so it is lower — the stricter figure, and the one the choice and the threshold use. The "
@@ -374,6 +401,9 @@ def main(argv=None) -> int:
     ap.add_argument("--candidates", default=",".join(CANDIDATES))
     ap.add_argument("--only-cv", action="store_true", help="stop after the choice (no final model, no test)")
     ap.add_argument("--no-bench", action="store_true", help="stop after the final model (no export, no bench)")
+    ap.add_argument("--reuse-published", default=None, metavar="JSON",
+                    help="take the CV results of candidates not yet run in --work from a published recipe JSON "
+                         "(e.g. docs/benchmarks/glaucoma_recipe.json; the page marks them)")
     a = ap.parse_args(argv)
     seed_keras_cache()
     data = str(shared_dir() / "data" / "odir")
@@ -382,8 +412,9 @@ def main(argv=None) -> int:
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
         raise SystemExit(f"unknown candidate(s) {unknown}; choose from {list(CANDIDATES)}")
+    reused, ens_pub = reuse_published(Path(a.reuse_published), names, work) if a.reuse_published else ([], [])
     results = {n: run_cv(CANDIDATES[n], data, a.k, work) for n in names}
-    ens = ensembles(work, names)
+    ens = ensembles(work, names) + ens_pub
     pick, why = choose(results, (results.get("full224") or {}).get("macs"))
     print(f"chosen: {pick} — {why}", flush=True)
     run = report = None
