@@ -35,6 +35,7 @@ class LinearHeadOptions:
     class_weight: str | None = "balanced"
     seed: int = 0
     lambdas: tuple[float, ...] = (0.0,)  # consistency penalties searched (edgeretina.train.consistency)
+    auroc_tolerance: float | None = None  # λ search: inner-AUROC loss accepted (None: consistency.AUROC_TOLERANCE)
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,8 @@ def fit_linear_head(model, spec: TaskSpec, feats: np.ndarray, y: np.ndarray, gro
         rows = np.asarray(nuisance.rows)
         basis = _Basis.of(D)
         if len(lams) > 1:
-            lam, table = _choose_lambda(spec, Z, targets, folds, ((D, rows), basis), best, class_weight, lams)
+            lam, table = _choose_lambda(spec, Z, targets, folds, ((D, rows), basis), best, class_weight,
+                                        (lams, opts.auroc_tolerance))
         else:
             lam = lams[0]
         clfs = [_solve_consistent(Z, t, best, class_weight, basis, lam) for t in targets]
@@ -208,12 +210,13 @@ def _solve_consistent(Z: np.ndarray, y1: np.ndarray, C: float, class_weight, bas
     return clf
 
 
-def _choose_lambda(spec: TaskSpec, Z, targets, folds, nz: tuple, C: float, class_weight, lams):
+def _choose_lambda(spec: TaskSpec, Z, targets, folds, nz: tuple, C: float, class_weight, grid: tuple):
     """Each λ on the inner folds: mean AUROC and relative nuisance of the held-out records;
     :func:`edgeretina.train.consistency.choose_lambda`. ``nz`` = ((D, rows), basis): the nuisance basis comes
-    from all fitting records' copies once (label-free, like the standardisation)."""
-    from edgeretina.train.consistency import choose_lambda, relative_nuisance
+    from all fitting records' copies once (label-free, like the standardisation); ``grid`` = (λs, tolerance)."""
+    from edgeretina.train.consistency import AUROC_TOLERANCE, choose_lambda, relative_nuisance
 
+    lams, tol = grid
     (D, rows), basis = nz
     auc: dict[float, list] = {v: [] for v in lams}
     rel: dict[float, list] = {v: [] for v in lams}
@@ -226,7 +229,7 @@ def _choose_lambda(spec: TaskSpec, Z, targets, folds, nz: tuple, C: float, class
             rel[v].append(relative_nuisance(clf.coef_[0], Z[te], D[test_rows]))
     a = {v: float(np.nanmean(x)) if x else float("nan") for v, x in auc.items()}
     r = {v: float(np.nanmean(x)) if x else float("nan") for v, x in rel.items()}
-    lam = choose_lambda(a, r)
+    lam = choose_lambda(a, r, AUROC_TOLERANCE if tol is None else float(tol))
     return lam, {f"{v:g}": {"inner_auroc": round(a[v], 5), "relative_nuisance": round(r[v], 5)} for v in lams}
 
 
