@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -130,8 +130,6 @@ def add_agreement(report, models: Sequence[ModelFile], ref: ModelFile, path: str
                   progress: Callable[[str], None] | None = None):
     """``report`` (:class:`~edgeretina.benchmarks.report.Report`) with every row's ``agreement`` filled in
     and the report's ``agreement`` facts: the bench's ``--agreement-data`` stage."""
-    from dataclasses import replace
-
     res, info = agreement_stage(models, ref, path, threads=threads, max_images=max_images, seed=seed,
                                 progress=progress)
     by_file = {str(p): a for p, a in res.items()}

@@ -37,6 +37,8 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
+from edgeretina.data.synthetic import generate
+from edgeretina.paths import shared_dir
 from edgeretina.preprocess import DiscDetection, Pipeline, decode_image
 
 SCHEMA = "edgeretina.disc_positions/1"
@@ -59,8 +61,6 @@ def hard_synthetic(n: int = 48, seed: int = 0, size: int = 256) -> Iterator[tupl
     - ``camera_a``: camera A — 3:2 frame with the FOV circle cut at top and bottom, plus rim glare;
     - ``mixed``: rim crescent + exudates + glare together.
     """
-    from edgeretina.data.synthetic import generate
-
     images, _, info = generate(n, seed=seed, size=size)
     for i in range(n):
         rng = np.random.default_rng([seed, i, 20])
@@ -211,8 +211,6 @@ def evaluate(fixture: dict[str, Any] | None = None, shared: str | Path | None = 
              pipeline: Pipeline | None = None, sources: list[str] | None = None) -> dict[str, Any]:
     """Run the pipeline's locator (default recipe: ``fov_crop → onh_crop``) on every fixture image; return
     ``{"sources": {name: stats}, "results": {name: [per-image dicts]}, "params": onh_crop params}``."""
-    from edgeretina.paths import shared_dir
-
     fixture = fixture if fixture is not None else load_fixture()
     shared = Path(shared) if shared is not None else shared_dir()
     pipe = pipeline if pipeline is not None and pipeline.uses_onh else Pipeline.default(onh=True)

@@ -33,7 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeretina.env import machine_info, machine_line
 from edgeretina.io import ensure_writable_dir, write_json_atomic, write_text_atomic
+from edgeretina.metrics import bootstrap_auroc
+from edgeretina.models import build_model
+from edgeretina.models.macs import count_macs
 from edgeretina.paths import REPO_ROOT, seed_keras_cache, shared_dir
 
 from .real_data import cli_argv, run_step
@@ -93,9 +97,6 @@ def run_cv(c: Candidate, data: str, k: int, work: Path) -> dict:
         write_json_atomic(out / "cv.json", d)
     d = json.loads((out / "cv.json").read_text())
     if "macs" not in d:  # a cv.json written before the MAC count was recorded
-        from edgeretina.models import build_model
-        from edgeretina.models.macs import count_macs
-
         d["macs"] = count_macs(build_model(d["arch"], d["task"], d["input_size"], None))
         write_json_atomic(out / "cv.json", d)
     return d
@@ -108,8 +109,6 @@ def _oof(path: Path) -> dict[str, tuple[float, float]]:
 
 def ensembles(work: Path, names: list[str]) -> list[dict]:
     """Mean-of-logits ensembles of candidate pairs on the same out-of-fold records (information only)."""
-    from edgeretina.metrics import bootstrap_auroc
-
     out = []
     for i, a in enumerate(names):
         for b in names[i + 1:]:
@@ -358,8 +357,6 @@ def _flips(cv: dict) -> str:
 
 
 def _machine() -> str:
-    from edgeretina.env import machine_info, machine_line
-
     return machine_line(machine_info())
 
 

@@ -36,6 +36,7 @@ from edgeretina.preprocess import Pipeline
 from edgeretina.tasks import TaskKind, TaskSpec
 
 from . import plots
+from .agreement import add_agreement
 from .devices import DEVICES, Device, get_device
 from .modelfile import ModelFile, ModelStats, expand_models, open_model
 from .options import SPLITS, BenchOptions
@@ -198,8 +199,6 @@ class Bench:
         shift_rows, stability = self.robustness(ctx)
         report = self.report(ctx, shift_rows, stability)
         if self.opts.agreement_data:  # flips on a large unlabelled set, Wilson CI (benchmarks/agreement.py)
-            from .agreement import add_agreement
-
             report = add_agreement(report, ctx.models, ctx.ref, self.opts.agreement_data, ctx.threads,
                                    seed=self.opts.seed, progress=lambda what: self.progress(ctx.step, ctx.total, what))
         if out_dir is not None:

@@ -34,9 +34,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgeretina.benchmarks.harness import run_bench
 from edgeretina.compare import wilson_ci
+from edgeretina.converters import export_model
 from edgeretina.env import machine_info, machine_line
 from edgeretina.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from edgeretina.run import RunConfig
+from edgeretina.runtime.metadata import embed_metadata, metadata_from_bytes
 
 RUN = Path("runs/recipe/final")
 OUT = Path("runs/int8")
@@ -66,8 +70,6 @@ SHIPPED = {"int8-guard": "int8-guard", "int8-guard-split4": "int8-guard", "int8-
 
 def export_all(run: Path, out: Path, labels, reuse: bool, log) -> dict[str, dict]:
     """Export every configuration (kept when ``reuse`` and its manifest exists); label → manifest."""
-    from edgeretina.converters import export_model
-
     manifests = {}
     for label in labels:
         cfg = dict(CONFIGS[label])
@@ -84,8 +86,6 @@ def export_all(run: Path, out: Path, labels, reuse: bool, log) -> dict[str, dict
 
 def study_copies(out: Path, manifests: dict[str, dict]) -> list[Path]:
     """``OUT/study/<label>.tflite``: each int8 file with its metadata variant renamed to the label."""
-    from edgeretina.runtime.metadata import embed_metadata, metadata_from_bytes
-
     dest = out / "study"
     if dest.exists():
         shutil.rmtree(dest)
@@ -227,9 +227,6 @@ def main(argv=None) -> int:
 
     def log(s: str) -> None:
         print(f"[{time.perf_counter() - t0:6.0f}s] {s}", file=sys.stderr, flush=True)
-
-    from edgeretina.benchmarks.harness import run_bench
-    from edgeretina.run import RunConfig
 
     manifests = export_all(a.run, a.out, a.only, a.reuse, log)
     copies = study_copies(a.out, manifests)

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edgeretina.io import ensure_writable_dir, write_json_atomic, write_text_atomic
@@ -391,8 +391,6 @@ def _method_lines(rows: list[dict]) -> list[str]:
 
 
 def smoke(exp: Experiment) -> Experiment:
-    from dataclasses import replace
-
     tiny = ("--max-train", "120", "--max-val", "40", "--max-test", "60", "--epochs-finetune", "1",
             "--epochs-warmup", "20", "--bootstrap", "100")
     return replace(exp, input_size=96, train_args=exp.train_args + tiny,

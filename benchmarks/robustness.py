@@ -17,9 +17,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from edgeretina.data.loading import load_image
 from edgeretina.errors import EdgeRetinaError
+from edgeretina.preprocess import Pipeline, decode_image
 from edgeretina.shifts import Benign, Level, Shift, apply_benign, apply_shift
 
+from .devices import DEVICES, Device
 from .options import BenchOptions  # noqa: F401 - the bench's options (issue 16) were first defined here
 from .predict import borderline_band_of
 from .report import ShiftResult, Stability, StabilityRow
@@ -48,8 +51,6 @@ class RawImages:
     decoded again on each pass (a 486-photo ODIR test split decoded is ~4 GB)."""
 
     def __init__(self, records, budget_bytes: int = 1 << 30):
-        from edgeretina.data.loading import load_image
-
         self._records = list(records)
         self._arrays: dict[int, np.ndarray] = {}
         self._bytes: dict[int, bytes] = {}
@@ -72,8 +73,6 @@ class RawImages:
     def get(self, i: int) -> np.ndarray:
         if i in self._arrays:
             return self._arrays[i]
-        from edgeretina.preprocess import decode_image
-
         return decode_image(self._records[i].source, data=self._bytes[i])
 
 
@@ -81,8 +80,6 @@ Perturb = Callable[[np.ndarray, list], np.ndarray]  # (raw photo, [seed, index])
 
 
 def _inputs(raw: RawImages, pipeline_json, perturb: Perturb, seed: int) -> np.ndarray:
-    from edgeretina.preprocess import Pipeline
-
     pipe = Pipeline.from_json(pipeline_json)
     xs = _map(lambda i: pipe.apply(perturb(raw.get(i), [int(seed), i])), range(len(raw)))
     return np.stack(xs).astype(np.float32, copy=False)
@@ -96,8 +93,6 @@ class Rescorer:
         self._runners: dict = {}
 
     def _runner(self, m):
-        from .devices import DEVICES, Device
-
         if m.path not in self._runners:
             self._runners[m.path] = DEVICES[Device.CPU].load(m, self.threads)
         return self._runners[m.path]

@@ -7,25 +7,10 @@
 
 Importing this package does not import TensorFlow (the CLI's ``--help`` stays fast).
 """
+from .export import ExportReport, ExportResult, export_model
 from .finetune import FineTune
 from .metadata import read_metadata
 from .variants import ALL, DEFAULT, IO, VARIANTS, Variant, VariantInfo, parse_variant, select_variants
-
-
-def export_model(*args, **kwargs):
-    """See :func:`edgeretina.converters.export.export_model`."""
-    from .export import export_model as _export
-
-    return _export(*args, **kwargs)
-
-
-def __getattr__(name):
-    if name in ("ExportReport", "ExportResult"):
-        from . import export
-
-        return getattr(export, name)
-    raise AttributeError(name)
-
 
 __all__ = ["export_model", "ExportReport", "ExportResult", "FineTune", "read_metadata", "Variant", "VariantInfo",
            "VARIANTS", "IO", "ALL", "DEFAULT", "parse_variant", "select_variants"]

@@ -21,6 +21,7 @@ The provenance (images, where from, perturbations, quantile, per-perturbation qu
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
@@ -128,8 +129,6 @@ def measure_band(predict: Callable[[np.ndarray], np.ndarray], images: Sequence[C
     """Re-score ``images`` (callables returning RGB uint8 photos, called once each) with ``predict`` (model
     inputs → probabilities) unperturbed and under each benign perturbation of ``settings``; the band is its
     ``quantile`` of the pooled |Δ screening logit|. ``ExportError`` for an argmax task."""
-    import time
-
     t0 = time.perf_counter()
     benign, quantile, seed = tuple(settings.benign), settings.quantile, settings.seed
     if screening_logits(spec, np.full((1, spec.n_outputs), 1.0 / spec.n_outputs)) is None:

@@ -13,7 +13,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgeretina.data import load_arrays, open_dataset
 from edgeretina.errors import EdgeRetinaError, ExportError
+from edgeretina.preprocess import Pipeline
 from edgeretina.run import RunConfig
 
 MIN_CALIB = 16
@@ -21,8 +23,6 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def pipeline_of(cfg: RunConfig, source: str = "config.json"):
-    from edgeretina.preprocess import Pipeline
-
     try:
         return Pipeline.from_json(cfg.preprocessing)
     except EdgeRetinaError as e:
@@ -70,8 +70,6 @@ def stratified_indices(labels: Sequence[Any], n: int, seed: int = 0) -> list[int
 
 def dataset_splits(cfg: RunConfig, source: str = "config.json"):
     """The run's dataset, split exactly as in training → {"train", "val", "test"} record lists."""
-    from edgeretina.data import open_dataset
-
     ds_cfg = cfg.dataset or {}
     path = ds_cfg.get("path")
     if not path:
@@ -87,8 +85,6 @@ def dataset_splits(cfg: RunConfig, source: str = "config.json"):
 
 
 def load_records(records, pipeline) -> tuple[np.ndarray, list]:
-    from edgeretina.data import load_arrays
-
     X, y = load_arrays(records, pipeline)
     return np.asarray(X, dtype=np.float32), list(y)
 

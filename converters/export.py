@@ -17,28 +17,38 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+import edgeretina.models  # noqa: F401 - registers custom head layers, if any
 from edgeretina.env import package_versions
 from edgeretina.errors import EdgeRetinaError, ExportError, ModelError
+from edgeretina.data.loading import load_image
 from edgeretina.io import (SizedArtifact, StagedDir, ensure_writable_dir, fault_point, write_bytes_atomic,
                            write_json_atomic)
+from edgeretina.metrics import youden_threshold
 from edgeretina.run import MODEL_FILE, RunConfig, file_sha256
-from edgeretina.tasks import Task, TaskKind
+from edgeretina.runtime import LiteRTModel, decision_flip_rate
+from edgeretina.tasks import Task, TaskKind, activate, scores_from_output
 
-from . import armcheck
+from . import aeq, armcheck
 from . import band as band_mod
 from . import calib as calib_mod
-from .finetune import FineTune
+from . import guard as guard_mod
+from .biascorr import correct_output_bias
+from .budget import RANK_N, Budget, Probe, search
+from .finetune import FineTune, balanced_class_weight, labels_array, reporting
+from .headsplit import check_groups, split_head
 from .metadata import SCHEMA as META_SCHEMA
 from .metadata import embed_metadata
-from .sources import SAVED_MODEL_DIR, TFLITE_FILE, open_source, refusal, resolve_source, source_sha256
+from .qat import qat
+from .sources import (SAVED_MODEL_DIR, TFLITE_FILE, input_shape, logits_model, open_source, refusal, resolve_source,
+                      source_sha256)
 from .variants import DEFAULT, IO, VARIANTS, Variant, VariantInfo, parse_variant
-from .verify import Comparison, drift, verify
+from .verify import Comparison, drift, interpreter, io_details, verify
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = "edgeretina.export/1"
@@ -139,10 +149,6 @@ class ExportReport:
 def load_keras_model(path: Path):
     from edgeretina._keras import keras
 
-    try:
-        import edgeretina.models  # noqa: F401 - registers custom head layers, if any
-    except ImportError:
-        pass
     try:
         return keras.models.load_model(str(path), compile=False)
     except (OSError, ValueError, TypeError, KeyError) as e:
@@ -284,8 +290,6 @@ class ExportOptions:
             raise ExportError("--ranges applies to --quantizer aeq only (the converter keeps min/max ranges)")
         self._check_budget(infos)
         if self.head_split:
-            from .headsplit import check_groups
-
             check_groups(self.head_split)
             if not any(self.uses_quantizer(i) for i in infos):
                 raise ExportError("--head-split only applies to calibrated full-integer variants "
@@ -310,7 +314,6 @@ class ExportOptions:
         """The flip / logit-noise budget (``converters.budget.Budget``), or None."""
         if self.max_flips is None and self.max_logit_noise is None:
             return None
-        from .budget import Budget
 
         return Budget(self.max_flips, self.max_logit_noise)
 
@@ -580,7 +583,6 @@ class Exporter:
         else:
             model = load_keras_model(model_path) if model_path.suffix == ".keras" else open_source(model_path, cfg)
         ctx = ExportContext(out=out, model=model, pipeline=pipeline, **ctx_kw)
-        from .sources import input_shape, logits_model
 
         ctx.shape = input_shape(model)
         if pipeline.input_size is not None and pipeline.input_size != ctx.shape[0]:
@@ -642,8 +644,6 @@ class Exporter:
             ctx.X_ver = ctx.X_cal[:o.verify_n]
             ctx.sample_info = {"source": "calibration images", "n": int(len(ctx.X_ver))}
         if ctx.X_ver is not None:
-            from edgeretina.tasks import scores_from_output
-
             ctx.ref = scores_from_output(ctx.spec, ctx.model.predict(ctx.X_ver, batch_size=32, verbose=0))
 
     # ---- borderline band: the source model's logit change under benign re-acquisition (band.py)
@@ -661,7 +661,6 @@ class Exporter:
             ctx.band_info = {"band": None, "method": "off", "note": source}
             self._say(f"      borderline band: none ({source})")
             return
-        from edgeretina.data.loading import load_image
 
         try:
             m = band_mod.measure_band(lambda x: ctx.model.predict(x, batch_size=32, verbose=0),
@@ -720,8 +719,6 @@ class Exporter:
 
     # ---- fine-tune (pruned / QAT); the pruned model is shared by pruned, pruned-int8 and pqat
     def fine_tune(self, ctx: ExportContext, b: _Build) -> None:
-        from .finetune import reporting
-
         info, ft = b.info, self.opts.finetune
         self.progress.stage(f"{info.variant.value}: fine-tune ({ft.steps} steps)")
         X, ya, cw = self._train_xy(ctx)
@@ -741,8 +738,6 @@ class Exporter:
             if info.qat:
                 from edgeretina._keras import keras
 
-                from .qat import qat
-
                 base = ctx.pruned if info.pruned else ctx.lmodel
                 m = keras.models.clone_model(base)
                 m.set_weights(base.get_weights())
@@ -752,8 +747,6 @@ class Exporter:
 
     def _train_xy(self, ctx: ExportContext) -> tuple:
         if ctx.train_xy is None:
-            from .finetune import balanced_class_weight, labels_array
-
             ft = self.opts.finetune
             if not ctx.data.available():
                 ctx.data.splits()
@@ -766,8 +759,6 @@ class Exporter:
 
     # ---- head split (--head-split K): the final linear Dense in K magnitude bands (headsplit.py)
     def split_head(self, ctx: ExportContext, b: _Build) -> None:
-        from .headsplit import split_head
-
         key = id(b.km)
         if key not in ctx.splits:  # one split model per source (its SavedModel is reused by every variant)
             ctx.splits[key] = (b.km, *split_head(b.km, self.opts.head_split))
@@ -787,8 +778,6 @@ class Exporter:
             b.quant_info = {"backend": o.quantizer}
         from_tflite = getattr(b.km, "tflite_bytes", None) is not None  # only ai-edge-quantizer reads a .tflite
         if (o.quantizer == "aeq" or from_tflite) and o.uses_quantizer(info):  # float32 .tflite → aeq.py
-            from . import aeq
-
             fb = convert(b.km, VARIANTS[Variant.FLOAT32], saved=saved)
             if o.budget is not None:
                 self.budgeted(ctx, b, fb)
@@ -802,9 +791,6 @@ class Exporter:
 
     # ---- budget (--max-flips / --max-logit-noise): the fewest float layers within the budget (budget.py)
     def budgeted(self, ctx: ExportContext, b: _Build, fb: bytes) -> None:
-        from . import aeq
-        from .budget import RANK_N, Probe, search
-
         o = self.opts
         X_cal, X_hold, src = self._holdout(ctx)
         q = aeq.Quantization(fb, X_cal, o.io, o.ranges)
@@ -813,7 +799,6 @@ class Exporter:
         def finish(buf: bytes) -> bytes:  # as the correct stage will ship it
             if not (o.bias_correction and b.logits and ctx.act is not None):
                 return buf
-            from .biascorr import correct_output_bias
 
             return correct_output_bias(buf, X_cal, ref_logits, softmax=(ctx.act == "softmax"))[0]
 
@@ -841,10 +826,6 @@ class Exporter:
     def guard(self, ctx: ExportContext, b: _Build) -> None:
         """The int8 file written earlier in this export becomes the guard's graph; its logit noise against
         the source model on the calibration images sets the band (``converters/guard.py``)."""
-        from edgeretina.runtime import LiteRTModel
-
-        from . import guard as guard_mod
-
         self.progress.stage(f"{b.info.variant.value}: measure the int8 logit noise")
         guard_mod.check_task(ctx.spec)
         done = {r.variant: r for r in ctx.results}
@@ -859,13 +840,10 @@ class Exporter:
         m = guard_mod.measure(ctx.spec, s8, ref, ctx.cfg.threshold, self.opts.guard_k)
         check = None
         if ctx.X_ver is not None and ctx.ref is not None and len(ctx.X_ver):
-            from edgeretina.runtime import decision_flip_rate
-
             fp16 = LiteRTModel((ctx.stage / Path(r16.path).name).read_bytes(), threads=2, name="fp16")
             p8 = LiteRTModel(b.buf, threads=2, name="int8").probabilities(ctx.X_ver, r8.output)
             pc, mask = guard_mod.cascade(ctx.spec, p8, lambda k: fp16.probabilities(ctx.X_ver[k], r16.output),
                                          ctx.cfg.threshold, m["band"])
-            from edgeretina.tasks import scores_from_output
 
             sc = scores_from_output(ctx.spec, pc)
             check = {"sample": ctx.sample_info.get("source"), "n": int(len(mask)),
@@ -883,7 +861,6 @@ class Exporter:
         self.progress.stage(f"{b.info.variant.value}: bias correction")
         if not (b.logits and ctx.act is not None):
             return
-        from .biascorr import correct_output_bias
 
         if ctx.bias_x is None:
             X = ctx.X_cal
@@ -899,8 +876,6 @@ class Exporter:
 
     # ---- verify: metadata embedded, then the final bytes checked in LiteRT
     def verify(self, ctx: ExportContext, b: _Build) -> None:
-        from .verify import interpreter, io_details
-
         info, o = b.info, self.opts
         self.progress.stage(f"{info.variant.value}: verify in LiteRT")
         b.iface = io_details(interpreter(b.buf))
@@ -916,8 +891,6 @@ class Exporter:
         budgeted = bool(((b.quant_info or {}).get("budget") or {}).get("float_layers"))  # float by design
         b.ver = verify(b.buf, info, o.io, against, allow_float_fallback=o.allow_float_fallback or budgeted)
         if info.trains and b.ver.scores is not None:
-            from dataclasses import replace
-
             b.ver = replace(b.ver, vs_source=drift(ctx.spec, b.ver.scores, b.threshold, ctx.ref, ctx.cfg.threshold))
         self.verify_arm(ctx, b)
 
@@ -939,7 +912,6 @@ class Exporter:
         b.threshold, b.ref_v = ctx.cfg.threshold, ctx.ref
         if not b.info.trains or ctx.X_ver is None:
             return
-        from edgeretina.tasks import TaskKind
 
         b.ref_v = _keras_scores(b.km, ctx.X_ver, ctx.spec, b.logits)
         b.ref_name = f"fine-tuned Keras model ({b.info.variant.value})"
@@ -948,8 +920,6 @@ class Exporter:
         elif ctx.spec.kind is not TaskKind.BINARY or not ctx.data.available() or not ctx.data.splits().get("val"):
             b.threshold_source = "config.json (not re-derived)"
         else:
-            from edgeretina.metrics import youden_threshold
-
             X, y = ctx.data.sample("val", self.opts.threshold_n, self.opts.seed)
             b.threshold = youden_threshold(np.asarray(y), _keras_scores(b.km, X, ctx.spec, b.logits))
             b.threshold_source = f"Youden J of the fine-tuned model on {len(X)} validation images"
@@ -1086,14 +1056,10 @@ def _read_manifest(path: Path) -> dict | None:
 
 def scores_of(model, X, spec, output: dict) -> np.ndarray:
     """Task scores of a LiteRT model (``runtime.LiteRTModel``) whose output is described by ``output``."""
-    from edgeretina.tasks import scores_from_output
-
     return scores_from_output(spec, model.probabilities(X, output))
 
 
 def _keras_scores(km, X, spec, logits: bool) -> np.ndarray:
-    from edgeretina.tasks import activate, scores_from_output
-
     out = km.predict(X, batch_size=32, verbose=0)
     return scores_from_output(spec, activate(out, spec.activation) if logits else out)
 

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from edgeretina.data.labels import as_label_array
+from edgeretina.errors import ExportError
 from edgeretina.tasks import TaskKind
 
 
@@ -68,8 +69,6 @@ class FineTune:
 
     def __post_init__(self):
         if self.target not in TARGETS:
-            from edgeretina.errors import ExportError
-
             raise ExportError(f"unknown fine-tune target '{self.target}' (choose {' or '.join(TARGETS)})")
 
     @property

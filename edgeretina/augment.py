@@ -29,7 +29,9 @@ import cv2
 import numpy as np
 
 from edgeretina.errors import DataError
+from edgeretina.preprocess import fov_crop, pad_square
 from edgeretina.preprocess import stretch as _stretch
+from edgeretina.shifts import random_camera
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,6 @@ class Policy:
 def _camera(img: np.ndarray, rng: np.random.Generator, n: int, strength: float) -> np.ndarray:
     """``n`` random camera shifts; a re-framed canvas is fitted back to ``img``'s size (FOV crop → square →
     resize), as the model's Pipeline would."""
-    from edgeretina.preprocess import fov_crop, pad_square
-    from edgeretina.shifts import random_camera
-
     out = random_camera(img, rng, n=n, max_strength=strength)
     if out.shape != img.shape:
         h, w = img.shape[:2]

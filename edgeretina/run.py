@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edgeretina import __version__
 from edgeretina.errors import ModelError
 from edgeretina.io import write_json_atomic
 from edgeretina.tasks import TaskKind, TaskSpec, task_spec
@@ -100,8 +101,6 @@ class RunConfig:
         return cls(**kw)
 
     def save(self, run_dir: str | Path) -> Path:
-        from edgeretina import __version__
-
         cfg = self if self.edgeretina_version else replace(self, edgeretina_version=__version__)
         return write_json_atomic(Path(run_dir) / CONFIG_FILE, cfg.to_dict())
 

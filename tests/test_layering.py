@@ -44,20 +44,7 @@ DEFERRED = HEAVY + ("ai_edge_quantizer", "keras_tuner", "matplotlib", "sklearn",
 
 # Function-local imports of light edgeretina modules still in place: (importing module, imported module) → why.
 # Every entry must still exist (delete it when the import moves to module level): the list only shrinks.
-_LAZY = "lazy package attribute: importing the package does not import its biggest module (could move up)"
-_NOT_YET = "not moved yet (outside issue 16's change set): move it up the next time the file is touched"
-LOCAL_IMPORTS: dict[tuple[str, str], str] = {
-    ("edgeretina.converters", "edgeretina.converters.export"): _LAZY,
-    ("edgeretina.augment", "edgeretina.preprocess"): _NOT_YET,
-    ("edgeretina.augment", "edgeretina.shifts"): _NOT_YET,
-    ("edgeretina.benchmarks.disc_eval", "edgeretina.data.synthetic"): _NOT_YET,
-    ("edgeretina.benchmarks.disc_eval", "edgeretina.paths"): _NOT_YET,
-    ("edgeretina.converters.calib", "edgeretina.data"): _NOT_YET,
-    ("edgeretina.converters.calib", "edgeretina.preprocess"): _NOT_YET,
-    ("edgeretina.converters.finetune", "edgeretina.errors"): _NOT_YET,
-    ("edgeretina.emulation.arm64_env", "edgeretina.runtime.emulated"): _NOT_YET,
-    ("edgeretina.run", "edgeretina"): _NOT_YET,
-}
+LOCAL_IMPORTS: dict[tuple[str, str], str] = {}  # none left (issue 16)
 # Modules other issues are reworking right now: their light function-local imports are tolerated until that
 # work lands and moves them up. A module leaves this set when it has none left (the check then fails until the
 # entry is deleted), so it only shrinks too.
@@ -65,8 +52,7 @@ PENDING_LOCAL_MODULES: set[str] = {
     "edgeretina.train", "edgeretina.train.consistency", "edgeretina.train.cv", "edgeretina.train.features",
     "edgeretina.train.freezing", "edgeretina.train.grid", "edgeretina.train.helpers", "edgeretina.train.linear_head",
     "edgeretina.train.loop", "edgeretina.train.options", "edgeretina.train.run", "edgeretina.train.stages",
-    "edgeretina.train.two_phase", "edgeretina.converters.export", "edgeretina.benchmarks.glaucoma_recipe",
-    "edgeretina.benchmarks.int8_study", "edgeretina.benchmarks.robustness", "edgeretina.benchmarks.harness",
+    "edgeretina.train.two_phase",
 }
 
 # Private names still used across modules by files whose owners are mid-refactor (issue 16). Each entry is

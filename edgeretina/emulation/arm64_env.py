@@ -34,6 +34,7 @@ from typing import Sequence
 from edgeretina.env import package_version
 from edgeretina.errors import DeviceError
 from edgeretina.io import write_json_atomic
+from edgeretina.runtime.emulated import decode_hwcaps
 
 SCHEMA = "edgeretina.arm64_env/1"
 LITERT_VERSION = "2.3.0"
@@ -174,8 +175,6 @@ def cpuinfo_text(cpu: str, features: Sequence[str]) -> str:
 def cpu_root(env: Arm64Env, cpu: str) -> Path:
     """The sysroot as emulated CPU ``cpu`` sees it: links to every entry of ``sysroot/`` but ``proc``, whose
     ``cpuinfo`` names this CPU and lists the features qemu gives it (made once, probed in the guest)."""
-    from edgeretina.runtime.emulated import decode_hwcaps
-
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in cpu)
     root = env.root / "cpus" / safe
     if (root / "proc" / "cpuinfo").is_file():
