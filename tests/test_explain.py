@@ -47,3 +47,25 @@ def test_explain_errors(small_run, tmp_path):
     assert r.exit_code == 2 and r.output.startswith("error: ") and len(r.output.strip().splitlines()) == 1
     r = CliRunner().invoke(cli, ["explain", str(tmp_path), str(bad), "--out", str(tmp_path / "h.png")])
     assert r.exit_code == 2 and "no model.keras" in r.output
+
+
+def test_gradcam_ignores_a_shift_shared_by_the_softmax_logits(small_run, shared):
+    """Softmax ignores whatever is added to every logit alike — here a vector added to every class's weights,
+    which pushes every logit down by the same amount on every image; so must the heatmap (it reads the class's
+    log-odds). With the raw glaucoma logit, every location's evidence would be negative and the map empty."""
+    from edgeretina._keras import keras
+    from edgeretina.models.gradcam import gradcam
+    from edgeretina.preprocess import Pipeline
+    from edgeretina.run import resolve_model_path
+
+    path, cfg = resolve_model_path(small_run)
+    model = keras.models.load_model(path, compile=False)
+    x = Pipeline.from_json(cfg.preprocessing).load(shared / "data" / "odir" / "images" / "153_left.jpg")
+    before = gradcam(model, x, cfg.labels, default_index=cfg.positive_index)
+    head = model.get_layer("head_logits")
+    w, b = head.get_weights()
+    head.set_weights([w - 1.0, b])  # the features entering the head are ReLU6 outputs (>= 0)
+    after = gradcam(model, x, cfg.labels, default_index=cfg.positive_index)
+    np.testing.assert_allclose(after.probability, before.probability, rtol=1e-4)
+    np.testing.assert_allclose(after.heatmap, before.heatmap, atol=1e-4)
+    assert after.heatmap.max() == 1.0

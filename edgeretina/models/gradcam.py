@@ -1,6 +1,9 @@
 """Grad-CAM (Selvaraju et al. 2017) for edgeretina's flat models, as in the ODIR paper's heatmaps.
 
-The class score is the pre-activation logit (``head_logits``); its gradients with respect to the last
+The class score is the pre-activation logit (``head_logits``) — for a softmax head, the class's log-odds
+against the other classes (``z_c − logsumexp(z_others)``; softmax ignores a shift shared by all logits, so one
+raw logit alone carries an arbitrary offset: a two-class head that calls an eye glaucomatous can still have a
+negative glaucoma logit, and its raw-logit map would be empty) — its gradients with respect to the last
 backbone feature map (the tensor entering ``head_gap``) are averaged over space to weight the map's
 channels; the ReLU of the weighted sum, normalised to [0, 1], is the heatmap.
 """
@@ -45,6 +48,24 @@ def _target_tensor(model, layer: str | None):
     return t, t.node.layer.name if hasattr(t, "node") else "last feature map"
 
 
+def _softmax_head(model) -> bool:
+    try:
+        act = model.get_layer("head_probs").activation
+    except ValueError:
+        act = getattr(model.layers[-1], "activation", None)
+    return getattr(act, "__name__", "") == "softmax"
+
+
+def _class_score(z, idx: int, softmax: bool):
+    """The score Grad-CAM differentiates: the logit, or for a softmax head the log-odds of class ``idx``."""
+    from edgeretina._keras import tf
+
+    if not softmax or z.shape[-1] < 2:
+        return z[:, idx]
+    others = tf.concat([z[:, :idx], z[:, idx + 1:]], axis=1)
+    return z[:, idx] - tf.reduce_logsumexp(others, axis=1)
+
+
 def gradcam(model, x: np.ndarray, labels=None, class_index: int | None = None, layer: str | None = None,
             default_index: int | None = None) -> Explanation:
     """Grad-CAM of one preprocessed input ``x`` (S, S, 3) float32 (the Pipeline output).
@@ -65,7 +86,7 @@ def gradcam(model, x: np.ndarray, labels=None, class_index: int | None = None, l
             default_index if default_index is not None else int(np.argmax(p)))
         if not 0 <= idx < z.shape[-1]:
             raise ModelError(f"class index {idx} out of range (model has {z.shape[-1]} outputs)")
-        score = z[:, idx]
+        score = _class_score(z, idx, _softmax_head(model))
     grads = tape.gradient(score, conv)
     w = tf.reduce_mean(grads, axis=(1, 2))                      # (1, C)
     cam = tf.nn.relu(tf.reduce_sum(conv * w[:, None, None, :], axis=-1))[0].numpy()
