@@ -48,12 +48,7 @@ LOCAL_IMPORTS: dict[tuple[str, str], str] = {}  # none left (issue 16)
 # Modules other issues are reworking right now: their light function-local imports are tolerated until that
 # work lands and moves them up. A module leaves this set when it has none left (the check then fails until the
 # entry is deleted), so it only shrinks too.
-PENDING_LOCAL_MODULES: set[str] = {
-    "edgeretina.train", "edgeretina.train.consistency", "edgeretina.train.cv", "edgeretina.train.features",
-    "edgeretina.train.freezing", "edgeretina.train.grid", "edgeretina.train.helpers", "edgeretina.train.linear_head",
-    "edgeretina.train.loop", "edgeretina.train.options", "edgeretina.train.run", "edgeretina.train.stages",
-    "edgeretina.train.two_phase",
-}
+PENDING_LOCAL_MODULES: set[str] = set()  # none left (issue 16)
 
 # Private names still used across modules by files whose owners are mid-refactor (issue 16). Each entry is
 # (importing module, private name); delete it when that module switches to the public name.

@@ -5,12 +5,7 @@
 from edgeretina.train.freezing import FreezePolicy, apply_freezing
 from edgeretina.train.losses import LossName, make_exp_uwbce, make_loss
 from edgeretina.train.two_phase import Arrays, TrainConfig, Trainee, finetune, warmup
-
-
-def train_run(*args, **kwargs):
-    from edgeretina.train.run import train_run as _train_run
-
-    return _train_run(*args, **kwargs)
+from edgeretina.train.run import train_run
 
 
 __all__ = ["train_run", "TrainConfig", "Arrays", "Trainee", "warmup", "finetune", "FreezePolicy", "apply_freezing",

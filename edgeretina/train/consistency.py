@@ -28,6 +28,8 @@ import numpy as np
 
 from edgeretina.enums import TextEnum
 from edgeretina.errors import EdgeRetinaError
+from edgeretina.preprocess import fov_mask
+from edgeretina.shifts import jpeg, translate
 
 #: λ searched by ``--consistency auto`` (0 = the plain L2 head, always a candidate)
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0)
@@ -97,8 +99,6 @@ def reacquire(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     probability 0.6 (at least one) — brightness ×U(0.95, 1.05) and red/blue gains ×U(0.97, 1.03), the eye
     moved 1–3 px in a random direction behind the fixed FOV aperture, a JPEG re-save at one of
     ``JPEG_QUALITIES``. Deterministic in ``rng``."""
-    from edgeretina.preprocess import fov_mask
-    from edgeretina.shifts import jpeg, translate
 
     kinds = [k for k in range(3) if rng.random() < 0.6] or [int(rng.integers(3))]
     bright, g_r, g_b = rng.uniform(0.95, 1.05), rng.uniform(0.97, 1.03), rng.uniform(0.97, 1.03)

@@ -25,6 +25,9 @@ import numpy as np
 
 from edgeretina.errors import DataError
 from edgeretina.tasks import TaskKind, TaskSpec
+from edgeretina.data.splits import split_records
+from edgeretina.metrics import (binary_metrics, bootstrap_auroc, evaluate, primary_score, threshold_at_sensitivity,
+                                youden_threshold)
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,6 @@ class CVResult:
 def fold_indices(records: Sequence, spec: TaskSpec, k: int, fold: int, seed: int) -> dict[str, np.ndarray]:
     """Index arrays (into ``records``) of fold ``fold``: ``train``, ``val`` (inner early-stopping set) and
     ``eval`` (held out). Patient / content-hash groups never straddle two parts; strata keep the class mix."""
-    from edgeretina.data.splits import split_records
 
     parts = split_records(list(records), spec, f"kfold:{k}:{fold}:val", seed=seed, check=False)
     pos = {id(r): i for i, r in enumerate(records)}
@@ -119,8 +121,6 @@ def cross_validate(records: Sequence, y: np.ndarray, spec: TaskSpec, fit: FitFn,
     """Run K-fold CV. ``fit(train_idx, val_idx, seed, tag) -> (score_fn, best_epochs)`` trains a fresh model
     on the given development indices; ``score_fn(eval_idx)`` returns its task scores on those records.
     Returns the result and the pooled out-of-fold scores of the first seed (same order as ``records``)."""
-    from edgeretina.metrics import (binary_metrics, bootstrap_auroc, evaluate, primary_score,
-                                    threshold_at_sensitivity, youden_threshold)
 
     check_cv(k, spec, y)
     say = log or (lambda m: None)

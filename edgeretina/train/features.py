@@ -11,6 +11,7 @@ Both need BatchNormalization in inference mode in the frozen part (always so her
 from __future__ import annotations
 
 import numpy as np
+from edgeretina.models import backbone_layers
 
 
 def pooled_feature_model(model):
@@ -30,7 +31,6 @@ def sub_model_from(model, backbone_index: int):
     """(feature model input → cut tensor, sub-model cut tensor → output) for the latest valid cut at or
     before backbone layer ``backbone_index``; None when no cut other than the model input exists."""
     from edgeretina._keras import keras
-    from edgeretina.models import backbone_layers
 
     layers = backbone_layers(model)
     for i in range(min(backbone_index, len(layers) - 1), 0, -1):

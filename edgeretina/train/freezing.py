@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgeretina.errors import EdgeRetinaError
+from edgeretina.models import backbone_layers, head_layers
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,6 @@ class FreezePolicy:
 
 def first_trainable_index(model, policy: FreezePolicy, default_layer: str | None) -> int | None:
     """Index into ``backbone_layers(model)`` of the first unfrozen layer; None = everything frozen."""
-    from edgeretina.models import backbone_layers
 
     layers = backbone_layers(model)
     if policy.mode == "frozen":
@@ -69,7 +69,6 @@ def apply_freezing(model, policy: "str | FreezePolicy", default_layer: str | Non
     """Set ``trainable`` on the backbone layers per ``policy``; head layers always train; BN stays frozen.
     Returns the index of the first unfrozen backbone layer (None when frozen)."""
     from edgeretina._keras import keras
-    from edgeretina.models import backbone_layers, head_layers
 
     policy = FreezePolicy.parse(policy)
     start = first_trainable_index(model, policy, default_layer)

@@ -25,6 +25,8 @@ from edgeretina.io import write_text_atomic
 from edgeretina.tasks import TaskKind, TaskSpec
 from edgeretina.train.loop import PhaseResult
 from edgeretina.train.two_phase import Arrays, TrainConfig, Trainee, finetune, warmup
+from edgeretina.metrics import primary_score
+from edgeretina.tasks import scores_from_output
 
 DEFAULT_SPACE = {"lr": [1e-5, 5e-5, 1e-4], "batch_size": [8, 12]}
 
@@ -76,9 +78,6 @@ class _Trials:
         return json.loads(self.file.read_text()) if self.file.is_file() else []
 
     def run(self, trial_id: str, lr: float, bs: int) -> dict[str, float]:
-        from edgeretina.metrics import primary_score
-        from edgeretina.tasks import scores_from_output
-
         job, data, model = self.job, self.data, self.job.model
         job.log(f"[grid] trial {trial_id}: lr {lr:g}, batch {bs}")
         model.set_weights(self.start_weights)

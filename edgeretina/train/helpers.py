@@ -12,6 +12,9 @@ import numpy as np
 
 from edgeretina.errors import DataError, EdgeRetinaError
 from edgeretina.tasks import TaskKind, TaskSpec, scores_from_output
+from edgeretina.data import DataFormat, FORMAT_TASKS, detect_format, is_minority
+from edgeretina.io import atomic_path
+from edgeretina.metrics import auroc, bootstrap_auroc, evaluate
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -21,7 +24,6 @@ def subsample(records: list, n: int | None, spec: TaskSpec, seed: int = 0) -> li
     (up to half of ``n``) so a small sample still has enough of them. ``None`` → all records."""
     if n is None or n >= len(records):
         return list(records)
-    from edgeretina.data import is_minority
 
     rng = np.random.default_rng(seed)
     pos = [r for r in records if is_minority(r, spec)]
@@ -50,7 +52,6 @@ def make_strategy(name: str | None):
 
 def check_task_served(data, task: str, fmt: str | None = None) -> str:
     """One-line DataError when the dataset's format cannot serve the task. Returns the format."""
-    from edgeretina.data import FORMAT_TASKS, DataFormat, detect_format
 
     f = DataFormat(fmt) if fmt else detect_format(data)
     served = FORMAT_TASKS.get(f, ())
@@ -78,7 +79,6 @@ def logreg_probe(spec: TaskSpec, train, test, val=None, *, n_boot: int = 1000, s
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from edgeretina.metrics import bootstrap_auroc
 
     if spec.kind is not TaskKind.BINARY:
         return None
@@ -89,8 +89,6 @@ def logreg_probe(spec: TaskSpec, train, test, val=None, *, n_boot: int = 1000, s
     out = {"model": "logistic regression (C=0.1, balanced) on frozen pooled backbone features",
            **bootstrap_auroc(y_test, s, n_boot, seed).to_dict(), "_test_scores": s}
     if val is not None and len(val[0]):
-        from edgeretina.metrics import auroc
-
         out["val_auroc"] = auroc(val[1], clf.predict_proba(val[0])[:, 1])
     return out
 
@@ -98,7 +96,6 @@ def logreg_probe(spec: TaskSpec, train, test, val=None, *, n_boot: int = 1000, s
 def save_clean_model(model, path: Path) -> Path:
     """Save an uncompiled copy (no custom loss/optimizer needed to load it), atomically."""
     from edgeretina._keras import keras
-    from edgeretina.io import atomic_path
 
     clean = keras.Model.from_config(model.get_config())
     clean.set_weights(model.get_weights())
@@ -112,8 +109,6 @@ def save_clean_model(model, path: Path) -> Path:
 
 
 def evaluate_model(model, spec: TaskSpec, x, y, threshold=None, n_boot: int = 1000, seed: int = 0):
-    from edgeretina.metrics import evaluate
-
     s = scores_from_output(spec, model.predict(x, batch_size=64, verbose=0))
     return s, evaluate(spec, y, s, threshold, n_boot, seed)
 

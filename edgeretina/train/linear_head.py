@@ -21,6 +21,7 @@ import numpy as np
 
 from edgeretina.errors import ModelError
 from edgeretina.tasks import TaskKind, TaskSpec
+from edgeretina.train.consistency import AUROC_TOLERANCE, choose_lambda, relative_nuisance
 
 #: the inverse L2 strengths searched (standardised features); the ODIR optimum sits inside the range
 DEFAULT_CS: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
@@ -214,7 +215,6 @@ def _choose_lambda(spec: TaskSpec, Z, targets, folds, nz: tuple, C: float, class
     """Each λ on the inner folds: mean AUROC and relative nuisance of the held-out records;
     :func:`edgeretina.train.consistency.choose_lambda`. ``nz`` = ((D, rows), basis): the nuisance basis comes
     from all fitting records' copies once (label-free, like the standardisation); ``grid`` = (λs, tolerance)."""
-    from edgeretina.train.consistency import AUROC_TOLERANCE, choose_lambda, relative_nuisance
 
     lams, tol = grid
     (D, rows), basis = nz

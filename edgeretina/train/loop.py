@@ -14,6 +14,7 @@ import numpy as np
 
 from edgeretina.io import write_json_atomic
 from edgeretina.tasks import TaskSpec, scores_from_output
+from edgeretina.metrics import primary_score
 
 
 def make_optimizer(lr: float, momentum: float = 0.9, decay: float = 1e-6):
@@ -197,7 +198,6 @@ def fit_phase(name: str, model, spec: TaskSpec, train, val, ps: PhaseSettings,
     """Train ``model`` (already frozen as wanted) on ``train`` = (x, y) arrays or a batched tf.data.Dataset;
     ``val`` = (x, y) arrays. Resumes from ``env.ckpt_dir`` when it holds this phase's checkpoint."""
     from edgeretina._keras import keras, tf
-    from edgeretina.metrics import primary_score
 
     t0 = time.perf_counter()
     score_fn = ps.score_fn or (lambda y, s: primary_score(spec, y, s))

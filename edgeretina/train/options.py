@@ -7,6 +7,8 @@ from typing import Any
 
 from edgeretina.errors import EdgeRetinaError, ModelError
 from edgeretina.train.two_phase import TrainConfig
+from edgeretina.shifts import Benign, parse_level, parse_shift
+from edgeretina.train.consistency import Consistency
 
 
 class HeadFit(str, Enum):
@@ -69,8 +71,6 @@ class RunOptions:
         if self.head_fit is HeadFit.LINEAR and self.grid:
             raise EdgeRetinaError("--head-fit linear chooses its penalty by inner CV; it takes no --grid")
         if self.cv_shifts:
-            from edgeretina.shifts import Benign, parse_level, parse_shift
-
             is_benign = lambda n: n.strip().lower() in {b.value for b in Benign}  # noqa: E731
 
             if not self.cv:
@@ -79,7 +79,6 @@ class RunOptions:
                 name, _, level = str(item).partition(":")
                 if not (is_benign(name) and not level):
                     parse_shift(name), parse_level(level or "severe")
-        from edgeretina.train.consistency import Consistency
 
         object.__setattr__(self, "consistency", Consistency.parse(self.consistency))
         if self.consistency.on and self.head_fit is not HeadFit.LINEAR:

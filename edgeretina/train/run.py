@@ -15,6 +15,7 @@ from typing import Callable
 from edgeretina.train.helpers import (CHECKPOINT_DIR, check_task_served, evaluate_model, history_csv,  # noqa: F401
                                       logreg_probe, make_strategy, save_clean_model, subsample)
 from edgeretina.train.options import RunOptions
+from edgeretina.train.stages import TrainRun
 
 __all__ = ["train_run", "RunOptions", "CHECKPOINT_DIR", "check_task_served", "evaluate_model", "history_csv",
            "logreg_probe", "make_strategy", "save_clean_model", "subsample"]
@@ -26,7 +27,6 @@ def train_run(data, task: str, arch: str, out, *, log: Callable[[str], None] | N
     (pass ``options=`` or its fields as keywords). Re-running the same call after an interruption resumes
     from ``out/checkpoint``. With ``cv=K`` the recipe is cross-validated first (:mod:`edgeretina.train.cv`) and
     the final model trains on train+val. See docs/training.md."""
-    from edgeretina.train.stages import TrainRun
 
     opts = options if options is not None else RunOptions(**kw)
     return TrainRun(data, task, arch, out, opts, log=log, callbacks=callbacks).run()

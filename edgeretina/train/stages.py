@@ -25,6 +25,26 @@ from edgeretina.train.helpers import (CHECKPOINT_DIR, check_task_served, evaluat
 from edgeretina.train.options import HeadFit, RunOptions
 from edgeretina.train.loop import PhaseEnv
 from edgeretina.train.two_phase import Arrays, Trainee, finetune, warmup
+from edgeretina.augment import get_policy
+from edgeretina.compare import delong_test
+from edgeretina.data import class_weights, load_arrays, load_image, make_tf_dataset, open_dataset
+from edgeretina.data.loading import count_disc_flags
+from edgeretina.metrics import (auroc, binary_metrics, bootstrap_auroc, evaluate, plot_roc, roc_curves_for,
+                                threshold_at_sensitivity, youden_threshold)
+from edgeretina.models import build_model, get_backbone, normalize_weights
+from edgeretina.models.macs import count_macs
+from edgeretina.preprocess import Pipeline
+from edgeretina.run import CONFIG_FILE, MODEL_FILE, RunConfig
+from edgeretina.shifts import Benign, perturb, random_camera
+from edgeretina.tasks import Task
+from edgeretina.train import features as F
+from edgeretina.train.consistency import COPIES, reacquire
+from edgeretina.train.cv import cross_validate
+from edgeretina.train.freezing import FreezePolicy
+from edgeretina.train.grid import grid_search
+from edgeretina.train.linear_head import LinearHeadOptions, Nuisance, check_linear_head, fit_linear_head
+from edgeretina.train.loop import PhaseResult, predict_fast
+from edgeretina.train.losses import LossName, make_loss
 
 CV_FILE = "cv.json"
 
@@ -60,11 +80,6 @@ class TrainRun:
         return self.write()
 
     def check(self) -> None:
-        from edgeretina.models import get_backbone, normalize_weights
-        from edgeretina.tasks import Task
-        from edgeretina.train.freezing import FreezePolicy
-        from edgeretina.train.losses import LossName
-
         try:
             self.task_name = Task(self.task).value
         except ValueError:
@@ -85,7 +100,6 @@ class TrainRun:
         self.strategy = make_strategy(self.o.strategy)
         self.fmt = check_task_served(self.data, self.task_name, (self.o.data_options or {}).get("format"))
         out = ensure_writable_dir(self.out_arg)
-        from edgeretina.run import MODEL_FILE
 
         finished = ((out / "metrics.json").is_file() and (out / MODEL_FILE).is_file()) or \
             (self.o.cv_only and (out / CV_FILE).is_file())
@@ -97,9 +111,6 @@ class TrainRun:
         self.ckpt = out / CHECKPOINT_DIR
 
     def load_data(self) -> None:
-        from edgeretina.data import open_dataset
-        from edgeretina.preprocess import Pipeline
-
         o = self.o
         opts = {k: v for k, v in (o.data_options or {}).items() if k != "format"}
         self.ds = ds = open_dataset(self.data, self.task_name, format=self.fmt, **opts)
@@ -136,17 +147,12 @@ class TrainRun:
         """Built before the images load, so a bad weights file fails fast."""
         from contextlib import nullcontext
 
-        from edgeretina.data import class_weights
-        from edgeretina.models import build_model
-        from edgeretina.train.losses import make_loss
 
         with (self.strategy.scope() if self.strategy is not None else nullcontext()):
             self.model = build_model(self.bb.name, self.spec, self.size, self.weights, self.o.head,
                                      two_view=self.pipe.two_view, **(self.o.arch_options or {}))
         self.info = self.model.edgeretina
         if self.linear:
-            from edgeretina.train.linear_head import check_linear_head
-
             check_linear_head(self.model, int(self.model.get_layer("head_gap").output.shape[-1]))
         self.init_weights = self.model.get_weights() if self.o.cv else None
         train_recs = self.parts["train"] + (self.parts["val"] if self.o.cv else [])
@@ -154,8 +160,6 @@ class TrainRun:
         self.loss, self.keras_cw = make_loss(self.cfg.loss, self.spec, self.cw)
 
     def load_images(self) -> None:
-        from edgeretina.data import load_arrays
-
         t0 = time.perf_counter()
         self.arrays = {k: load_arrays(v, self.pipe, self.spec) for k, v in self.parts.items() if v}
         self.t_load = time.perf_counter() - t0
@@ -166,7 +170,6 @@ class TrainRun:
         """Low-confidence / fallback optic-disc crops per split (only when the pipeline crops the ONH)."""
         if not self.pipe.uses_onh:
             return None
-        from edgeretina.data.loading import count_disc_flags
 
         flags = {k: count_disc_flags(v, self.pipe) for k, v in self.parts.items() if v}
         self.say("optic-disc crops flagged (low confidence / fallback): " +
@@ -176,7 +179,6 @@ class TrainRun:
     def compute_features(self) -> None:
         """Pooled features of the frozen ImageNet backbone: the warm-up's cache and the probe's input. In CV
         mode the backbone starts from the same weights in every fold, so one pass serves all folds."""
-        from edgeretina.train import features as F
 
         self.feats = None
         self.reacq_feats = []
@@ -195,7 +197,6 @@ class TrainRun:
     def _augmented_features(self, fm) -> list:
         """Linear head + ``--augment``: pooled features of ``aug_copies`` augmented passes over train + val
         (in that order, as :meth:`_dev`), one seed per copy; a fit on records ``idx`` adds their copies."""
-        from edgeretina.train import features as F
 
         if not (self.cfg.augment and self.cfg.augment != "none"):
             return []
@@ -215,8 +216,6 @@ class TrainRun:
         """Two-view + ``--augment camera``: each copy draws the ``camera`` policy's shifts (two, random kind
         and strength up to severe) on the **raw photo**, then runs the whole pipeline — the disc locator and
         both views see the shifted photo, as they would with another camera. Seeded per (copy, record)."""
-        from edgeretina.augment import get_policy
-        from edgeretina.shifts import random_camera
 
         pol = get_policy("camera", False)
         draw = lambda img, rng: random_camera(img, rng, n=pol.camera, max_strength=pol.camera_strength)  # noqa: E731
@@ -226,7 +225,6 @@ class TrainRun:
         """``--consistency``: pooled features of ``consistency.COPIES`` benign re-acquisitions of every
         development image (:func:`edgeretina.train.consistency.reacquire`, own seeds), whose changes from the
         originals estimate the nuisance covariance the linear head is penalised along."""
-        from edgeretina.train.consistency import COPIES, reacquire
 
         if not (self.linear and self.o.consistency.on):
             return []
@@ -238,8 +236,6 @@ class TrainRun:
         pipeline; ``rng`` seeded by (training seed, ``salt`` × copy, record)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from edgeretina.data import load_image
-        from edgeretina.train import features as F
 
         out = []
         for c in range(copies):
@@ -270,8 +266,6 @@ class TrainRun:
     def _fit_linear(self, feats, y, records, seed: int, idx=None):
         """The ``linear`` recipe: one closed-form head fit (penalty by inner grouped CV), no SGD phases.
         ``idx``: the records' rows in train + val, whose augmented copies (if any) join the fit."""
-        from edgeretina.train.linear_head import LinearHeadOptions, Nuisance, fit_linear_head
-        from edgeretina.train.loop import PhaseResult
 
         nuisance = None
         if self.reacq_feats and idx is not None:  # rows: the re-acquired copies' records among the fitted rows
@@ -302,16 +296,11 @@ class TrainRun:
         return [p for p in (ph1, ph2) if p is not None]
 
     def _augmented_dataset(self, cfg, records=None, shuffle: bool = True):
-        from edgeretina.data import make_tf_dataset
-
         return make_tf_dataset(records if records is not None else self.parts["train"], self.pipe,
                                batch_size=cfg.batch_size if shuffle else 64, shuffle=shuffle, augment=cfg.augment,
                                seed=cfg.seed, spec=self.spec)
 
     def cross_validate(self) -> None:
-        from edgeretina.train.cv import cross_validate
-        from edgeretina.train.loop import predict_fast
-
         recs, X, y, f = self._dev()
         say = self.say
         quiet = lambda m: None  # noqa: E731  (per-epoch lines of K folds would flood the terminal)
@@ -374,9 +363,6 @@ class TrainRun:
                         for r, yv, sv, pv in zip(recs, y, self.oof, probe_oof)]
         self.cv_probe = None
         if np.isfinite(probe_oof).all():
-            from edgeretina.compare import delong_test
-            from edgeretina.metrics import bootstrap_auroc
-
             d = delong_test(y, self.oof, probe_oof)
             self.cv_probe = {"model": "logistic regression (C=0.1, balanced) on frozen pooled features, same folds",
                              **bootstrap_auroc(y, probe_oof, self.o.n_boot, self.o.seed).to_dict(),
@@ -402,8 +388,6 @@ class TrainRun:
         touches the test split)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from edgeretina.data import load_image
-        from edgeretina.shifts import Benign, perturb
 
         out = {}
         for item in self.o.cv_shifts:
@@ -423,7 +407,6 @@ class TrainRun:
 
     def _cut_cache(self, feat_model, X):
         """Activations of the frozen lower part for all development images, computed once per cut layer."""
-        from edgeretina.train import features as F
 
         name = feat_model.output.name
         cache = self.__dict__.setdefault("_cut_acts", {})
@@ -474,8 +457,6 @@ class TrainRun:
         write_text_atomic(self.out / "cv_oof.csv", buf.getvalue())
 
     def write_cv_only(self) -> Path:
-        from edgeretina.models.macs import count_macs
-
         d = {"task": self.spec.task.value, "arch": self.bb.name, "input_size": self.size,
              "head_fit": self.o.head_fit.value,
              "macs": count_macs(self.model),
@@ -513,8 +494,6 @@ class TrainRun:
         if self.o.cv:
             self.phases = self._fit_final_on_dev()
         elif self.o.grid:
-            from edgeretina.train.grid import grid_search
-
             tr, va = self.arrays["train"], self.arrays["val"]
             self.grid_result = grid_search(
                 self._trainee(callbacks=self.callbacks), Arrays(tr[0], tr[1], va[0], va[1]), self.cfg, self.out,
@@ -558,8 +537,6 @@ class TrainRun:
 
     # ------------------------------------------------------------------ evaluation + run dir
     def evaluate(self) -> None:
-        from edgeretina.metrics import binary_metrics, evaluate, threshold_at_sensitivity, youden_threshold
-
         spec, o, va = self.spec, self.o, self.arrays["val"]
         binary = spec.kind is TaskKind.BINARY
         m: dict[str, Any] = {"task": spec.task.value, "kind": spec.kind.value,
@@ -591,8 +568,6 @@ class TrainRun:
                 m["test_at_sensitivity"] = binary_metrics(te[1], s_test, t_sens)
             self.curves["test"] = (te[1], s_test)
             if self.base is not None:
-                from edgeretina.compare import delong_test
-
                 probe_scores = self.base.pop("_test_scores")
                 d = delong_test(te[1], s_test, probe_scores)
                 self.base["delong_model_minus_probe"] = {"delta": d.delta, "ci95": list(d.ci95()), "p": d.p}
@@ -620,9 +595,6 @@ class TrainRun:
                 "subsample": {"max_train": o.max_train, "max_val": o.max_val, "max_test": o.max_test}}
 
     def write(self) -> Path:
-        from edgeretina.metrics import plot_roc, roc_curves_for
-        from edgeretina.run import CONFIG_FILE, MODEL_FILE, RunConfig
-
         out, spec = self.out, self.spec
         save_clean_model(self.model, out / MODEL_FILE)
         extra = {"train": self.cfg.to_dict(), "head_fit": self.o.head_fit.value,
@@ -660,8 +632,6 @@ def _shifted_summary(spec, y, oof_shift: dict, pooled, threshold=None) -> dict:
     pooled AUROC and (binary, with the pooled Youden threshold) the **decision flip rate**: the share of
     out-of-fold eyes whose screening decision the perturbation changes, and the sd of their logit change
     (issue 18's stability floor, on CV). Keys ``_oof``: the unshifted scores, needed for the flips."""
-    from edgeretina.metrics import auroc
-    from edgeretina.shifts import Benign
 
     if spec.kind is not TaskKind.BINARY:
         return {}

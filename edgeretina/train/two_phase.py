@@ -20,6 +20,7 @@ from edgeretina.tasks import TaskSpec
 from edgeretina.train import features as F
 from edgeretina.train.freezing import FreezePolicy, apply_freezing, freeze_backbone
 from edgeretina.train.loop import PhaseEnv, PhaseResult, PhaseSettings, fit_phase
+from edgeretina.models import backbone_layers
 
 
 def _scope(strategy):
@@ -155,8 +156,6 @@ def _finetune_cached(job: Trainee, data: Arrays, ps: PhaseSettings, start: int |
         return None
     feat, sub, idx = cut
     if job.env.log:
-        from edgeretina.models import backbone_layers
-
         job.log(f"[finetune] caching activations entering '{backbone_layers(model)[idx].name}' "
                 f"(layers from there on train)")
     a_tr, a_va = cut_features(feat) if cut_features is not None else \
