@@ -16,7 +16,7 @@ from edgeretina.train.options import RunOptions
 @click.command(context_settings={"show_default": True})
 @click.option("--data", "data", required=True, help="dataset path (ODIR, APTOS, image folder, .npz, 'synthetic')")
 @click.option("--task", "-t", required=True, help="glaucoma | referable-dr | dr | odir | multitask | classes")
-@click.option("--arch", "-a", required=True, help="backbone: vgg16, resnet50/101/152, inceptionv3, densenet121, "
+@click.option("--arch", "-a", required=True, help="backbone: vgg16, resnet50/101/152, inceptionv3, xception, densenet121, "
               "mobilenet, mobilenetv2, mobilenetv3small/large, efficientnetb0")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="run dir to write")
 @click.option("--weights", default="imagenet", help="imagenet | none | path to a no-top .h5 weights file")
@@ -59,6 +59,9 @@ from edgeretina.train.options import RunOptions
 @click.option("--crop", type=click.Choice(["full", "onh", "two-view"]), default="full",
               help="what the model sees: the whole fundus, a window of ~2 disc diameters around the optic disc, "
                    "or both side by side (two-view: one input of S x 2S, each half pooled apart)")
+@click.option("--enhance", type=click.Choice(["none", "ben-graham", "clahe"]), default="none",
+              help="contrast enhancement at the model's input size: Ben Graham's local-average subtraction "
+                   "(the DR studies' Gaussian filter) or CLAHE on L*; travels in the model's preprocessing")
 @click.option("--negatives", type=click.Choice(["normal", "all"]), default=None,
               help="ODIR glaucoma: negatives are pure 'normal fundus' eyes (default) or every non-glaucoma eye")
 @click.option("--suspect", type=click.Choice(["include", "exclude"]), default=None,
@@ -77,7 +80,7 @@ from edgeretina.train.options import RunOptions
 def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, grid, grid_lr, grid_batch, epochs_warmup,
           epochs_finetune, lr_warmup, lr_finetune, batch_size, patience, freeze, loss, augment, aug_copies, consistency,
           no_feature_cache,
-          split, seed, max_train, max_val, max_test, strategy, bootstrap, crop, negatives, suspect, cv, cv_seeds,
+          split, seed, max_train, max_val, max_test, strategy, bootstrap, crop, enhance, negatives, suspect, cv, cv_seeds,
           cv_shifts, cv_only, overwrite, quiet, allow_untrained):
     """Fine-tune an ImageNet CNN on fundus images (two phases) and write a run dir:
     model.keras, config.json, history.csv, metrics.json, roc.png. Re-run the same command to resume an
@@ -109,10 +112,11 @@ def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, gri
     log = None if quiet else (lambda m: click.echo(m, err=True))
     data_options = {k: v for k, v in (("negatives", negatives), ("suspect", suspect)) if v is not None}
     pipeline = None
-    if crop in ("onh", "two-view"):
+    if crop in ("onh", "two-view") or enhance != "none":
         bb = get_backbone(arch)
         pipeline = Pipeline.default(input_size or bb.default_size, bb.scaling.value, onh=crop == "onh",
-                                    two_view=crop == "two-view")
+                                    two_view=crop == "two-view", ben_graham=enhance == "ben-graham",
+                                    clahe=enhance == "clahe")
     opts = RunOptions(weights=weights, input_size=input_size, head=head,
                       arch_options={"alpha": alpha} if alpha is not None else None, config=cfg, split=split,
                       seed=seed, pipeline=pipeline, data_options=data_options or None, max_train=max_train,
