@@ -87,3 +87,33 @@ def test_train_cli_tiny_real_run(shared, tmp_path):
     assert cfg["extra"]["train"]["freeze"] == "partial:0.2" and cfg["extra"]["arch_options"] == {"alpha": 0.35}
     assert cfg["extra"]["strategy"] == "mirrored"
     assert cfg["preprocessing"]["steps"][-1] == {"name": "scale", "params": {"mode": "tf"}}
+
+
+def test_train_enhance_ben_graham_travels_in_the_preprocessing(shared, tmp_path):
+    """--enhance ben-graham (the DR study's Gaussian filter) is a pipeline step of the run, applied to real
+    APTOS photos, so export/predict/the app prepare images the same way."""
+    out = tmp_path / "run"
+    res = _run(["train", "--data", str(shared / "data" / "aptos"), "--task", "dr", "--arch", "mobilenetv2",
+                "--alpha", "0.35", "--weights", "none", "--input-size", "32", "--head-fit", "linear",
+                "--enhance", "ben-graham", "--max-train", "150", "--max-val", "30", "--max-test", "20",
+                "--bootstrap", "20", "-q", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    steps = [s["name"] for s in json.loads((out / "config.json").read_text())["preprocessing"]["steps"]]
+    assert steps == ["fov_crop", "pad_square", "resize", "ben_graham", "scale"]
+
+
+def test_enhance_refused_with_two_view(odir, tmp_path):
+    res = _run(["train", "--data", odir, "--task", "glaucoma", "--arch", "mobilenetv2", "--crop", "two-view",
+                "--enhance", "ben-graham", "--out", str(tmp_path / "r")])
+    _one_line_error(res, "two-view", "Ben Graham")
+    assert not (tmp_path / "r").exists()
+
+
+def test_importing_keras_prints_no_tensorflow_noise():
+    """TensorFlow's absl lines at import (oneDNN, no CUDA drivers, cuInit) stay out of the user's terminal."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", "import edgeretina._keras"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0 and p.stderr.strip() == "", p.stderr
