@@ -47,6 +47,7 @@ class Experiment:
     bench_devices: tuple[tuple[str, int], ...] = (("cpu", 1), ("cpu", 2), ("keras-cpu", 2))
     bench_args: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    gradcam: bool = False  # multi-label: a Grad-CAM grid, one test positive per label (benchmarks/gradcam_grid.py)
 
 
 # The training recipe: ImageNet MobileNetV2, cached-feature warm-up of the GAP+softmax head, then a short
@@ -63,6 +64,23 @@ DR_GRADING_TRAIN_GAP = tuple("gap" if a == "fc:32,16" else a for a in DR_GRADING
 # The grading experiments' export and bench: the four single-file variants, LiteRT on 2 threads, no stability floor.
 GRADING_BENCH = dict(export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8")),),
                      bench_devices=(("cpu", 2),), bench_args=("--stability", "off"))
+
+ODIR_NOTES = (
+    "Recipe: frozen ImageNet MobileNetV2-224, `--head-fit linear` (one L2 logistic regression per label on "
+    "standardised pooled features = per-label BCE, balanced class weights, one C for all labels by inner "
+    "patient-grouped 5-fold CV on mean log loss, folded into the GAP + sigmoid head), final fit on train+val "
+    "after a 5-fold patient-level CV (both eyes of a patient always in one split / fold); the test split is "
+    "scored once. Per-label thresholds: Youden's J of each label on the pooled out-of-fold scores (never the "
+    "test split), stored as the `threshold` list of config.json and every exported model's metadata; F1 and "
+    "per-label flips are at these thresholds. int8: `--head-split 4` (the linear head in 4 magnitude bands, "
+    "converters/headsplit.py). The decision-stability floor is off (`--stability off`).",
+    "",
+    "Not done here: the ODIR study's augmentation (Gaussian noise, rotation, percentile contrast stretch, no "
+    "flips) acts on images passing through training; with cached frozen features and no fine-tune it does not "
+    "apply (`--augment odir --aug-copies N` would add augmented feature copies at N more backbone passes over "
+    "train+val; not run for this table). No fine-tune arm either: only ImageNet MobileNetV2 weights are "
+    "available offline, and ODIR photos here are 320 px on the short side.",
+)
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("glaucoma_odir", "Glaucoma vs normal fundus — ODIR-5K, MobileNetV2-224", "data/odir",
@@ -103,6 +121,17 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                       "regression on standardised pooled features, C by inner content-hash-grouped 5-fold CV, "
                       "folded into the GAP head), final fit on train+val after a 5-fold CV; no fine-tune. The "
                       "decision-stability floor is off (`--stability off`).",)),
+    # Issue 15, system 2: ODIR 8-label (N/D/G/C/A/H/M/O per eye), the same frozen-feature linear recipe with one
+    # L2 logistic regression per label (BCE), C by inner patient-grouped CV; per-label Youden thresholds on the
+    # pooled out-of-fold scores (config.json `threshold` list); the int8 head split into 4 magnitude bands.
+    Experiment("odir_multilabel", "ODIR-5K 8-label disease screening (N/D/G/C/A/H/M/O per eye), MobileNetV2-224, "
+               "frozen backbone + linear head (per-label L2 logistic regression, penalty by inner CV)", "data/odir",
+               "odir", 224,
+               ("--arch", "mobilenetv2", "--weights", "imagenet", "--head", "gap", "--head-fit", "linear",
+                "--cv", "5"),
+               export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8", "--head-split", "4")),),
+               bench_devices=(("cpu", 2),), bench_args=("--stability", "off"),
+               notes=ODIR_NOTES, gradcam=True),
 )}
 
 COLUMNS = ["variant", "device", "threads", "size MB", "gzip MB", "params M", "AUROC (95 % CI)", "ΔAUROC",
@@ -171,6 +200,9 @@ def run_experiment(exp: Experiment, work: Path, docs: Path, until: str = "bench"
                 root / f"bench_{device}_{threads}.log")
             record_load(root, f"bench:{device}:{threads}")
         reports.append(json.loads((out / "report.json").read_text()))
+    if exp.gradcam and not (root / "gradcam.png").is_file():
+        steps["gradcam"] = run_step([sys.executable, "-m", "edgeretina.benchmarks.gradcam_grid", str(run_dir),
+                                     "--data", data, "--out", str(root / "gradcam.png")], root / "gradcam.log")
     return publish(exp, run_dir, reports, steps, root, docs)
 
 
@@ -327,6 +359,27 @@ def grading_targets(rows: list[dict]) -> list[dict]:
     return out
 
 
+def multilabel_targets(rows: list[dict]) -> list[dict]:
+    """Issue 15's ODIR 8-label targets on the LiteRT rows: macro AUROC ≥ 0.85 (reference), int8 Δ macro AUROC
+    ≥ −0.005 (with its paired bootstrap CI and the any-label / per-label flips at the float thresholds)."""
+    out = []
+    ref = next((r for r in rows if r.get("is_reference")), None)
+    if ref is not None and ref.get("auroc") is not None:
+        ci = ref.get("auroc_ci95") or [float("nan")] * 2
+        out.append({"target": "macro AUROC ≥ 0.85 on the test split (reference model)", "met": ref["auroc"] >= 0.85,
+                    "measured": f"macro AUROC {ref['auroc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"})
+    for r in rows:
+        if r["name"] == "int8" and r["device"] == "cpu" and r.get("delta_auroc") is not None:
+            ci = r.get("delta_auroc_ci95") or [float("nan")] * 2
+            flips = ", ".join(f"{k} {_fmt(v.get('flip_rate'), pct=True)}"
+                              for k, v in (r.get("per_label") or {}).items())
+            out.append({"target": "int8: Δ macro AUROC ≥ −0.005", "met": r["delta_auroc"] >= -0.005,
+                        "measured": f"Δ {r['delta_auroc']:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]; any-label flips "
+                                    f"{_fmt(r.get('flip_rate'), pct=True)} %; per-label flips % {flips}"})
+            break
+    return out
+
+
 def _md(headers: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + \
         ["| " + " | ".join(r) + " |" for r in rows]
@@ -341,13 +394,13 @@ def publish_task(exp: Experiment, run_dir: Path, reports: list[dict], steps: dic
     metrics = json.loads((run_dir / "metrics.json").read_text())
     timings = step_timings(exp, root, metrics, steps)
     total = sum(timings.values())
-    targets = grading_targets(rows) if exp.task == "dr" else []
+    targets = {"dr": grading_targets, "odir": multilabel_targets}.get(exp.task, lambda _: [])(rows)
     targets.append({"target": "this table's train + export + bench steps ≤ 30 min on 2 CPU cores (issue 15)",
                     "met": total <= 1800, "measured": f"{total / 60:.1f} min"})
     bench_dir = root / f"bench_{exp.bench_devices[-1][0]}_{exp.bench_devices[-1][1]}"
-    for src_name in ("roc.png", "ballchart.png"):
-        if (bench_dir / src_name).is_file():
-            shutil.copyfile(bench_dir / src_name, docs / f"{exp.name}_{src_name}")
+    for src in (bench_dir / "roc.png", bench_dir / "ballchart.png", root / "gradcam.png"):
+        if src.is_file():
+            shutil.copyfile(src, docs / f"{exp.name}_{src.name}")
     machine, ds = report.machine, report.dataset
     cmd = f"python -m edgeretina.benchmarks.real_data --only {exp.name}"
     payload = {"experiment": exp.name, "title": exp.title, "command": cmd, "task": exp.task,
@@ -371,8 +424,19 @@ def publish_task(exp: Experiment, run_dir: Path, reports: list[dict], steps: dic
     lines += ["", f"Wall time of the steps run for this table: {total / 60:.1f} min "
                   f"({', '.join(f'{k} {v / 60:.1f}' for k, v in timings.items())}).", "", *exp.notes, "",
               f"![ROC]({exp.name}_roc.png) ![ball chart]({exp.name}_ballchart.png)", ""]
+    if (root / "gradcam.png").is_file():
+        lines += ["## Grad-CAM, one test positive per label", "", GRADCAM_NOTE, "",
+                  f"![Grad-CAM per label]({exp.name}_gradcam.png)", ""]
     write_text_atomic(docs / f"{exp.name}.md", "\n".join(lines))
     return payload
+
+
+GRADCAM_NOTE = ("`python -m edgeretina.benchmarks.gradcam_grid RUN --data DATA --out PNG` (run by this command): "
+                "for each label, the test positive (among the first 24 in key order) the float Keras model scores "
+                "highest for that label — its most confident true positive, not a random draw — the photo as the "
+                "model sees it beside its Grad-CAM on the last MobileNetV2 feature map (7 × 7 at 224 px); for the "
+                "sigmoid head the class score is the label's logit. Caption: label, image key, probability and the "
+                "label's threshold.")
 
 
 def _method_lines(rows: list[dict]) -> list[str]:

@@ -64,6 +64,32 @@ def test_multiclass_head_is_the_multinomial_regression():
     np.testing.assert_allclose(_head_probs(model, f), ref.predict_proba(sc.transform(f)), atol=2e-5)
 
 
+
+def test_multilabel_head_is_one_regression_per_label_and_an_absent_label_is_its_prior():
+    """ODIR 8-label: one sigmoid per label equals its own logistic regression; a label with no positive among
+    the fitting eyes (a rare label in a small sample) gets zero weights and the smoothed prior as its bias."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from edgeretina.models import build_model
+    from edgeretina.tasks import task_spec
+    from edgeretina.train.linear_head import LinearHeadOptions, fit_linear_head
+
+    spec = task_spec("odir")
+    model = build_model("mobilenetv2", spec, 32, None, alpha=0.35)
+    f, _ = _features(n=200, seed=2)
+    rng = np.random.default_rng(3)
+    Y = (rng.random((200, spec.n_outputs)) < 0.3).astype(np.float32)
+    Y[:, 0] = (f[:, 0] > np.median(f[:, 0])).astype(np.float32)
+    Y[:, 5] = 0.0  # H: no positive at all
+    fit = fit_linear_head(model, spec, f, Y, np.arange(200) // 2, LinearHeadOptions(cs=(1e-2,)))
+    p = _head_probs(model, f)
+    sc = StandardScaler().fit(f)
+    ref = LogisticRegression(C=fit.C, max_iter=5000, class_weight="balanced").fit(sc.transform(f), Y[:, 0])
+    np.testing.assert_allclose(p[:, 0], ref.predict_proba(sc.transform(f))[:, 1], atol=2e-5)
+    np.testing.assert_allclose(p[:, 5], 0.5 / 201, rtol=1e-4)  # (0 + 0.5) / (n + 1), the same for every eye
+    assert np.isfinite(fit.inner_scores["0.01"])
+
 def test_fc_head_is_refused_in_one_line():
     from edgeretina.models import build_model
     from edgeretina.tasks import task_spec

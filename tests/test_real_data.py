@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgeretina.benchmarks.real_data import (COLUMNS, EXPERIMENTS, _row, check_targets, grading_targets,
-                                             publish_task)
+                                             multilabel_targets, publish_task)
 from edgeretina.paths import REPO_ROOT
 from edgeretina.tasks import TaskKind, task_spec
 
@@ -80,7 +80,7 @@ def test_grading_targets_and_table_come_from_the_report_columns(tmp_path):
     assert json.loads((tmp_path / "docs" / "dr_grading_aptos.json").read_text())["total_seconds"] == 60.0
 
 
-@pytest.mark.parametrize("name", [n for n in EXPERIMENTS if n not in BINARY])
+@pytest.mark.parametrize("name", [n for n, e in EXPERIMENTS.items() if e.task == "dr"])
 def test_published_grading_tables_rescore_to_their_targets(name):
     path = DOCS / f"{name}.json"
     if not path.is_file():
@@ -94,3 +94,38 @@ def test_published_grading_tables_rescore_to_their_targets(name):
     for r in rows:  # every row carries the grading retention fields and one recall per grade
         assert r["kappa"] is not None and r["referable_flip_rate"] is not None
         assert list(r["per_class"]) == list(task_spec("dr").labels)
+
+
+def test_multilabel_targets_read_macro_auroc_delta_ci_and_label_flips():
+    rows = [dict(name="keras", device="cpu", is_reference=True, auroc=0.861, auroc_ci95=[0.84, 0.88], delta_auroc=0.0),
+            dict(name="int8", device="cpu", is_reference=False, auroc=0.854, delta_auroc=-0.007,
+                 delta_auroc_ci95=[-0.012, -0.002], flip_rate=0.05,
+                 per_label={"N": {"flip_rate": 0.02}, "G": {"flip_rate": 0.0}})]
+    t = {x["target"].split(":")[0]: x for x in multilabel_targets(rows)}
+    assert t["macro AUROC ≥ 0.85 on the test split (reference model)"]["met"] is True
+    assert t["int8"]["met"] is False
+    assert "Δ -0.0070 [-0.0120, -0.0020]" in t["int8"]["measured"] and "N 2.0, G 0.0" in t["int8"]["measured"]
+    rows[1]["delta_auroc"] = -0.004
+    assert {x["target"].split(":")[0]: x for x in multilabel_targets(rows)}["int8"]["met"] is True
+
+
+@pytest.mark.parametrize("name", [n for n, e in EXPERIMENTS.items() if task_spec(e.task).kind is TaskKind.MULTILABEL])
+def test_published_multilabel_tables_rescore_to_their_targets(name):
+    path = DOCS / f"{name}.json"
+    if not path.is_file():
+        pytest.skip(f"{name} not published yet (python -m edgeretina.benchmarks.real_data --only {name})")
+    payload = json.loads(path.read_text())
+    rows = payload["variants"]
+    assert sum(r["is_reference"] for r in rows) == 1
+    published = {t["target"]: t["met"] for t in payload["targets"]}
+    for t in multilabel_targets(rows):
+        assert published[t["target"]] == t["met"], t["target"]
+    labels = list(task_spec(EXPERIMENTS[name].task).labels)
+    thresholds = payload["training"]["threshold"]["value"]
+    assert isinstance(thresholds, list) and len(thresholds) == len(labels)  # per label, chosen on out-of-fold data
+    for r in rows:  # every row: macro AUROC, micro / macro F1, and per label ΔAUROC and flips at those thresholds
+        assert r["auroc"] is not None and r["f1_micro"] is not None and r["f1_macro"] is not None
+        assert list(r["per_label"]) == labels
+        assert [r["per_label"][lb]["threshold"] for lb in labels] == pytest.approx(thresholds)
+        assert all(r["per_label"][lb]["flip_rate"] is not None for lb in labels)
+    assert (DOCS / f"{name}_gradcam.png").is_file()

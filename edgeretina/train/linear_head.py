@@ -101,15 +101,34 @@ def _strata(spec: TaskSpec, y: np.ndarray) -> np.ndarray:
     return np.asarray(y).reshape(len(y), -1).argmax(1) if np.asarray(y).ndim == 2 else np.asarray(y).astype(int)
 
 
+@dataclass(frozen=True)
+class _Constant:
+    """The fit of a 0/1 target with one class only (a rare label absent from a small fold): zero weights, the
+    smoothed prevalence's logit as bias; it scores NaN on the inner folds (left out of their mean)."""
+
+    coef_: np.ndarray
+    intercept_: np.ndarray
+    classes_: np.ndarray
+
+    @classmethod
+    def of(cls, Z: np.ndarray, y1: np.ndarray) -> "_Constant":
+        p = (float(np.sum(y1)) + 0.5) / (len(y1) + 1.0)
+        return cls(np.zeros((1, Z.shape[1])), np.array([np.log(p / (1 - p))]), np.unique(y1))
+
+
 def _solve(Z: np.ndarray, y1: np.ndarray, C: float, class_weight):
     from sklearn.linear_model import LogisticRegression
 
+    if len(np.unique(y1)) < 2:
+        return _Constant.of(Z, y1)
     return LogisticRegression(C=C, max_iter=5000, class_weight=class_weight).fit(Z, y1)
 
 
 def _score(spec: TaskSpec, clf, Z, y1) -> float:
     from sklearn.metrics import log_loss, roc_auc_score
 
+    if isinstance(clf, _Constant):
+        return float("nan")
     if spec.kind is TaskKind.BINARY:
         return float(roc_auc_score(y1, clf.decision_function(Z))) if len(set(y1)) == 2 else float("nan")
     return -float(log_loss(y1, clf.predict_proba(Z), labels=clf.classes_))

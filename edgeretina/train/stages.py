@@ -551,6 +551,10 @@ class TrainRun:
                 m["threshold"] = {"method": "youden_j_on_pooled_cv_out_of_fold_scores", "value": threshold,
                                   f"at_sensitivity_{o.sensitivity:g}_on_cv_out_of_fold": t_sens}
             self.curves["cv out-of-fold"] = (np.concatenate([self.arrays["train"][1], va[1]]), self.oof)
+            if spec.kind is TaskKind.MULTILABEL:
+                threshold = label_youden(self.curves["cv out-of-fold"][0], self.oof)
+                m["threshold"] = {"method": "per_label_youden_j_on_pooled_cv_out_of_fold_scores",
+                                  "value": threshold}
         else:
             threshold = youden_threshold(va[1], s_val) if binary else None
             m["val"] = evaluate(spec, va[1], s_val, threshold, o.n_boot, o.seed)
@@ -559,6 +563,9 @@ class TrainRun:
                 t_sens = threshold_at_sensitivity(va[1], s_val, o.sensitivity)
                 m["threshold"] = {"method": "youden_j_on_val", "value": threshold,
                                   f"at_sensitivity_{o.sensitivity:g}_on_val": t_sens}
+            elif spec.kind is TaskKind.MULTILABEL:
+                threshold = label_youden(va[1], s_val)
+                m["threshold"] = {"method": "per_label_youden_j_on_val", "value": threshold}
         self.threshold = threshold
         if "test" in self.arrays:
             te = self.arrays["test"]
@@ -625,6 +632,14 @@ class TrainRun:
         write_json_atomic(out / "metrics.json", self.metrics)
         self.say(f"done in {self.metrics['seconds']['total']:.0f} s → {out / MODEL_FILE}, {out / CONFIG_FILE}")
         return Path(out)
+
+
+def label_youden(y, scores) -> list[float]:
+    """A multi-label model's per-label thresholds: Youden's J of each label's scores (validation or pooled
+    out-of-fold data, never test); stored as the list ``config.json`` ``threshold`` (the Android core and
+    ``runtime.decisions.screening_threshold`` read one value per label)."""
+    y, s = np.asarray(y), np.asarray(scores, dtype=np.float64)
+    return [float(youden_threshold(y[:, j], s[:, j])) for j in range(s.shape[1])]
 
 
 def _shifted_summary(spec, y, oof_shift: dict, pooled, threshold=None) -> dict:
