@@ -69,7 +69,7 @@ class VariantReport(SizedArtifact):
     latency_ms: Latency
     images_per_s: float | None
     threshold: float | list[float] | None = None
-    kappa: float | None = None  # DR grading: quadratic weighted kappa of the argmax grade
+    kappa: float | None = None  # DR grading: quadratic weighted kappa of the predicted (expected, rounded) grade
     grade_flip_rate: float | None = None  # DR grading: share of images whose argmax grade changed
     per_label: dict[str, dict[str, Any]] | None = None  # multi-label: AUROC, CI, DeLong p, sens, spec
     device_info: dict[str, Any] | None = None  # e.g. the phone's model, SoC, Android version, delegate
@@ -563,8 +563,8 @@ HEADLINES: dict[str, Headline] = {h.kind: h for h in (
 )}
 
 KIND_NOTES = {
-    "grading": ("; κ = quadratic weighted κ of the argmax grade [95 % bootstrap CI]; Δκ = κ − the reference's κ "
-                "[paired bootstrap CI: both models on the same resampled images]; Acc = argmax-grade accuracy; "
+    "grading": ("; κ = quadratic weighted κ of the predicted grade (the expected grade Σ k·p_k, rounded) [95 % bootstrap CI]; Δκ = κ − the reference's κ "
+                "[paired bootstrap CI: both models on the same resampled images]; Acc = predicted-grade accuracy; "
                 "Grade flips = share of images whose predicted grade differs from the reference's; Referable "
                 "flips = share whose predicted grade ≥ 2 (refer) decision differs; κ/M = κ per million "
                 "parameters; Referable AUROC = AUROC of p(grade ≥ 2), its ΔAUROC with the paired DeLong test"),

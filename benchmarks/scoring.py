@@ -21,7 +21,7 @@ import numpy as np
 from edgeretina import compare
 from edgeretina.metrics import bootstrap_auroc
 from edgeretina.runtime.decisions import REFERABLE_GRADE, screening_threshold
-from edgeretina.tasks import Task, TaskKind, TaskSpec, scores_from_output
+from edgeretina.tasks import Task, TaskKind, TaskSpec, predicted_classes, scores_from_output
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def _multiclass(spec: TaskSpec, grades, probs, ref_probs, n_boot: int, seed: int
     """Argmax-class accuracy, per-class recall (and its change vs the reference), class flips; for DR
     grading also κ, Δκ (both with bootstrap CIs over the same image draws) and referable flips."""
     k = probs.shape[1]
-    pred, pred_ref = probs.argmax(axis=1), ref_probs.argmax(axis=1)
+    pred, pred_ref = predicted_classes(spec, probs), predicted_classes(spec, ref_probs)
     changed = pred != pred_ref
     per_class: dict[str, dict[str, Any]] = {}
     for i, label in enumerate(spec.labels[:k]):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgeretina.io import atomic_path
-from edgeretina.tasks import TaskKind, TaskSpec
+from edgeretina.tasks import TaskKind, TaskSpec, predicted_classes
 
 
 @dataclass(frozen=True)
@@ -119,13 +119,15 @@ def quadratic_kappa(y, pred, n_classes: int | None = None) -> float:
                                    weights="quadratic", labels=labels))
 
 
-def multiclass_metrics(y, probs, labels: tuple[str, ...] | None = None) -> dict[str, Any]:
+def multiclass_metrics(y, probs, labels: tuple[str, ...] | None = None, pred=None) -> dict[str, Any]:
+    """Accuracy, quadratic κ, F1 and per-class recall of the predicted classes ``pred`` (default: argmax of
+    ``probs``; :func:`evaluate` passes the task's rule, :func:`edgeretina.tasks.predicted_classes`)."""
     from sklearn.metrics import f1_score, recall_score, roc_auc_score
 
     y = np.asarray(y).astype(int).ravel()
     probs = np.asarray(probs, dtype=np.float64)
     k = probs.shape[1]
-    pred = probs.argmax(1)
+    pred = probs.argmax(1) if pred is None else np.asarray(pred).astype(int).ravel()
     names = list(labels) if labels else [str(i) for i in range(k)]
     rec = recall_score(y, pred, labels=list(range(k)), average=None, zero_division=0)
     out: dict[str, Any] = {
@@ -175,7 +177,8 @@ def evaluate(spec: TaskSpec, y, scores, threshold: float | None = None, n_boot: 
         return {"n": int(len(np.asarray(y))), "n_positive": int(np.sum(np.asarray(y) == 1)),
                 **a.to_dict(), **binary_metrics(y, scores, t)}
     if spec.kind is TaskKind.MULTICLASS:
-        return {"n": int(len(np.asarray(y))), **multiclass_metrics(y, scores, spec.labels)}
+        return {"n": int(len(np.asarray(y))),
+                **multiclass_metrics(y, scores, spec.labels, predicted_classes(spec, scores))}
     return {"n": int(len(np.asarray(y))),
             **multilabel_metrics(y, scores, spec.labels, 0.5 if threshold is None else threshold, n_boot, seed)}
 
@@ -185,7 +188,7 @@ def primary_score(spec: TaskSpec, y, scores) -> float:
     if spec.kind is TaskKind.BINARY:
         return auroc(y, scores)
     if spec.kind is TaskKind.MULTICLASS:
-        return quadratic_kappa(y, np.asarray(scores).argmax(1), np.asarray(scores).shape[1])
+        return quadratic_kappa(y, predicted_classes(spec, scores), np.asarray(scores).shape[1])
     return multilabel_metrics(y, scores, spec.labels)["macro_auroc"]
 
 

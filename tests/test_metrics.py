@@ -101,3 +101,25 @@ def test_evaluate_and_roc_png(tmp_path):
     img = cv2.imread(str(p))
     assert img is not None and img.shape[0] > 100
     assert M.primary_score(task_spec("dr"), [0, 1, 2], np.eye(5)[[0, 2, 2]]) == pytest.approx(0.8)
+
+
+def test_dr_grades_are_decided_by_the_expected_grade():
+    """DR grades are ordinal: the predicted grade is Σ k·p_k rounded (half-way up), not the argmax — an image
+    split between grades 0 and 4 is a 2, not whichever extreme is a hair more likely."""
+    from edgeretina.runtime.decisions import task_decisions
+    from edgeretina.tasks import expected_grade, predicted_classes, task_spec
+
+    dr, other = task_spec("dr"), task_spec("classes", ("a", "b", "c", "d", "e"))
+    p = np.array([[.51, 0, 0, 0, .49],      # argmax 0, expected 1.96 -> 2
+                  [.1, .45, .4, .05, 0],    # argmax 1, expected 1.4 -> 1
+                  [0, .5, .5, 0, 0],        # expected 1.5 -> 2 (half-way rounds up)
+                  [0, 0, .2, .3, .5]])      # expected 3.3 -> 3
+    assert expected_grade(p) == pytest.approx([1.96, 1.4, 1.5, 3.3])
+    assert predicted_classes(dr, p).tolist() == [2, 1, 2, 3]
+    assert predicted_classes(other, p).tolist() == [0, 1, 1, 4]
+    assert task_decisions(dr, p).tolist() == [2, 1, 2, 3]
+    # un-normalised rows (dequantised int8 softmax) decide as their normalised selves
+    assert predicted_classes(dr, 2 * p).tolist() == [2, 1, 2, 3]
+    m = M.evaluate(dr, np.array([2, 1, 2, 3]), p)
+    assert m["accuracy"] == 1.0 and m["quadratic_kappa"] == pytest.approx(1.0)
+    assert M.primary_score(dr, np.array([2, 1, 2, 3]), p) == pytest.approx(1.0)

@@ -15,7 +15,7 @@ from edgeretina.data.records import OnBadImage
 from edgeretina.errors import DataError, ModelError
 from edgeretina.preprocess import Pipeline, decode_image, strict_decoding
 from edgeretina.runtime.decisions import REFERABLE_GRADE, screening_threshold
-from edgeretina.tasks import Task, TaskKind
+from edgeretina.tasks import Task, TaskKind, predicted_classes
 
 from .cpu import load_cpu
 from .integrity import manifest_verification
@@ -119,7 +119,7 @@ def predict_images(model: str | Path, images: Sequence[str | Path], threads: int
             label = labels[pos] if refer else labels[1 - pos]
             prob, of = score, labels[pos]
         elif spec.kind is TaskKind.MULTICLASS:
-            k = int(np.argmax(p))
+            k = int(predicted_classes(spec, p[None])[0])
             label, prob, of = labels[k], float(p[k]), labels[k]
             if spec.task is Task.DR:
                 score = float(p[REFERABLE_GRADE:].sum())

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeretina.tasks import Task, TaskKind, TaskSpec, activate
+from edgeretina.tasks import Task, TaskKind, TaskSpec, activate, predicted_classes
 
 REFERABLE_GRADE = 2  # DR grading decides "refer" on p(grade >= 2): moderate NPDR or worse
 
@@ -80,7 +80,7 @@ def task_decisions(spec: TaskSpec, scores, threshold=None) -> np.ndarray:
     """A task's decisions on its scores (``tasks.scores_from_output``): BINARY p(positive) >= threshold,
     MULTICLASS argmax class, MULTILABEL per-label score >= its threshold."""
     if spec.kind is TaskKind.MULTICLASS:
-        return np.asarray(scores).reshape(len(scores), -1).argmax(axis=1)
+        return predicted_classes(spec, scores)
     return decisions(scores, label_thresholds(spec, threshold))
 
 

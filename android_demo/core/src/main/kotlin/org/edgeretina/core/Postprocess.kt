@@ -162,7 +162,10 @@ class Postprocessor(val config: ModelConfig, val output: TensorInfo, val band: D
                 Prediction(labels, p, top, p[top], config.threshold, if (on.isEmpty()) "none" else on.joinToString(", "),
                     on.isNotEmpty())
             }
-            else -> Prediction(labels, p, top, p[top], null, labels[top], null)
+            else -> {
+                val k = if (config.task in ORDINAL_TASKS) expectedGradeClass(p) else top
+                Prediction(labels, p, k, p[k], null, labels[k], null)
+            }
         }
     }
 
@@ -170,6 +173,20 @@ class Postprocessor(val config: ModelConfig, val output: TensorInfo, val band: D
         /** Labels that are not a finding (edgeretina/inference/predict.py `_NORMAL_LABELS`). */
         val NORMAL_LABELS = setOf("n", "normal", "healthy", "no dr", "non-referable")
         const val REFERABLE_GRADE = 2
+        /** Tasks whose classes are ordered grades (Python `TaskSpec.ordinal`): decided by the expected grade. */
+        val ORDINAL_TASKS = setOf("dr")
+
+        /** Python's `tasks.expected_grade`: Σ k·p_k / Σ p_k. */
+        fun expectedGrade(p: DoubleArray): Double {
+            var num = 0.0
+            var den = 0.0
+            for (i in p.indices) { num += i * p[i]; den += p[i] }
+            return num / Math.max(den, 1e-12)
+        }
+
+        /** Python's `tasks.predicted_classes` for an ordinal task: the expected grade rounded, half-way up. */
+        fun expectedGradeClass(p: DoubleArray): Int =
+            Math.min(Math.max(Math.floor(expectedGrade(p) + 0.5).toInt(), 0), p.size - 1)
 
         /** Python's `_logit`: p clipped to [1e-7, 1 − 1e-7], log(p) − log1p(−p). */
         fun logit(p: Double): Double {

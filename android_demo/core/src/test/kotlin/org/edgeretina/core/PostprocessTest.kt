@@ -57,6 +57,19 @@ class PostprocessTest {
     }
 
     @Test
+    fun drGradesAreDecidedByTheExpectedGrade() {
+        // Python's tasks.predicted_classes (tests/test_metrics.py uses the same rows): DR grades are ordinal
+        val json = """{"schema": "edgeretina.run/1", "task": "dr", "kind": "multiclass",
+           "labels": ["no DR", "mild", "moderate", "severe", "proliferative"],
+           "preprocessing": {"steps": [{"name": "resize", "params": {"size": 8}}, {"name": "scale", "params": {"mode": "tf"}}]}}"""
+        val p = Postprocessor(ModelConfig.fromJson(json), TensorInfo("o", TensorType.FLOAT32, intArrayOf(1, 5), 0f, 0))
+        val rows = listOf(floatArrayOf(0.51f, 0f, 0f, 0f, 0.49f) to "moderate", floatArrayOf(0.1f, 0.45f, 0.4f, 0.05f, 0f) to "mild",
+            floatArrayOf(0f, 0.5f, 0.5f, 0f, 0f) to "moderate", floatArrayOf(0f, 0f, 0.2f, 0.3f, 0.5f) to "severe")
+        for ((row, want) in rows) assertEquals(want, p.fromFloats(row).decision)
+        assertEquals(1.96, Postprocessor.expectedGrade(doubleArrayOf(0.51, 0.0, 0.0, 0.0, 0.49)), 1e-12)
+    }
+
+    @Test
     fun quantiseMatchesNumpyRounding() {
         val t = TensorInfo("in", TensorType.INT8, intArrayOf(1, 1, 1, 4), 0.5f, -1)
         // numpy.round(x / scale + zp): -0.5 -> -0 (half to even), 2, clipped -128, 126.5 -> 126
