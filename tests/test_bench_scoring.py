@@ -46,7 +46,8 @@ def test_dr_grading_reports_kappa_and_referable_auroc():
     logits = np.eye(5)[grades] * 2.0 + rng.normal(0, 1, (400, 5))
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     sc = evaluate(task_spec("dr"), grades, probs, probs, threshold=None, n_boot=100)
-    assert sc.kappa == pytest.approx(cohen_kappa_score(grades, probs.argmax(1), weights="quadratic"))
+    pred = np.clip(np.floor(probs @ np.arange(5) + 0.5), 0, 4)  # DR decides by the expected grade, rounded
+    assert sc.kappa == pytest.approx(cohen_kappa_score(grades, pred, weights="quadratic"))
     assert sc.auroc == pytest.approx(roc_auc_score(grades >= 2, probs[:, 2:].sum(1)))
     assert sc.grade_flip_rate == 0.0 and sc.flip_rate == 0.0
 
@@ -141,7 +142,7 @@ def test_dr_grading_retention_kappa_delta_flips_recall():
     ref, var = _softmax(z), _softmax(z + rng.normal(0, 0.6, z.shape))
     spec = task_spec("dr")
     sc = evaluate(spec, grades, var, ref, threshold=0.5, n_boot=300)
-    pv, pr = var.argmax(1), ref.argmax(1)
+    pv, pr = (np.clip(np.floor(p @ np.arange(5) + 0.5), 0, 4) for p in (var, ref))  # expected grade, rounded
     k_v = cohen_kappa_score(grades, pv, weights="quadratic")
     k_r = cohen_kappa_score(grades, pr, weights="quadratic")
     assert sc.kappa == pytest.approx(k_v) and sc.delta_kappa == pytest.approx(k_v - k_r)
