@@ -61,6 +61,10 @@ DR_GRADING_TRAIN = ("--arch", "mobilenetv2", "--weights", "imagenet", "--head", 
 
 DR_GRADING_TRAIN_GAP = tuple("gap" if a == "fc:32,16" else a for a in DR_GRADING_TRAIN)
 
+# Issue 15, system 1: the arm the DR recipe study chose by 5-fold CV (benchmarks/dr_grading_study.py,
+# docs/benchmarks/dr_grading_cv.json `train_args`; tests/test_real_data.py keeps the two equal).
+DR_GRADING_CV_TRAIN = DR_GRADING_TRAIN_GAP + ("--cv", "5")
+
 # The grading experiments' export and bench: the four single-file variants, LiteRT on 2 threads, no stability floor.
 GRADING_BENCH = dict(export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8")),),
                      bench_devices=(("cpu", 2),), bench_args=("--stability", "off"))
@@ -68,7 +72,10 @@ GRADING_BENCH = dict(export_sets=(("export", ("--float32", "--fp16", "--dynamic"
 ODIR_NOTES = (
     "Recipe: frozen ImageNet MobileNetV2-224, `--head-fit linear` (one L2 logistic regression per label on "
     "standardised pooled features = per-label BCE, balanced class weights, one C for all labels by inner "
-    "patient-grouped 5-fold CV on mean log loss, folded into the GAP + sigmoid head), final fit on train+val "
+    "patient-grouped 5-fold CV on mean log loss over C ∈ {1e-4, 1e-3, 1e-2} (`--linear-cs`; the default 9-value "
+    "grid 1e-5 … 1e-1 costs ~3× more CPU — 8 labels × 5 × 5 folds of lbfgs on ~4,000 × 1,280 features, the "
+    "large-C fits the slowest — which the shared 2-core VM could not give this table), folded into the GAP + "
+    "sigmoid head), final fit on train+val "
     "after a 5-fold patient-level CV (both eyes of a patient always in one split / fold); the test split is "
     "scored once. Per-label thresholds: Youden's J of each label on the pooled out-of-fold scores (never the "
     "test split), stored as the `threshold` list of config.json and every exported model's metadata; F1 and "
@@ -121,6 +128,19 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                       "regression on standardised pooled features, C by inner content-hash-grouped 5-fold CV, "
                       "folded into the GAP head), final fit on train+val after a 5-fold CV; no fine-tune. The "
                       "decision-stability floor is off (`--stability off`).",)),
+    Experiment("dr_grading_aptos_cv", "DR 5-grade severity — APTOS-2019, MobileNetV2-224, the recipe chosen by "
+               "cross-validation: frozen backbone + GAP-softmax head, expected-grade decision", "data/aptos", "dr", 224,
+               DR_GRADING_CV_TRAIN,
+               export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8")),),
+               bench_devices=(("cpu", 2),), bench_args=("--stability", "off"),
+               notes=("Recipe chosen by 5-fold content-hash-grouped CV over the development split "
+                      "([dr_grading_cv.md](dr_grading_cv.md): preprocessing {none, Ben Graham} × head {linear, "
+                      "GAP-softmax, FC [16], FC [32, 16]} on the frozen backbone, plus the partially unfrozen arm), "
+                      "the test split scored once: frozen ImageNet MobileNetV2-224, GAP + softmax head trained by "
+                      "SGD on cached pooled features (plain cross-entropy, lr 1e-3, batch 32, early stopping), "
+                      "final fit on train + val for the CV's median number of epochs. Grades are decided by the "
+                      "expected grade Σ k·p_k, rounded (`edgeretina.tasks.predicted_classes`). The "
+                      "decision-stability floor is off (`--stability off`).",)),
     # Issue 15, system 2: ODIR 8-label (N/D/G/C/A/H/M/O per eye), the same frozen-feature linear recipe with one
     # L2 logistic regression per label (BCE), C by inner patient-grouped CV; per-label Youden thresholds on the
     # pooled out-of-fold scores (config.json `threshold` list); the int8 head split into 4 magnitude bands.
@@ -128,7 +148,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                "frozen backbone + linear head (per-label L2 logistic regression, penalty by inner CV)", "data/odir",
                "odir", 224,
                ("--arch", "mobilenetv2", "--weights", "imagenet", "--head", "gap", "--head-fit", "linear",
-                "--cv", "5"),
+                "--linear-cs", "1e-4,1e-3,1e-2", "--cv", "5"),
                export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8", "--head-split", "4")),),
                bench_devices=(("cpu", 2),), bench_args=("--stability", "off"),
                notes=ODIR_NOTES, gradcam=True),
