@@ -101,7 +101,9 @@ def test_fc_head_is_refused_in_one_line():
 
 
 @pytest.mark.parametrize("kw, match", [({"grid": True}, "no --grid"), ({"aug_copies": 0}, "aug-copies"),
-                                       ({"head_fit": "ridge"}, "unknown head fit")])
+                                       ({"head_fit": "ridge"}, "unknown head fit"),
+                                       ({"linear_cs": (1e-3, 0.0)}, "linear-cs"),
+                                       ({"head_fit": "two-phase", "linear_cs": (1e-3,)}, "linear-cs")])
 def test_impossible_combinations_are_refused(kw, match):
     from edgeretina.train import TrainConfig
     from edgeretina.train.options import RunOptions

@@ -50,6 +50,7 @@ class RunOptions:
     aug_copies: int = 2               # linear head + --augment: augmented feature copies per training image
     cv_shifts: tuple[str, ...] = ()   # "shift:level" or a benign name: also score every out-of-fold eye under it
     consistency: Any = "off"          # linear head: "off", "auto" or λ (edgeretina.train.consistency)
+    linear_cs: tuple[float, ...] | None = None  # linear head: the inverse penalties searched (None: DEFAULT_CS)
 
 
     def __post_init__(self):
@@ -84,6 +85,9 @@ class RunOptions:
         if self.consistency.on and self.head_fit is not HeadFit.LINEAR:
             raise EdgeRetinaError(f"--consistency {self.consistency} needs --head-fit linear (it is a penalty of "
                                   "the linear head's fit)")
+        if self.linear_cs is not None and (self.head_fit is not HeadFit.LINEAR or not self.linear_cs
+                                           or any(not float(c) > 0 for c in self.linear_cs)):
+            raise EdgeRetinaError(f"--linear-cs needs --head-fit linear and positive values, got {self.linear_cs}")
         if not 1 <= int(self.aug_copies) <= 16:
             raise EdgeRetinaError(f"--aug-copies must be between 1 and 16, got {self.aug_copies}")
         if self.grid and self.strategy not in (None, "default") and self.cv:

@@ -277,7 +277,9 @@ class TrainRun:
             records = list(records) * (1 + len(self.aug_feats))
 
         r = fit_linear_head(self.model, self.spec, feats, y, [rec.group for rec in records],
-                            LinearHeadOptions(seed=seed, lambdas=self.o.consistency.lambdas), nuisance)
+                            LinearHeadOptions(seed=seed, lambdas=self.o.consistency.lambdas,
+                                              **({"cs": tuple(self.o.linear_cs)} if self.o.linear_cs else {})),
+                            nuisance)
         self.linear_fits.append(r)
         self.say(f"linear head: C {r.C:g} chosen by {r.inner_k}-fold inner CV on {r.n} records"
                  + (f", consistency λ {r.lam:g}" if nuisance is not None else "") + f" ({r.seconds:.1f} s)")
