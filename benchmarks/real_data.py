@@ -154,6 +154,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                notes=ODIR_NOTES, gradcam=True),
 )}
 
+# Experiments with a driver module of their own, run as a subprocess (they import this module's step helpers):
+# named with --only, not part of the default set. multitask_odir: issue 15, system 3 (docs/benchmarks/).
+MODULES = {"multitask_odir": "edgeretina.benchmarks.multitask"}
+
 COLUMNS = ["variant", "device", "threads", "size MB", "gzip MB", "params M", "AUROC (95 % CI)", "ΔAUROC",
            "DeLong p", "flips %", "logit shift ± sd", "sens", "spec", "AUROC/M params", "p50 ms", "img/s"]
 
@@ -485,7 +489,8 @@ def smoke(exp: Experiment) -> Experiment:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", nargs="*", choices=list(EXPERIMENTS), help="experiments to run (default: all)")
+    ap.add_argument("--only", nargs="*", choices=list(EXPERIMENTS) + list(MODULES),
+                    help="experiments to run (default: all in EXPERIMENTS)")
     ap.add_argument("--work", default=str(REPO_ROOT / "runs" / "real"), help="run/export/bench folder")
     ap.add_argument("--docs", default=str(REPO_ROOT / "docs" / "benchmarks"), help="where tables go")
     ap.add_argument("--until", choices=["export", "bench"], default="bench",
@@ -496,6 +501,11 @@ def main(argv=None) -> int:
     seed_keras_cache()
     t = time.perf_counter()
     for name in a.only or list(EXPERIMENTS):
+        if name in MODULES:
+            if not a.smoke:
+                run_step([sys.executable, "-m", MODULES[name], "--work", str(Path(a.work) / name), "--docs", a.docs],
+                         ensure_writable_dir(Path(a.work)) / f"{name}.log")
+            continue
         exp = EXPERIMENTS[name]
         if a.smoke:
             exp = smoke(exp)
