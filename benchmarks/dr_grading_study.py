@@ -57,7 +57,7 @@ CHUNK = 256
 # The partially unfrozen arm: the last inverted-residual block (block_16), the 1x1 conv and the head fine-tune on
 # cached activations entering block_16 (SGD momentum 0.9, lr 1e-4, early stopping), after the head's warm-up.
 PARTIAL_FROM = "block_16_expand"
-PARTIAL = SGD.with_(epochs_finetune=30, lr_finetune=1e-4, freeze=f"partial:{PARTIAL_FROM}", patience=8)
+PARTIAL = SGD.with_(epochs_finetune=30, lr_finetune=1e-4, freeze=f"partial:{PARTIAL_FROM}")  # patience 20 too
 
 
 @dataclass(frozen=True)
@@ -189,18 +189,32 @@ def head_fitter(arm: Arm, spec, feats: np.ndarray, y: np.ndarray, records):
     return fit
 
 
+def _saved(work: Path | None, arm: Arm, y, k: int) -> Path | None:
+    """Where an arm's finished CV is kept (reused by a re-run with the same development set and K)."""
+    if work is None:
+        return None
+    tag = f"{arm.enhance}_{arm.head.replace(':', '').replace(',', '-')}_{arm.freeze}_k{k}_n{len(y)}"
+    return work / f"arm_{tag}.json"
+
+
 def run_arm(arm: Arm, spec, fitter, y, records, k: int, say, work: Path | None = None) -> ArmResult:
+    saved = _saved(work, arm, y, k)
+    if saved is not None and saved.exists():
+        d = json.loads(saved.read_text())
+        out = ArmResult(**{**d, "arm": arm, "kappa_ci": tuple(d["kappa_ci"])})
+        say(f"[{arm.name}] pooled OOF κ {out.kappa:.3f} (finished earlier: {saved.name})")
+        return out
     t0 = time.perf_counter()
     res, oof = cross_validate(records, y, spec, fitter, k=k, seeds=(0,), log=say)
     print_fold_scores(res, say)
     kappa, ci = kappa_ci(y, predicted_classes(spec, oof), spec.n_outputs)
     kappa_argmax = quadratic_kappa(y, oof.argmax(1), spec.n_outputs)
-    if work is not None:
-        np.savez(work / f"oof_{arm.enhance}_{arm.head.replace(':', '').replace(',', '-')}_{arm.freeze}.npz",
-                 oof=oof, y=y)
     p = res.pooled
     out = ArmResult(arm, kappa, ci, kappa_argmax, res.mean, res.sd, float(p["accuracy"]), p["per_class_recall"],
                     round(time.perf_counter() - t0, 1))
+    if saved is not None:
+        np.savez(saved.with_suffix(".npz"), oof=oof, y=y)
+        write_json_atomic(saved, {**asdict(out), "arm": asdict(arm)})
     say(f"[{arm.name}] pooled OOF κ {kappa:.3f} [{ci[0]:.3f}, {ci[1]:.3f}], folds {res.mean:.3f} ± {res.sd:.3f} "
         f"(argmax κ {kappa_argmax:.3f}; {out.seconds:.0f} s)")
     return out
@@ -226,7 +240,8 @@ def _md(results: list[ArmResult], best: ArmResult, n_dev: int, k: int, machine: 
     lines = ["# DR 5-grade recipe by cross-validation — APTOS-2019, MobileNetV2-224 (issue 15, system 1)", "",
              "Regenerate: `python -m edgeretina.benchmarks.dr_grading_study` (from the repository root, with "
              "`../shared` or `$EDGERETINA_SHARED`).", "",
-             f"Machine: {machine}. Shared with other jobs; {seconds / 60:.1f} min in all.", "",
+             f"Machine: {machine}. Shared with other jobs (load 10–17 on 2 cores); each arm's CV seconds are in "
+             f"the last column (an arm finished by an earlier run of the same command is reused, not re-run).", "",
              f"The DR ResNet study's axes on the only ImageNet backbone offline (MobileNetV2-224): preprocessing × "
              f"head on the frozen backbone, each arm scored by the same content-hash-grouped {k}-fold CV over the "
              f"{n_dev} development images (train + val of the default 70/10/20 split). **The test split is not "
