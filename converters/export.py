@@ -827,7 +827,6 @@ class Exporter:
         """The int8 file written earlier in this export becomes the guard's graph; its logit noise against
         the source model on the calibration images sets the band (``converters/guard.py``)."""
         self.progress.stage(f"{b.info.variant.value}: measure the int8 logit noise")
-        guard_mod.check_task(ctx.spec)
         done = {r.variant: r for r in ctx.results}
         r8, r16 = done.get(Variant.INT8.value), done.get(Variant.FP16.value)
         if r8 is None or r16 is None:

@@ -6,11 +6,20 @@ The variant is **the int8 graph with its own metadata** (``<stem>_int8_guard.tfl
 file of the same folder by name and sha256 (:class:`GuardInfo`). An app ships both files; ``edgeretina predict``
 and ``edgeretina bench`` run the cascade (:class:`GuardRunner`) whenever a model's metadata carries a guard.
 
-The band, in logit units, is ``k`` × the int8 model's logit noise: the root mean square of the difference
-between the int8 model's and the float (Keras) model's screening logits on the calibration images (a residual
-offset counts too), ``k = 3`` by default. Binary tasks: the logit of p(positive) against the logit of the
-threshold; multi-label: any label within the band of its own threshold. Multi-class tasks decide by argmax and
-have no band: refused at export.
+The band, in logit units, is ``k`` × the int8 model's noise on the quantity each decision compares with the
+band, measured against the float (Keras) model on the calibration images as a root mean square (a residual
+offset counts too), ``k = 3`` by default:
+
+- binary: the logit of p(positive) against the logit of the threshold; multi-label: any label within the band
+  of its own threshold (noise pooled over labels);
+- multi-class (argmax): the **margin** log p₁ − log p₂ between the int8 model's top-1 and top-2 classes (the
+  difference of their logits; softmax keeps it). Noise: per image, the int8 change of the float model's own
+  top-1 − top-2 logit difference (the pair the float model decides between). An image outside the band keeps
+  its argmax: a flip to class *a* needs the (a, float top-1) difference to move by more than the int8 margin.
+  The "referable" margin of DR grading (best grade ≥ 2 − best grade < 2) never is smaller than the top-1 −
+  top-2 margin, so that band adds nothing; what DR grading adds is its **referral score**: |logit p(grade ≥ 2)
+  − logit(threshold)| (the refer / no-referral decision ``predict`` and the app report), its noise pooled
+  with the margin's. An image is re-scored when either is within the band.
 
 Runtime code here imports only ``edgeretina.runtime`` / ``edgeretina.tasks`` (no TensorFlow).
 """
@@ -24,12 +33,14 @@ import numpy as np
 
 from edgeretina.errors import ExportError, ModelError
 from edgeretina.runtime import Timing, label_thresholds
+from edgeretina.runtime.decisions import REFERABLE_GRADE, screening_threshold
 from edgeretina.runtime.timing import time_batch1
-from edgeretina.tasks import TaskKind, TaskSpec, scores_from_output
+from edgeretina.tasks import Task, TaskKind, TaskSpec, scores_from_output
 
 KEY = "guard"          # metadata: export.guard
 DEFAULT_K = 3.0
 _EPS = 1e-7
+_TINY = 1e-30   # log-probabilities of argmax margins (a clip at _EPS would hide the noise of confident images)
 
 
 def logit(p) -> np.ndarray:
@@ -37,15 +48,42 @@ def logit(p) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def check_task(spec: TaskSpec) -> None:
+def rule(spec: TaskSpec) -> str:
+    """What the band is compared with, for ``export.guard.rule`` (the Android core applies the same by kind)."""
     if spec.kind is TaskKind.MULTICLASS:
-        raise ExportError(f"int8-guard needs a binary or multi-label screening task (a threshold to guard); "
-                          f"task '{spec.task.value}' decides by argmax")
+        ref = (f" or |logit p(grade >= {REFERABLE_GRADE}) - logit(threshold)|" if spec.task is Task.DR else "")
+        return f"argmax margin log p1 - log p2{ref} <= band"
+    return ("any label's |logit(score) - logit(threshold)| <= band" if spec.kind is TaskKind.MULTILABEL
+            else "|logit(score) - logit(threshold)| <= band")
+
+
+def _log_probs(p) -> np.ndarray:
+    return np.log(np.clip(np.asarray(p, dtype=np.float64), _TINY, None))
+
+
+def _referral_logit(spec: TaskSpec, probs) -> np.ndarray | None:
+    """DR grading's referral score logit(p(grade ≥ 2)) per image; None for other multi-class tasks."""
+    if spec.task is not Task.DR:
+        return None
+    return logit(np.asarray(probs, dtype=np.float64)[:, REFERABLE_GRADE:].sum(axis=1))
+
+
+def _argmax_margins(spec: TaskSpec, probs, threshold) -> np.ndarray:
+    lp = _log_probs(probs)
+    top = np.sort(lp, axis=1)[:, -2:]
+    m = top[:, 1] - top[:, 0]
+    z = _referral_logit(spec, probs)
+    t = screening_threshold(spec, threshold)
+    return m if z is None else np.minimum(m, np.abs(z - logit(t)))
 
 
 def margins(spec: TaskSpec, scores, threshold) -> np.ndarray:
-    """(N,) distance in logits of each image's score(s) from the threshold(s); multi-label: the smallest."""
+    """(N,) distance in logits of each image's score(s) from the threshold(s) (multi-label: the smallest);
+    multi-class: the top-1 − top-2 log-probability margin (DR grading: or the referral score's distance from
+    its threshold, whichever is smaller)."""
     s = np.asarray(scores, dtype=np.float64)
+    if spec.kind is TaskKind.MULTICLASS:
+        return _argmax_margins(spec, s.reshape(len(s), -1), threshold)
     t = label_thresholds(spec, threshold)
     d = np.abs(logit(s) - logit(t))
     return d.reshape(len(d), -1).min(axis=1) if d.ndim > 1 else d
@@ -56,9 +94,24 @@ def in_band(spec: TaskSpec, scores, threshold, band: float) -> np.ndarray:
     return margins(spec, scores, threshold) <= float(band)
 
 
-def logit_noise(scores, ref_scores) -> tuple[float, float]:
-    """(rms, mean) of the logit difference of ``scores`` from ``ref_scores`` over every image and label."""
-    d = (logit(scores) - logit(ref_scores)).reshape(-1)
+def noise_terms(spec: TaskSpec, scores, ref_scores) -> np.ndarray:
+    """The int8 change of what each decision compares with the band, per image (and label): binary /
+    multi-label the logit difference; multi-class the change of the reference's top-1 − top-2 log-probability
+    difference (DR grading: and of the referral logit)."""
+    if spec.kind is not TaskKind.MULTICLASS:
+        return logit(scores) - logit(ref_scores)
+    s, r = (np.asarray(a, dtype=np.float64).reshape(len(a), -1) for a in (scores, ref_scores))
+    ls, lr = _log_probs(s), _log_probs(r)
+    order = np.argsort(lr, axis=1, kind="stable")
+    i, c1, c2 = np.arange(len(r)), order[:, -1], order[:, -2]
+    d = (ls[i, c1] - ls[i, c2]) - (lr[i, c1] - lr[i, c2])
+    zs = _referral_logit(spec, s)
+    return d if zs is None else np.stack([d, zs - _referral_logit(spec, r)], axis=1)
+
+
+def logit_noise(spec: TaskSpec, scores, ref_scores) -> tuple[float, float]:
+    """(rms, mean) of :func:`noise_terms` of ``scores`` against ``ref_scores`` over every image and term."""
+    d = noise_terms(spec, scores, ref_scores).reshape(-1)
     if d.size == 0:
         raise ExportError("int8-guard: no images to measure the int8 logit noise on")
     return float(np.sqrt(np.mean(d ** 2))), float(np.mean(d))
@@ -71,7 +124,7 @@ class GuardInfo:
     fallback: str               # file name of the fp16 model, in the same folder
     fallback_sha256: str
     fallback_variant: str
-    band: float                 # logits: re-score when |logit(score) − logit(threshold)| ≤ band
+    band: float                 # logits: re-score when the image's margin (``rule``) ≤ band
     k: float
     noise_rms: float            # int8 vs float screening-logit difference on the measuring images
     noise_mean: float
@@ -79,6 +132,7 @@ class GuardInfo:
     source: str                 # which images the noise was measured on
     rescored_share: float       # share of the measuring images inside the band
     check: dict[str, Any] | None = None  # cascade vs the float model on the verification sample
+    rule: str | None = None     # what the band is compared with (:func:`rule`; None in files before it)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,13 +160,13 @@ class GuardInfo:
 
 def measure(spec: TaskSpec, int8_scores, ref_scores, threshold, k: float = DEFAULT_K) -> dict[str, float]:
     """Band from the int8 logit noise: ``{"band", "k", "noise_rms", "noise_mean", "rescored_share"}``."""
-    check_task(spec)
     if not (np.isfinite(k) and k >= 0):
         raise ExportError(f"--guard-k must be a non-negative number, got {k!r}")
-    rms, mean = logit_noise(int8_scores, ref_scores)
+    rms, mean = logit_noise(spec, int8_scores, ref_scores)
     band = float(k) * rms
     share = float(in_band(spec, int8_scores, threshold, band).mean())
-    return {"band": band, "k": float(k), "noise_rms": rms, "noise_mean": mean, "rescored_share": share}
+    return {"band": band, "k": float(k), "noise_rms": rms, "noise_mean": mean, "rescored_share": share,
+            "rule": rule(spec)}
 
 
 def cascade(spec: TaskSpec, primary_probs: np.ndarray, fallback_probs_of, threshold, band: float

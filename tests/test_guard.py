@@ -48,8 +48,40 @@ def test_band_math():
     ref = np.array([0.3, 0.6, 0.8])
     g = measure(spec, 1 / (1 + np.exp(-(logit(ref) + 0.2))), ref, 0.5, k=3)
     assert g["noise_rms"] == pytest.approx(0.2) and g["band"] == pytest.approx(0.6) and g["noise_mean"] == pytest.approx(0.2)
-    with pytest.raises(ExportError, match="decides by argmax"):
-        measure(task_spec("dr"), np.ones((3, 5)) / 5, np.ones((3, 5)) / 5, None)
+    with pytest.raises(ExportError, match="--guard-k"):
+        measure(spec, ref, ref, 0.5, k=-1)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_band_math_argmax():
+    """Multi-class: the top-1 − top-2 logit margin; its noise is the change of the reference's own top pair;
+    DR grading also guards the referral score p(grade ≥ 2) at the threshold."""
+    z = np.array([[2.0, 0.0, 1.0, 0.5, 0.0],      # margin 1 (grade 0 vs 2); p(ref) ≈ 0.39
+                  [0.0, 2.0, 1.9, 0.0, -1.0],     # margin 0.1 (1 vs 2)
+                  [-1.0, 0.0, 0.0, 4.0, 3.0]])    # margin 1 (3 vs 4); p(ref) ≈ 1
+    p = _softmax(z)
+    cls = task_spec("classes", ("a", "b", "c", "d", "e"))
+    np.testing.assert_allclose(margins(cls, p, None), [1.0, 0.1, 1.0], atol=1e-9)
+    dr = task_spec("dr")
+    zr = np.log(p[:, 2:].sum(1)) - np.log(p[:, :2].sum(1))
+    np.testing.assert_allclose(margins(dr, p, 0.5), np.minimum([1.0, 0.1, 1.0], np.abs(zr)), atol=1e-9)
+    assert margins(dr, p, 0.5)[0] < 0.5  # image 0's referral logit (≈ −0.45) is nearer than its grade margin
+    assert in_band(cls, p, None, 0.5).tolist() == [False, True, False]
+    # int8 = the reference with class 1's logit moved by +0.3 and a shared shift (which softmax ignores):
+    # the margin of each image's own top pair moves by 0 (image 0: 0 vs 2), +0.3 (1 vs 2), 0 (3 vs 4)
+    z8 = z + np.array([0.0, 0.3, 0.0, 0.0, 0.0]) + 5.0
+    g = measure(cls, _softmax(z8), p, None, k=3)
+    assert g["noise_rms"] == pytest.approx(np.sqrt(0.09 / 3))
+    assert g["noise_mean"] == pytest.approx(0.1) and g["band"] == pytest.approx(3 * g["noise_rms"])
+    assert g["rule"].startswith("argmax margin") and "grade" not in g["rule"]
+    gd = measure(dr, _softmax(z8), p, 0.5, k=3)  # pooled with the referral logit's change
+    d_ref = (np.log(_softmax(z8)[:, 2:].sum(1)) - np.log(_softmax(z8)[:, :2].sum(1))) - zr
+    assert gd["noise_rms"] == pytest.approx(np.sqrt((0.09 + (d_ref ** 2).sum()) / 6), rel=1e-6)
+    assert "grade >= 2" in gd["rule"]
 
 
 def test_export_writes_guard_metadata_pointing_at_fp16(exported):

@@ -31,6 +31,10 @@ import java.io.File
  *   score MODEL INPUTS.npy OUTPUTS.bin FED.bin -> benchmark mode's per-image scoring (ImageOutputs JSON) with the
  *                                                 interpreter replaced by OUTPUTS.bin (one output tensor per
  *                                                 image, computed on the host); FED.bin = the tensors it fed
+ *   guard MODEL FALLBACK OUT8.bin OUT16.bin    -> the int8-guard cascade (GuardedModel) per image: the int8
+ *                                                 file's raw outputs, the fp16 fallback's read only for the
+ *                                                 images it re-scores -> JSON {band, rescored, margins,
+ *                                                 decisions, top, probabilities}
  * Errors: "error: <one line>" on stderr, exit 2.
  */
 object CoreTool {
@@ -63,6 +67,7 @@ object CoreTool {
             }
             "bench-fixture" -> File(args[1]).writeText(fixture().toJson())
             "score" -> score(File(args[1]), File(args[2]), File(args[3]), File(args[4]))
+            "guard" -> guard(File(args[1]), File(args[2]), File(args[3]), File(args[4]))
             else -> throw CoreException("unknown command '${args[0]}'")
         }
     }
@@ -150,6 +155,23 @@ object CoreTool {
                 println(Json.write(res.toMap(), indent = 2))
             }
         }
+    }
+
+    private fun guard(modelFile: File, fallbackFile: File, out8: File, out16: File) {
+        val primary = EdgeModel.open(TfliteFile.read(modelFile))
+        val g = org.edgeretina.core.GuardedModel.open(primary, fallbackFile.readBytes(), fallbackFile.path)
+        fun size(m: EdgeModel) = m.output.shape.fold(1) { a, b -> a * maxOf(b, 1) } * m.output.type.bytes
+        val n8 = size(g.primary)
+        val n16 = size(g.fallback)
+        val b8 = out8.readBytes()
+        val b16 = out16.readBytes()
+        val rows = (0 until b8.size / n8).map { i ->
+            g.predict(b8.copyOfRange(i * n8, (i + 1) * n8)) { b16.copyOfRange(i * n16, (i + 1) * n16) }
+        }
+        println(Json.write(linkedMapOf("band" to g.info.band, "rescored" to rows.map { it.rescored },
+            "margins" to rows.map { it.margin }, "decisions" to rows.map { it.prediction.decision },
+            "top" to rows.map { it.prediction.topIndex },
+            "probabilities" to rows.map { it.prediction.probabilities.toList() }), indent = 2))
     }
 
     /** A deterministic result through the real serializer: the JSON shape the app writes on a phone. */
