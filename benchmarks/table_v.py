@@ -40,7 +40,8 @@ from edgeretina.enums import TextEnum
 from edgeretina.env import machine_info, machine_line
 from edgeretina.errors import EdgeRetinaError
 from edgeretina.io import atomic_path, ensure_writable_dir, write_json_atomic, write_text_atomic
-from edgeretina.models import get_backbone
+from edgeretina.models import build_model, get_backbone
+from edgeretina.models.macs import count_macs
 from edgeretina.paths import REPO_ROOT, keras_cache_dir, seed_keras_cache, shared_dir
 from edgeretina.tasks import task_spec
 
@@ -53,7 +54,7 @@ from .real_data import cli_argv, load_line, record_load, run_step
 SIZES = (96, 128, 160, 192, 224)
 TOLERANCE = 0.01  # AUROC below the best within which the fastest row is marked (issue 15's target)
 PRECISIONS = ("float32", "int8")
-ROUNDS = 7  # interleaved timing rounds over every file (joint_timing)
+ROUNDS = 15  # interleaved timing rounds over every file (joint_timing)
 TIMING_IMAGES = 20  # test images per file per round
 COMMAND = "python -m edgeretina.benchmarks.table_v"
 
@@ -184,7 +185,8 @@ def files_of(exp: Path) -> tuple[str, str]:
 def joint_timing(done: list[Config], work: Path, data: str, threads: int, rounds: int = ROUNDS) -> dict:
     """Every finished config's float32 and int8 files timed in this one process, interleaved: ``rounds``
     rounds, each timing every file in turn (LiteRT CPU, batch 1, ``TIMING_IMAGES`` test images after a
-    warm-up), so load from other jobs lands on all files alike. p50 = the median of the rounds' p50s.
+    warm-up), so load from other jobs lands on all files alike. p50 = the lowest of the rounds' p50s (the
+    least-disturbed round: on a shared machine other jobs only ever add time), their median kept beside it.
     Cached in ``<work>/timing_<configs>.json`` (named by the configs it holds)."""
     out = work / ("timing_" + "-".join(c.name for c in done) + ".json")
     if out.is_file():
@@ -205,7 +207,8 @@ def joint_timing(done: list[Config], work: Path, data: str, threads: int, rounds
             t = run.time(xs[json.dumps(m.config.preprocessing, sort_keys=True)], runs=1, warmup=5 if r == 0 else 1)
             p50s[f].append(round(t.p50, 4))
     res = {"threads": threads, "rounds": rounds, "images": len(records), "load_1min": round(os.getloadavg()[0], 1),
-           "files": {str(Path(f).resolve()): {"p50_ms": float(np.median(v)), "round_p50s_ms": v}
+           "files": {str(Path(f).resolve()): {"p50_ms": float(np.min(v)), "median_round_p50_ms": float(np.median(v)),
+                                              "round_p50s_ms": v}
                      for f, v in p50s.items()}}
     write_json_atomic(out, res)
     return res
@@ -232,6 +235,7 @@ class Row:
     delong_p: float | None = None
     flip_rate: float | None = None
     fastest_within_tolerance: bool = False
+    macs: int | None = None  # multiply-adds per image (the Keras graph; the same for float32 and int8)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -246,7 +250,7 @@ def build_rows(done: list[Config], work: Path, per_config: dict[str, dict], timi
     config's bench (whole test split); the latency from the joint, interleaved timing pass."""
     rows = []
     for c in done:
-        own = _by_file(per_config[c.name])
+        own, macs = _by_file(per_config[c.name]), macs_of(c)
         for prec, f in zip(PRECISIONS, files_of(work / c.name / "export")):
             key = str(Path(f).resolve())
             v, t = own[key], (timing.get("files") or {}).get(key) or {}
@@ -256,8 +260,14 @@ def build_rows(done: list[Config], work: Path, per_config: dict[str, dict], timi
             p50 = t.get("p50_ms")
             rows.append(Row(c.name, c.arch, c.view.value, c.size, prec, int(v["depth"]), int(v["params"]),
                             round(v["size_bytes"] / 1e6, 3), v["auroc"], tuple(ci) if ci else None,
-                            v["auroc_density"], p50, None if not p50 else round(1000.0 / p50, 1), *retention))
+                            v["auroc_density"], p50, None if not p50 else round(1000.0 / p50, 1), *retention,
+                            macs=macs))
     return mark_fastest(rows)
+
+
+def macs_of(c: Config) -> int:
+    """Multiply-adds per image of the config's model (built without weights: the count is the graph's)."""
+    return count_macs(build_model(c.arch, "glaucoma", c.size, None))
 
 
 def mark_fastest(rows: list[Row], tolerance: float = TOLERANCE) -> list[Row]:
@@ -276,7 +286,7 @@ def _f(v, nd=3, sign=False) -> str:
     return f"{v:+.{nd}f}" if sign else f"{v:.{nd}f}"
 
 
-HEADERS = ["config", "view", "input px", "precision", "depth (layers)", "params M", "size MB",
+HEADERS = ["config", "view", "input px", "precision", "depth (layers)", "params M", "MACs M", "size MB",
            "test AUROC (95 % CI)", "AUROC / M params", "p50 ms (batch 1)", "int8 ΔAUROC vs float32 (DeLong p)",
            "int8 flips %"]
 
@@ -288,7 +298,7 @@ def md_rows(rows: list[Row]) -> list[str]:
         delta = "–" if r.delta_auroc_vs_float32 is None else (f"{r.delta_auroc_vs_float32:+.4f} "
                                                               f"({_f(r.delong_p, 2)})")
         cells = [r.config, VIEW_TEXT[View(r.view)], str(r.size), r.precision, str(r.depth), _f(r.params / 1e6, 2),
-                 _f(r.size_mb, 2), _f(r.auroc) + ci, _f(r.auroc_density), _f(r.latency_p50_ms, 2), delta,
+                 "–" if r.macs is None else f"{r.macs / 1e6:.0f}", _f(r.size_mb, 2), _f(r.auroc) + ci, _f(r.auroc_density), _f(r.latency_p50_ms, 2), delta,
                  "–" if r.flip_rate is None else f"{100 * r.flip_rate:.1f}"]
         if r.fastest_within_tolerance:
             cells = [f"**{c}**" for c in cells]
@@ -303,6 +313,7 @@ def plot_table_v(rows: list[Row], path: Path, title: str) -> Path:
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
     fig, ax = plt.subplots(figsize=(8.4, 5.8), dpi=120)
     colours = {"full": "tab:blue", "onh": "tab:orange"}
@@ -311,6 +322,8 @@ def plot_table_v(rows: list[Row], path: Path, title: str) -> Path:
         if r.latency_p50_ms is None:
             continue
         area = 60 + 1500 * r.size_mb / smax
+        if r.auroc_ci95:
+            ax.plot([r.latency_p50_ms] * 2, r.auroc_ci95, color="grey", lw=0.8, alpha=0.6, zorder=0)
         ax.scatter(r.latency_p50_ms, r.auroc, s=area, color=colours.get(r.view, "grey"),
                    alpha=0.55 if r.precision == "float32" else 0.25, edgecolors="black",
                    linewidths=0.6, marker="o" if r.precision == "float32" else "s")
@@ -325,8 +338,16 @@ def plot_table_v(rows: list[Row], path: Path, title: str) -> Path:
     ax.scatter([], [], s=60, facecolors="none", edgecolors="red", linewidths=2,
                label=f"fastest within {TOLERANCE} AUROC of the best")
     ax.set_xscale("log")
+    xs = [r.latency_p50_ms for r in rows if r.latency_p50_ms]
+    if xs:
+        ax.set_xlim(min(xs) / 1.5, max(xs) * 1.5)
+    ax.margins(y=0.12)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set(xlabel="p50 latency per image, ms (LiteRT CPU, batch 1; log scale)", ylabel="test AUROC")
-    ax.set_title(f"{title}\nball area ∝ file size (MB); under each label: AUROC per million parameters", fontsize=9)
+    ax.set_title(f"{title}\nball area ∝ file size (MB); under each label: AUROC per million parameters; grey bar: "
+                 "95 % CI", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -371,12 +392,15 @@ def method_lines(missing: list[Config], report: dict, timing: dict) -> list[str]
            "config and nothing is chosen on it: this table is a report, not a selection (the recipe itself was "
            "chosen by CV: [glaucoma_recipe.md](glaucoma_recipe.md)).",
            "",
-           "Columns: depth = layers of the .tflite graph, params = its parameters, size = the .tflite file; AUROC "
+           "Columns: depth = layers of the .tflite graph, params = its parameters (the same at every input size, so "
+           "AUROC density follows AUROC here; int8 changes the size, not the count), MACs = multiply-adds per "
+           "image of the model, size = the .tflite file; AUROC "
            "with its bootstrap 95 % CI (each config's `edgeretina bench` of its two files over the whole test "
            "split, reference = its float32 file); AUROC density = AUROC per million parameters (the study's "
            f"measure); p50 = median per-image latency, LiteRT CPU (XNNPACK), batch 1, {timing.get('threads')} "
            f"thread(s), every file timed in one process, interleaved: {timing.get('rounds')} rounds × "
-           f"{timing.get('images')} test images per file, the median of the rounds' p50s (the JSON keeps each "
+           f"{timing.get('images')} test images per file, the lowest of the rounds' p50s — the least-disturbed round, "
+           "as other jobs on the shared machine only ever add time (the JSON keeps each "
            f"round's; 1-minute load average as the timing ended: {timing.get('load_1min')}). int8 ΔAUROC (paired "
            "DeLong p) and decision flips are against the config's own float32 file at its validation Youden "
            "threshold."]
