@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from edgeretina.env import machine_line
 from edgeretina.io import ensure_writable_dir, write_json_atomic, write_text_atomic
 from edgeretina.paths import REPO_ROOT, seed_keras_cache, shared_dir
 from edgeretina.tasks import TaskKind, task_spec
@@ -73,15 +74,22 @@ GRADING_BENCH = dict(export_sets=(("export", ("--float32", "--fp16", "--dynamic"
 ODIR_NOTES = (
     "Recipe: frozen ImageNet MobileNetV2-224, `--head-fit linear` (one L2 logistic regression per label on "
     "standardised pooled features = per-label BCE, balanced class weights, one C for all labels by inner "
-    "patient-grouped 5-fold CV on mean log loss over C ∈ {1e-4, 1e-3, 1e-2} (`--linear-cs`; the default 9-value "
-    "grid 1e-5 … 1e-1 costs ~3× more CPU — 8 labels × 5 × 5 folds of lbfgs on ~4,000 × 1,280 features, the "
-    "large-C fits the slowest — which the shared 2-core VM could not give this table), folded into the GAP + "
-    "sigmoid head), final fit on train+val "
+    "patient-grouped CV on mean log loss over C ∈ {1e-4, 1e-3, 1e-2} (`--linear-cs`; the default 9-value "
+    "grid 1e-5 … 1e-1 costs ~3× more CPU — 8 labels × outer × inner folds of lbfgs on ~4,000 × 1,280 features, "
+    "the large-C fits the slowest — which the shared 2-core VM could not give this table), folded into the "
+    "GAP + sigmoid head), final fit on train+val "
     "after a 5-fold patient-level CV (both eyes of a patient always in one split / fold); the test split is "
     "scored once. Per-label thresholds: Youden's J of each label on the pooled out-of-fold scores (never the "
     "test split), stored as the `threshold` list of config.json and every exported model's metadata; F1 and "
     "per-label flips are at these thresholds. int8: `--head-split 4` (the linear head in 4 magnitude bands, "
     "converters/headsplit.py). The decision-stability floor is off (`--stability off`).",
+    "",
+    "Caveats of this run, read from its metrics.json: the inner CV ran **2 folds, not 5** — the linear head "
+    "stratifies a multi-label target by 'any label positive', and every ODIR eye here has a label (N included), "
+    "so the smallest stratum count is 0 and the fold count falls to its floor of 2 (linear_head._inner_folds; "
+    "patient grouping still holds: StratifiedGroupKFold on patient groups). The chosen C = 1e-2 is the largest "
+    "value searched (inner log loss −0.467 / −0.368 / −0.337 at 1e-4 / 1e-3 / 1e-2, still improving): a wider "
+    "grid may do better; not tuned further here, and never on the test split.",
     "",
     "Not done here: the ODIR study's augmentation (Gaussian noise, rotation, percentile contrast stretch, no "
     "flips) acts on images passing through training; with cached frozen features and no fine-tune it does not "
@@ -349,8 +357,8 @@ def publish(exp: Experiment, run_dir: Path, reports: list[dict], steps: dict, ro
     write_json_atomic(docs / f"{exp.name}.json", payload)
     lines = [f"# {exp.title}", "",
              f"Regenerate: `{cmd}` (from the repository root, with `../shared` or `$EDGERETINA_SHARED`).", "",
-             f"Machine: {machine.get('cpu') or platform.processor() or platform.machine()}, "
-             f"{machine.get('cpu_count') or os.cpu_count()} cores, {machine.get('platform') or platform.system()}; "
+             f"Machine: {machine_line(machine) if machine else platform.machine()}, "
+             f"{machine.get('platform') or platform.system()}; "
              f"LiteRT {machine.get('ai_edge_litert', '')}, TensorFlow {machine.get('tensorflow', '')}.", "",
              f"Test images: {ds.get('n_images', '?')} ({ds.get('split', 'test')} split, patient-level); "
              f"reference: the Keras model; sensitivity/specificity/flips at its validation Youden threshold.",
@@ -449,8 +457,8 @@ def publish_task(exp: Experiment, run_dir: Path, reports: list[dict], steps: dic
     classes = ", ".join(f"{k} {v}" for k, v in (ds.get("classes") or {}).items())
     lines = [f"# {exp.title}", "",
              f"Regenerate: `{cmd}` (from the repository root, with `../shared` or `$EDGERETINA_SHARED`).", "",
-             f"Machine: {machine.get('cpu') or platform.machine()}, {machine.get('cpu_count') or os.cpu_count()} "
-             f"cores, {machine.get('platform') or platform.system()}; LiteRT {machine.get('ai_edge_litert', '')}, "
+             f"Machine: {machine_line(machine) if machine else platform.machine()}, "
+             f"{machine.get('platform') or platform.system()}; LiteRT {machine.get('ai_edge_litert', '')}, "
              f"TensorFlow {machine.get('tensorflow', '')}. {load_line(root, machine.get('cpu_count'))}", "",
              f"Test images: {ds.get('n_images', '?')} ({ds.get('split', 'test')} split; {classes}). Reference: the "
              "Keras model; every Δ and flip is against it on the same images.", "",
