@@ -90,6 +90,26 @@ def test_multilabel_head_is_one_regression_per_label_and_an_absent_label_is_its_
     np.testing.assert_allclose(p[:, 5], 0.5 / 201, rtol=1e-4)  # (0 + 0.5) / (n + 1), the same for every eye
     assert np.isfinite(fit.inner_scores["0.01"])
 
+
+def test_sd_floor_caps_the_folded_weight_of_a_near_dead_feature():
+    """A pooled feature that is ~0 on almost every image (ODIR 8-label: σ 6e-5, folded |w| 1132) gets a weight
+    w / σ thousands of times the median; ``sd_floor`` standardises by max(σ, floor × median σ) instead."""
+    from edgeretina.models import build_model
+    from edgeretina.tasks import task_spec
+    from edgeretina.train.linear_head import LinearHeadOptions, fit_linear_head
+
+    spec = task_spec("glaucoma")
+    f, y = _features(n=240, seed=4)
+    f[:, 100] = 0.0
+    f[::40, 100] = 1e-3 * y[::40]  # nearly dead, and what little it says is about the label
+    ratios = []
+    for floor in (0.0, 0.1):
+        model = build_model("mobilenetv2", spec, 32, None, alpha=0.35)
+        fit_linear_head(model, spec, f, y, None, LinearHeadOptions(cs=(1e-1,), sd_floor=floor))
+        W = np.abs(model.get_layer("head_logits").get_weights()[0]).max(1)
+        ratios.append(W[100] / np.median(W))
+    assert ratios[0] > 100 and ratios[1] < 20, ratios
+
 def test_fc_head_is_refused_in_one_line():
     from edgeretina.models import build_model
     from edgeretina.tasks import task_spec
@@ -103,7 +123,8 @@ def test_fc_head_is_refused_in_one_line():
 @pytest.mark.parametrize("kw, match", [({"grid": True}, "no --grid"), ({"aug_copies": 0}, "aug-copies"),
                                        ({"head_fit": "ridge"}, "unknown head fit"),
                                        ({"linear_cs": (1e-3, 0.0)}, "linear-cs"),
-                                       ({"head_fit": "two-phase", "linear_cs": (1e-3,)}, "linear-cs")])
+                                       ({"head_fit": "two-phase", "linear_cs": (1e-3,)}, "linear-cs"),
+                                       ({"linear_sd_floor": 2.0}, "linear-sd-floor")])
 def test_impossible_combinations_are_refused(kw, match):
     from edgeretina.train import TrainConfig
     from edgeretina.train.options import RunOptions

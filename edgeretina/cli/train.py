@@ -44,6 +44,9 @@ from edgeretina.train.options import RunOptions
               help="with --head-fit linear and --augment: augmented feature copies of each training image")
 @click.option("--linear-cs", default="", help="with --head-fit linear: comma-separated inverse L2 strengths "
               "(on standardised features) searched by the inner CV [default: 1e-5 … 1e-1, 9 values]")
+@click.option("--linear-sd-floor", type=float, default=0.0, show_default=True,
+              help="with --head-fit linear: standardise features by max(σ, F × median σ) — caps the folded weight "
+                   "w/σ of features that are ~0 on almost every image (their fp16 / int8 error would move logits)")
 @click.option("--consistency", default="off", show_default=True,
               help="with --head-fit linear: off | auto | a number λ — penalise the logit change under benign "
                    "re-acquisitions (JPEG re-save, 1-3 px moves, brightness, white balance) by λ·wᵀS w; auto "
@@ -81,7 +84,7 @@ from edgeretina.train.options import RunOptions
               help="accept --epochs-warmup 0 --epochs-finetune 0 (writes the initial, untrained model)")
 def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, grid, grid_lr, grid_batch, epochs_warmup,
           epochs_finetune, lr_warmup, lr_finetune, batch_size, patience, freeze, loss, augment, aug_copies, linear_cs,
-          consistency,
+          linear_sd_floor, consistency,
           no_feature_cache,
           split, seed, max_train, max_val, max_test, strategy, bootstrap, crop, enhance, negatives, suspect, cv, cv_seeds,
           cv_shifts, cv_only, overwrite, quiet, allow_untrained):
@@ -128,6 +131,7 @@ def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, gri
                       cv_seeds=tuple(int(v) for v in floats(cv_seeds, "cv-seeds")), cv_only=cv_only,
                       head_fit=head_fit, aug_copies=aug_copies, consistency=consistency,
                       linear_cs=tuple(floats(linear_cs, "linear-cs")) or None,
+                      linear_sd_floor=linear_sd_floor,
                       cv_shifts=tuple(v.strip() for v in cv_shifts.split(",") if v.strip()))
     run_dir = train_run(data, task, arch, out, log=log, options=opts)
     if cv_only:

@@ -37,6 +37,7 @@ class LinearHeadOptions:
     seed: int = 0
     lambdas: tuple[float, ...] = (0.0,)  # consistency penalties searched (edgeretina.train.consistency)
     auroc_tolerance: float | None = None  # λ search: inner-AUROC loss accepted (None: consistency.AUROC_TOLERANCE)
+    sd_floor: float = 0.0  # standardise by max(σ, sd_floor × median σ): caps the folded weight of near-dead features
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,8 @@ def fit_linear_head(model, spec: TaskSpec, feats: np.ndarray, y: np.ndarray, gro
     check_linear_head(model, feats.shape[1])
     mu, sd = feats.mean(0), feats.std(0)
     sd = np.where(sd > 1e-12, sd, 1.0)
+    if opts.sd_floor > 0:  # a feature ~0 on almost every eye would get w / σ hundreds of times the median weight
+        sd = np.maximum(sd, opts.sd_floor * float(np.median(sd)))
     Z = (feats - mu) / sd
     targets = _columns(spec, y)
     folds, k = _inner_folds(_strata(spec, y), groups, opts.inner_k, opts.seed)

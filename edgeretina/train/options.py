@@ -51,6 +51,7 @@ class RunOptions:
     cv_shifts: tuple[str, ...] = ()   # "shift:level" or a benign name: also score every out-of-fold eye under it
     consistency: Any = "off"          # linear head: "off", "auto" or λ (edgeretina.train.consistency)
     linear_cs: tuple[float, ...] | None = None  # linear head: the inverse penalties searched (None: DEFAULT_CS)
+    linear_sd_floor: float = 0.0      # linear head: standardise by max(σ, floor × median σ) (0: plain σ)
 
 
     def __post_init__(self):
@@ -88,6 +89,8 @@ class RunOptions:
         if self.linear_cs is not None and (self.head_fit is not HeadFit.LINEAR or not self.linear_cs
                                            or any(not float(c) > 0 for c in self.linear_cs)):
             raise EdgeRetinaError(f"--linear-cs needs --head-fit linear and positive values, got {self.linear_cs}")
+        if not 0.0 <= float(self.linear_sd_floor) <= 1.0 or (self.linear_sd_floor and self.head_fit is not HeadFit.LINEAR):
+            raise EdgeRetinaError(f"--linear-sd-floor needs --head-fit linear and a value in [0, 1], got {self.linear_sd_floor}")
         if not 1 <= int(self.aug_copies) <= 16:
             raise EdgeRetinaError(f"--aug-copies must be between 1 and 16, got {self.aug_copies}")
         if self.grid and self.strategy not in (None, "default") and self.cv:

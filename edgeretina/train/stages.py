@@ -278,6 +278,7 @@ class TrainRun:
 
         r = fit_linear_head(self.model, self.spec, feats, y, [rec.group for rec in records],
                             LinearHeadOptions(seed=seed, lambdas=self.o.consistency.lambdas,
+                                              sd_floor=float(self.o.linear_sd_floor),
                                               **({"cs": tuple(self.o.linear_cs)} if self.o.linear_cs else {})),
                             nuisance)
         self.linear_fits.append(r)
