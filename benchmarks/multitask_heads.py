@@ -3,7 +3,8 @@
 Every head is a linear read-out of the 1280 pooled features, fitted on the training split by full-batch
 L-BFGS on the project's Keras loss (:func:`edgeretina.train.losses.make_loss`: ``BinaryCrossentropy`` /
 ``SparseCategoricalCrossentropy`` for plain BCE, ``ExpUWBCE``) plus an L2 penalty ``lam/2 · |W|^2`` on
-centred features scaled by their mean sd (:func:`_standardise`), then folded into the full Keras model's ``head_logits`` Dense:
+centred features scaled by their mean sd (:func:`_standardise`), then folded into the full Keras model's
+``head_logits`` Dense:
 
 - multi-task: GAP → Dense(2, sigmoid) for (glaucoma, DR), plain BCE or ExpUWBCE;
 - single-task: GAP → Dense(2, softmax) = softmax([0, z]) = sigmoid(z) for one of the two tasks (the

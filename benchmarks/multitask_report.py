@@ -46,9 +46,11 @@ def heads_table(heads: dict) -> list[str]:
         w1 = "–" if not h.get("w1") else ", ".join(f"{w:.2f}" for w in h["w1"])
         val = heads["val_macro_auroc"].get(k)
         rows.append([label + (" **(shipped)**" if k == heads["chosen"] else ""), w1,
-                     "–" if val is None else f"{val:.3f}", ", ".join(f"{h['lambda'][t]:g}" for t in TASKS if t in h["lambda"]),
+                     "–" if val is None else f"{val:.3f}",
+                     ", ".join(f"{h['lambda'][t]:g}" for t in TASKS if t in h["lambda"]),
                      *[_auc(test[k].get(t)) for t in TASKS]])
-    return _md(["head", "ExpUWBCE W1 (G, D)", "val macro AUROC", "L2 λ per task (val)", "test AUROC glaucoma (95 % CI)",
+    return _md(["head", "ExpUWBCE W1 (G, D)", "val macro AUROC", "L2 λ per task (val)",
+                "test AUROC glaucoma (95 % CI)",
                 "test AUROC DR (95 % CI)"], rows)
 
 
@@ -62,7 +64,8 @@ def alpha_table(heads: dict) -> list[str]:
              f"{r['val_auroc_dr']:.3f}", f"{r['val_macro_auroc']:.4f}",
              ", ".join(f"{v:g}" for v in r["lambda"].values())]
             for r in heads["alpha_rows"]]
-    return _md(["alpha", "W1 (glaucoma, DR)", "val AUROC glaucoma", "val AUROC DR", "val macro AUROC", "L2 λ (G, D; val)"],
+    return _md(["alpha", "W1 (glaucoma, DR)", "val AUROC glaucoma", "val AUROC DR", "val macro AUROC",
+                "L2 λ (G, D; val)"],
                rows)
 
 
@@ -83,7 +86,8 @@ def int8_target(variants: list[dict]) -> dict | None:
     if not heads:
         return None
     ok = all((h.get("delta_auroc") or -1) >= -0.01 and (h.get("flip_rate") or 0) <= 0.01 for h in heads.values())
-    return {"target": "int8 retention per head: ΔAUROC ≥ −0.01 and flips ≤ 1 % at the per-head thresholds", "met": ok,
+    return {"target": "int8 retention per head: ΔAUROC ≥ −0.01 and flips ≤ 1 % at the per-head thresholds",
+            "met": ok,
             "measured": "; ".join(f"{t} ΔAUROC {h['delta_auroc']:+.4f} ({h['delta_auroc_ci95'][0]:+.3f} to "
                                   f"{h['delta_auroc_ci95'][1]:+.3f}), flips {100 * h['flip_rate']:.1f} %"
                                   for t, h in heads.items())}
@@ -155,8 +159,10 @@ def publish(root: Path, docs: Path, heads: dict, bench: dict, one_two: dict, ste
              "", *pairs_table(heads), "", "### ExpUWBCE weight (validation only)", "", *alpha_table(heads), "",
              "## Edge variants of the shipped multi-task model (LiteRT, 2 threads, test split)", "",
              *_md([h for h, _ in report.columns()], report.rows()), *report.label_markdown(), "",
-             "The exporter's verification of the int8 files (`--head-split 4` splits `head_logits` into 4 "
-             "magnitude bands; not benched, the bench keys rows by variant name):", "",
+             "`int8-guard` (`export --int8-guard`): the int8 file's answer, except for eyes within k × its logit "
+             "noise of a head's threshold, which the fp16 file re-scores. The exporter's verification of each int8 "
+             "file (`--head-split 4` splits `head_logits` into 4 magnitude bands; not benched, the bench keys rows "
+             "by variant name):", "",
              *[f"- {n}" for n in notes], "",
              "## One multi-task int8 model vs two single-task int8 models", "", *one_vs_two_note(one_two), "",
              *one_vs_two_table(one_two), "", "## Targets (issue 15)", "", "| target | met | measured |",
@@ -180,13 +186,19 @@ def summary_lines(variants: list[dict], one_two: dict) -> list[str]:
     if not fp16 or not int8:
         return []
     worst = min(int8, key=lambda t: int8[t]["delta_auroc"])
+    guard = heads_of("int8-guard")
+    g_row = next((v for v in variants if v.get("name") == "int8-guard"), {})
+    guard_txt = (f"; `int8-guard` flips ≤ {100 * max(h['flip_rate'] for h in guard.values()):.1f} % per head, but only "
+                 f"by re-scoring {100 * (g_row.get('rescored_share') or 0):.0f} % of eyes with fp16 (int8's logit "
+                 "noise is wide)" if guard else "")
     sz, ms = one_two["size_bytes"], one_two["p50_ms"]
     return [f"What this says: ship the multi-task model as **fp16** (per-head flips ≤ "
             f"{100 * max(h['flip_rate'] for h in fp16.values()):.1f} %, |ΔAUROC| ≤ "
             f"{max(abs(h['delta_auroc']) for h in fp16.values()):.4f}); full int8 moves the {worst} head most "
             f"(ΔAUROC {int8[worst]['delta_auroc']:+.4f}, flips {100 * int8[worst]['flip_rate']:.1f} %: its scores "
-            f"crowd its threshold). One multi-task int8 file replaces two single-task files at "
-            f"{sz['multi'] / (sz['glaucoma'] + sz['dr']):.2f}× their size and {ms['one_multitask'] / ms['two_single_task']:.2f}× "
+            f"crowd its threshold){guard_txt}. One multi-task int8 file replaces two single-task files at "
+            f"{sz['multi'] / (sz['glaucoma'] + sz['dr']):.2f}× their size and "
+            f"{ms['one_multitask'] / ms['two_single_task']:.2f}× "
             "their per-eye time; with a frozen backbone the heads are separate read-outs of the same features, so "
             "sharing the backbone costs no AUROC."]
 
