@@ -182,6 +182,12 @@ def _dataset_counts(feats: dict) -> dict:
     return out
 
 
+def groups_on_two_sides(feats: dict) -> int:
+    """Split units (patient ∪ identical images) found in more than one of train / val / test: must be 0."""
+    sides = [set(feats[f"group_{k}"].tolist()) for k in ("train", "val", "test")]
+    return len((sides[0] & sides[1]) | (sides[0] & sides[2]) | (sides[1] & sides[2]))
+
+
 def write_calibration(root: Path, data: str) -> Path:
     """200 training-split eyes (stratified by label pattern), preprocessed: the int8 calibration set of
     every export here, so the multi-task and single-task int8 files see the same images."""
@@ -305,6 +311,7 @@ def main(argv=None) -> int:
     if a.until == "features":
         return 0
     heads = train_heads(root, data)
+    heads["groups_on_two_sides"] = groups_on_two_sides(load_features(root))
     if a.until == "heads":
         return 0
     steps = export_all(root, data)

@@ -212,7 +212,8 @@ def page_intro(heads: dict, report: Report, loads: dict) -> list[str]:
             f"TensorFlow {report.machine.get('tensorflow', '')}. Shared with other jobs (1-minute load average as "
             f"the timing steps finished: {load}): latencies are upper bounds, compare them within this page.", "",
             f"Data: ODIR-5K eyes with a diagnostic keyword, labels (glaucoma, DR) from each eye's own keywords "
-            f"(task `multitask`), split 70/10/20 by patient (seed 0; no patient on two sides): {counts}.", "",
+            f"(task `multitask`), split 70/10/20 by patient (seed 0; patients on two sides, counted from the cached "
+            f"split: {heads.get('groups_on_two_sides', '?')}): {counts}.", "",
             "Method: one pass of every eye through the frozen ImageNet MobileNetV2-224 (pooled 1280-d features, "
             "cached); every head is a linear read-out of those features fitted by full-batch L-BFGS on the "
             "project's Keras loss (`train.losses.make_loss`) plus an L2 penalty λ/2·|W|² on centred features "

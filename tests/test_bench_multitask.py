@@ -99,6 +99,12 @@ def test_paired_comparisons_per_shared_task(trained, feats):
     assert same["delta"] == 0.0 and same["p"] == 1.0
 
 
+def test_groups_on_two_sides_counts_leaks():
+    g = lambda *ids: np.array(ids)  # noqa: E731
+    assert mt.groups_on_two_sides({"group_train": g("a", "b"), "group_val": g("c"), "group_test": g("d")}) == 0
+    assert mt.groups_on_two_sides({"group_train": g("a", "b"), "group_val": g("b"), "group_test": g("a")}) == 2
+
+
 def test_run_dir_holds_per_head_thresholds(trained, tmp_path):
     run = mt.write_run(trained["multi_bce"], tmp_path / "run", {"path": "odir", "split": {"scheme": "70/10/20"}},
                        "test")
