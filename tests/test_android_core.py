@@ -302,6 +302,29 @@ def _litert(path):
     return it
 
 
+def score_through_app(kotlin, model, x, tmp_path):
+    """LiteRT runs ``model`` on the inputs ``x`` here; the app's core (``CoreTool score``) quantises the same
+    inputs and post-processes the interpreter's raw outputs. Asserts the app fed LiteRT the tensors Python
+    would; returns (the app's JSON result, LiteRT's output details)."""
+    from edgeretina.runtime.interpreter import quantize
+
+    it = _litert(model)
+    inp, outd = it.get_input_details()[0], it.get_output_details()[0]
+    fed_py, outs = [], []
+    for xi in x:
+        q = quantize(xi[None], inp)
+        fed_py.append(q.tobytes())
+        it.set_tensor(inp["index"], q)
+        it.invoke()
+        outs.append(it.get_tensor(outd["index"]).tobytes())
+    npy = tmp_path / "inputs.npy"
+    np.save(npy, x)
+    (tmp_path / "outputs.bin").write_bytes(b"".join(outs))
+    res = json.loads(kotlin(TOOL, "score", model, npy, tmp_path / "outputs.bin", tmp_path / "fed.bin").stdout)
+    assert (tmp_path / "fed.bin").read_bytes() == b"".join(fed_py), "the app fed other input tensors"
+    return res, outd
+
+
 @pytest.mark.parametrize("variant", ["float32", "int8"])
 def test_inspect_reads_tensors_and_metadata_like_litert(kotlin, models, variant):
     p = models[variant]
@@ -551,7 +574,6 @@ def test_app_borderline_and_scoring_match_python_predict(kotlin, small_run, shar
     from helpers.testmodels import glaucoma_variants
     from edgeretina.benchmarks.modelfile import open_model
     from edgeretina.benchmarks.predict import _logit, predict_images
-    from edgeretina.runtime.interpreter import quantize
     from edgeretina.runtime.metadata import embed_metadata
 
     path = glaucoma_variants(small_run)["tflite"][variant]
@@ -570,20 +592,7 @@ def test_app_borderline_and_scoring_match_python_predict(kotlin, small_run, shar
     model.write_bytes(embed_metadata(path.read_bytes(), {**mf.meta, "borderline_band": band}))
     preds = predict_images(model, files, verify_manifest=False)
     # the interpreter's part on this machine (LiteRT), the rest through the app's code
-    it = _litert(model)
-    inp, outd = it.get_input_details()[0], it.get_output_details()[0]
-    fed_py, outs = [], []
-    for xi in x:
-        q = quantize(xi[None], inp)
-        fed_py.append(q.tobytes())
-        it.set_tensor(inp["index"], q)
-        it.invoke()
-        outs.append(it.get_tensor(outd["index"]).tobytes())
-    npy = tmp_path / "inputs.npy"
-    np.save(npy, x)
-    (tmp_path / "outputs.bin").write_bytes(b"".join(outs))
-    res = json.loads(kotlin(TOOL, "score", model, npy, tmp_path / "outputs.bin", tmp_path / "fed.bin").stdout)
-    assert (tmp_path / "fed.bin").read_bytes() == b"".join(fed_py), "the app fed other input tensors"
+    res, outd = score_through_app(kotlin, model, x, tmp_path)
     assert res["n"] == len(files) and res["dtype"] == np.dtype(outd["dtype"]).name
     pos = mf.config.positive_index
     for i, p in enumerate(preds):

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from edgeretina.preprocess import Pipeline, decode_image
-from test_android_core import TOOL, _litert, kotlin  # noqa: F401  (kotlin: the session's compiled core)
+from test_android_core import kotlin, score_through_app  # noqa: F401  (kotlin: the session's compiled core)
 
 LABELS = ["N", "D", "G", "C", "A", "H", "M", "O"]
 
@@ -59,7 +59,6 @@ def test_thresholds_are_per_label_from_validation(odir8):
 def test_app_per_label_decisions_match_python_on_real_photos(kotlin, odir8, shared, tmp_path, variant):
     from edgeretina.benchmarks.modelfile import open_model
     from edgeretina.inference.predict import predict_images
-    from edgeretina.runtime.interpreter import quantize
 
     path = odir8[1][variant]
     mf = open_model(path)
@@ -68,20 +67,7 @@ def test_app_per_label_decisions_match_python_on_real_photos(kotlin, odir8, shar
     pipeline = Pipeline.from_json(mf.config.preprocessing)
     x = np.stack([pipeline.apply(decode_image(f)) for f in files]).astype(np.float32)
     preds = predict_images(path, files, verify_manifest=False)
-    it = _litert(path)
-    inp, outd = it.get_input_details()[0], it.get_output_details()[0]
-    fed_py, outs = [], []
-    for xi in x:
-        q = quantize(xi[None], inp)
-        fed_py.append(q.tobytes())
-        it.set_tensor(inp["index"], q)
-        it.invoke()
-        outs.append(it.get_tensor(outd["index"]).tobytes())
-    npy = tmp_path / "inputs.npy"
-    np.save(npy, x)
-    (tmp_path / "outputs.bin").write_bytes(b"".join(outs))
-    res = json.loads(kotlin(TOOL, "score", path, npy, tmp_path / "outputs.bin", tmp_path / "fed.bin").stdout)
-    assert (tmp_path / "fed.bin").read_bytes() == b"".join(fed_py), "the app fed other input tensors"
+    res, _ = score_through_app(kotlin, path, x, tmp_path)
     assert res["n"] == len(files)
     thresholds = np.asarray(mf.config.threshold)
     on_counts = np.zeros(len(LABELS), int)

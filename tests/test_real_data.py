@@ -80,8 +80,9 @@ def test_grading_targets_and_table_come_from_the_report_columns(tmp_path):
     assert json.loads((tmp_path / "docs" / "dr_grading_aptos.json").read_text())["total_seconds"] == 60.0
 
 
-@pytest.mark.parametrize("name", [n for n, e in EXPERIMENTS.items() if e.task == "dr"])
-def test_published_grading_tables_rescore_to_their_targets(name):
+def _published_targets_rescore(name, targets):
+    """A published table's json (skip when not generated): one reference row, and ``targets`` recomputed
+    from its rows give the met / not met it publishes. Returns (payload, rows)."""
     path = DOCS / f"{name}.json"
     if not path.is_file():
         pytest.skip(f"{name} not published yet (python -m edgeretina.benchmarks.real_data --only {name})")
@@ -89,8 +90,14 @@ def test_published_grading_tables_rescore_to_their_targets(name):
     rows = payload["variants"]
     assert sum(r["is_reference"] for r in rows) == 1
     published = {t["target"]: t["met"] for t in payload["targets"]}
-    for t in grading_targets(rows):
+    for t in targets(rows):
         assert published[t["target"]] == t["met"], t["target"]
+    return payload, rows
+
+
+@pytest.mark.parametrize("name", [n for n, e in EXPERIMENTS.items() if e.task == "dr"])
+def test_published_grading_tables_rescore_to_their_targets(name):
+    _, rows = _published_targets_rescore(name, grading_targets)
     for r in rows:  # every row carries the grading retention fields and one recall per grade
         assert r["kappa"] is not None and r["referable_flip_rate"] is not None
         assert list(r["per_class"]) == list(task_spec("dr").labels)
@@ -111,15 +118,7 @@ def test_multilabel_targets_read_macro_auroc_delta_ci_and_label_flips():
 
 @pytest.mark.parametrize("name", [n for n, e in EXPERIMENTS.items() if task_spec(e.task).kind is TaskKind.MULTILABEL])
 def test_published_multilabel_tables_rescore_to_their_targets(name):
-    path = DOCS / f"{name}.json"
-    if not path.is_file():
-        pytest.skip(f"{name} not published yet (python -m edgeretina.benchmarks.real_data --only {name})")
-    payload = json.loads(path.read_text())
-    rows = payload["variants"]
-    assert sum(r["is_reference"] for r in rows) == 1
-    published = {t["target"]: t["met"] for t in payload["targets"]}
-    for t in multilabel_targets(rows):
-        assert published[t["target"]] == t["met"], t["target"]
+    payload, rows = _published_targets_rescore(name, multilabel_targets)
     labels = list(task_spec(EXPERIMENTS[name].task).labels)
     thresholds = payload["training"]["threshold"]["value"]
     assert isinstance(thresholds, list) and len(thresholds) == len(labels)  # per label, chosen on out-of-fold data

@@ -134,7 +134,10 @@ def test_multitask_run_with_exp_uwbce(shared, tmp_path):
                     input_size=32, arch_options={"alpha": 0.35}, n_boot=0, max_train=96, max_val=48, max_test=48,
                     config=TrainConfig(epochs_warmup=2, epochs_finetune=1, batch_size=16, loss="exp-uwbce"))
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["kind"] == "multilabel" and cfg["labels"] == ["glaucoma", "dr"] and cfg["threshold"] is None
+    assert cfg["kind"] == "multilabel" and cfg["labels"] == ["glaucoma", "dr"]
+    # per-label thresholds, chosen on the validation split (Youden), one per head
+    assert isinstance(cfg["threshold"], list) and len(cfg["threshold"]) == 2
+    assert all(0.0 <= t <= 1.0 for t in cfg["threshold"])
     assert cfg["head"]["type"] == "multitask" and cfg["output"]["activation"] == "sigmoid"
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["test"]["per_label"]) == {"glaucoma", "dr"} and "macro_auroc" in m["test"]
