@@ -113,7 +113,8 @@ class ImportOptions:
             raise ImportRefused(f"--threshold is a probability in [0, 1], got {self.threshold}")
         if spec.kind is TaskKind.MULTICLASS:
             if self.threshold is not None or self.sensitivity is not None:
-                raise ImportRefused(f"task '{spec.task.value}' decides by argmax: --threshold/--sensitivity do not apply")
+                rule = "the expected grade" if spec.ordinal else "argmax"
+                raise ImportRefused(f"task '{spec.task.value}' decides by {rule}: --threshold/--sensitivity do not apply")
             return
         if self.threshold is None and self.data is None:
             pos = f"p({spec.labels[spec.positive_index]})" if spec.kind is TaskKind.BINARY else "each label's score"
