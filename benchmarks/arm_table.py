@@ -20,20 +20,35 @@ from .harness import run_bench
 from .report import Report
 
 
-def table_markdown(report, command: str) -> str:
+TITLE = "ARM kernel parity of the exported variants (emulated aarch64 vs x86)"
+
+
+def _x86_lines(x86) -> list[str]:
+    """The x86 rows of the same files: AUROC and flips vs the reference; DR grading κ, referable AUROC and
+    referable / grade flips."""
+    if not x86:
+        return []
+    if any(v.kappa is not None for v in x86):
+        return ["x86 (XNNPACK) rows of the same files:", "",
+                "| Variant | κ | referable AUROC | referable flips vs reference | grade flips vs reference |",
+                "|---|---|---|---|---|"] + \
+            [f"| {v.name} | {fmt(v.kappa)} | {fmt(v.auroc)} | {pct(v.referable_flip_rate)} | "
+             f"{pct(v.grade_flip_rate)} |" for v in x86]
+    return ["x86 (XNNPACK) rows of the same files:", "", "| Variant | AUROC | flips vs reference |", "|---|---|---|"] + \
+        [f"| {v.name} | {fmt(v.auroc)} | {pct(v.flip_rate)} |" for v in x86]
+
+
+def table_markdown(report, command: str, title: str = TITLE) -> str:
     """docs/benchmarks/arm_parity.md from a bench report with cpu and arm64-emu rows."""
     ds = report.dataset
     x86 = [v for v in report.variants if v.device == "cpu"]
-    lines = ["# ARM kernel parity of the exported variants (emulated aarch64 vs x86)", "",
+    lines = [f"# {title}", "",
              f"- Data: `{ds.get('path')}` split `{ds.get('split')}`, {ds.get('n_images')} images"
              f"{' (a seeded random subset)' if report.settings.get('max_images') else ''}",
              f"- x86 host: {machine_line(report.machine)}; ai-edge-litert {report.machine.get('ai_edge_litert')}",
              f"- Reference for AUROC / flips: `{report.reference}`",
              f"- Command: `{command}`", ""]
-    if x86:
-        lines += ["x86 (XNNPACK) rows of the same files:", "",
-                  "| Variant | AUROC | flips vs reference |", "|---|---|---|"]
-        lines += [f"| {v.name} | {fmt(v.auroc)} | {pct(v.flip_rate)} |" for v in x86]
+    lines += _x86_lines(x86)
     lines += markdown_lines(report.variants)
     return "\n".join(lines) + "\n"
 
@@ -71,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--split", default="test")
     ap.add_argument("--out", default="docs/benchmarks/arm_parity.md")
     ap.add_argument("--report", default=None, help="also write the full bench report into this folder")
+    ap.add_argument("--title", default=TITLE, help="the table's heading")
     a = ap.parse_args(argv)
     cpus = [c for c in (a.cpus.split(";") if ";" in a.cpus else a.cpus.split(",")) if c]
     devices = ("cpu",) + tuple(f"arm64-emu:{c}" for c in cpus)
@@ -89,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgeRetinaError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    write_text_atomic(Path(a.out), table_markdown(report, command))
+    write_text_atomic(Path(a.out), table_markdown(report, command, a.title))
     print(Path(a.out).read_text())
     return 0
 

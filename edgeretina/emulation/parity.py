@@ -2,7 +2,9 @@
 variant and an ``arm64-emu`` bench row keeps in its ``device_info["vs_x86"]`` — the share of images whose task
 decision differs from the same file on x86 (each at the model's own threshold), the largest |Δ| of a raw
 output (logit or probability, as the model emits it) and whether every output is bit-identical;
-:func:`kernel_tier` names the ISA tier the emulated CPU offers XNNPACK."""
+:func:`kernel_tier` names the ISA tier the emulated CPU offers XNNPACK. For DR grading the task decision is the
+predicted grade (the expected grade, rounded: ``tasks.predicted_classes``), and the referable screen (predicted
+grade >= 2) is counted as well."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -10,8 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeretina.runtime.decisions import decision_flip_rate, to_probabilities
-from edgeretina.tasks import TaskSpec, scores_from_output
+from edgeretina.runtime.decisions import REFERABLE_GRADE, decision_flip_rate, disagreement, to_probabilities
+from edgeretina.tasks import Task, TaskKind, TaskSpec, predicted_classes, scores_from_output
 
 LATENCY_NOTE = "latency under emulation is not a speed (not measured)"
 
@@ -21,11 +23,13 @@ class Parity:
     """One file on emulated aarch64 vs the same file on x86, on the same inputs."""
 
     n: int
-    flips: int  # images whose task decision differs
+    flips: int  # images whose task decision differs (DR grading: the predicted grade)
     flip_rate: float
     max_abs_diff: float  # largest |Δ| of any raw output
     identical: bool  # every raw output bit-identical
     output: str  # "logits" or "probabilities": what max_abs_diff is measured in
+    referable_flips: int | None = None  # DR grading: images whose referable decision (grade >= 2) differs
+    referable_flip_rate: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,9 +46,20 @@ def compare_outputs(spec: TaskSpec, threshold, raw_arm: np.ndarray, raw_x86: np.
     rate = decision_flip_rate(spec, sa, sb, threshold) if len(a) else float("nan")
     flips = int(round(rate * len(a))) if len(a) else 0
     diff = float(np.max(np.abs(a - b))) if a.size else 0.0
+    ref = _referable(spec, sa, sb) if len(a) else {}
     return Parity(n=int(len(a)), flips=flips, flip_rate=float(rate), max_abs_diff=diff,
                   identical=bool(a.size == 0 or np.array_equal(a, b)),
-                  output="logits" if logits else "probabilities")
+                  output="logits" if logits else "probabilities", **ref)
+
+
+def _referable(spec: TaskSpec, probs_a: np.ndarray, probs_b: np.ndarray) -> dict[str, Any]:
+    """DR grading: how many images' referable decision (predicted grade >= 2) differs; {} for other tasks."""
+    if spec.kind is not TaskKind.MULTICLASS or spec.task is not Task.DR:
+        return {}
+    ra = predicted_classes(spec, probs_a) >= REFERABLE_GRADE
+    rb = predicted_classes(spec, probs_b) >= REFERABLE_GRADE
+    rate = disagreement(ra, rb)
+    return {"referable_flips": int(round(rate * len(ra))), "referable_flip_rate": float(rate)}
 
 
 def kernel_tier(isa: Sequence[str] | None) -> str:
