@@ -24,6 +24,7 @@ def test_graded_parity_counts_grade_and_referable_flips():
     arm[2] = [0, 0, 0.1, 0.3, 0.6]  # grade 3 -> 4: a grade flip, still referable
     p = compare_outputs(spec, None, arm, x86, False, "softmax")
     assert (p.flips, p.referable_flips, p.n) == (2, 1, 4) and p.referable_flip_rate == pytest.approx(0.25)
+    assert p.flipped == (1, 2)  # which images: their positions in the inputs
     assert p.max_abs_diff == pytest.approx(0.3) and not p.identical and p.output == "probabilities"
     assert compare_outputs(task_spec("glaucoma"), 0.5, x86[:, :2], x86[:, :2], False, "softmax").referable_flips \
         is None

@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeretina.runtime.decisions import REFERABLE_GRADE, decision_flip_rate, disagreement, to_probabilities
+from edgeretina.runtime.decisions import (REFERABLE_GRADE, decision_flip_rate, disagreement, task_decisions,
+                                          to_probabilities)
 from edgeretina.tasks import Task, TaskKind, TaskSpec, predicted_classes, scores_from_output
 
 LATENCY_NOTE = "latency under emulation is not a speed (not measured)"
@@ -30,6 +31,7 @@ class Parity:
     output: str  # "logits" or "probabilities": what max_abs_diff is measured in
     referable_flips: int | None = None  # DR grading: images whose referable decision (grade >= 2) differs
     referable_flip_rate: float | None = None
+    flipped: tuple[int, ...] = ()  # positions (in the inputs' order) of the images whose task decision differs
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,11 +47,18 @@ def compare_outputs(spec: TaskSpec, threshold, raw_arm: np.ndarray, raw_x86: np.
     sb = scores_from_output(spec, to_probabilities(b, logits, activation))
     rate = decision_flip_rate(spec, sa, sb, threshold) if len(a) else float("nan")
     flips = int(round(rate * len(a))) if len(a) else 0
+    flipped = tuple(int(i) for i in np.flatnonzero(_differs(spec, threshold, sa, sb))) if len(a) else ()
     diff = float(np.max(np.abs(a - b))) if a.size else 0.0
     ref = _referable(spec, sa, sb) if len(a) else {}
     return Parity(n=int(len(a)), flips=flips, flip_rate=float(rate), max_abs_diff=diff,
                   identical=bool(a.size == 0 or np.array_equal(a, b)),
-                  output="logits" if logits else "probabilities", **ref)
+                  output="logits" if logits else "probabilities", flipped=flipped, **ref)
+
+
+def _differs(spec: TaskSpec, threshold, sa: np.ndarray, sb: np.ndarray) -> np.ndarray:
+    """(N,) True where the task decision of scores ``sa`` differs from that of ``sb``."""
+    d = task_decisions(spec, sa, threshold) != task_decisions(spec, sb, threshold)
+    return d.reshape(len(d), -1).any(axis=1)
 
 
 def _referable(spec: TaskSpec, probs_a: np.ndarray, probs_b: np.ndarray) -> dict[str, Any]:
