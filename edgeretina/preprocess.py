@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import numbers
 import os
 import sys
@@ -475,7 +476,7 @@ def locate_disc(img: np.ndarray, disc_fraction: float = 0.15, threshold: int = 1
                 vertical_prior: float = 4.0, edge_penalty: float = 3.5, search_margin: float = 0.07,
                 roundness_weight: float = 1.0, fovea_weight: float = 0.0, min_margin: float = 0.75,
                 min_roundness: float = 0.2, red_weight: float = 0.25, vessel_clip: bool = True,
-                refine: bool = False) -> DiscDetection:
+                refine: bool = False, subpixel: bool = False) -> DiscDetection:
     """Find the optic nerve head: a bright, round, disc-sized spot where vessels converge, well inside the
     field of view.
 
@@ -503,6 +504,10 @@ def locate_disc(img: np.ndarray, disc_fraction: float = 0.15, threshold: int = 1
     ``min_confidence`` (no disc-like spot: the FOV centre is returned), the runner-up is within
     ``min_margin`` (ambiguous), ``roundness < min_roundness`` (not a round isolated blob), or the winner sits
     on the search region's border (the map still rises towards the rim). See :class:`DiscDetection`.
+
+    ``subpixel``: the centre is the map peak refined by a parabola through it and its 4 neighbours
+    (:func:`subpixel_peak`), so it moves continuously with the eye instead of in whole work pixels
+    (≈ 1.7 photo px on ODIR's 320-px photos) — issue 18's stable crop centre.
     """
     h, w = img.shape[:2]
     s = _DISC_WORK_SIZE / max(h, w)
@@ -603,6 +608,7 @@ def locate_disc(img: np.ndarray, disc_fraction: float = 0.15, threshold: int = 1
         win = np.where((np.hypot(yy_ - by, xx_ - bx) <= rr) & inside[ya:yb, xa:xb], bright[ya:yb, xa:xb], -np.inf)
         iy, ix = np.unravel_index(int(np.argmax(win)), win.shape)
         bx, by = int(xa + ix), int(ya + iy)
+    fx, fy = subpixel_peak(masked, bx, by) if subpixel and not refine else (float(bx), float(by))
     crit = [total / max(min_confidence, 1e-6), margin / max(min_margin, 1e-6)]
     if min_roundness > 0:
         crit.append(rnd / min_roundness)
@@ -616,8 +622,27 @@ def locate_disc(img: np.ndarray, disc_fraction: float = 0.15, threshold: int = 1
         reason = "not round"
     if reason:
         conf = min(conf, 0.49)
-    return DiscDetection(to_img(bx), to_img(by), dd / s, conf, not reason, float(total), float(margin),
+    return DiscDetection(to_img(fx), to_img(fy), dd / s, conf, not reason, float(total), float(margin),
                          float(rnd), reason, trace)
+
+
+def subpixel_peak(m: np.ndarray, x: int, y: int) -> tuple[float, float]:
+    """(x, y) moved to the vertex of the parabola through ``m`` at x−1, x, x+1 (and likewise in y), each
+    offset clipped to ±0.5 px; an axis whose neighbour is off the map or not finite keeps its integer value.
+    float64 arithmetic on the float32 map (the Android core does the same)."""
+    out = []
+    for axis, (c, n) in enumerate(((x, m.shape[1]), (y, m.shape[0]))):
+        if not 0 < c < n - 1:
+            out.append(float(c))
+            continue
+        a, b, d = ((float(m[y, c - 1]), float(m[y, c]), float(m[y, c + 1])) if axis == 0 else
+                   (float(m[c - 1, x]), float(m[c, x]), float(m[c + 1, x])))
+        curv = a - 2.0 * b + d
+        if not (np.isfinite(a) and np.isfinite(d)) or curv >= 0.0:
+            out.append(float(c))
+            continue
+        out.append(c + min(0.5, max(-0.5, 0.5 * (a - d) / curv)))
+    return out[0], out[1]
 
 
 def _fovea_term(bright: np.ndarray, inside: np.ndarray, x: int, y: int, dd: float) -> float:
@@ -693,12 +718,44 @@ _ONH_DEFAULTS: dict[str, Any] = {"diameters": 2.0, "disc_fraction": 0.15, "thres
                                  "refine": False}
 
 
+def crop_bilinear(img: np.ndarray, x0: float, y0: float, side: int) -> np.ndarray:
+    """``side`` × ``side`` window whose top-left pixel centre is the fractional point (x0, y0) of ``img``,
+    bilinear with 8-bit weights — ``a = round(256·frac)`` per axis (half to even), out = (Σ w·p + 2¹⁵) >> 16
+    with w = (256 − a_x or a_x)(256 − a_y or a_y) — zero outside the image. Integer arithmetic only, so the
+    Android core reproduces it bit for bit; a whole-pixel (x0, y0) is a plain copy."""
+    ix, iy = math.floor(x0), math.floor(y0)
+    ax, ay = int(round((x0 - ix) * 256)), int(round((y0 - iy) * 256))
+    if ax == 256:
+        ix, ax = ix + 1, 0
+    if ay == 256:
+        iy, ay = iy + 1, 0
+    h, w = img.shape[:2]
+    win = np.zeros((side + 1, side + 1, 3), np.int32)
+    sx0, sy0, sx1, sy1 = max(0, ix), max(0, iy), min(w, ix + side + 1), min(h, iy + side + 1)
+    if sx1 > sx0 and sy1 > sy0:
+        win[sy0 - iy:sy1 - iy, sx0 - ix:sx1 - ix] = img[sy0:sy1, sx0:sx1]
+    out = ((256 - ax) * (256 - ay) * win[:-1, :-1] + ax * (256 - ay) * win[:-1, 1:]
+           + (256 - ax) * ay * win[1:, :-1] + ax * ay * win[1:, 1:] + (1 << 15)) >> 16
+    return out.astype(np.uint8)
+
+
+def onh_crop_subpixel(img: np.ndarray, diameters: float = 2.0, **locator) -> tuple[np.ndarray, DiscDetection]:
+    """:func:`onh_crop_with_info` around the sub-pixel disc centre (``locate_disc(subpixel=True)``), cut by
+    :func:`crop_bilinear`: a 2-px move of the eye moves the window by ~2 px, not by 0 or 3 whole pixels."""
+    det = locate_disc(img, subpixel=True, **locator)
+    side = max(8, int(round(diameters * det.diameter)))
+    return crop_bilinear(img, det.x - side / 2, det.y - side / 2, side), det
+
+
 def two_view_with_info(img: np.ndarray, size: int = 128, interpolation: str = "area", diameters: float = 2.0,
+                       onh_blur: float = 0.0, subpixel: bool = False,
                        **locator) -> tuple[np.ndarray, DiscDetection]:
     """:func:`two_view` that also returns the optic-disc detection it cropped around."""
-    crop, det = onh_crop_with_info(img, diameters, **locator)
+    crop, det = (onh_crop_subpixel if subpixel else onh_crop_with_info)(img, diameters, **locator)
     full = resize(pad_square(img), int(size), interpolation)
     onh = resize(pad_square(crop), int(size), interpolation)
+    if onh_blur > 0:
+        onh = cv2.GaussianBlur(onh, (0, 0), float(onh_blur))
     return np.ascontiguousarray(np.concatenate([full, onh], axis=1)), det
 
 
@@ -706,8 +763,18 @@ def two_view(img: np.ndarray, size: int = 128, interpolation: str = "area", **on
     """Two views side by side, ``size`` × ``2·size``: the whole (FOV-cropped) fundus padded square and
     resized on the left, the optic-nerve-head crop (:func:`onh_crop`, same parameters) on the right. A
     model reads each half separately (the ``two_view`` head pools the halves apart), so one .tflite with
-    one input sees the disc at high resolution and the whole fundus for context."""
+    one input sees the disc at high resolution and the whole fundus for context.
+
+    Issue 18's stability options for the ONH view (:data:`TWO_VIEW_OPTIONAL`; in the JSON only when set):
+    ``onh_blur`` σ > 0 — ``cv2.GaussianBlur(σ)`` of the resized ONH view (8-bit, OpenCV's kernel, REFLECT_101):
+    the crop is at about native resolution, so JPEG blocks and pixel-grid phase reach the backbone
+    unsmoothed otherwise; ``subpixel`` — :func:`onh_crop_subpixel` instead of a whole-pixel window."""
     return two_view_with_info(img, size, interpolation, **onh)[0]
+
+
+#: ``two_view`` parameters written to the pipeline JSON only when they differ from these (a model trained
+#: without them keeps the JSON that older apps read)
+TWO_VIEW_OPTIONAL: dict[str, Any] = {"onh_blur": 0.0, "subpixel": False}
 
 
 @dataclass(frozen=True)
@@ -787,11 +854,12 @@ class Step:
         if self.name not in STEPS:
             raise DataError(f"unknown preprocessing step '{self.name}' (choose from: {', '.join(STEPS)})")
         d = STEPS[self.name].defaults
-        unknown = sorted(set(self.params) - set(d))
+        optional = TWO_VIEW_OPTIONAL if self.name == "two_view" else {}
+        unknown = sorted(set(self.params) - set(d) - set(optional))
         if unknown:
             raise DataError(f"preprocessing step '{self.name}': unknown parameter(s) {', '.join(unknown)} "
                             f"(known: {', '.join(d) or 'none'})")
-        full = {**d, **self.params}
+        full = {**d, **{k: v for k, v in self.params.items() if k not in optional or v != optional[k]}}
         if self.name == "scale":
             try:
                 full["mode"] = Scaling(full["mode"]).value
@@ -802,6 +870,10 @@ class Step:
                                             not isinstance(full["size"], bool) and 32 <= full["size"] <= 512):
             raise DataError(f"preprocessing step 'two_view': size {full['size']!r} must be an integer between 32 "
                             "and 512 px (each view is size x size)")
+        if self.name == "two_view" and not (isinstance(full.get("onh_blur", 0.0), numbers.Real) and
+                                            0.0 <= full.get("onh_blur", 0.0) <= 5.0):
+            raise DataError(f"preprocessing step 'two_view': onh_blur {full['onh_blur']!r} must be a σ between 0 "
+                            "and 5 px")
         if self.name == "resize":  # bounded: a metadata asking for a 20000-px resize would allocate gigabytes
             size = full["size"]
             sides = list(size) if isinstance(size, (list, tuple)) else [size]
@@ -968,6 +1040,14 @@ class Pipeline:
         mode = scaling.value if isinstance(scaling, Scaling) else scaling
         return Pipeline(self.steps[:-1] + (Step("scale", {"mode": mode}),))
 
+    def with_onh_view(self, **params) -> "Pipeline":
+        """The same pipeline with these ``two_view`` parameters changed (``onh_blur``, ``subpixel``,
+        ``diameters`` …; issue 18's ONH-view options). Refuses a pipeline without a ``two_view`` step."""
+        if not any(s.name == "two_view" for s in self.steps):
+            raise DataError("the ONH-view options need a two-view pipeline (--crop two-view)")
+        return Pipeline(tuple(Step(s.name, {**s.params, **params}) if s.name == "two_view" else s
+                              for s in self.steps))
+
     def names(self) -> list[str]:
         return [s.name for s in self.steps]
 
@@ -1028,8 +1108,9 @@ class Pipeline:
             if s.name == "two_view":
                 p = dict(s.params)
                 if stop_at_onh:
-                    p.pop("size"), p.pop("interpolation")
-                    _, det = onh_crop_with_info(img, p.pop("diameters"), **p)
+                    p.pop("size"), p.pop("interpolation"), p.pop("onh_blur", None)
+                    crop_fn = onh_crop_subpixel if p.pop("subpixel", False) else onh_crop_with_info
+                    _, det = crop_fn(img, p.pop("diameters"), **p)
                     disc = det.scaled(sx, sy, ox, oy)
                     break
                 img, det = two_view_with_info(img, **p)

@@ -78,6 +78,17 @@ from edgeretina.train.options import RunOptions
 @click.option("--cv-shifts", default="", help="with --cv: also score every out-of-fold eye under these camera "
               "shifts or benign perturbations, e.g. defocus:severe,jpeg-95,shift-2px (cv.shifted: pooled AUROC, "
               "its change, and the decision flip rate at the pooled Youden threshold)")
+@click.option("--cv-tta", type=int, default=1, show_default=True,
+              help="with --cv: score every out-of-fold eye (and its --cv-shifts copies) as the mean logit over K "
+                   "1-px moves of the model input (test-time averaging, K model runs per photo; issue 18)")
+@click.option("--onh-blur", type=float, default=0.0, show_default=True,
+              help="with --crop two-view: Gaussian σ (px) on the ONH view after its resize (issue 18: the crop is "
+                   "at native resolution, JPEG blocks and pixel phase reach the backbone); travels in the preprocessing")
+@click.option("--onh-centre", type=click.Choice(["pixel", "subpixel"]), default="pixel", show_default=True,
+              help="with --crop two-view: cut the ONH window at the disc centre rounded to whole pixels, or at its "
+                   "sub-pixel estimate (bilinear, 8-bit weights) so the window follows a moved eye smoothly")
+@click.option("--onh-diameters", type=float, default=2.0, show_default=True,
+              help="with --crop two-view: ONH window side in disc diameters (> 2: a larger region, area-downsampled)")
 @click.option("--cv-only", is_flag=True, help="recipe selection: run the CV only (writes cv.json; test split untouched)")
 @click.option("--quiet", "-q", is_flag=True, help="no per-epoch progress")
 @click.option("--allow-untrained", is_flag=True,
@@ -87,7 +98,7 @@ def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, gri
           linear_sd_floor, consistency,
           no_feature_cache,
           split, seed, max_train, max_val, max_test, strategy, bootstrap, crop, enhance, negatives, suspect, cv, cv_seeds,
-          cv_shifts, cv_only, overwrite, quiet, allow_untrained):
+          cv_shifts, cv_tta, onh_blur, onh_centre, onh_diameters, cv_only, overwrite, quiet, allow_untrained):
     """Fine-tune an ImageNet CNN on fundus images (two phases) and write a run dir:
     model.keras, config.json, history.csv, metrics.json, roc.png. Re-run the same command to resume an
     interrupted run."""
@@ -123,6 +134,12 @@ def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, gri
         pipeline = Pipeline.default(input_size or bb.default_size, bb.scaling.value, onh=crop == "onh",
                                     two_view=crop == "two-view", ben_graham=enhance == "ben-graham",
                                     clahe=enhance == "clahe")
+    onh_view = {"onh_blur": onh_blur, "subpixel": onh_centre == "subpixel", "diameters": onh_diameters}
+    if onh_view != {"onh_blur": 0.0, "subpixel": False, "diameters": 2.0}:
+        if crop != "two-view":
+            raise EdgeRetinaError("--onh-blur / --onh-centre / --onh-diameters shape the two-view input's ONH view: "
+                                  "they need --crop two-view")
+        pipeline = pipeline.with_onh_view(**onh_view)
     opts = RunOptions(weights=weights, input_size=input_size, head=head,
                       arch_options={"alpha": alpha} if alpha is not None else None, config=cfg, split=split,
                       seed=seed, pipeline=pipeline, data_options=data_options or None, max_train=max_train,
@@ -131,7 +148,7 @@ def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, gri
                       cv_seeds=tuple(int(v) for v in floats(cv_seeds, "cv-seeds")), cv_only=cv_only,
                       head_fit=head_fit, aug_copies=aug_copies, consistency=consistency,
                       linear_cs=tuple(floats(linear_cs, "linear-cs")) or None,
-                      linear_sd_floor=linear_sd_floor,
+                      linear_sd_floor=linear_sd_floor, cv_tta=cv_tta,
                       cv_shifts=tuple(v.strip() for v in cv_shifts.split(",") if v.strip()))
     run_dir = train_run(data, task, arch, out, log=log, options=opts)
     if cv_only:

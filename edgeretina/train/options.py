@@ -9,6 +9,7 @@ from edgeretina.errors import EdgeRetinaError, ModelError
 from edgeretina.train.two_phase import TrainConfig
 from edgeretina.shifts import Benign, parse_level, parse_shift
 from edgeretina.train.consistency import Consistency
+from edgeretina.tta import check_k
 
 
 class HeadFit(str, Enum):
@@ -52,6 +53,7 @@ class RunOptions:
     consistency: Any = "off"          # linear head: "off", "auto" or λ (edgeretina.train.consistency)
     linear_cs: tuple[float, ...] | None = None  # linear head: the inverse penalties searched (None: DEFAULT_CS)
     linear_sd_floor: float = 0.0      # linear head: standardise by max(σ, floor × median σ) (0: plain σ)
+    cv_tta: int = 1                   # CV scores = mean logit over this many input moves (edgeretina.tta)
 
 
     def __post_init__(self):
@@ -82,6 +84,9 @@ class RunOptions:
                 if not (is_benign(name) and not level):
                     parse_shift(name), parse_level(level or "severe")
 
+        if int(self.cv_tta) != 1 and not self.cv:
+            raise EdgeRetinaError("--cv-tta needs --cv K")
+        check_k(self.cv_tta)
         object.__setattr__(self, "consistency", Consistency.parse(self.consistency))
         if self.consistency.on and self.head_fit is not HeadFit.LINEAR:
             raise EdgeRetinaError(f"--consistency {self.consistency} needs --head-fit linear (it is a penalty of "

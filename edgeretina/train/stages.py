@@ -45,6 +45,7 @@ from edgeretina.train.grid import grid_search
 from edgeretina.train.linear_head import LinearHeadOptions, Nuisance, check_linear_head, fit_linear_head
 from edgeretina.train.loop import PhaseResult, predict_fast
 from edgeretina.train.losses import LossName, make_loss
+from edgeretina.tta import averaged_scores
 
 CV_FILE = "cv.json"
 
@@ -115,6 +116,9 @@ class TrainRun:
         opts = {k: v for k, v in (o.data_options or {}).items() if k != "format"}
         self.ds = ds = open_dataset(self.data, self.task_name, format=self.fmt, **opts)
         self.spec = spec = ds.spec
+        if o.cv_tta > 1 and spec.kind is not TaskKind.BINARY:
+            raise EdgeRetinaError(f"--cv-tta {o.cv_tta} averages a binary screening logit; '{spec.task.value}' is "
+                                  f"{spec.kind.value}")
         if o.consistency.on and spec.kind is not TaskKind.BINARY:
             raise EdgeRetinaError(f"--consistency {o.consistency} needs a binary screening task (its λ is chosen "
                                   f"by AUROC and decision flips); '{spec.task.value}' is {spec.kind.value}")
@@ -346,14 +350,13 @@ class TrainRun:
             best = {p.name: int(p.best_epoch) for p in phases}
 
             def score(idx):
-                s = scores_from_output(self.spec, predict_fast(self.model, X[idx]))
+                s = self._cv_scores(X[idx])
                 extra = {}
                 if f is not None and self.spec.kind is TaskKind.BINARY:
                     dev = np.concatenate([tr, va])
                     extra["probe"] = probe_oof[idx] = _probe_scores(f[dev], y[dev], f[idx])
                 for k, xs in shifted.items():
-                    extra[f"shift_{k}"] = oof_shift[k][idx] = scores_from_output(
-                        self.spec, predict_fast(self.model, xs[idx]))
+                    extra[f"shift_{k}"] = oof_shift[k][idx] = self._cv_scores(xs[idx])
                 np.savez(key, scores=s, **extra, **{f"ep_{k}": v for k, v in best.items()})
                 return s
             return score, best
@@ -375,6 +378,11 @@ class TrainRun:
             say(f"frozen-feature probe, same folds: pooled out-of-fold AUROC {self.cv_probe['auroc']:.3f} "
                 f"(model − probe {self.cv_probe['delong_model_minus_probe']['delta']:+.3f}, "
                 f"DeLong p {self.cv_probe['delong_model_minus_probe']['p']:.3f})")
+
+    def _cv_scores(self, x):
+        """A fold model's scores of held-out images; with ``--cv-tta K`` the mean logit over K input moves."""
+        one = lambda b: scores_from_output(self.spec, predict_fast(self.model, b))  # noqa: E731
+        return averaged_scores(one, x, int(self.o.cv_tta), self.pipe.two_view) if self.o.cv_tta > 1 else one(x)
 
     def _cv_robustness(self, y, oof_shift: dict) -> None:
         """After the folds: the CV shift / benign-perturbation summary with flip rates, the threshold margin,
@@ -438,6 +446,9 @@ class TrainRun:
             d["linear_head_C"] = self.fold_C
         if getattr(self, "cv_margin", None):
             d["threshold_margin"] = self.cv_margin
+        if self.o.cv_tta > 1:
+            d["tta"] = {"k": int(self.o.cv_tta), "note": "every CV score (and shifted score) is the mean logit over "
+                        "k moves of the model input (edgeretina.tta): k model runs per photo"}
         if getattr(self, "fold_lam", None):
             d["consistency"] = {"option": str(self.o.consistency), "fold_lambda": self.fold_lam,
                                 "inner": [r.consistency for r in self.linear_fits if r.consistency]}
