@@ -720,11 +720,12 @@ _ONH_DEFAULTS: dict[str, Any] = {"diameters": 2.0, "disc_fraction": 0.15, "thres
 
 def crop_bilinear(img: np.ndarray, x0: float, y0: float, side: int) -> np.ndarray:
     """``side`` × ``side`` window whose top-left pixel centre is the fractional point (x0, y0) of ``img``,
-    bilinear with 8-bit weights — ``a = round(256·frac)`` per axis (half to even), out = (Σ w·p + 2¹⁵) >> 16
-    with w = (256 − a_x or a_x)(256 − a_y or a_y) — zero outside the image. Integer arithmetic only, so the
-    Android core reproduces it bit for bit; a whole-pixel (x0, y0) is a plain copy."""
+    bilinear with 8-bit weights on a 1/16-px grid — ``a = 16·round(16·frac)`` per axis (half to even), out =
+    (Σ w·p + 2¹⁵) >> 16 with w = (256 − a_x or a_x)(256 − a_y or a_y) — zero outside the image. Integer
+    arithmetic only, so the Android core reproduces it bit for bit; the 1/16-px grid absorbs the last-bit
+    differences of its float32 locator map (~1e-4 px). A whole-pixel (x0, y0) is a plain copy."""
     ix, iy = math.floor(x0), math.floor(y0)
-    ax, ay = int(round((x0 - ix) * 256)), int(round((y0 - iy) * 256))
+    ax, ay = 16 * int(round((x0 - ix) * 16)), 16 * int(round((y0 - iy) * 16))
     if ax == 256:
         ix, ax = ix + 1, 0
     if ay == 256:

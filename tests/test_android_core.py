@@ -138,12 +138,19 @@ PIPELINES = {
     # whole fundus | ONH crop side by side (S x 2S); at 384 the ONH view is upscaled (area -> linear), + CLAHE
     "two-view-128": Pipeline.default(128, "tf", two_view=True),
     "two-view-384-linear-clahe": Pipeline.default(384, "torch", two_view=True, clahe=True, interpolation="linear"),
+    # issue 18: the ONH view Gaussian-blurred after its resize (OpenCV's 8-bit kernel at σ 0.5 → 5 taps, 1.0 → 7)
+    "two-view-96-onh-blur-1": Pipeline.default(96, "tf", two_view=True).with_onh_view(onh_blur=1.0),
+    "two-view-96-onh-blur-0.5-diam-3": Pipeline.default(96, "tf", two_view=True).with_onh_view(onh_blur=0.5, diameters=3.0),
+    # issue 18: the ONH window at the sub-pixel disc centre (parabolic peak, 8-bit bilinear cut)
+    "two-view-96-subpixel": Pipeline.default(96, "tf", two_view=True).with_onh_view(subpixel=True),
+    "two-view-128-subpixel-blur-0.7": Pipeline.default(128, "tf", two_view=True).with_onh_view(subpixel=True, onh_blur=0.7),
     "enhance-non-square-params": Pipeline.from_json({"steps": [
         {"name": "resize", "params": {"size": [150, 170]}}, {"name": "clahe", "params": {"clip_limit": 3.0, "tile": 7}},
         {"name": "ben_graham", "params": {"sigma_frac": 0.03, "mask_radius": 0.9}}, {"name": "scale"}]}),
 }
 EXACT = {"clahe-224", "ben-graham-224", "clahe-ben-graham-299", "onh-160", "enhance-non-square-params", "two-view-128",
-         "two-view-384-linear-clahe"}
+         "two-view-384-linear-clahe", "two-view-96-onh-blur-1", "two-view-96-onh-blur-0.5-diam-3", "two-view-96-subpixel",
+         "two-view-128-subpixel-blur-0.7"}
 
 
 def _write_rgb(path: Path, img: np.ndarray) -> None:
@@ -215,7 +222,10 @@ def _assert_same_disc(d, k: dict, where: str) -> None:
     float32 scores, the confidence of an ambiguous disc, differs by up to ~2e-5 relative)."""
     assert (d.found, d.reason) == (k["found"], k["reason"]), (where, d, k)
     for f in ("x", "y", "diameter"):
-        assert k[f] == pytest.approx(getattr(d, f), rel=1e-9, abs=1e-9), (where, f, d, k)
+        # a sub-pixel centre (issue 18) is read off the float32 map, whose last bits differ: ~1e-4 px, which
+        # the window's 1/16-px grid absorbs (the images above are bit-identical)
+        tol = 1e-3 if "subpixel" in where and f != "diameter" else 1e-9
+        assert k[f] == pytest.approx(getattr(d, f), rel=tol, abs=tol), (where, f, d, k)
     for f in ("confidence", "score", "margin", "roundness"):
         assert k[f] == pytest.approx(getattr(d, f), rel=1e-4, abs=1e-5), (where, f, d, k)
 

@@ -44,6 +44,7 @@ def test_crop_bilinear_is_a_copy_at_whole_pixels_and_interpolates_between():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
     assert np.array_equal(crop_bilinear(img, 7.0, 5.0, 20), img[5:25, 7:27])
+    assert np.array_equal(crop_bilinear(img, 7.01, 5.0, 20), img[5:25, 7:27])  # the 1/16-px grid
     half = crop_bilinear(img, 7.5, 5.0, 20).astype(int)
     want = (img[5:25, 7:27].astype(int) * 128 * 256 + img[5:25, 8:28].astype(int) * 128 * 256 + (1 << 15)) >> 16
     assert np.array_equal(half, want)

@@ -75,6 +75,15 @@ class OnhCrop(val params: DiscParams) : ImageStep {
 
     override fun apply(img: RgbImage): RgbImage = cropWithInfo(img).first
 
+    /**
+     * Python `onh_crop_subpixel`: the window at the sub-pixel disc centre, cut by [cropBilinear] (issue 18).
+     */
+    fun cropSubpixel(img: RgbImage): Pair<RgbImage, DiscDetection> {
+        val det = DiscLocator.locate(img, params, subpixel = true)
+        val side = max(8, pyRound(params.diameters * det.diameter).toInt())
+        return Pair(cropBilinear(img, det.x - side / 2.0, det.y - side / 2.0, side), det)
+    }
+
     fun cropWithInfo(img: RgbImage): Pair<RgbImage, DiscDetection> {
         val det = DiscLocator.locate(img, params)
         val side = max(8, pyRound(params.diameters * det.diameter).toInt())
@@ -95,6 +104,40 @@ class OnhCrop(val params: DiscParams) : ImageStep {
     }
 }
 
+/**
+ * Python `crop_bilinear`: a side x side window whose top-left pixel centre is the fractional (x0, y0), bilinear
+ * with 8-bit weights on a 1/16-px grid, a = 16·round(16·frac) (half to even), (Σ w·p + 2^15) >> 16, zero outside
+ * the image. The grid absorbs the ~1e-4 px by which this port's float32 locator map can move the centre.
+ */
+internal fun cropBilinear(img: RgbImage, x0: Double, y0: Double, side: Int): RgbImage {
+    var ix = floor(x0).toInt()
+    var iy = floor(y0).toInt()
+    var ax = 16 * pyRound((x0 - ix) * 16).toInt()
+    var ay = 16 * pyRound((y0 - iy) * 16).toInt()
+    if (ax == 256) { ix += 1; ax = 0 }
+    if (ay == 256) { iy += 1; ay = 0 }
+    val n = side + 1
+    val win = IntArray(n * n * 3)
+    val sx0 = max(0, ix)
+    val sy0 = max(0, iy)
+    val sx1 = min(img.width, ix + n)
+    val sy1 = min(img.height, iy + n)
+    for (y in sy0 until sy1) for (x in sx0 until sx1) for (c in 0 until 3) {
+        win[((y - iy) * n + (x - ix)) * 3 + c] = img.data[(y * img.width + x) * 3 + c].toInt() and 0xff
+    }
+    val w00 = (256 - ax) * (256 - ay)
+    val w01 = ax * (256 - ay)
+    val w10 = (256 - ax) * ay
+    val w11 = ax * ay
+    val out = ByteArray(side * side * 3)
+    for (y in 0 until side) for (x in 0 until side) for (c in 0 until 3) {
+        val v = w00 * win[(y * n + x) * 3 + c] + w01 * win[(y * n + x + 1) * 3 + c] +
+            w10 * win[((y + 1) * n + x) * 3 + c] + w11 * win[((y + 1) * n + x + 1) * 3 + c]
+        out[(y * side + x) * 3 + c] = ((v + (1 shl 15)) shr 16).toByte()
+    }
+    return RgbImage(side, side, out)
+}
+
 /** Python's round(): half to even. */
 internal fun pyRound(v: Double): Double = Math.rint(v)
 
@@ -110,7 +153,11 @@ object DiscLocator {
     private const val N_CANDIDATES = 6
     private const val N_SECTORS = 8
 
-    fun locate(img: RgbImage, p: DiscParams = DiscParams()): DiscDetection {
+    /**
+     * [subpixel] (issue 18, Python `locate_disc(subpixel=True)`): the centre is the map peak moved to the vertex
+     * of the parabola through it and its neighbours ([subpixelPeak]), so it follows a moved eye continuously.
+     */
+    fun locate(img: RgbImage, p: DiscParams = DiscParams(), subpixel: Boolean = false): DiscDetection {
         val h = img.height
         val w = img.width
         val s0 = WORK_SIZE.toDouble() / max(h, w)
@@ -276,8 +323,32 @@ object DiscLocator {
         else if (margin < p.minMargin) reason = "ambiguous"
         else if (rnd < p.minRoundness) reason = "not round"
         if (reason.isNotEmpty()) conf = min(conf, 0.49)
-        return DiscDetection(toImg(bx.toDouble()), toImg(by.toDouble()), dd / s, conf, reason.isEmpty(), total,
+        val fx = if (subpixel && !p.refine) subpixelPeak(masked, sw, sh, bx, by) else doubleArrayOf(bx.toDouble(), by.toDouble())
+        return DiscDetection(toImg(fx[0]), toImg(fx[1]), dd / s, conf, reason.isEmpty(), total,
             margin, rnd, reason)
+    }
+
+    /**
+     * Python `subpixel_peak`: (x, y) moved to the vertex of the parabola through the map at c-1, c, c+1 per axis,
+     * the offset clipped to ±0.5; an axis at the map border, with a non-finite neighbour or without a maximum
+     * keeps its integer value. Double arithmetic on the float32 map, like numpy's float() of it.
+     */
+    fun subpixelPeak(m: FloatArray, w: Int, h: Int, x: Int, y: Int): DoubleArray {
+        val out = DoubleArray(2)
+        for (axis in 0 until 2) {
+            val c = if (axis == 0) x else y
+            val n = if (axis == 0) w else h
+            if (c <= 0 || c >= n - 1) { out[axis] = c.toDouble(); continue }
+            val a = (if (axis == 0) m[y * w + c - 1] else m[(c - 1) * w + x]).toDouble()
+            val b = (if (axis == 0) m[y * w + c] else m[c * w + x]).toDouble()
+            val d = (if (axis == 0) m[y * w + c + 1] else m[(c + 1) * w + x]).toDouble()
+            val curv = a - 2.0 * b + d
+            if (a.isNaN() || a.isInfinite() || d.isNaN() || d.isInfinite() || curv >= 0.0) {
+                out[axis] = c.toDouble(); continue
+            }
+            out[axis] = c + min(0.5, max(-0.5, 0.5 * (a - d) / curv))
+        }
+        return out
     }
 
     // ------------------------------------------------------------------------------------------- FOV mask

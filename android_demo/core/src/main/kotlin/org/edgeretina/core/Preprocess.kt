@@ -117,7 +117,7 @@ class Pipeline(val imageSteps: List<ImageStep>, val standardizeEps: Double?, val
                 }
                 is TwoView -> {
                     // the detection is made on this step's input; later steps need no coordinate mapping
-                    val (out, det) = if (stopAtOnh) s.onh.cropWithInfo(x) else s.applyWithInfo(x)
+                    val (out, det) = if (stopAtOnh) (if (s.subpixel) s.onh.cropSubpixel(x) else s.onh.cropWithInfo(x)) else s.applyWithInfo(x)
                     disc = det.scaled(sx, sy, ox, oy)
                     if (stopAtOnh) return Pair(out, disc)
                     x = out
@@ -199,7 +199,12 @@ class Pipeline(val imageSteps: List<ImageStep>, val standardizeEps: Double?, val
                         params.doubleOr("min_fraction", 0.01)!!, params.intOr("margin", 0)!!))
                     "onh_crop" -> image.add(OnhCrop(DiscParams.fromJson(params)))
                     "two_view" -> {
-                        val disc = DiscParams.fromJson(params, name, listOf("size", "interpolation"))
+                        val disc = DiscParams.fromJson(params, name, listOf("size", "interpolation", "onh_blur", "subpixel"))
+                        val onhBlur = params.doubleOr("onh_blur", 0.0)!!
+                        if (!(onhBlur >= 0.0 && onhBlur <= 5.0)) {
+                            throw CoreException("$source: preprocessing step 'two_view': onh_blur $onhBlur must be a σ " +
+                                "between 0 and 5 px")
+                        }
                         val size = params.intOr("size", 128)!!
                         if (size < TwoView.MIN_SIZE || size > TwoView.MAX_SIZE) {
                             throw CoreException("$source: preprocessing step 'two_view': size $size must be an integer " +
@@ -212,7 +217,7 @@ class Pipeline(val imageSteps: List<ImageStep>, val standardizeEps: Double?, val
                                     "(supported: ${Resize.MODES.joinToString(", ")})"
                             )
                         }
-                        image.add(TwoView(size, interp, disc))
+                        image.add(TwoView(size, interp, disc, onhBlur, params.boolOr("subpixel", false)))
                     }
                     "pad_square" -> image.add(PadSquare(params.intOr("value", 0)!!))
                     "resize" -> {
@@ -356,9 +361,14 @@ class FovCrop(val threshold: Int, val minFraction: Double, val margin: Int) : Im
 /**
  * The `two_view` step (Python `two_view_with_info`): an S x 2S image, the whole input padded square and
  * resized to S x S on the left, the `onh_crop` window (same locator parameters, [params]) padded square and
- * resized to S x S on the right. A two-view model reads it as one (1, S, 2S, 3) input.
+ * resized to S x S on the right. A two-view model reads it as one (1, S, 2S, 3) input. [onhBlur] σ > 0 (issue 18):
+ * the resized ONH view is Gaussian-blurred like cv2.GaussianBlur(view, (0, 0), σ) (OpenCV's 8-bit fixed-point
+ * path, [BenGraham.gaussianBlur]); [subpixel]: the window at the sub-pixel disc centre ([OnhCrop.cropSubpixel]).
  */
-class TwoView(val size: Int, val interpolation: String, val params: DiscParams) : ImageStep {
+class TwoView(
+    val size: Int, val interpolation: String, val params: DiscParams, val onhBlur: Double = 0.0,
+    val subpixel: Boolean = false
+) : ImageStep {
     override val name = "two_view"
     val onh = OnhCrop(params)
     private val pad = PadSquare(0)
@@ -368,9 +378,10 @@ class TwoView(val size: Int, val interpolation: String, val params: DiscParams) 
 
     /** The two views and the optic-disc detection (in [img]'s pixels) the right one is cropped around. */
     fun applyWithInfo(img: RgbImage): Pair<RgbImage, DiscDetection> {
-        val (crop, det) = onh.cropWithInfo(img)
+        val (crop, det) = if (subpixel) onh.cropSubpixel(img) else onh.cropWithInfo(img)
         val full = resize.apply(pad.apply(img))
-        val disc = resize.apply(pad.apply(crop))
+        val view = resize.apply(pad.apply(crop))
+        val disc = if (onhBlur > 0.0) RgbImage(size, size, BenGraham.gaussianBlur(view, onhBlur)) else view
         val out = ByteArray(size * 2 * size * 3)
         val row = size * 3
         for (y in 0 until size) {
