@@ -1,6 +1,6 @@
 """Issue 17, DR grading: ARM-vs-x86 parity of a 5-grade ordinal model counts grade flips (the predicted grade,
 the expected grade rounded) and referable flips (predicted grade >= 2), and the ARM table shows both with κ
-and referable AUROC. The emulated test runs a tiny real DR .tflite (float32 and int8) through aarch64 LiteRT
+and referable AUROC. The emulated test runs a tiny real DR .tflite (int8) through aarch64 LiteRT
 under qemu when the environment exists (``python -m edgeretina.emulation.arm64_env build``), else skips."""
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def _tiny_dr_run(root, size=32):
 
 
 def test_dr_grading_parity_under_emulation(tmp_path):
-    """A tiny real 5-grade model's float32 and int8 files on emulated Cortex-A53 vs the same files on x86."""
+    """A tiny real 5-grade model's int8 file on emulated Cortex-A53 vs the same file on x86 (one emulated run:
+    each costs a guest start under qemu)."""
     try:
         arm64_env.load_env()
     except DeviceError as e:
@@ -73,16 +74,16 @@ def test_dr_grading_parity_under_emulation(tmp_path):
     pipe = Pipeline.default(32, "tf", fov=False)
     with np.load(data) as z:
         np.save(tmp_path / "calib.npy", np.stack([pipe.apply(im) for im in z["train_images"]]).astype(np.float32))
-    export_model(run, ["float32", "int8"], run / "export", calib=str(tmp_path / "calib.npy"), calib_n=20,
+    export_model(run, ["int8"], run / "export", calib=str(tmp_path / "calib.npy"), calib_n=20,
                  verify_n=4)
     rep = run_bench([run / "export"], str(data), reference=run, devices=("cpu", "arm64-emu:cortex-a53"),
                     max_images=12, n_boot=0, runs=1, warmup=0, timing_images=1, stability=False,
                     out=tmp_path / "r")
     emu = {v.name: v.device_info["vs_x86"] for v in rep.variants if v.device == "arm64-emu:cortex-a53"}
-    assert set(emu) == {"float32", "int8"}
-    for name, p in emu.items():
-        assert p["n"] == 12 and p["flips"] == 0 and p["referable_flips"] == 0, (name, p)
-    assert emu["int8"]["identical"], emu["int8"]
+    assert set(emu) == {"int8"}
+    p = emu["int8"]
+    assert p["n"] == 12 and p["flips"] == 0 and p["referable_flips"] == 0 and not p["flipped"], p
+    assert p["identical"], p  # the same integer kernels' results on NEON and x86
     assert arm_table(["--merge", str(tmp_path / "r"), "--title", "DR", "--out", str(tmp_path / "t.md")]) == 0
     table = (tmp_path / "t.md").read_text()
     assert table.startswith("# DR\n") and "| Variant | κ | referable AUROC |" in table
