@@ -63,9 +63,21 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "aeq-noise0.26-split4": {"quantizer": "aeq", "max_logit_noise": 0.26, "head_split": 4},
     "int8-guard-noise0.26-split4": {"variants": ["int8-guard"], "quantizer": "aeq", "max_logit_noise": 0.26,
                                     "head_split": 4},
+    # --weight-rounding gptq: int8 weights re-rounded with GPTQ's error compensation (gptq.py); one export
+    # (folder "split4-gptq") holds the int8 file and the guard built on it
+    "converter-split4-gptq": {"variants": ["int8-guard"], "quantizer": "converter", "head_split": 4,
+                              "weight_rounding": "gptq", "folder": "split4-gptq"},
+    "int8-guard-split4-gptq": {"variants": ["int8-guard"], "quantizer": "converter", "head_split": 4,
+                               "weight_rounding": "gptq", "folder": "split4-gptq"},
 }
 # label → the manifest variant that is studied (default: int8)
-SHIPPED = {"int8-guard": "int8-guard", "int8-guard-split4": "int8-guard", "int8-guard-noise0.26-split4": "int8-guard"}
+SHIPPED = {"int8-guard": "int8-guard", "int8-guard-split4": "int8-guard", "int8-guard-noise0.26-split4": "int8-guard",
+           "int8-guard-split4-gptq": "int8-guard"}
+
+
+def folder_of(out: Path, label: str) -> Path:
+    """Where a configuration's export lives (configurations may share one export)."""
+    return out / CONFIGS[label].get("folder", label)
 
 
 def export_all(run: Path, out: Path, labels, reuse: bool, log) -> dict[str, dict]:
@@ -74,13 +86,14 @@ def export_all(run: Path, out: Path, labels, reuse: bool, log) -> dict[str, dict
     for label in labels:
         cfg = dict(CONFIGS[label])
         variants = cfg.pop("variants", ["int8"])
-        folder = out / label
-        if not (reuse and (folder / "manifest.json").is_file()):
+        folder = out / cfg.pop("folder", label)
+        done = {m.get("_folder") for m in manifests.values()}
+        if str(folder) not in done and not (reuse and (folder / "manifest.json").is_file()):
             t = time.perf_counter()
             log(f"export {label}: {variants} {cfg}")
             export_model(run, variants, folder, progress=lambda s: log(f"  {s}"), borderline_band="off", **cfg)
             log(f"export {label}: {time.perf_counter() - t:.0f}s")
-        manifests[label] = json.loads((folder / "manifest.json").read_text())
+        manifests[label] = {**json.loads((folder / "manifest.json").read_text()), "_folder": str(folder)}
     return manifests
 
 
@@ -93,13 +106,13 @@ def study_copies(out: Path, manifests: dict[str, dict]) -> list[Path]:
     paths = []
     for label, man in manifests.items():
         entry = _entry(man, label)
-        src = out / label / Path(entry["path"]).name
+        src = folder_of(out, label) / Path(entry["path"]).name
         data = src.read_bytes()
         meta = metadata_from_bytes(data, str(src))
         meta["export"] = {**meta["export"], "variant": label, "study_source": str(src)}
         guard = meta["export"].get("guard")
         if guard:  # the cascade's fp16 file sits beside it (renamed per label: each export has its own)
-            shutil.copyfile(out / label / guard["fallback"], dest / f"{label}_fp16.tflite")
+            shutil.copyfile(folder_of(out, label) / guard["fallback"], dest / f"{label}_fp16.tflite")
             meta["export"]["guard"] = {**guard, "fallback": f"{label}_fp16.tflite"}
         paths.append(write_bytes_atomic(dest / f"{label}.tflite", embed_metadata(data, meta)))
     return paths
@@ -121,7 +134,8 @@ def _row(v: dict, man: dict | None, n: int) -> dict[str, Any]:
             else None, "logit_shift": v.get("logit_shift"), "logit_noise_sd": v.get("logit_noise_sd"),
             "p50_ms": (v.get("latency_ms") or {}).get("p50"), "mean_ms": (v.get("latency_ms") or {}).get("mean"),
             "backend": q.get("backend", "keras" if v["format"] == "keras" else "–") +
-            (f"+split{q['head_split']['groups']}" if (q.get("head_split") or {}).get("groups") else ""),
+            (f"+split{q['head_split']['groups']}" if (q.get("head_split") or {}).get("groups") else "") +
+            ("+gptq" if (q.get("weight_rounding") or {}).get("method") == "gptq" else ""),
             "ranges": q.get("ranges"), "rescored_share": g.get("rescored_share"),
             "ranking": list(b.get("ranking") or []), "all_int8": b.get("all_int8"),
             "float_layers": [x["layer"] for x in b.get("float_layers", [])] if b else None,
@@ -196,8 +210,8 @@ def rewrite(a) -> int:
     saved = json.loads(a.doc.with_suffix(".json").read_text())
     d = saved["report"]
     n = int(d["dataset"]["n_images"])
-    manifests = {lab: json.loads((a.out / lab / "manifest.json").read_text()) for lab in saved["configs"]
-                 if (a.out / lab / "manifest.json").is_file()}
+    manifests = {lab: json.loads((folder_of(a.out, lab) / "manifest.json").read_text()) for lab in saved["configs"]
+                 if (folder_of(a.out, lab) / "manifest.json").is_file()}
     rows = [_row(v, manifests.get(v["name"]), n) for v in d["variants"]]
     meta = {k: v for k, v in saved.items() if k not in ("rows", "report")}
     meta["title"] = a.title or meta.get("title")

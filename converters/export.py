@@ -37,6 +37,7 @@ from edgeretina.tasks import Task, TaskKind, activate, scores_from_output
 from . import aeq, armcheck
 from . import band as band_mod
 from . import calib as calib_mod
+from . import gptq as gptq_mod
 from . import guard as guard_mod
 from .biascorr import correct_output_bias
 from .budget import RANK_N, Budget, Probe, search
@@ -211,6 +212,7 @@ class _Data:
 # ------------------------------------------------------------------------------------------ options
 
 OUTPUTS = ("auto", "logits", "probabilities")
+WEIGHT_ROUNDINGS = ("nearest", "gptq")  # converters.gptq.ROUNDINGS (kept here so options need no numpy-heavy import)
 QUANTIZERS = ("converter", "aeq")  # full-integer backends: the TF converter, or ai-edge-quantizer (aeq.py)
 RANGES = ("minmax", "ema", "percentile", "mse")  # converters.aeq.RANGES (kept here so options need no quantizer import)
 ALLOCATIONS = ("uniform", "size")  # converters.prune.ALLOCATIONS (kept here so options need no TensorFlow)
@@ -249,6 +251,7 @@ class ExportOptions:
     max_logit_noise: float | None = None
     budget_n: int = 500                   # hold-out training images the budget is checked on
     head_split: int = 0                   # int8: the linear head's weights split into K magnitude bands (headsplit.py)
+    weight_rounding: str = "nearest"      # int8 weights: nearest step, or GPTQ error-compensating (gptq.py)
     borderline_band: str | float = "auto"  # auto (measured, converters/band.py), off, or a band in logits
     band_n: int = band_mod.DEFAULT_N      # validation images the auto band is measured on
     verify_arm: tuple[str, ...] = ()      # emulated aarch64 CPUs every file is also verified on (armcheck.py)
@@ -294,6 +297,7 @@ class ExportOptions:
             if not any(self.uses_quantizer(i) for i in infos):
                 raise ExportError("--head-split only applies to calibrated full-integer variants "
                                   "(--int8, --pruned --int8)")
+        self._check_rounding(infos)
         put(self, "borderline_band", band_mod.parse_band(self.borderline_band))
         if not (isinstance(self.band_n, int) and band_mod.MIN_IMAGES <= self.band_n <= MAX_IMAGES):
             raise ExportError(f"--band-n must be an integer in [{band_mod.MIN_IMAGES}, {MAX_IMAGES}], "
@@ -328,6 +332,19 @@ class ExportOptions:
         if not (isinstance(self.budget_n, int) and 16 <= self.budget_n <= MAX_IMAGES):
             raise ExportError(f"--budget-n must be an integer in [16, {MAX_IMAGES}], got {self.budget_n!r}")
 
+    def _check_rounding(self, infos) -> None:
+        if self.weight_rounding not in WEIGHT_ROUNDINGS:
+            raise ExportError(f"unknown --weight-rounding '{self.weight_rounding}' (choose "
+                              f"{' or '.join(WEIGHT_ROUNDINGS)})")
+        if self.weight_rounding == "nearest":
+            return
+        if not any(self.uses_quantizer(i) for i in infos):
+            raise ExportError("--weight-rounding gptq only applies to calibrated full-integer variants "
+                              "(--int8, --pruned --int8)")
+        if self.budget is not None:
+            raise ExportError("--weight-rounding gptq does not combine with --max-flips / --max-logit-noise "
+                              "(the budget ranks layers of the nearest-rounded file)")
+
     def _check_arm(self) -> None:
         object.__setattr__(self, "verify_arm", armcheck.parse_cpus(self.verify_arm))
         if not (isinstance(self.verify_arm_n, int) and 1 <= self.verify_arm_n <= 1000):
@@ -351,7 +368,7 @@ class ExportOptions:
                 "guard_k": self.guard_k if any(i.guarded for i in infos) else None,
                 "max_flips": self.max_flips, "max_logit_noise": self.max_logit_noise,
                 "budget_n": self.budget_n if self.budget is not None else None,
-                "head_split": self.head_split or None,
+                "head_split": self.head_split or None, "weight_rounding": self.weight_rounding,
                 "borderline_band": self.borderline_band,
                 "band_n": self.band_n if self.borderline_band == "auto" else None,
                 "verify_arm": list(self.verify_arm) or None,
@@ -552,6 +569,7 @@ class Exporter:
         for i in self.opts.infos:
             n += 2 + int(i.trains) + int(self.opts.bias_correction and i.activations == "int8" and not i.guarded)
             n += int(bool(self.opts.verify_arm))
+            n += int(self.opts.weight_rounding == "gptq" and self.opts.uses_quantizer(i))
         return n
 
     # ---- open: source model, config, output folder
@@ -710,6 +728,10 @@ class Exporter:
         if o.head_split and o.uses_quantizer(info) and b.logits:
             self.split_head(ctx, b)
         self.convert(ctx, b, saved)
+        if o.weight_rounding == "gptq" and o.uses_quantizer(info):
+            self.reround(ctx, b, saved)
+        elif o.uses_quantizer(info):
+            b.quant_info = {**(b.quant_info or {}), "weight_rounding": {"method": "nearest"}}
         if b.head_split:
             b.quant_info = {**(b.quant_info or {}), "head_split": b.head_split}
         if o.bias_correction and info.activations == "int8":
@@ -788,6 +810,20 @@ class Exporter:
         rep = (lambda: (x[None] for x in ctx.X_cal)) if (info.calibration and ctx.X_cal is not None) else None
         b.buf = convert(b.km, info, representative=rep, io=o.io, allow_float_fallback=o.allow_float_fallback,
                         qat=info.qat, saved=saved)
+
+    # ---- weight rounding (--weight-rounding gptq): int8 weights re-rounded on the layer inputs (gptq.py)
+    def reround(self, ctx: ExportContext, b: _Build, saved) -> None:
+        from .tflite import convert
+
+        name = b.info.variant.value
+        self.progress.stage(f"{name}: GPTQ weight rounding")
+        fb = convert(b.km, VARIANTS[Variant.FLOAT32], saved=saved)  # the float weights of the same graph
+        b.buf, info = gptq_mod.reround(b.buf, fb, ctx.X_cal, tick=self.progress.ticker(f"{name}: layer inputs"))
+        d = info.to_dict()
+        b.quant_info = {**(b.quant_info or {}), "weight_rounding": d}
+        mse = d["heldout_output_mse_sum"]
+        self._say(f"      {name}: GPTQ re-rounded {d['ops_gptq']} of {d['ops']} ops; held-out output error "
+                  f"{mse['nearest']:.3g} -> {mse['shipped']:.3g} ({d['seconds']:.0f} s)")
 
     # ---- budget (--max-flips / --max-logit-noise): the fewest float layers within the budget (budget.py)
     def budgeted(self, ctx: ExportContext, b: _Build, fb: bytes) -> None:
@@ -936,7 +972,7 @@ class Exporter:
             "bias_correction": b.bias_info, "versions": package_versions(),
         }
         if b.quant_info is not None:
-            payload["export"]["quantizer"] = b.quant_info
+            payload["export"]["quantizer"] = _lean_quantizer(b.quant_info)
         if b.guard_info is not None:
             payload["export"]["guard"] = b.guard_info
         self._band_payload(ctx, payload)
@@ -1037,6 +1073,15 @@ def export_model(model_or_run_dir, variants: Sequence[str | Variant] | None = No
     elif variants is not None or calib is not None or option_fields:
         raise TypeError("export_model: pass either options= or variants/calib/option fields, not both")
     return Exporter(options, on_result=on_result, progress=progress).run(model_or_run_dir, out_dir, config)
+
+
+def _lean_quantizer(q: dict) -> dict:
+    """The quantizer record for the file's metadata: GPTQ's per-op list stays in the manifest only (about
+    200 bytes per op in every shipped file otherwise)."""
+    wr = q.get("weight_rounding")
+    if not isinstance(wr, dict) or "layers" not in wr:
+        return q
+    return {**q, "weight_rounding": {**{k: v for k, v in wr.items() if k != "layers"}, "layers": "manifest.json"}}
 
 
 def _io_of(info: VariantInfo, io: IO) -> str:

@@ -66,6 +66,9 @@ def _variant_flags(f):
               help="--int8: split the final linear Dense into K magnitude bands of its weights, each on its own "
                    "int8 grid (same function; a linear head on standardised features has weights spanning "
                    "hundreds of times the median, most of which round to 0 on one grid); 0 = off")
+@click.option("--weight-rounding", type=click.Choice(["nearest", "gptq"]), default="nearest", show_default=True,
+              help="--int8: how int8 weights are rounded: nearest step, or GPTQ (error-compensating, column by "
+                   "column on the calibration images' layer inputs, same scales; docs/export.md)")
 @click.option("--guard-k", type=float, default=3.0, show_default=True,
               help="--int8-guard: band = k × the int8 model's logit noise (vs the float model, calibration images)")
 @click.option("--borderline-band", "borderline_band", default="auto", show_default=True, metavar="auto|off|LOGITS",
@@ -89,7 +92,7 @@ def _variant_flags(f):
 @click.option("--quiet", "-q", is_flag=True, help="no per-stage progress lines")
 def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io_, allow_float_fallback, verify_n,
            steps, finetune_target, bias_correction, quantizer, ranges, max_flips, max_logit_noise, budget_n, guard_k,
-           head_split, output, borderline_band, band_n, verify_arm, verify_arm_n, **flags):
+           head_split, weight_rounding, output, borderline_band, band_n, verify_arm, verify_arm_n, **flags):
     """Export MODEL (a run dir — trained, or made by `edgeretina import` — or a .keras file with config.json
     beside it) to .tflite variants.
 
@@ -103,7 +106,8 @@ def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io
         calib=calib, calib_n=calib_n, verify_n=verify_n, allow_float_fallback=allow_float_fallback, steps=steps,
         finetune_target=finetune_target, bias_correction=bias_correction, output=output, quantizer=quantizer,
         ranges=ranges, guard_k=guard_k, max_flips=max_flips, max_logit_noise=max_logit_noise, budget_n=budget_n,
-        head_split=head_split, borderline_band=borderline_band, band_n=band_n, verify_arm=verify_arm,
+        head_split=head_split, weight_rounding=weight_rounding, borderline_band=borderline_band, band_n=band_n,
+        verify_arm=verify_arm,
         verify_arm_n=verify_arm_n)
 
     resolve_source(Path(model))  # missing file / not a model / no config → one-line error before any work

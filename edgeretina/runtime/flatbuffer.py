@@ -5,6 +5,8 @@
 - :func:`shift_output_bias` — add a per-channel delta to the bias of the op producing the model output.
 - :func:`conv_sparsity` — exact zeros in the weights of given ops; :func:`param_counts` — depth / params /
   non-zero params of the main subgraph.
+- :func:`weight_ops` — the constant-weight conv / depthwise / fully-connected ops with their weights, scales and
+  conv options; :func:`replace_weights` — rewrite constant tensors (GPTQ re-rounded int8 weights).
 """
 from __future__ import annotations
 
@@ -301,3 +303,81 @@ def io_shapes(data: bytes) -> tuple[list[list[int]], list[list[int]]]:
     ins = sg.InputsAsNumpy() if sg.InputsLength() else []
     outs = sg.OutputsAsNumpy() if sg.OutputsLength() else []
     return shapes(ins), shapes(outs)
+
+
+# --------------------------------------------------------------------------------------- weight ops
+
+
+def _options(op) -> dict:
+    """Stride / padding / dilation / depth multiplier of a conv op (empty for a fully-connected op)."""
+    o = op.builtinOptions
+    if o is None or not hasattr(o, "strideH"):
+        return {}
+    return {"stride": (int(o.strideH), int(o.strideW)), "same": int(o.padding) == schema.Padding.SAME,
+            "dilation": (int(o.dilationHFactor or 1), int(o.dilationWFactor or 1)),
+            "depth_multiplier": int(getattr(o, "depthMultiplier", 1) or 1)}
+
+
+def _weight_op(m, sg, k: int, op) -> dict | None:
+    """One weight op's record for :func:`weight_ops`, or None when its weight is not a constant."""
+    t_in, t_w, t_out = (sg.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    if t_w.type not in NP_TYPES:
+        return None
+    w = _buffer_array(m, t_w, NP_TYPES[t_w.type])
+    if w is None:
+        return None
+    q = t_w.quantization
+    has_q = q is not None and q.scale is not None and len(q.scale) > 0
+    qi = t_in.quantization
+    in_q = (float(qi.scale[0]), int(qi.zeroPoint[0])) if qi is not None and qi.scale is not None \
+        and len(qi.scale) == 1 else None
+    return {"op_index": k, "op": op_name(m, op), "input": int(op.inputs[0]), "weight": int(op.inputs[1]),
+            "output_name": t_out.name.decode("utf-8", "replace") if isinstance(t_out.name, bytes) else str(t_out.name),
+            "input_shape": [int(d) for d in t_in.shape], "input_quant": in_q,
+            "weights": w.reshape([int(d) for d in t_w.shape]),
+            "scales": np.asarray(q.scale, np.float64) if has_q else None,
+            "zero_points": np.asarray(q.zeroPoint, np.int64) if has_q and q.zeroPoint is not None else None,
+            "axis": int(q.quantizedDimension) if has_q else None, **_options(op)}
+
+
+def weight_ops(data: bytes, ops=frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"})) -> list[dict]:
+    """The constant-weight ``ops`` of the main subgraph, in graph order: op index and name, input / weight
+    tensor indices (the interpreter's indices), the output tensor's name, the input tensor's shape and
+    (scale, zero point) if per-tensor quantized, the weights as stored (dtype and shape of the tensor, e.g.
+    (Cout, kh, kw, Cin) for CONV_2D), their per-channel ``scales`` / ``zero_points`` / quantized ``axis`` (None
+    for float weights) and, for convolutions, ``stride``, ``same`` padding, ``dilation`` and
+    ``depth_multiplier``."""
+    m = read_model(data)
+    sg = m.subgraphs[0]
+    out = []
+    for k, op in enumerate(sg.operators):
+        if op_name(m, op) in ops and len(op.inputs) >= 2 and op.inputs[1] >= 0:
+            rec = _weight_op(m, sg, k, op)
+            if rec is not None:
+                out.append(rec)
+    return out
+
+
+def replace_weights(data: bytes, new: dict[int, np.ndarray]) -> bytes:
+    """``data`` with the constant tensors ``{tensor index: values}`` of the main subgraph replaced (same
+    dtype and number of values as stored; quantization parameters kept). A buffer only that tensor uses is
+    rewritten in place; a shared one (converters share identical constants) stays with its other users and
+    the tensor gets a fresh buffer (the last user replaced rewrites it in place: no orphaned buffer)."""
+    m = read_model(data)
+    sg = m.subgraphs[0]
+    users: dict[int, int] = {}
+    for g in m.subgraphs:
+        for t in g.tensors or []:
+            users[t.buffer] = users.get(t.buffer, 0) + 1
+    for i, values in new.items():
+        t = sg.tensors[int(i)]
+        old = _buffer_array(m, t, NP_TYPES[t.type])
+        arr = np.ascontiguousarray(np.asarray(values).astype(NP_TYPES[t.type], copy=False))
+        if old is None or arr.size != old.size:
+            raise ValueError(f"tensor {i}: {arr.size} values do not replace {None if old is None else old.size}")
+        if users.get(t.buffer, 0) == 1:  # the last user of the buffer
+            m.buffers[t.buffer].data = np.frombuffer(arr.tobytes(), dtype=np.uint8)
+        else:
+            users[t.buffer] -= 1
+            t.buffer = _new_buffer(m, arr.tobytes())
+    return write_model(m)

@@ -67,11 +67,14 @@ class LiteRTModel:
     ``model``: .tflite bytes or a path; ``threads``: interpreter threads (None: LiteRT's default);
     ``delegates``: ``experimental_delegates`` (e.g. ``ai_edge_litert.interpreter.load_delegate(...)``);
     ``name``: how errors name the model; ``xnnpack=False``: LiteRT's built-in kernels without the default
-    XNNPACK delegate (``BUILTIN_WITHOUT_DEFAULT_DELEGATES``). ``ModelError`` when LiteRT cannot load it.
+    XNNPACK delegate (``BUILTIN_WITHOUT_DEFAULT_DELEGATES``); ``keep_tensors=True``: every intermediate
+    tensor stays readable after an invoke (:meth:`tensor`; built-in kernels, no XNNPACK). ``ModelError`` when
+    LiteRT cannot load it.
     """
 
     def __init__(self, model: bytes | str | Path, threads: int | None = None, delegates: Sequence[Any] | None = None,
-                 name: str | None = None, xnnpack: bool = True):
+                 name: str | None = None, xnnpack: bool = True, keep_tensors: bool = False):
+        xnnpack = xnnpack and not keep_tensors
         self.name = name or (str(model) if isinstance(model, (str, Path)) else "<tflite bytes>")
         self.threads, self.xnnpack = threads, xnnpack
         src = {"model_path": str(model)} if isinstance(model, (str, Path)) else {"model_content": bytes(model)}
@@ -79,7 +82,8 @@ class LiteRTModel:
             resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
             self.interpreter = Interpreter(**src, num_threads=threads,
                                            experimental_delegates=list(delegates) if delegates else None,
-                                           experimental_op_resolver_type=resolver)
+                                           experimental_op_resolver_type=resolver,
+                                           experimental_preserve_all_tensors=keep_tensors)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{self.name}: LiteRT cannot load this model ({_first_line(e)})") from None
@@ -120,6 +124,19 @@ class LiteRTModel:
             raise ModelError(f"{self.name}: input is {tuple(x.shape[1:])} but the model expects "
                              f"{self.input_shape}")
         return x
+
+    def tensor(self, index: int) -> np.ndarray:
+        """Tensor ``index`` after the last invoke, dequantized to float64 with its per-tensor (scale, zero
+        point) (intermediate tensors need ``keep_tensors=True``)."""
+        detail = self._details().get(int(index))
+        if detail is None:
+            raise ModelError(f"{self.name}: no tensor {index}")
+        return dequantize(self.interpreter.get_tensor(int(index)), detail)
+
+    def _details(self) -> dict:
+        if getattr(self, "_tensor_details", None) is None:
+            self._tensor_details = {d["index"]: d for d in self.interpreter.get_tensor_details()}
+        return self._tensor_details
 
     # ----------------------------------------------------------------------------------------- batches
     def raw(self, x: np.ndarray) -> np.ndarray:
