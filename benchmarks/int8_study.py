@@ -140,7 +140,29 @@ def _row(v: dict, man: dict | None, n: int) -> dict[str, Any]:
             "ranking": list(b.get("ranking") or []), "all_int8": b.get("all_int8"),
             "float_layers": [x["layer"] for x in b.get("float_layers", [])] if b else None,
             "float_macs_share": b.get("float_macs_share"), "holdout_flips": b.get("flips"),
-            "holdout_noise": b.get("logit_noise"), "holdout_n": (b.get("holdout") or {}).get("n")}
+            "holdout_noise": b.get("logit_noise"), "holdout_n": (b.get("holdout") or {}).get("n"),
+            "weight_rounding": _rounding_summary(q.get("weight_rounding"))}
+
+
+def _rounding_summary(wr: dict | None) -> dict | None:
+    """GPTQ's record without its per-op list (ops re-rounded, held-out layer output error before/after)."""
+    if not isinstance(wr, dict) or wr.get("method") != "gptq":
+        return None
+    return {k: wr.get(k) for k in ("method", "ops", "ops_gptq", "n_fit", "n_heldout", "seconds",
+                                   "heldout_output_mse_sum")}
+
+
+def _rounding_lines(rows: list[dict]) -> list[str]:
+    out = []
+    for r in rows:
+        wr = r.get("weight_rounding")
+        if wr and not r["name"].startswith("int8-guard"):
+            mse = wr["heldout_output_mse_sum"]
+            out += ["", f"`{r['name']}`: GPTQ re-rounded the int8 weights of {wr['ops_gptq']} of {wr['ops']} ops "
+                        f"(H from {wr['n_fit']} calibration images); the sum over ops of the layer output error on "
+                        f"the {wr['n_heldout']} held-out calibration images went {mse['nearest']:.4f} → "
+                        f"{mse['shipped']:.4f} ({wr['seconds']:.0f} s)."]
+    return out
 
 
 def _f(x, fmt: str, none: str = "–") -> str:
@@ -202,7 +224,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         if r["rescored_share"] is not None:
             lines += ["", f"`{r['name']}` re-scored {100 * r['rescored_share']:.1f} % of the test images with its fp16 "
                           "fallback (its size is the int8 and fp16 files together)."]
-    return "\n".join(lines + _ranking_lines(rows)) + "\n"
+    return "\n".join(lines + _rounding_lines(rows) + _ranking_lines(rows)) + "\n"
 
 
 def rewrite(a) -> int:

@@ -451,6 +451,7 @@ class _Build:
     guard_info: dict | None = None
     arm: list[dict] | None = None
     head_split: dict | None = None
+    float_buf: bytes | None = None  # the float32 .tflite the aeq backend quantized (reused by --weight-rounding)
 
 
 # ------------------------------------------------------------------------------------------ progress
@@ -800,7 +801,7 @@ class Exporter:
             b.quant_info = {"backend": o.quantizer}
         from_tflite = getattr(b.km, "tflite_bytes", None) is not None  # only ai-edge-quantizer reads a .tflite
         if (o.quantizer == "aeq" or from_tflite) and o.uses_quantizer(info):  # float32 .tflite → aeq.py
-            fb = convert(b.km, VARIANTS[Variant.FLOAT32], saved=saved)
+            fb = b.float_buf = convert(b.km, VARIANTS[Variant.FLOAT32], saved=saved)
             if o.budget is not None:
                 self.budgeted(ctx, b, fb)
                 return
@@ -817,7 +818,7 @@ class Exporter:
 
         name = b.info.variant.value
         self.progress.stage(f"{name}: GPTQ weight rounding")
-        fb = convert(b.km, VARIANTS[Variant.FLOAT32], saved=saved)  # the float weights of the same graph
+        fb = b.float_buf or convert(b.km, VARIANTS[Variant.FLOAT32], saved=saved)  # same graph's float weights
         b.buf, info = gptq_mod.reround(b.buf, fb, ctx.X_cal, tick=self.progress.ticker(f"{name}: layer inputs"))
         d = info.to_dict()
         b.quant_info = {**(b.quant_info or {}), "weight_rounding": d}

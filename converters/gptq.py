@@ -30,6 +30,7 @@ from typing import Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
 from edgeretina.runtime import LiteRTModel
 from edgeretina.runtime.flatbuffer import replace_weights, weight_ops
@@ -38,6 +39,7 @@ ROUNDINGS = ("nearest", "gptq")
 DAMP = 0.01          # damping: this share of the mean diagonal of H added to its diagonal
 HELDOUT = 0.25       # share of the calibration images kept out of H to measure the output error
 QMAX = 127           # symmetric int8 weights (TFLite: [-127, 127])
+BLOCK = 64           # GPTQ columns per lazy batch update
 MIN_MATCH = 0.99     # share of stored weights that must equal the float weights' nearest step
 
 
@@ -95,11 +97,15 @@ def gptq_rows(W: np.ndarray, H: np.ndarray, scale: np.ndarray, damp: float = DAM
     W, U = W[:, order], _upper_inverse_factor(H[np.ix_(order, order)])
     s = np.asarray(scale, np.float64)
     Q = np.empty_like(W)
-    for i in range(W.shape[1]):
-        q = np.clip(np.round(W[:, i] / s), -QMAX, QMAX)
-        Q[:, i] = q
-        err = (W[:, i] - q * s) / U[i, i]
-        W[:, i + 1:] -= np.outer(err, U[i, i + 1:])
+    for b0 in range(0, W.shape[1], BLOCK):  # lazy batch updates: the rest of W moves once per block
+        b1 = min(b0 + BLOCK, W.shape[1])
+        Wb, E = W[:, b0:b1].copy(), np.empty((W.shape[0], b1 - b0))
+        for j in range(b1 - b0):
+            q = np.clip(np.round(Wb[:, j] / s), -QMAX, QMAX)
+            Q[:, b0 + j] = q
+            E[:, j] = (Wb[:, j] - q * s) / U[b0 + j, b0 + j]
+            Wb[:, j + 1:] -= np.outer(E[:, j], U[b0 + j, b0 + j + 1:b1])
+        W[:, b1:] -= E @ U[b0:b1, b1:]
     out = np.empty_like(Q)
     out[:, order] = Q
     return out.astype(np.int8)
@@ -305,6 +311,11 @@ def reround(int8: bytes, float32: bytes, X: np.ndarray, heldout: float = HELDOUT
             tick: Callable[[int, int], None] | None = None) -> tuple[bytes, RoundingInfo]:
     """``int8`` with the weights of every matched op re-rounded by GPTQ (where that lowers the held-out output
     error), from the float weights of ``float32`` (same Keras model) and the calibration images ``X``."""
+    with threadpool_limits(limits=1, user_api="blas"):  # multi-threaded BLAS stalls on a busy 2-core machine
+        return _reround(int8, float32, X, heldout, tick)
+
+
+def _reround(int8: bytes, float32: bytes, X: np.ndarray, heldout: float, tick) -> tuple[bytes, RoundingInfo]:
     t0 = time.perf_counter()
     recs, frecs, skipped = _matched(int8, float32)
     n_fit = len(X) - int(round(heldout * len(X))) if len(X) >= 8 else len(X)

@@ -107,8 +107,7 @@ def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io
         finetune_target=finetune_target, bias_correction=bias_correction, output=output, quantizer=quantizer,
         ranges=ranges, guard_k=guard_k, max_flips=max_flips, max_logit_noise=max_logit_noise, budget_n=budget_n,
         head_split=head_split, weight_rounding=weight_rounding, borderline_band=borderline_band, band_n=band_n,
-        verify_arm=verify_arm,
-        verify_arm_n=verify_arm_n)
+        verify_arm=verify_arm, verify_arm_n=verify_arm_n)
 
     resolve_source(Path(model))  # missing file / not a model / no config → one-line error before any work
     names = " ".join(v.value for v in options.variants)
