@@ -137,6 +137,17 @@ def test_recipe_choice_is_made_on_cv_and_prefers_fewer_macs_within_tolerance(tmp
     res["onh128_linear"]["cv"]["shifted"] = {"defocus-severe": {"auroc": 0.75, "delta_auroc": -0.04}}
     pick, why = gr.choose(res, 300e6)
     assert pick == "onh128_linear" and "every severe CV shift" in why
+    # issue 18's tie-break: same MACs, pooled AUROC within 0.003, fewer measured CV flips → the steadier one
+    flips = lambda j, s: {"jpeg-95": {"flip_rate": j, "benign": True}, "shift-2px": {"flip_rate": s, "benign": True}}  # noqa: E731
+    steady = _cand(0.788, 98e6)
+    steady["cv"]["shifted"] = {**res["onh128_linear"]["cv"]["shifted"], **flips(0.02, 0.03)}
+    pick, why = gr.choose({**res, "steady": steady}, 300e6)
+    assert pick == "steady" and "fewest CV decision flips" in why and "not measured" in why
+    res["onh128_linear"]["cv"]["shifted"].update(flips(0.01, 0.02))  # already steadier: kept
+    assert gr.choose({**res, "steady": steady}, 300e6)[0] == "onh128_linear"
+    steady["cv"]["pooled"]["auroc"] = 0.78  # 0.01 below: accuracy first
+    res["onh128_linear"]["cv"]["shifted"] = {"defocus-severe": {"auroc": 0.75, "delta_auroc": -0.04}}
+    assert gr.choose({**res, "steady": steady}, 300e6)[0] == "onh128_linear"
     # two candidates' out-of-fold files on the same records → a mean-logit ensemble row
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200)
