@@ -118,3 +118,25 @@ def test_train_refuses_misplaced_options(tmp_path, args, msg):
                                  "mobilenetv2", "--out", str(tmp_path / "run"), *args])
     assert r.exit_code == 2 and msg in r.output, r.output
     assert not (tmp_path / "run").exists()
+
+
+def test_stability_study_choice_and_page():
+    """The study's choice: the fewest JPEG-95 / 2-px CV flips among levers within 0.003 pooled AUROC of base,
+    one model run preferred at equal flips; the page names it and says the target is missed."""
+    from edgeretina.benchmarks import stability_study as S
+
+    def cv(auroc, j, s, C=3e-4):
+        sh = {"jpeg-95": {"flip_rate": j, "logit_change_sd": 0.1, "benign": True},
+              "shift-2px": {"flip_rate": s, "logit_change_sd": 0.2, "benign": True}}
+        return {"seconds": 60.0, "cv": {"pooled": {"auroc": auroc, "auroc_ci_low": auroc - 0.03,
+                                                   "auroc_ci_high": auroc + 0.03}, "mean": auroc, "sd": 0.03,
+                                        "threshold": 0.4, "shifted": sh, "linear_head_C": [C] * 5,
+                                        "threshold_margin": {"share_within": {"0.1": 0.05, "0.25": 0.12, "0.5": 0.25}}}}
+    rows = [S.summarise(S.LEVERS["base"], cv(0.856, 0.026, 0.052)),
+            S.summarise(S.LEVERS["subpixel_blur1"], cv(0.854, 0.024, 0.034)),
+            S.summarise(S.LEVERS["tta4"], cv(0.858, 0.020, 0.037)),
+            S.summarise(S.LEVERS["blur1"], cv(0.840, 0.01, 0.01))]  # steadiest, but costs AUROC
+    pick, why = S.choose(rows)
+    assert pick == "subpixel_blur1" and "fewest model runs" in why
+    md = S.render(rows, pick, why, "test machine", 5, "plain")
+    assert "**subpixel_blur1**" in md and "missed by every lever" in md and "4× the model latency" in md
