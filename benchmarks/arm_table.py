@@ -6,6 +6,7 @@ per CPU, float ~4 s): ``--max-images`` keeps it to a seeded subset, and the tabl
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     cpus = [c for c in (a.cpus.split(";") if ";" in a.cpus else a.cpus.split(",")) if c]
     devices = ("cpu",) + tuple(f"arm64-emu:{c}" for c in cpus)
-    command = "python -m edgeretina.benchmarks.arm_table " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m edgeretina.benchmarks.arm_table " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         if a.merge:
             report = merge_reports(a.merge)
