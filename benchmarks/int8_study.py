@@ -52,12 +52,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "aeq-minmax": {"quantizer": "aeq", "ranges": "minmax"},
     "aeq-percentile": {"quantizer": "aeq", "ranges": "percentile"},
     "aeq-mse": {"quantizer": "aeq", "ranges": "mse"},
-    "aeq-flips0.01": {"quantizer": "aeq", "max_flips": 0.01},
+    "aeq-flips0.01": {"quantizer": "aeq", "max_flips": 0.01, "max_float_macs": 1.0},
     "int8-guard": {"variants": ["int8-guard"], "quantizer": "converter"},
     # --head-split 4: the linear head's weights in 4 magnitude bands, each on its own int8 grid (headsplit.py)
     "converter-split4": {"quantizer": "converter", "head_split": 4},
     "aeq-mse-split4": {"quantizer": "aeq", "ranges": "mse", "head_split": 4},
-    "aeq-flips0.01-split4": {"quantizer": "aeq", "max_flips": 0.01, "head_split": 4},
+    "aeq-flips0.01-split4": {"quantizer": "aeq", "max_flips": 0.01, "head_split": 4, "max_float_macs": 1.0},
     "int8-guard-split4": {"variants": ["int8-guard"], "quantizer": "converter", "head_split": 4},
     # a logit-noise budget instead of a flip budget: the few worst layers float (8 layers, 8.3 % of the multiply-adds here; 0.25 needs a 9th: 11.5 %)
     "aeq-noise0.26-split4": {"quantizer": "aeq", "max_logit_noise": 0.26, "head_split": 4},

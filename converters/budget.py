@@ -37,6 +37,7 @@ from .guard import logit
 
 RANK_N = 64        # calibration images the ranking runs on
 HOLDOUT_N = 500    # default hold-out images for the budget check (--budget-n)
+MAX_FLOAT_MACS = 0.10  # default --max-float-macs: float layers hold at most this share of the multiply-adds
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Budget:
 
     max_flips: float | None = None
     max_logit_noise: float | None = None
+    max_float_macs: float = MAX_FLOAT_MACS  # the float layers' largest share of the multiply-adds
 
     def __post_init__(self):
         if self.max_flips is None and self.max_logit_noise is None:
@@ -55,6 +57,8 @@ class Budget:
         if self.max_logit_noise is not None and not (isinstance(self.max_logit_noise, (int, float))
                                                      and self.max_logit_noise > 0):
             raise ExportError(f"--max-logit-noise must be a positive number (logits), got {self.max_logit_noise!r}")
+        if not (isinstance(self.max_float_macs, (int, float)) and 0 <= self.max_float_macs <= 1):
+            raise ExportError(f"--max-float-macs must be a share in [0, 1] (0.1 = 10 %), got {self.max_float_macs!r}")
 
     def met(self, flips: float, noise: float) -> bool:
         return ((self.max_flips is None or flips <= self.max_flips + 1e-12)
@@ -127,6 +131,7 @@ class BudgetResult:
     ranking: tuple[dict, ...]             # the 10 best-ranked ops
     n_rank: int
     tried: tuple[dict, ...] = field(default_factory=tuple)
+    max_float_macs: float | None = None  # the cap the float layers were chosen under (--max-float-macs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,6 +153,10 @@ def rank(q: "aeq.Quantization", probe: Probe, ops: list["aeq.Op"], all_ops: list
     return sorted(out, key=lambda t: -t[1])
 
 
+def _share(chosen, total_macs: int) -> float:
+    return sum(op.macs for op, _ in chosen) / max(total_macs, 1)
+
+
 def _candidate(q, probe: Probe, chosen, k: int) -> tuple[bytes, Step]:
     buf = probe.finish(q.quantize([op.scope for op, _ in chosen[:k]]))
     flips, noise, _ = probe.measure(buf)
@@ -160,6 +169,17 @@ def _ks(n: int) -> list[int]:
         ks.append(k)
         k *= 2
     return ks + [n] if n else ks
+
+
+def capped(ranked: list, total_macs: int, share: float) -> list:
+    """The ranked ops in rank order, an op left out where keeping it float (with the ops before it that were
+    kept) would take the float layers past ``share`` of the model's multiply-adds."""
+    out, used = [], 0
+    for op, g in ranked:
+        if used + op.macs <= share * total_macs + 1e-9:
+            out.append((op, g))
+            used += op.macs
+    return out
 
 
 def search(q: "aeq.Quantization", budget: Budget, probe: Probe,
@@ -175,11 +195,12 @@ def search(q: "aeq.Quantization", budget: Budget, probe: Probe,
     ranked: list = []
     if not budget.met(tried[0][1].flips, tried[0][1].noise):
         say(f"ranking {len(aeq.candidates(ops))} ops (each alone int8) on {len(probe.X_rank)} images")
-        ranked = rank(q, probe, aeq.candidates(ops), ops)
+        ranked = capped(rank(q, probe, aeq.candidates(ops), ops), total_macs, budget.max_float_macs)
         lo, hi = 0, None
         for k in _ks(len(ranked))[1:]:
             tried[k] = _candidate(q, probe, ranked, k)
-            say(f"{k} float: {100 * tried[k][1].flips:.2f}% flips, logit noise {tried[k][1].noise:.3f}")
+            say(f"{k} float ({100 * _share(ranked[:k], total_macs):.1f}% of the multiply-adds): "
+                f"{100 * tried[k][1].flips:.2f}% flips, logit noise {tried[k][1].noise:.3f}")
             if budget.met(tried[k][1].flips, tried[k][1].noise):
                 hi = k
                 break
@@ -187,7 +208,9 @@ def search(q: "aeq.Quantization", budget: Budget, probe: Probe,
         if hi is None:
             best = min((s for _, s in tried.values()), key=lambda s: (s.flips, s.noise))
             raise ExportError(f"{budget.text()} cannot be met: the best reached is {100 * best.flips:.2f}% flips, "
-                              f"logit noise {best.noise:.3f} ({best.k} of {len(ranked)} layers float) on "
+                              f"logit noise {best.noise:.3f} ({best.k} layers float, "
+                              f"{100 * _share(ranked[:best.k], total_macs):.1f}% of the multiply-adds; "
+                              f"--max-float-macs {budget.max_float_macs:g}) on "
                               f"{len(probe.X_hold)} hold-out images ({probe.holdout_source})")
         while hi - lo > 1:  # the smallest passing k between the last failing and the first passing one
             mid = (lo + hi) // 2
@@ -203,7 +226,7 @@ def search(q: "aeq.Quantization", budget: Budget, probe: Probe,
         max_flips=budget.max_flips, max_logit_noise=budget.max_logit_noise,
         float_layers=tuple({"layer": op.layer, "type": op.type, "macs": op.macs, "noise_share": round(g, 4),
                             "scope": op.scope} for op, g in chosen),
-        float_macs_share=round(sum(op.macs for op, _ in chosen) / total_macs, 5),
+        float_macs_share=round(_share(chosen, total_macs), 5), max_float_macs=budget.max_float_macs,
         holdout={"source": probe.holdout_source, "n": int(len(probe.X_hold))},
         flips=step.flips, flips_ci95=wilson_ci(n_flips, len(probe.X_hold)), logit_noise=step.noise,
         all_int8=tried[0][1].to_dict(), graph_bytes=len(buf),

@@ -40,7 +40,8 @@ from . import calib as calib_mod
 from . import gptq as gptq_mod
 from . import guard as guard_mod
 from .biascorr import correct_output_bias
-from .budget import RANK_N, Budget, Probe, search
+from .budget import MAX_FLOAT_MACS, RANK_N, Budget, Probe, search
+from .gptqfloat import grid_match, rounded_float
 from .finetune import FineTune, balanced_class_weight, labels_array, reporting
 from .headsplit import check_groups, split_head
 from .metadata import SCHEMA as META_SCHEMA
@@ -250,6 +251,7 @@ class ExportOptions:
     max_flips: float | None = None        # flip budget: the fewest float layers that keep it (budget.py)
     max_logit_noise: float | None = None
     budget_n: int = 500                   # hold-out training images the budget is checked on
+    max_float_macs: float = MAX_FLOAT_MACS  # the budget's float layers: at most this share of the multiply-adds
     head_split: int = 0                   # int8: the linear head's weights split into K magnitude bands (headsplit.py)
     weight_rounding: str = "nearest"      # int8 weights: nearest step, or GPTQ error-compensating (gptq.py)
     borderline_band: str | float = "auto"  # auto (measured, converters/band.py), off, or a band in logits
@@ -319,7 +321,7 @@ class ExportOptions:
         if self.max_flips is None and self.max_logit_noise is None:
             return None
 
-        return Budget(self.max_flips, self.max_logit_noise)
+        return Budget(self.max_flips, self.max_logit_noise, self.max_float_macs)
 
     def _check_budget(self, infos) -> None:
         if self.budget is None:
@@ -341,9 +343,6 @@ class ExportOptions:
         if not any(self.uses_quantizer(i) for i in infos):
             raise ExportError("--weight-rounding gptq only applies to calibrated full-integer variants "
                               "(--int8, --pruned --int8)")
-        if self.budget is not None:
-            raise ExportError("--weight-rounding gptq does not combine with --max-flips / --max-logit-noise "
-                              "(the budget ranks layers of the nearest-rounded file)")
 
     def _check_arm(self) -> None:
         object.__setattr__(self, "verify_arm", armcheck.parse_cpus(self.verify_arm))
@@ -368,6 +367,7 @@ class ExportOptions:
                 "guard_k": self.guard_k if any(i.guarded for i in infos) else None,
                 "max_flips": self.max_flips, "max_logit_noise": self.max_logit_noise,
                 "budget_n": self.budget_n if self.budget is not None else None,
+                "max_float_macs": self.max_float_macs if self.budget is not None else None,
                 "head_split": self.head_split or None, "weight_rounding": self.weight_rounding,
                 "borderline_band": self.borderline_band,
                 "band_n": self.band_n if self.borderline_band == "auto" else None,
@@ -729,9 +729,9 @@ class Exporter:
         if o.head_split and o.uses_quantizer(info) and b.logits:
             self.split_head(ctx, b)
         self.convert(ctx, b, saved)
-        if o.weight_rounding == "gptq" and o.uses_quantizer(info):
+        if o.weight_rounding == "gptq" and o.uses_quantizer(info) and o.budget is None:
             self.reround(ctx, b, saved)
-        elif o.uses_quantizer(info):
+        elif o.uses_quantizer(info) and "weight_rounding" not in (b.quant_info or {}):  # (budgeted: set there)
             b.quant_info = {**(b.quant_info or {}), "weight_rounding": {"method": "nearest"}}
         if b.head_split:
             b.quant_info = {**(b.quant_info or {}), "head_split": b.head_split}
@@ -830,6 +830,9 @@ class Exporter:
     def budgeted(self, ctx: ExportContext, b: _Build, fb: bytes) -> None:
         o = self.opts
         X_cal, X_hold, src = self._holdout(ctx)
+        wr, gptq_buf = {"method": "nearest"}, None
+        if o.weight_rounding == "gptq":  # the search then ranks activation rounding on GPTQ weights
+            fb, wr, gptq_buf = self._gptq_float(b, fb, X_cal)
         q = aeq.Quantization(fb, X_cal, o.io, o.ranges)
         ref_logits = b.km.predict(X_cal, batch_size=32, verbose=0)
 
@@ -847,7 +850,22 @@ class Exporter:
         _, res = search(q, o.budget, probe, emit)
         b.buf = q.quantize([layer["scope"] for layer in res.float_layers])  # corrected by the correct stage
         ctx.bias_x = X_cal
-        b.quant_info = {**q.info().to_dict(), "budget": res.to_dict()}
+        if gptq_buf is not None:
+            wr = {**wr, "grid_match": round(grid_match(b.buf, gptq_buf), 6)}
+        b.quant_info = {**q.info().to_dict(), "budget": res.to_dict(), "weight_rounding": wr}
+
+    def _gptq_float(self, b: _Build, fb: bytes, X_cal: np.ndarray) -> tuple[bytes, dict, bytes]:
+        """The float32 file with the GPTQ-rounded int8 weights of its all-int8 aeq file, dequantized
+        (converters/gptqfloat.py); what GPTQ did; the GPTQ int8 file."""
+        name = b.info.variant.value
+        self.progress.stage(f"{name}: GPTQ weight rounding")
+        int8, _ = aeq.quantize(fb, X_cal, self.opts.io, self.opts.ranges)
+        g, info = gptq_mod.reround(int8, fb, X_cal, tick=self.progress.ticker(f"{name}: layer inputs"), pin_ends=True)
+        out, n = rounded_float(fb, g)
+        d = info.to_dict()
+        self._say(f"      {name}: GPTQ re-rounded {d['ops_gptq']} of {d['ops']} ops; their int8 weights written "
+                  f"into the float file ({n} ops) the budget search quantizes")
+        return out, d, g
 
     def _holdout(self, ctx: ExportContext) -> tuple[np.ndarray, np.ndarray, str]:
         """(calibration images, hold-out images, where the hold-out came from): training images outside the

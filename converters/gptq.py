@@ -17,6 +17,9 @@ FULLY_CONNECTED with per-channel int8 weights in the exported file):
    every other tensor are unchanged; the new weights are written into the flatbuffer
    (``runtime/flatbuffer.py:replace_weights``).
 
+A weight tensor several ops use (the converter stores equal constants once: the two views of a two-view
+model run one frozen backbone) is rounded once, on the sum of its users' ``H`` — its integers serve them all.
+
 The calibration images are split: ``H`` from the first ``1 - HELDOUT`` share, and the op's output error
 ``mean ((W - s·q) x)²`` measured on the rest for nearest and GPTQ rounding. An op keeps GPTQ's integers only
 where that held-out error is lower (recorded per op). No TensorFlow here; numpy only. The export then
@@ -59,8 +62,11 @@ class RoundingInfo:
         kept = [r for r in self.layers if r["kept"] == "gptq"]
         before = sum(r["mse_nearest"] for r in self.layers)
         after = sum(r["mse_gptq" if r["kept"] == "gptq" else "mse_nearest"] for r in self.layers)
+        def ops(rs) -> int:  # a shared weight tensor counts once per op using it
+            return sum(1 + len(r.get("shared_with", ())) for r in rs)
+
         return {"method": self.method, "n_fit": self.n_fit, "n_heldout": self.n_heldout, "damp": self.damp,
-                "ops": len(self.layers), "ops_gptq": len(kept), "seconds": round(self.seconds, 1),
+                "ops": ops(self.layers), "ops_gptq": ops(kept), "weight_tensors": len(self.layers), "seconds": round(self.seconds, 1),
                 "heldout_output_mse_sum": {"nearest": before, "shipped": after},
                 "layers": list(self.layers), "skipped": list(self.skipped)}
 
@@ -86,22 +92,32 @@ def _upper_inverse_factor(H: np.ndarray) -> np.ndarray:
     return np.swapaxes(L, -1, -2)
 
 
+def _grid_ends(W: np.ndarray, s: np.ndarray, pin: bool = True) -> np.ndarray:
+    """±127 where a weight's nearest step is the end of its channel's grid, NaN elsewhere. Those weights stay
+    there: the channel's scale is ``max |w| / 127``, and a file whose largest integer is 127 re-quantizes to
+    the same integers and scale (``gptqfloat.py`` relies on it)."""
+    q = np.clip(np.round(W / s[:, None]), -QMAX, QMAX)
+    return np.where(np.abs(q) >= QMAX, q, np.nan) if pin else np.full(q.shape, np.nan)
+
+
 def gptq_rows(W: np.ndarray, H: np.ndarray, scale: np.ndarray, damp: float = DAMP,
-              act_order: bool = True) -> np.ndarray:
+              act_order: bool = True, pin_ends: bool = False) -> np.ndarray:
     """Integer weights (Cout, K) for float weights ``W`` (Cout, K) whose rows all see inputs with second
     moment ``H`` (K, K), on per-row grids ``scale`` (Cout,): GPTQ, columns in descending ``diag H``
-    (``act_order``) or as given."""
+    (``act_order``) or as given; ``pin_ends``: weights at their grid's end stay there (:func:`_grid_ends`)."""
     W = np.array(W, dtype=np.float64)
     H = _prepare(H, damp)
     order = np.argsort(-np.diag(H), kind="stable") if act_order else np.arange(H.shape[0])
     W, U = W[:, order], _upper_inverse_factor(H[np.ix_(order, order)])
     s = np.asarray(scale, np.float64)
+    ends = _grid_ends(W, s, pin_ends)
     Q = np.empty_like(W)
     for b0 in range(0, W.shape[1], BLOCK):  # lazy batch updates: the rest of W moves once per block
         b1 = min(b0 + BLOCK, W.shape[1])
         Wb, E = W[:, b0:b1].copy(), np.empty((W.shape[0], b1 - b0))
         for j in range(b1 - b0):
             q = np.clip(np.round(Wb[:, j] / s), -QMAX, QMAX)
+            q = np.where(np.isnan(ends[:, b0 + j]), q, ends[:, b0 + j])
             Q[:, b0 + j] = q
             E[:, j] = (Wb[:, j] - q * s) / U[b0 + j, b0 + j]
             Wb[:, j + 1:] -= np.outer(E[:, j], U[b0 + j, b0 + j + 1:b1])
@@ -111,15 +127,18 @@ def gptq_rows(W: np.ndarray, H: np.ndarray, scale: np.ndarray, damp: float = DAM
     return out.astype(np.int8)
 
 
-def gptq_channels(W: np.ndarray, H: np.ndarray, scale: np.ndarray, damp: float = DAMP) -> np.ndarray:
+def gptq_channels(W: np.ndarray, H: np.ndarray, scale: np.ndarray, damp: float = DAMP,
+                  pin_ends: bool = False) -> np.ndarray:
     """Depthwise form: channel ``c`` has its own weights ``W[c]`` (K,) and input moment ``H[c]`` (K, K);
     columns in the given order (K = kh·kw is small)."""
     W = np.array(W, dtype=np.float64)
     U = _upper_inverse_factor(_prepare(H, damp))
     s = np.asarray(scale, np.float64)
+    ends = _grid_ends(W, s, pin_ends)
     Q = np.empty_like(W)
     for i in range(W.shape[1]):
         q = np.clip(np.round(W[:, i] / s), -QMAX, QMAX)
+        q = np.where(np.isnan(ends[:, i]), q, ends[:, i])
         Q[:, i] = q
         err = (W[:, i] - q * s) / U[:, i, i]
         W[:, i + 1:] -= err[:, None] * U[:, i, i + 1:]
@@ -218,6 +237,15 @@ def collect(int8: bytes, recs: list[dict], X: np.ndarray, n_fit: int,
     return [a.result() for a in acc]
 
 
+def shared_moments(accs: list[list]) -> list:
+    """One weight tensor used by several ops (two views through one frozen backbone: the converter stores
+    equal constants once): its integers serve every user, so GPTQ minimises the summed output error,
+    ``Σ_u Δwᵀ H_u Δw = Δwᵀ (Σ_u H_u) Δw`` — the users' moments and row counts added."""
+    if len(accs) == 1:
+        return accs[0]
+    return [sum(a[j] for a in accs) for j in range(4)]
+
+
 # ------------------------------------------------------------------------------------------ the file
 
 
@@ -266,14 +294,14 @@ def _short(name: str) -> str:
     return segs[-2] if len(segs) > 2 else segs[-1]
 
 
-def round_layer(rec: dict, frec: dict, acc: list) -> tuple[np.ndarray | None, dict]:
+def round_layer(rec: dict, frec: dict, acc: list, pin_ends: bool = False) -> tuple[np.ndarray | None, dict]:
     """GPTQ integers for one op (None when nearest stays: its held-out error is not lower) and its record."""
     W = _as_rows(rec, frec["weights"].astype(np.float64))
     Q0 = _as_rows(rec, rec["weights"]).astype(np.float64)
     s = rec["scales"]
     H_fit, n_fit, H_ho, n_ho = acc
     depthwise = rec["op"] == "DEPTHWISE_CONV_2D"
-    Q = (gptq_channels if depthwise else gptq_rows)(W, H_fit, s)
+    Q = (gptq_channels if depthwise else gptq_rows)(W, H_fit, s, pin_ends=pin_ends)
     H_eval, n_eval = (H_ho, n_ho) if n_ho else (H_fit, n_fit)
     before, after = output_mse(W, Q0, s, H_eval, n_eval), output_mse(W, Q, s, H_eval, n_eval)
     kept = "gptq" if after < before else "nearest"
@@ -283,17 +311,17 @@ def round_layer(rec: dict, frec: dict, acc: list) -> tuple[np.ndarray | None, di
     return (_from_rows(rec, Q) if kept == "gptq" else None), out
 
 
-def _key(name: str) -> str:
+def op_key(name: str) -> str:
     """An output tensor name without the model's own name (``model/x;model/y`` → ``x;y``)."""
     return ";".join(p.split("/", 1)[-1] for p in name.split(";"))
 
 
 def _matched(int8: bytes, float32: bytes) -> tuple[list, list, list[dict]]:
     """(int8 op records, their float twins, skipped ops with the reason)."""
-    floats = {_key(r["output_name"]): r for r in weight_ops(float32)}
+    floats = {op_key(r["output_name"]): r for r in weight_ops(float32)}
     recs, frecs, skipped = [], [], []
     for rec in weight_ops(int8):
-        frec = floats.get(_key(rec["output_name"]))
+        frec = floats.get(op_key(rec["output_name"]))
         why = _why_not(rec, frec)
         if why is None:
             match = np.mean(_nearest(rec, _as_rows(rec, frec["weights"].astype(np.float64)))
@@ -308,28 +336,34 @@ def _matched(int8: bytes, float32: bytes) -> tuple[list, list, list[dict]]:
 
 
 def reround(int8: bytes, float32: bytes, X: np.ndarray, heldout: float = HELDOUT,
-            tick: Callable[[int, int], None] | None = None) -> tuple[bytes, RoundingInfo]:
+            tick: Callable[[int, int], None] | None = None, pin_ends: bool = False) -> tuple[bytes, RoundingInfo]:
     """``int8`` with the weights of every matched op re-rounded by GPTQ (where that lowers the held-out output
     error), from the float weights of ``float32`` (same Keras model) and the calibration images ``X``."""
     with threadpool_limits(limits=1, user_api="blas"):  # multi-threaded BLAS stalls on a busy 2-core machine
-        return _reround(int8, float32, X, heldout, tick)
+        return _reround(int8, float32, X, heldout, tick, pin_ends)
 
 
-def _reround(int8: bytes, float32: bytes, X: np.ndarray, heldout: float, tick) -> tuple[bytes, RoundingInfo]:
+def _reround(int8: bytes, float32: bytes, X: np.ndarray, heldout: float, tick, pin_ends: bool
+             ) -> tuple[bytes, RoundingInfo]:
     t0 = time.perf_counter()
     recs, frecs, skipped = _matched(int8, float32)
     n_fit = len(X) - int(round(heldout * len(X))) if len(X) >= 8 else len(X)
     acc = collect(int8, recs, X, n_fit, tick)
+    users: dict[int, list[int]] = {}  # weight tensor → the ops using it (a converter shares equal constants)
+    for i, rec in enumerate(recs):
+        users.setdefault(rec["weight"], []).append(i)
     new, layers = {}, []
-    for rec, frec, a in zip(recs, frecs, acc):
-        q, info = round_layer(rec, frec, a)
+    for tensor, idx in users.items():
+        q, info = round_layer(recs[idx[0]], frecs[idx[0]], shared_moments([acc[i] for i in idx]), pin_ends)
+        if len(idx) > 1:
+            info = {**info, "shared_with": [_short(recs[i]["output_name"]) for i in idx[1:]]}
         layers.append(info)
         if q is not None:
-            new[rec["weight"]] = q
+            new[tensor] = q
     out = replace_weights(int8, new) if new else int8
     return out, RoundingInfo("gptq", n_fit, len(X) - n_fit, DAMP, tuple(layers), tuple(skipped),
                              time.perf_counter() - t0)
 
 
 __all__ = ["DAMP", "HELDOUT", "ROUNDINGS", "RoundingInfo", "collect", "gptq_channels", "gptq_rows",
-           "layer_rows", "output_mse", "reround", "round_layer"]
+           "layer_rows", "op_key", "output_mse", "reround", "round_layer", "shared_moments"]

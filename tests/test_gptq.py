@@ -61,8 +61,20 @@ def test_refusals():
         ExportOptions(variants=["fp16"], weight_rounding="gptq")
     with pytest.raises(ExportError, match="unknown --weight-rounding"):
         ExportOptions(variants=["int8"], weight_rounding="round")
-    with pytest.raises(ExportError, match="does not combine"):
-        ExportOptions(variants=["int8"], weight_rounding="gptq", quantizer="aeq", max_flips=0.01)
+    o = ExportOptions(variants=["int8"], weight_rounding="gptq", quantizer="aeq", max_flips=0.01)  # combines
+    assert o.budget.max_float_macs == 0.10
+    with pytest.raises(ExportError, match="--max-float-macs must be a share"):
+        ExportOptions(variants=["int8"], weight_rounding="gptq", quantizer="aeq", max_flips=0.01, max_float_macs=2)
+
+
+def test_mac_cap_keeps_rank_order_and_skips_what_does_not_fit():
+    from edgeretina.converters.aeq import Op
+    from edgeretina.converters.budget import capped
+
+    ops = [(Op(i, "CONV_2D", f"s{i}", m), g) for i, (m, g) in enumerate([(50, 0.4), (8, 0.3), (0, 0.1), (3, 0.05)])]
+    assert [o.index for o, _ in capped(ops, 100, 0.10)] == [1, 2]       # 50 never fits; 8 + 3 > 10
+    assert [o.index for o, _ in capped(ops, 100, 0.12)] == [1, 2, 3]
+    assert [o.index for o, _ in capped(ops, 100, 1.0)] == [0, 1, 2, 3]
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +142,59 @@ def test_export_records_the_rounding(tiny_run, tmp_path):
     assert man["results"][0]["quantizer"]["weight_rounding"]["ops"] == wr["ops"]
     meta = read_metadata(r.path)["export"]["quantizer"]["weight_rounding"]
     assert meta["layers"] == "manifest.json" and meta["ops_gptq"] == wr["ops_gptq"]
+
+
+def test_gptq_weights_in_the_float_file_come_back_on_their_grid(tiny_files):
+    """The budget's float file (gptqfloat.py): GPTQ's integers, dequantized into the float32 file, are what
+    ai-edge-quantizer gives back when it quantizes that file (same scales), and an op it keeps float holds
+    exactly those int8-grid values."""
+    from edgeretina.converters import aeq
+    from edgeretina.converters.gptqfloat import grid_match, rounded_float
+
+    fb, int8, X = tiny_files
+    g, _ = gptq.reround(int8, fb, X[:48], pin_ends=True)  # as the budgeted export does
+    fg, n = rounded_float(fb, g)
+    assert n == len(weight_ops(g)) and len(fg) == pytest.approx(len(fb), rel=0.01)
+    assert grid_match(int8, g) < 0.99                      # GPTQ moved weights off nearest
+    back, _ = aeq.quantize(fg, X[:48], ranges="minmax")
+    assert grid_match(back, g) == 1.0
+    ops = aeq.op_table(fg)
+    conv = next(o for o in ops if o.type == "CONV_2D")
+    part = aeq.Quantization(fg, X[:48]).quantize([conv.scope])  # that conv float, the rest int8
+    fl = {gptq.op_key(r["output_name"]): r for r in weight_ops(part) if r["scales"] is None}
+    assert len(fl) == 1
+    (key, rec), = fl.items()
+    ref = next(r for r in weight_ops(g) if gptq.op_key(r["output_name"]) == key)
+    np.testing.assert_allclose(rec["weights"], ref["weights"] * ref["scales"].reshape(-1, 1, 1, 1), rtol=1e-6)
+
+
+def test_budget_on_gptq_weights_export(tiny_run, tmp_path):
+    """``export --int8 --quantizer aeq --weight-rounding gptq --max-logit-noise X``: the budget search runs on
+    the GPTQ-rounded model; the shipped int8 ops carry GPTQ's integers (grid_match 1.0) and the manifest
+    records both the rounding and the budget with its --max-float-macs cap."""
+    from edgeretina.converters import export_model
+
+    r = export_model(tiny_run, ["int8"], tmp_path / "b", weight_rounding="gptq", quantizer="aeq", calib_n=32,
+                     verify_n=16, budget_n=32, max_logit_noise=100.0, max_float_macs=0.05,
+                     borderline_band="off")["int8"]
+    q = r.quantizer
+    assert q["weight_rounding"]["method"] == "gptq" and q["weight_rounding"]["ops_gptq"] > 0
+    assert q["weight_rounding"]["grid_match"] == 1.0
+    assert q["budget"]["max_float_macs"] == 0.05 and not q["budget"]["float_layers"]
+    assert r.verification["within_tolerance"]
+
+
+def test_budget_unmet_under_the_mac_cap_names_the_best(tiny_run, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeretina.cli import cli
+
+    r = CliRunner().invoke(cli, ["export", str(tiny_run), "--int8", "--quantizer", "aeq", "--weight-rounding", "gptq",
+                                 "--max-flips", "0", "--max-logit-noise", "1e-6", "--max-float-macs", "0.02",
+                                 "--calib-n", "32", "--budget-n", "32", "--verify-n", "0", "--no-bias-correction",
+                                 "--borderline-band", "off", "--out", str(tmp_path / "x"), "-q"])
+    assert r.exit_code == 2, r.output
+    line = r.output.strip().splitlines()[-1]
+    assert line.startswith("error: --max-flips 0 and --max-logit-noise 1e-06 cannot be met: the best reached is")
+    assert "--max-float-macs 0.02" in line and "of the multiply-adds" in line
+    assert not list((tmp_path / "x").glob("*.tflite"))  # nothing published

@@ -55,13 +55,16 @@ def _variant_flags(f):
                    "quantizer's own 0.95 moving average of per-image min/max, the 0.01-99.99th percentiles, or "
                    "the range with the least 8-bit squared error (histogram of the calibration activations)")
 @click.option("--max-flips", type=float, default=None,
-              help="--int8 --quantizer aeq: keep the fewest layers float so that at most this share of held-out "
+              help="--int8 --quantizer aeq: keep the fewest layers' activations float so that at most this share of held-out "
                    "training images (not calibration, validation or test) change decision vs the float model "
                    "(0.01 = 1 percent)")
 @click.option("--max-logit-noise", type=float, default=None,
               help="like --max-flips, for the rms of the screening-logit difference vs the float model")
 @click.option("--budget-n", type=int, default=500, show_default=True,
               help="held-out training images the --max-flips / --max-logit-noise budget is checked on")
+@click.option("--max-float-macs", type=float, default=0.10, show_default=True,
+              help="the budget's float layers hold at most this share of the model's multiply-adds (a budget "
+                   "not met under it is an error naming the best reached)")
 @click.option("--head-split", type=int, default=0, show_default=True, metavar="K",
               help="--int8: split the final linear Dense into K magnitude bands of its weights, each on its own "
                    "int8 grid (same function; a linear head on standardised features has weights spanning "
@@ -92,7 +95,8 @@ def _variant_flags(f):
 @click.option("--quiet", "-q", is_flag=True, help="no per-stage progress lines")
 def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io_, allow_float_fallback, verify_n,
            steps, finetune_target, bias_correction, quantizer, ranges, max_flips, max_logit_noise, budget_n, guard_k,
-           head_split, weight_rounding, output, borderline_band, band_n, verify_arm, verify_arm_n, **flags):
+           head_split, max_float_macs, weight_rounding, output, borderline_band, band_n, verify_arm, verify_arm_n,
+           **flags):
     """Export MODEL (a run dir — trained, or made by `edgeretina import` — or a .keras file with config.json
     beside it) to .tflite variants.
 
@@ -106,7 +110,7 @@ def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io
         calib=calib, calib_n=calib_n, verify_n=verify_n, allow_float_fallback=allow_float_fallback, steps=steps,
         finetune_target=finetune_target, bias_correction=bias_correction, output=output, quantizer=quantizer,
         ranges=ranges, guard_k=guard_k, max_flips=max_flips, max_logit_noise=max_logit_noise, budget_n=budget_n,
-        head_split=head_split, weight_rounding=weight_rounding, borderline_band=borderline_band, band_n=band_n,
+        max_float_macs=max_float_macs, head_split=head_split, weight_rounding=weight_rounding, borderline_band=borderline_band, band_n=band_n,
         verify_arm=verify_arm, verify_arm_n=verify_arm_n)
 
     resolve_source(Path(model))  # missing file / not a model / no config → one-line error before any work
