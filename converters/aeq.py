@@ -13,6 +13,13 @@ image's min/max (``ema``: the result depends on the order of the images and unde
 ``minmax`` (the default here) keeps the global min/max over all calibration images, which is what the TF
 converter's calibration does, so the two backends differ only in how they quantize, not in which ranges they
 see. No TensorFlow import here; ai-edge-quantizer runs the float file in LiteRT itself.
+
+Dead channels: a channel with (near-)zero weights and a bias (MobileNetV2's ImageNet ``Conv1`` has 7 of 32)
+gets a weight scale of ``max |w| / 127`` ≈ 1e-11 from ai-edge-quantizer, so its int32 bias (step = input
+scale × weight scale) overflows and is clamped: that channel's output is wrong on every image. Every
+quantized file is therefore passed through ``runtime/flatbuffer.py:fit_int32_biases``, which grows such a
+channel's weight scale until the bias fits (what the TF converter does), counted in
+``bias_refit_channels``.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ import numpy as np
 
 from edgeretina.errors import ExportError
 from edgeretina.runtime import LiteRTModel
-from edgeretina.runtime.flatbuffer import op_names
+from edgeretina.runtime.flatbuffer import fit_int32_biases, float_biases, op_names
 
 from . import ranges as ranges_mod
 from .variants import IO
@@ -51,6 +58,7 @@ class AeqInfo:
     float_io: bool
     range_edit: dict[str, Any] | None = None   # percentile / mse: tensors edited (converters/ranges.py)
     budget: dict[str, Any] | None = None       # --max-flips / --max-logit-noise: float layers (budget.py)
+    bias_refit_channels: int = 0               # channels whose int32 bias did not fit (fit_int32_biases)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,6 +205,7 @@ class Quantization:
         if X is None or len(X) == 0:
             raise ExportError("--quantizer aeq needs calibration images")
         self.fb, self.io, self.ranges, self.n = float_tflite, io, ranges, int(len(X))
+        self.biases, self.refit = float_biases(float_tflite), 0
         with _quiet():
             self.qsvs, self.range_edit = _calibrate(float_tflite, X, recipe_for(io), ranges, threads)
 
@@ -205,10 +214,12 @@ class Quantization:
         with _quiet():
             qt = quantizer.Quantizer(self.fb, recipe_for(self.io, float_scopes))
             res = qt.quantize(self.qsvs, enable_progress_bar=False, enable_progress_report=False)
-        return bytes(res.quantized_model)
+        out, self.refit = fit_int32_biases(bytes(res.quantized_model), self.biases)  # dead channels' biases
+        return out
 
     def info(self) -> AeqInfo:
-        return AeqInfo("aeq", available(), RECIPE, self.ranges, self.n, self.io is IO.FLOAT, self.range_edit)
+        return AeqInfo("aeq", available(), RECIPE, self.ranges, self.n, self.io is IO.FLOAT, self.range_edit,
+                       bias_refit_channels=self.refit)
 
 
 @contextlib.contextmanager

@@ -153,3 +153,31 @@ def test_bias_correction_moves_the_logit_difference_when_one_channel_cannot_move
     new, info = correct_output_bias(moved, X, ref, softmax=True)
     assert info.applied and abs(info.mean_error_before[1] - info.mean_error_before[0]) > 0.15
     assert abs(info.mean_error_after[1] - info.mean_error_after[0]) < 0.03, info  # half would be left: 0.1
+
+
+def test_a_dead_channel_with_a_bias_keeps_its_output():
+    """A conv channel with (near-)zero weights and a bias (MobileNetV2's ImageNet Conv1 has 7): ai-edge-quantizer
+    gives it a weight scale of max|w|/127 ≈ 1e-12, its int32 bias overflows and is clamped. Every aeq file
+    goes through fit_int32_biases, which grows that channel's weight scale until the bias fits: the int8
+    output stays close to the float model's."""
+    from edgeretina._keras import keras
+    from edgeretina.converters import aeq
+    from edgeretina.converters.tflite import convert
+    from edgeretina.converters.variants import VARIANTS, IO, Variant
+
+    rng = np.random.default_rng(1)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    m = keras.Model(inp, keras.layers.Dense(2, name="head")(x))
+    w = rng.normal(size=(3, 3, 3, 4)).astype(np.float32) * 0.3
+    w[..., 2] = 1e-10 * rng.normal(size=(3, 3, 3))  # dead channel 2 ...
+    m.get_layer("conv").set_weights([w, np.array([0.1, -0.1, 0.8, 0.0], np.float32)])  # ... with a bias
+    m.get_layer("head").set_weights([np.array([[0.5, -0.5], [0.2, 0.3], [-2.0, 2.0], [0.1, 0.1]], np.float32),
+                                     np.zeros(2, np.float32)])
+    X = rng.uniform(0, 1, (48, 8, 8, 3)).astype(np.float32)
+    q = aeq.Quantization(convert(m, VARIANTS[Variant.FLOAT32]), X[:32], IO.FLOAT)
+    out = LiteRTModel(q.quantize()).raw(X[32:])
+    assert q.refit == 1 and q.info().bias_refit_channels == 1
+    ref = m.predict(X[32:], verbose=0)
+    assert np.abs(out - ref).max() < 0.05  # a clamped bias moves both logits by about ±1.6

@@ -207,6 +207,93 @@ def shift_output_bias(data: bytes, delta) -> tuple[bytes, str] | None:
     return write_model(m), name
 
 
+# --------------------------------------------------------------------------------------- int32 biases
+
+BIAS_LIMIT = 2 ** 30  # the largest int32 bias magnitude a refitted channel gets (half the range: headroom)
+
+
+def _tensor_name(t) -> str:
+    return t.name.decode("utf-8", "replace") if isinstance(t.name, bytes) else str(t.name)
+
+
+def float_biases(data: bytes) -> dict[str, np.ndarray]:
+    """Output tensor name → float32 bias of every biased weight op (CONV_2D, DEPTHWISE_CONV_2D,
+    FULLY_CONNECTED) of a float .tflite's main subgraph."""
+    m = read_model(data)
+    sg, out = m.subgraphs[0], {}
+    for op in sg.operators:
+        if op_name(m, op) in WEIGHT_OPS and len(op.inputs) >= 3 and op.inputs[2] >= 0:
+            t = sg.tensors[op.inputs[2]]
+            b = _buffer_array(m, t, np.float32) if t.type == schema.TensorType.FLOAT32 else None
+            if b is not None:
+                out[_tensor_name(sg.tensors[op.outputs[0]])] = b
+    return out
+
+
+def _set_values(m, t, arr: np.ndarray, users: dict[int, int]) -> None:
+    """``t``'s constant values replaced (a fresh buffer when other tensors share its buffer)."""
+    raw = np.ascontiguousarray(arr).tobytes()
+    if users.get(t.buffer, 0) == 1:
+        m.buffers[t.buffer].data = np.frombuffer(raw, dtype=np.uint8)
+    else:
+        users[t.buffer] -= 1
+        t.buffer = _new_buffer(m, raw)
+
+
+def _bias_users(m, sg, float_bias: dict[str, np.ndarray]) -> dict[int, list]:
+    """Per-channel int8 weight tensor → [(op, input scale, float bias)] of the int8 ops using it."""
+    users: dict[int, list] = {}
+    for op in sg.operators:
+        if op_name(m, op) not in WEIGHT_OPS or len(op.inputs) < 3 or op.inputs[2] < 0:
+            continue
+        ti, tw, tb = (sg.tensors[i] for i in op.inputs[:3])
+        qi, qw = ti.quantization, tw.quantization
+        b = float_bias.get(_tensor_name(sg.tensors[op.outputs[0]]))
+        if (tw.type != schema.TensorType.INT8 or tb.type != schema.TensorType.INT32 or b is None
+                or qi is None or qi.scale is None or len(qi.scale) != 1 or qw is None or qw.scale is None
+                or len(qw.scale) != b.size):
+            continue
+        users.setdefault(op.inputs[1], []).append((op, float(qi.scale[0]), b.astype(np.float64)))
+    return users
+
+
+def fit_int32_biases(data: bytes, float_bias: dict[str, np.ndarray]) -> tuple[bytes, int]:
+    """A per-channel int8 file whose int32 biases (step = input scale × the channel's weight scale) cannot
+    hold the float biases ``float_bias`` (output tensor name → values, :func:`float_biases` of the float file
+    it was quantized from): a channel with (near-)zero weights and a bias, whose tiny weight scale puts the
+    bias past int32 — the integer bias is clamped and the channel's output is wrong. Such a channel's weight
+    scale grows to ``|b| / (input scale · 2³⁰)`` (its tiny weights re-quantized on it: mostly 0), and every
+    op using the weights gets its bias re-quantized. The TF converter does the same when it quantizes
+    (ai-edge-quantizer does not). Returns the file and the number of channels changed."""
+    m = read_model(data)
+    sg = m.subgraphs[0]
+    users = {}
+    for g in m.subgraphs:
+        for t in g.tensors or []:
+            users[t.buffer] = users.get(t.buffer, 0) + 1
+    n = 0
+    for wi, ops in _bias_users(m, sg, float_bias).items():
+        tw = sg.tensors[wi]
+        s = np.asarray(tw.quantization.scale, np.float64)
+        need = np.max([np.abs(b) / (s_in * BIAS_LIMIT) for _, s_in, b in ops], axis=0)
+        if not np.any(need > s):
+            continue
+        new = np.maximum(s, need)
+        shape = [1] * len(tw.shape)
+        shape[tw.quantization.quantizedDimension] = -1
+        q = _buffer_array(m, tw, np.int8).reshape([int(d) for d in tw.shape]).astype(np.float64)
+        q = np.clip(np.round(q * (s / new).reshape(shape)), -127, 127).astype(np.int8)
+        _set_values(m, tw, q, users)
+        tw.quantization.scale = [float(x) for x in new.astype(np.float32)]
+        for op, s_in, b in ops:
+            tb = sg.tensors[op.inputs[2]]
+            info = np.iinfo(np.int32)
+            _set_values(m, tb, np.clip(np.round(b / (s_in * new)), info.min, info.max).astype(np.int32), users)
+            tb.quantization.scale = [float(x) for x in (s_in * new).astype(np.float32)]
+        n += int(np.sum(need > s))
+    return (write_model(m) if n else data), n
+
+
 # --------------------------------------------------------------------------------------- statistics
 
 
