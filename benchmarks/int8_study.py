@@ -69,9 +69,16 @@ CONFIGS: dict[str, dict[str, Any]] = {
                               "weight_rounding": "gptq", "folder": "split4-gptq"},
     "int8-guard-split4-gptq": {"variants": ["int8-guard"], "quantizer": "converter", "head_split": 4,
                                "weight_rounding": "gptq", "folder": "split4-gptq"},
+    # ai-edge-quantizer with GPTQ weights (its dead-channel int32 biases refitted: aeq.py), all int8, and the
+    # flip budget on it (gptqfloat.py): activations float on the fewest layers, <= 10 % of the multiply-adds
+    "aeq-split4-gptq": {"variants": ["int8-guard"], "quantizer": "aeq", "head_split": 4, "weight_rounding": "gptq",
+                        "folder": "aeq-split4-gptq"},
+    "int8-guard-aeq-split4-gptq": {"variants": ["int8-guard"], "quantizer": "aeq", "head_split": 4,
+                                   "weight_rounding": "gptq", "folder": "aeq-split4-gptq"},
+    "aeq-split4-gptq-flips0.02": {"quantizer": "aeq", "head_split": 4, "weight_rounding": "gptq", "max_flips": 0.02},
 }
 # label → the manifest variant that is studied (default: int8)
-SHIPPED = {"int8-guard": "int8-guard", "int8-guard-split4": "int8-guard", "int8-guard-noise0.26-split4": "int8-guard",
+SHIPPED = {"int8-guard-aeq-split4-gptq": "int8-guard", "int8-guard": "int8-guard", "int8-guard-split4": "int8-guard", "int8-guard-noise0.26-split4": "int8-guard",
            "int8-guard-split4-gptq": "int8-guard"}
 
 
