@@ -11,7 +11,9 @@ brings its decisions within the budget of the float model's:
 2. **search**: the ``k`` best-ranked ops float, ``k`` = 0, 1, 2, 4, … until the budget holds on the
    **hold-out images** — training images that are not calibration images (or, with ``--calib PATH``, a third
    of those images kept out of calibration); never validation or test images — then the smallest passing
-   ``k`` by bisection. Each candidate is measured as it would ship (output bias correction included);
+   ``k`` by bisection, over the ranked ops that fit under ``--max-float-macs`` (default 10 % of the model's
+   multiply-adds: an op that would take the float layers past it is left out of the list). Each candidate
+   is measured as it would ship (output bias correction included);
 3. the chosen layers, their share of the multiply-adds, the measured hold-out flip rate (with its Wilson
    95 % interval) and logit noise, and the all-int8 starting point are recorded in the file's metadata and the
    manifest (``quantizer.budget``). A budget no set of float layers meets is a one-line ``ExportError`` that
