@@ -793,7 +793,7 @@ class Exporter:
 
     # ---- convert to .tflite bytes
     def convert(self, ctx: ExportContext, b: _Build, saved) -> None:
-        from .tflite import convert
+        from .tflite import convert, keep_small_float32
 
         info, o = b.info, self.opts
         self.progress.stage(f"{info.variant.value}: convert")
@@ -811,6 +811,8 @@ class Exporter:
         rep = (lambda: (x[None] for x in ctx.X_cal)) if (info.calibration and ctx.X_cal is not None) else None
         b.buf = convert(b.km, info, representative=rep, io=o.io, allow_float_fallback=o.allow_float_fallback,
                         qat=info.qat, saved=saved)
+        if info.weights == "float16":  # small constants back to float32 (tflite.py: keep_small_float32)
+            b.buf, b.quant_info = keep_small_float32(b.buf, convert(b.km, VARIANTS[Variant.FLOAT32], saved=saved))
 
     # ---- weight rounding (--weight-rounding gptq): int8 weights re-rounded on the layer inputs (gptq.py)
     def reround(self, ctx: ExportContext, b: _Build, saved) -> None:

@@ -207,3 +207,35 @@ def test_real_small_run_exports_verify_on_real_photos(small_run):
         assert v["n"] == 32 and v["within_tolerance"], (r["variant"], v)
         assert v["max_abs_diff"] <= Variant(r["variant"]).info.score_tol
     assert manifest["results"][2]["bias_correction"]["n_images"] == 64
+
+
+def test_fp16_keeps_small_constants_float32_and_sits_closer_to_float32(tiny_run, tmp_path):
+    """The fp16 file's constants of ≤ 4,096 values (biases, the first depthwise / project convolutions) are
+    float32 in the file, exactly the float32 file's values; its outputs sit closer to the float32 file's than
+    the converter's all-float16 file on the run's own images (LiteRT, both XNNPACK and reference kernels)."""
+    from edgeretina._keras import keras
+    from edgeretina.converters.tflite import FP16_FLOAT32_MAX_ELEMENTS, convert
+    from edgeretina.converters.variants import VARIANTS
+    from edgeretina.data import load_arrays, open_dataset
+    from edgeretina.preprocess import Pipeline
+    from edgeretina.runtime import LiteRTModel
+    from edgeretina.runtime.flatbuffer import weight_ops
+
+    res = export_model(tiny_run, [Variant.FLOAT32, Variant.FP16], tmp_path, verify_n=16, borderline_band="off")
+    f32, f16 = (Path(res[v].path).read_bytes() for v in ("float32", "fp16"))
+    rec = read_metadata(res["fp16"].path)["export"]["quantizer"]["float32_constants"]
+    assert rec["max_elements"] == FP16_FLOAT32_MAX_ELEMENTS and rec["tensors"] > 0 and rec["values"] > 0
+    assert res["fp16"].quantizer == {"float32_constants": rec} and res["fp16"].verification["within_tolerance"]
+    small = [r["weights"] for r in weight_ops(f32) if r["weights"].size <= FP16_FLOAT32_MAX_ELEMENTS]
+    ref = {(w.shape, w.tobytes()) for w in small}
+    kept = weight_ops(f16)  # constant weights only: the large ones are float16 read through DEQUANTIZE
+    assert len(kept) == len(small) > 0 and all(r["weights"].dtype == np.float32
+                                               and (r["weights"].shape, r["weights"].tobytes()) in ref for r in kept)
+    assert len(small) < len(weight_ops(f32)) and len(f16) < 0.6 * len(f32)
+    plain = convert(keras.models.load_model(Path(tiny_run) / "model.keras", compile=False), VARIANTS[Variant.FP16])
+    assert weight_ops(plain) == [] and len(f16) > len(plain)
+    cfg = RunConfig.load(tiny_run)
+    x, _ = load_arrays(open_dataset(cfg.dataset["path"], cfg.task).records[:24], Pipeline.from_json(cfg.preprocessing))
+    for xnnpack in (True, False):
+        p32, p16, p_plain = (LiteRTModel(b, xnnpack=xnnpack).raw(x)[:, 1] for b in (f32, f16, plain))
+        assert np.sqrt(np.mean((p16 - p32) ** 2)) < np.sqrt(np.mean((p_plain - p32) ** 2))

@@ -7,6 +7,7 @@
   non-zero params of the main subgraph.
 - :func:`weight_ops` — the constant-weight conv / depthwise / fully-connected ops with their weights, scales and
   conv options; :func:`replace_weights` — rewrite constant tensors (GPTQ re-rounded int8 weights).
+- :func:`float32_small_constants` — an fp16 file's small float16 constants back to float32 (from the float32 file).
 """
 from __future__ import annotations
 
@@ -468,3 +469,61 @@ def replace_weights(data: bytes, new: dict[int, np.ndarray]) -> bytes:
             users[t.buffer] -= 1
             t.buffer = _new_buffer(m, arr.tobytes())
     return write_model(m)
+
+
+# --------------------------------------------------------------------------------------- fp16 files
+
+
+def _float16_index(m) -> dict[tuple, np.ndarray | None]:
+    """(shape, float16 bytes) → the float32 constant of ``m``'s main subgraph that rounds to them (None when
+    two different float32 constants round to the same values: ambiguous, left alone)."""
+    sg, out = m.subgraphs[0], {}
+    for t in sg.tensors:
+        if t.type != schema.TensorType.FLOAT32 or t.buffer >= len(m.buffers):
+            continue
+        a = _buffer_array(m, t, np.float32)
+        if a is None or a.size == 0:
+            continue
+        key = (tuple(int(d) for d in t.shape), a.astype(np.float16).tobytes())
+        prev = out.get(key, a)
+        out[key] = a if prev is not None and np.array_equal(prev, a) else None
+    return out
+
+
+def float32_small_constants(data16: bytes, data32: bytes, max_elements: int) -> tuple[bytes, int, int]:
+    """An fp16 .tflite (float16 constants each read through a DEQUANTIZE op) with every such constant of at most
+    ``max_elements`` values put back to float32: the DEQUANTIZE op is removed and its output becomes a float32
+    constant holding the values of ``data32`` — the float32 file of the same graph — that round to the stored
+    float16 ones (found by shape and rounded values, so tensor names need not match; a constant found nowhere,
+    or ambiguously, stays float16). Returns (file, constants restored, values restored); ``data16`` itself when
+    none was."""
+    m, m32 = read_model(data16), read_model(data32)
+    index = _float16_index(m32)
+    sg = m.subgraphs[0]
+    users: dict[int, int] = {}
+    for op in sg.operators:
+        for i in op.inputs:
+            users[i] = users.get(i, 0) + 1
+    keep, n, values = [], 0, 0
+    for op in sg.operators:
+        t_in = sg.tensors[op.inputs[0]] if op_name(m, op) == "DEQUANTIZE" and len(op.inputs) == 1 else None
+        a = (_buffer_array(m, t_in, np.float16)
+             if t_in is not None and t_in.type == schema.TensorType.FLOAT16 else None)
+        f32 = index.get((tuple(int(d) for d in t_in.shape), a.tobytes())) if a is not None else None
+        t_out = sg.tensors[op.outputs[0]]
+        if f32 is None or a.size > max_elements or t_out.type != schema.TensorType.FLOAT32:
+            keep.append(op)
+            continue
+        t_out.buffer = _new_buffer(m, np.ascontiguousarray(f32).tobytes())
+        users[op.inputs[0]] -= 1
+        if users[op.inputs[0]] == 0:  # the float16 constant is read no more: an empty tensor (buffer 0)
+            t_in.buffer = 0
+        n, values = n + 1, values + int(a.size)
+    if not n:
+        return data16, 0, 0
+    sg.operators = keep
+    held = {t.buffer for g in m.subgraphs for t in (g.tensors or [])} | {md.buffer for md in (m.metadata or [])}
+    for i, buf in enumerate(m.buffers):
+        if i and i not in held:  # float16 values no tensor holds any more
+            buf.data = None
+    return write_model(m), n, values
