@@ -239,3 +239,27 @@ def test_fp16_keeps_small_constants_float32_and_sits_closer_to_float32(tiny_run,
     for xnnpack in (True, False):
         p32, p16, p_plain = (LiteRTModel(b, xnnpack=xnnpack).raw(x)[:, 1] for b in (f32, f16, plain))
         assert np.sqrt(np.mean((p16 - p32) ** 2)) < np.sqrt(np.mean((p_plain - p32) ** 2))
+
+
+def test_fp16_noise_study_splits_the_noise_by_constant(tiny_run):
+    """benchmarks/fp16_noise.py on the tiny model's float32 file: every part's sd is measured on real LiteRT
+    outputs; rounding nothing is exact, keeping the small constants float32 lowers the noise, the ranking
+    names real constants."""
+    from edgeretina._keras import keras
+    from edgeretina.benchmarks.fp16_noise import markdown, study
+    from edgeretina.converters.tflite import convert
+    from edgeretina.converters.variants import VARIANTS
+    from edgeretina.data import load_arrays, open_dataset
+    from edgeretina.preprocess import Pipeline
+
+    buf = convert(keras.models.load_model(Path(tiny_run) / "model.keras", compile=False), VARIANTS[Variant.FLOAT32])
+    cfg = RunConfig.load(tiny_run)
+    x, _ = load_arrays(open_dataset(cfg.dataset["path"], cfg.task).records[:12], Pipeline.from_json(cfg.preprocessing))
+    res = study(buf, x, keep=(0, 4096, 10 ** 9), top=3)
+    k0, k4096, kall = res["keep_float32"]
+    assert k0["sd"] == pytest.approx(res["all"]) and res["all"] > 0 and kall["sd"] == 0.0
+    assert k4096["sd"] < k0["sd"] and 0 < k4096["kept_values"] < res["values"] == kall["kept_values"]
+    assert 0 <= res["head_only"] < res["all"] and res["all_but_head"] > 0
+    top = res["one_at_a_time"]
+    assert len(top) == 3 and top[0]["sd"] >= top[1]["sd"] >= top[2]["sd"] > 0 and sum(r["variance_share"] for r in top) <= 1
+    assert any("K = 4,096" in line for line in markdown(res))

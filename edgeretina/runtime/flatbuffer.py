@@ -8,6 +8,7 @@
 - :func:`weight_ops` — the constant-weight conv / depthwise / fully-connected ops with their weights, scales and
   conv options; :func:`replace_weights` — rewrite constant tensors (GPTQ re-rounded int8 weights).
 - :func:`float32_small_constants` — an fp16 file's small float16 constants back to float32 (from the float32 file).
+- :func:`float_constants` — the float32 constant inputs of the ops (benchmarks/fp16_noise.py rounds them).
 """
 from __future__ import annotations
 
@@ -527,3 +528,20 @@ def float32_small_constants(data16: bytes, data32: bytes, max_elements: int) -> 
         if i and i not in held:  # float16 values no tensor holds any more
             buf.data = None
     return write_model(m), n, values
+
+
+def float_constants(data: bytes) -> list[dict]:
+    """The float32 constant inputs of the main subgraph's ops, each once, in graph order: ``tensor`` (index),
+    ``values`` (flat float32), ``op`` / ``op_index`` (the first op reading it)."""
+    m = read_model(data)
+    sg, out, seen = m.subgraphs[0], [], set()
+    for k, op in enumerate(sg.operators):
+        for i in op.inputs:
+            t = sg.tensors[i] if i >= 0 else None
+            if t is None or i in seen or t.type != schema.TensorType.FLOAT32:
+                continue
+            a = _buffer_array(m, t, np.float32)
+            if a is not None and a.size:
+                seen.add(i)
+                out.append({"tensor": int(i), "values": a, "op": op_name(m, op), "op_index": k})
+    return out
