@@ -208,18 +208,24 @@ class SavedModels:
 
 # fp16 files keep every constant of at most this many values in float32 (keep_small_float32).
 FP16_FLOAT32_MAX_ELEMENTS = 4096
+#: ... and together at most this share of the fp16 file's values (MobileNetV2: ~2.5 %, unaffected; a tiny model's
+#: fp16 file stays about half its float32 size)
+FP16_FLOAT32_MAX_SHARE = 0.05
 
 
-def keep_small_float32(fp16: bytes, float32: bytes,
-                       max_elements: int = FP16_FLOAT32_MAX_ELEMENTS) -> tuple[bytes, dict]:
+def keep_small_float32(fp16: bytes, float32: bytes, max_elements: int = FP16_FLOAT32_MAX_ELEMENTS,
+                       max_share: float = FP16_FLOAT32_MAX_SHARE) -> tuple[bytes, dict]:
     """The fp16 file with its small constants (≤ ``max_elements`` values: biases, the first depthwise / project
     convolutions, ...) back in float32, taken from ``float32``, the float32 file of the same graph. Half-precision
     rounding of those few weights carries most of the fp16 file's logit noise (the first depthwise conv and its
     project conv: ~80 % of its variance on the two-view glaucoma model, docs/export.md); a MobileNetV2 has
-    ~55 k such values (+110 KB). Returns (file, ``{"float32_constants": {max_elements, tensors, values}}``,
+    ~55 k such values (+110 KB); smallest first, at most ``max_share`` of the file's float16 values (``size_cap``:
+    the largest size that share allowed). Returns (file, ``{"float32_constants": {max_elements, max_share,
+    size_cap, tensors, values}}``,
     the record the export's metadata and manifest carry as ``quantizer``)."""
-    out, n, values = float32_small_constants(fp16, float32, max_elements)
-    return out, {"float32_constants": {"max_elements": int(max_elements), "tensors": n, "values": values}}
+    out, n, values, cap = float32_small_constants(fp16, float32, max_elements, max_share)
+    return out, {"float32_constants": {"max_elements": int(max_elements), "max_share": float(max_share),
+                                       "size_cap": int(cap), "tensors": n, "values": values}}
 
 
 _ERR_LINE = re.compile(r"error: (.*)")

@@ -491,16 +491,42 @@ def _float16_index(m) -> dict[tuple, np.ndarray | None]:
     return out
 
 
-def float32_small_constants(data16: bytes, data32: bytes, max_elements: int) -> tuple[bytes, int, int]:
+def _float16_sizes(m, sg) -> list[int]:
+    """Sizes of the float16 constants read through a DEQUANTIZE op in ``sg``."""
+    out = []
+    for op in sg.operators:
+        if op_name(m, op) == "DEQUANTIZE" and len(op.inputs) == 1:
+            t = sg.tensors[op.inputs[0]]
+            if t.type == schema.TensorType.FLOAT16:
+                out.append(int(np.prod([int(d) for d in t.shape])) if len(t.shape) else 1)
+    return out
+
+
+def _size_cap(sizes: list[int], max_elements: int, max_share: float) -> int:
+    """The largest constant size ≤ ``max_elements`` such that every float16 constant of that size or smaller holds
+    at most ``max_share`` of all float16 values (smallest first; a tiny model keeps its fp16 file ~half size)."""
+    budget, cum, cap = max_share * sum(sizes), 0, 0
+    for size in sorted({x for x in sizes if x <= max_elements}):
+        cum += size * sizes.count(size)
+        if cum > budget:
+            break
+        cap = size
+    return cap
+
+
+def float32_small_constants(data16: bytes, data32: bytes, max_elements: int,
+                            max_share: float = 1.0) -> tuple[bytes, int, int, int]:
     """An fp16 .tflite (float16 constants each read through a DEQUANTIZE op) with every such constant of at most
     ``max_elements`` values put back to float32: the DEQUANTIZE op is removed and its output becomes a float32
     constant holding the values of ``data32`` — the float32 file of the same graph — that round to the stored
     float16 ones (found by shape and rounded values, so tensor names need not match; a constant found nowhere,
-    or ambiguously, stays float16). Returns (file, constants restored, values restored); ``data16`` itself when
-    none was."""
+    or ambiguously, stays float16); smallest first, the restored constants hold at most ``max_share`` of the file's
+    float16 values. Returns (file, constants restored, values restored, the size cap that share allowed);
+    ``data16`` itself when none was."""
     m, m32 = read_model(data16), read_model(data32)
     index = _float16_index(m32)
     sg = m.subgraphs[0]
+    max_elements = _size_cap(_float16_sizes(m, sg), max_elements, max_share)
     users: dict[int, int] = {}
     for op in sg.operators:
         for i in op.inputs:
@@ -521,13 +547,13 @@ def float32_small_constants(data16: bytes, data32: bytes, max_elements: int) -> 
             t_in.buffer = 0
         n, values = n + 1, values + int(a.size)
     if not n:
-        return data16, 0, 0
+        return data16, 0, 0, max_elements
     sg.operators = keep
     held = {t.buffer for g in m.subgraphs for t in (g.tensors or [])} | {md.buffer for md in (m.metadata or [])}
     for i, buf in enumerate(m.buffers):
         if i and i not in held:  # float16 values no tensor holds any more
             buf.data = None
-    return write_model(m), n, values
+    return write_model(m), n, values, max_elements
 
 
 def float_constants(data: bytes) -> list[dict]:
