@@ -411,6 +411,7 @@ class ExportContext:
     pruned_info: dict[str, Any] | None = None
     bias_x: np.ndarray | None = None
     splits: dict = field(default_factory=dict)  # id(model) → (model, split model, HeadSplit | None)
+    float32s: dict = field(default_factory=dict)  # id(model) → (model, its float32 .tflite): converted once
     band_info: dict[str, Any] | None = None  # the borderline band and its provenance (converters/band.py)
     arm_env: Any = None                      # --verify-arm: the emulation environment (checked at open)
     kept: list[dict] = field(default_factory=list)  # manifest entries of the same source kept from before
@@ -792,6 +793,16 @@ class Exporter:
                       f"(max/median |w| {hs.max_over_median:g})")
 
     # ---- convert to .tflite bytes
+    @staticmethod
+    def float32_of(ctx: ExportContext, km, saved) -> bytes:
+        """``km``'s float32 .tflite, converted once per export (the float32 variant, fp16's small constants,
+        aeq's input and GPTQ's float weights all read the same bytes)."""
+        from .tflite import convert
+
+        if id(km) not in ctx.float32s:
+            ctx.float32s[id(km)] = (km, convert(km, VARIANTS[Variant.FLOAT32], saved=saved))
+        return ctx.float32s[id(km)][1]
+
     def convert(self, ctx: ExportContext, b: _Build, saved) -> None:
         from .tflite import convert, keep_small_float32
 
@@ -801,26 +812,27 @@ class Exporter:
             b.quant_info = {"backend": o.quantizer}
         from_tflite = getattr(b.km, "tflite_bytes", None) is not None  # only ai-edge-quantizer reads a .tflite
         if (o.quantizer == "aeq" or from_tflite) and o.uses_quantizer(info):  # float32 .tflite → aeq.py
-            fb = b.float_buf = convert(b.km, VARIANTS[Variant.FLOAT32], saved=saved)
+            fb = b.float_buf = self.float32_of(ctx, b.km, saved)
             if o.budget is not None:
                 self.budgeted(ctx, b, fb)
                 return
             b.buf, q = aeq.quantize(fb, ctx.X_cal, o.io, o.ranges)
             b.quant_info = q.to_dict()
             return
+        if info.variant is Variant.FLOAT32:
+            b.buf = self.float32_of(ctx, b.km, saved)
+            return
         rep = (lambda: (x[None] for x in ctx.X_cal)) if (info.calibration and ctx.X_cal is not None) else None
         b.buf = convert(b.km, info, representative=rep, io=o.io, allow_float_fallback=o.allow_float_fallback,
                         qat=info.qat, saved=saved)
         if info.weights == "float16":  # small constants back to float32 (tflite.py: keep_small_float32)
-            b.buf, b.quant_info = keep_small_float32(b.buf, convert(b.km, VARIANTS[Variant.FLOAT32], saved=saved))
+            b.buf, b.quant_info = keep_small_float32(b.buf, self.float32_of(ctx, b.km, saved))
 
     # ---- weight rounding (--weight-rounding gptq): int8 weights re-rounded on the layer inputs (gptq.py)
     def reround(self, ctx: ExportContext, b: _Build, saved) -> None:
-        from .tflite import convert
-
         name = b.info.variant.value
         self.progress.stage(f"{name}: GPTQ weight rounding")
-        fb = b.float_buf or convert(b.km, VARIANTS[Variant.FLOAT32], saved=saved)  # same graph's float weights
+        fb = b.float_buf or self.float32_of(ctx, b.km, saved)  # same graph's float weights
         b.buf, info = gptq_mod.reround(b.buf, fb, ctx.X_cal, tick=self.progress.ticker(f"{name}: layer inputs"))
         d = info.to_dict()
         b.quant_info = {**(b.quant_info or {}), "weight_rounding": d}
