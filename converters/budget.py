@@ -21,6 +21,11 @@ brings its decisions within the budget of the float model's:
 
 Flips and noise are measured against the source (float) model: a flip is an image whose decision at the run's
 threshold differs; the noise is the root mean square of the difference of the logit of the screening score.
+DR grading (5 grades) is budgeted on its **referable** decision, not on the grade: its two readings are counted —
+the referral ``p(grade >= 2) >= threshold`` (what ``predict`` and the app report as refer, and what the bench's
+``--agreement-data`` flips count) and the predicted grade ``>= 2`` (the expected grade, rounded: the test
+table's "Referable flips") — and the budget's flip rate is the larger of the two; the noise is that of the
+referral logit ``logit p(grade >= 2)`` (:func:`decision_rule` says which, in ``quantizer.budget.decision``).
 """
 from __future__ import annotations
 
@@ -32,7 +37,8 @@ import numpy as np
 from edgeretina.compare import wilson_ci
 from edgeretina.errors import ExportError
 from edgeretina.runtime import LiteRTModel, decision_flip_rate
-from edgeretina.tasks import TaskSpec, scores_from_output
+from edgeretina.runtime.decisions import REFERABLE_GRADE, disagreement, screening_threshold
+from edgeretina.tasks import Task, TaskKind, TaskSpec, predicted_classes, scores_from_output
 
 from . import aeq
 from .guard import logit
@@ -40,6 +46,38 @@ from .guard import logit
 RANK_N = 64        # calibration images the ranking runs on
 HOLDOUT_N = 500    # default hold-out images for the budget check (--budget-n)
 MAX_FLOAT_MACS = 0.10  # default --max-float-macs: float layers hold at most this share of the multiply-adds
+
+
+def _graded(spec: TaskSpec) -> bool:
+    return spec.kind is TaskKind.MULTICLASS and spec.task is Task.DR
+
+
+def decision_rule(spec: TaskSpec) -> str:
+    """The decision whose flips the budget counts and the logit whose noise it measures (for the manifest)."""
+    if _graded(spec):
+        return (f"DR referable: the larger flip rate of p(grade >= {REFERABLE_GRADE}) >= threshold and predicted "
+                f"grade >= {REFERABLE_GRADE}; noise of logit p(grade >= {REFERABLE_GRADE})")
+    return "the task's decision at the run's threshold; noise of the screening score's logit"
+
+
+def screening_logit(spec: TaskSpec, scores) -> np.ndarray:
+    """The logit(s) the budget's noise is measured on: DR grading's referral score logit p(grade >= 2) (N,),
+    other tasks the logit of each score."""
+    s = np.asarray(scores, dtype=np.float64)
+    if _graded(spec):
+        return logit(s.reshape(len(s), -1)[:, REFERABLE_GRADE:].sum(axis=1))
+    return logit(s)
+
+
+def budget_flips(spec: TaskSpec, scores, ref_scores, threshold) -> float:
+    """The share of images whose decision differs from the reference's (:func:`decision_rule`)."""
+    if not _graded(spec):
+        return decision_flip_rate(spec, scores, ref_scores, threshold)
+    s, r = (np.asarray(a, dtype=np.float64).reshape(len(a), -1) for a in (scores, ref_scores))
+    t = screening_threshold(spec, threshold)
+    referral = disagreement(s[:, REFERABLE_GRADE:].sum(axis=1) >= t, r[:, REFERABLE_GRADE:].sum(axis=1) >= t)
+    grade = disagreement(predicted_classes(spec, s) >= REFERABLE_GRADE, predicted_classes(spec, r) >= REFERABLE_GRADE)
+    return max(referral, grade)
 
 
 @dataclass(frozen=True)
@@ -99,8 +137,8 @@ class Probe:
     def measure(self, buf: bytes) -> tuple[float, float, int]:
         """(flip rate, logit noise rms, flips) of the finished ``buf`` on the hold-out images."""
         s = self.scores(buf, self.X_hold)
-        d = (logit(s) - logit(self.ref_hold)).reshape(-1)
-        flips = decision_flip_rate(self.spec, s, self.ref_hold, self.threshold)
+        d = (screening_logit(self.spec, s) - screening_logit(self.spec, self.ref_hold)).reshape(-1)
+        flips = budget_flips(self.spec, s, self.ref_hold, self.threshold)
         return float(flips), float(np.sqrt(np.mean(d ** 2))), int(round(flips * len(s)))
 
 
@@ -134,6 +172,7 @@ class BudgetResult:
     n_rank: int
     tried: tuple[dict, ...] = field(default_factory=tuple)
     max_float_macs: float | None = None  # the cap the float layers were chosen under (--max-float-macs)
+    decision: str = ""                    # which decision's flips and which logit's noise (decision_rule)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,7 +187,7 @@ def rank(q: "aeq.Quantization", probe: Probe, ops: list["aeq.Op"], all_ops: list
     correction (a constant offset is what that removes anyway)."""
     def var(float_ops) -> float:
         s = probe.scores(q.quantize([o.scope for o in float_ops]), probe.X_rank)
-        return float(np.var(logit(s) - logit(probe.ref_rank)))
+        return float(np.var(screening_logit(probe.spec, s) - screening_logit(probe.spec, probe.ref_rank)))
 
     v_all, v_floor = var([]), var(all_ops)
     out = [(op, (var([o for o in all_ops if o is not op]) - v_floor) / max(v_all, 1e-12)) for op in ops]
@@ -192,7 +231,8 @@ def search(q: "aeq.Quantization", budget: Budget, probe: Probe,
     ops = aeq.op_table(q.fb)
     total_macs = sum(o.macs for o in ops) or 1
     tried: dict[int, tuple[bytes, Step]] = {0: _candidate(q, probe, [], 0)}
-    say(f"all int8: {100 * tried[0][1].flips:.2f}% flips, logit noise {tried[0][1].noise:.3f} "
+    fl = "referable flips" if _graded(probe.spec) else "flips"
+    say(f"all int8: {100 * tried[0][1].flips:.2f}% {fl}, logit noise {tried[0][1].noise:.3f} "
         f"on {len(probe.X_hold)} hold-out images")
     ranked: list = []
     if not budget.met(tried[0][1].flips, tried[0][1].noise):
@@ -202,14 +242,14 @@ def search(q: "aeq.Quantization", budget: Budget, probe: Probe,
         for k in _ks(len(ranked))[1:]:
             tried[k] = _candidate(q, probe, ranked, k)
             say(f"{k} float ({100 * _share(ranked[:k], total_macs):.1f}% of the multiply-adds): "
-                f"{100 * tried[k][1].flips:.2f}% flips, logit noise {tried[k][1].noise:.3f}")
+                f"{100 * tried[k][1].flips:.2f}% {fl}, logit noise {tried[k][1].noise:.3f}")
             if budget.met(tried[k][1].flips, tried[k][1].noise):
                 hi = k
                 break
             lo = k
         if hi is None:
             best = min((s for _, s in tried.values()), key=lambda s: (s.flips, s.noise))
-            raise ExportError(f"{budget.text()} cannot be met: the best reached is {100 * best.flips:.2f}% flips, "
+            raise ExportError(f"{budget.text()} cannot be met: the best reached is {100 * best.flips:.2f}% {fl}, "
                               f"logit noise {best.noise:.3f} ({best.k} layers float, "
                               f"{100 * _share(ranked[:best.k], total_macs):.1f}% of the multiply-adds; "
                               f"--max-float-macs {budget.max_float_macs:g}) on "
@@ -233,5 +273,6 @@ def search(q: "aeq.Quantization", budget: Budget, probe: Probe,
         flips=step.flips, flips_ci95=wilson_ci(n_flips, len(probe.X_hold)), logit_noise=step.noise,
         all_int8=tried[0][1].to_dict(), graph_bytes=len(buf),
         ranking=tuple({"layer": op.layer, "type": op.type, "noise_share": round(g, 4)} for op, g in ranked[:10]),
-        n_rank=int(len(probe.X_rank)), tried=tuple(tried[j][1].to_dict() for j in sorted(tried)))
+        n_rank=int(len(probe.X_rank)), tried=tuple(tried[j][1].to_dict() for j in sorted(tried)),
+        decision=decision_rule(probe.spec))
     return buf, res

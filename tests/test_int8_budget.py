@@ -186,3 +186,26 @@ def test_study_rows_and_table():
     md = markdown([r], {"command": "python -m edgeretina.benchmarks.int8_study", "minutes": 30,
                         "machine": "2-core AMD EPYC VM", "threads": 1, "run": "runs/recipe/final", "n": 486})
     assert "4/486 = 0.8 % (" in md and "2 (3.6 %): Conv1, head_logits" in md and "0.4 % / 0.070" in md
+
+
+def test_dr_grading_budget_counts_referable_flips_not_grades():
+    """DR 5-grade: the budget counts the referable decision (the larger of its two readings' flip rates), not
+    the grade, and measures the referral logit's noise."""
+    from edgeretina.converters.budget import budget_flips, decision_rule, screening_logit
+    from edgeretina.tasks import Task, task_spec
+
+    spec = task_spec(Task.DR)
+    ref = np.array([[.7, .2, .05, .03, .02],     # grade 0, p(>=2) 0.10
+                    [.1, .3, .4, .1, .1],        # grade 2 (E 1.8), p(>=2) 0.60
+                    [.0, .0, .9, .1, .0],        # grade 2
+                    [.0, .0, .0, .2, .8]])       # grade 4
+    var = np.array([[.2, .7, .05, .03, .02],     # grade 1: a grade flip, not a referable one
+                    [.1, .3, .4, .1, .1],
+                    [.0, .0, .1, .9, .0],        # grade 3: a grade flip, still referable
+                    [.0, .0, .0, .2, .8]])
+    assert budget_flips(spec, var, ref, None) == 0.0
+    both = var.copy()
+    both[1] = [.25, .3, .25, .1, .1]            # p(>=2) 0.45 < 0.5 and E 1.5 -> grade 2: only the referral flips
+    assert budget_flips(spec, both, ref, None) == 0.25
+    assert screening_logit(spec, ref).shape == (4,)
+    assert "DR referable" in decision_rule(spec)
