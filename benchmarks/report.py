@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 from edgeretina.env import machine_line
 from edgeretina.io import SizedArtifact, ensure_writable_dir, write_json_atomic, write_text_atomic
 
-from . import arm_parity
+from . import arm_parity, guard_sweep
 from .devices import facts_lines
 
 SCHEMA = "edgeretina.bench/1"
@@ -433,6 +433,7 @@ class Report:
                                                        for lb in labels] for v in per_label])]
         lines += self.label_markdown()
         lines += arm_parity.markdown_lines(self.variants)
+        lines += guard_sweep.markdown_lines((self.agreement or {}).get("guard_sweeps"))
         if self.skipped:
             lines += ["", "Skipped:", ""] + [f"- `{s['file']}` on {s['device']}: {s['reason']}"
                                                for s in self.skipped]
@@ -599,16 +600,20 @@ def _auroc_cell(v) -> str:
     return _f(v.auroc, 3)
 
 
-def _agreement(v, key: str):
+def _agreement(v, key: str, decision: str | None = None):
     a = v.agreement or {}
+    if decision is not None:  # DR grading's other decisions (Agreement.decisions)
+        a = {**(a.get("decisions") or {}).get(decision, {}), "n": a.get("n")}
     if key in ("ci_low", "ci_high"):
         ci = a.get("ci95")
         return ci[0 if key == "ci_low" else 1] if ci else None
     return a.get(key)
 
 
-def _agreement_cell(v) -> str:
+def _agreement_cell(v, decision: str | None = None) -> str:
     a = v.agreement or {}
+    if decision is not None:
+        a = {**(a.get("decisions") or {}).get(decision, {}), "n": a.get("n")}
     if a.get("flip_rate") is None:
         return "–"
     lo, hi = a.get("ci95") or (None, None)
@@ -687,7 +692,16 @@ VARIANT_COLUMNS: tuple[Column, ...] = (
          headers=(("multilabel", "Any-label flips"),)),
     _col("flip_floor_ratio", "× floor", _ratio, show=lambda r: r.stability is not None),
     _col("agreement_flip_rate", "Agreement flips [95% CI]", render=_agreement_cell,
-         get=lambda v: _agreement(v, "flip_rate"), show=lambda r: any(v.agreement for v in r.variants)),
+         get=lambda v: _agreement(v, "flip_rate"), show=lambda r: any(v.agreement for v in r.variants),
+         headers=(("grading", "Agreement referral flips [95% CI]"),)),
+    # DR grading on the agreement images: predicted grade >= 2 and predicted grade flips (benchmarks/agreement.py)
+    _col("agreement_referable_grade_flip_rate", "Agreement grade ≥ 2 flips [95% CI]",
+         render=lambda v: _agreement_cell(v, "referable_grade"),
+         get=lambda v: _agreement(v, "flip_rate", "referable_grade"),
+         show=lambda r: _graded(r) and any(v.agreement for v in r.variants)),
+    _col("agreement_grade_flip_rate", "Agreement grade flips [95% CI]",
+         render=lambda v: _agreement_cell(v, "grade"), get=lambda v: _agreement(v, "flip_rate", "grade"),
+         show=lambda r: _graded(r) and any(v.agreement for v in r.variants)),
     _col("agreement_flips", get=lambda v: _agreement(v, "flips")),
     _col("agreement_n", get=lambda v: _agreement(v, "n")),
     _col("agreement_ci_low", get=lambda v: _agreement(v, "ci_low")),

@@ -71,6 +71,18 @@ def test_agreement_stage_on_a_folder_of_images(exported, tiny_run, photo_folder)
         assert a.ci95 == pytest.approx(wilson_ci(a.flips, 90))
     # the guard flips no more than int8 does (fp16 decides inside the band)
     assert by_name["int8-guard"].flips <= by_name["int8"].flips + by_name["fp16"].flips
+    # its band sweep: the same int8 / fp16 outputs under each band; k = 0 is the int8 file, the shipped k the guard
+    guard_path = next(m.path for m in models if m.name == "int8-guard")
+    sw = info["guard_sweeps"][str(guard_path)]
+    rows = {r["k"]: r for r in sw["rows"]}
+    assert rows[0.0]["flips"] == by_name["int8"].flips and rows[0.0]["rescored_share"] == 0.0
+    shipped = [r for r in sw["rows"] if r["shipped"]]
+    assert len(shipped) == 1 and shipped[0]["flips"] == by_name["int8-guard"].flips
+    shares = [r["rescored_share"] for r in sw["rows"]]
+    assert shares == sorted(shares) and all(r["n"] == 90 for r in sw["rows"])
+    assert sw["t_ratio"] > 0 and all(r["latency_ratio"] == pytest.approx(1 + r["rescored_share"] * sw["t_ratio"])
+                                     for r in sw["rows"])
+    assert all(r["band"] == pytest.approx(r["k"] * sw["noise_rms"]) for r in sw["rows"])
 
 
 def test_agreement_on_a_dataset_ignores_labels_and_fills_the_report(exported, tiny_run):
@@ -135,8 +147,34 @@ def test_bench_cli_agreement_data_adds_the_columns(exported, tiny_run, photo_fol
     assert all(v["agreement"]["n"] == 90 for v in rows.values())
     g = rows["int8-guard"]
     assert g["device_info"]["guard"]["rescored_share"] is not None
+    assert list(rep["agreement"]["guard_sweeps"]) == [g["file"]]
+    assert "int8-guard band sweep on the agreement images" in (tmp_path / "rep" / "report.md").read_text()
     from pathlib import Path
 
     assert g["size_bytes"] == Path(g["file"]).stat().st_size + rows["fp16"]["size_bytes"]  # both files
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "Agreement flips [95% CI]" in md and "Re-scored" in md and "--agreement-data" in md
+
+
+def test_dr_grading_agreement_counts_grade_and_grade_2_flips():
+    """DR 5-grade: besides the referral flips, the agreement stage counts predicted-grade flips and predicted
+    grade >= 2 flips, each with a Wilson interval; the report shows them as their own columns."""
+    from types import SimpleNamespace
+
+    from edgeretina.benchmarks.agreement import Agreement, graded_flips
+    from edgeretina.benchmarks.report import VARIANT_COLUMNS
+    from edgeretina.tasks import Task, task_spec
+
+    ref = np.array([[.7, .2, .05, .03, .02], [.1, .3, .4, .1, .1], [0, 0, .9, .1, 0], [0, 0, 0, .2, .8]])
+    var = np.array([[.2, .7, .05, .03, .02], [.6, .3, .05, .03, .02], [0, 0, .1, .9, 0], [0, 0, 0, .2, .8]])
+    got = graded_flips(task_spec(Task.DR), ref, var)
+    assert got["grade"]["flips"] == 3 and got["referable_grade"]["flips"] == 1
+    assert got["referable_grade"]["ci95"] == pytest.approx(list(wilson_ci(1, 4)))
+    assert graded_flips(task_spec(Task.GLAUCOMA), ref[:, :2], var[:, :2]) is None
+    a = Agreement(4, 1, 0.25, wilson_ci(1, 4), got)
+    assert Agreement.from_dict(a.to_dict()) == a and "decisions" not in Agreement(4, 0, 0.0, (0, .5)).to_dict()
+    cols = {c.key: c for c in VARIANT_COLUMNS}
+    row = SimpleNamespace(agreement=a.to_dict())
+    assert cols["agreement_grade_flip_rate"].get(row) == 0.75
+    assert cols["agreement_referable_grade_flip_rate"].cell(row).startswith("25.00% [") and "of 4" in \
+        cols["agreement_referable_grade_flip_rate"].cell(row)
