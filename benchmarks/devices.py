@@ -3,7 +3,11 @@
 =============  ==========================================================================================
 ``cpu``        .tflite on ai-edge-litert (XNNPACK, ``--threads``); a .keras model in the same run is timed
                with Keras on the CPU (its rows say ``keras-cpu``), so one ``--device cpu`` run covers a
-               float reference and all its exported variants.
+               float reference and all its exported variants. ``cpu:builtin``: the same files on LiteRT's
+               built-in kernels (no XNNPACK delegate — what an app gets with XNNPACK turned off, and the
+               kernels LiteRT falls back to for ops a delegate does not take): its own scores, AUROC and
+               flips, so a bench with ``--device cpu cpu:builtin`` shows how much the decisions depend on
+               the kernel library.
 ``keras-cpu``  .keras models with Keras ``predict`` at batch 1 on the CPU (the paper's timing).
 ``gpu``        .keras models with Keras on the first TensorFlow GPU. No GPU → "no GPU found".
 ``android``    .tflite files on a phone through adb and the android_demo benchmark mode
@@ -112,6 +116,21 @@ def _check_none() -> None:
     return None
 
 
+CPU_OPTIONS = {"builtin": "LiteRT's built-in kernels, no XNNPACK delegate"}  # cpu:OPTION
+
+
+def _check_cpu(option: str | None = None) -> None:
+    if option is not None and option not in CPU_OPTIONS:
+        raise DeviceError(f"device 'cpu' option ':{option}' is unknown; choose from: "
+                          f"{', '.join('cpu:' + k for k in CPU_OPTIONS)}")
+
+
+def _load_cpu(model, threads=None, option=None):
+    """``cpu`` (XNNPACK) or ``cpu:builtin`` (LiteRT's built-in kernels) for .tflite; Keras for .keras."""
+    _check_cpu(option)
+    return load_cpu(model, threads, xnnpack=option != "builtin")
+
+
 def _check_gpu() -> None:
     if not gpu_devices():
         raise DeviceError("gpu: no GPU found (TensorFlow lists no GPU device; install 'edgeretina[gpu]' "
@@ -127,7 +146,8 @@ def _check_android() -> None:
 
 DEVICES: dict[Device, DeviceSpec] = {
     Device.CPU: DeviceSpec(Device.CPU, ("tflite", "keras"),
-                           "LiteRT (XNNPACK) for .tflite, Keras on the CPU for .keras", _check_none, load_cpu),
+                           "LiteRT (XNNPACK; cpu:builtin = its built-in kernels) for .tflite, Keras on the CPU "
+                           "for .keras", _check_cpu, _load_cpu),
     Device.KERAS_CPU: DeviceSpec(Device.KERAS_CPU, ("keras",), "Keras predict at batch 1 on the CPU",
                                  _check_none, load_keras_cpu),
     Device.GPU: DeviceSpec(Device.GPU, ("keras",), "Keras on the first TensorFlow GPU", _check_gpu, _load_gpu),
@@ -136,15 +156,18 @@ DEVICES: dict[Device, DeviceSpec] = {
     Device.ARM64_EMU: DeviceSpec(Device.ARM64_EMU, ("tflite",), "aarch64 LiteRT under qemu-user (kernel parity, "
                                  "no latency)", _check_arm64, _load_arm64),
 }
-OPTION_DEVICES = (Device.ARM64_EMU,)  # devices that take ":option"
+OPTION_DEVICES = (Device.ARM64_EMU, Device.CPU)  # devices that take ":option"
 
 
 def get_device(name: str | Device) -> DeviceSpec:
-    """The spec of ``--device`` ``name``; ``arm64-emu:CPU`` gives a spec bound to that option."""
+    """The spec of ``--device`` ``name``; ``arm64-emu:CPU`` / ``cpu:builtin`` give a spec bound to that
+    option."""
     base, sep, option = str(getattr(name, "value", name)).partition(":")
     try:
         if sep and Device(base) in OPTION_DEVICES:
             spec = DEVICES[Device(base)]
+            if spec.device is Device.CPU:
+                _check_cpu(option)  # a wrong option is an error now, not at check time
             return replace(spec, device=DeviceChoice(spec.device, option),
                            check=partial(spec.check, option), load=partial(spec.load, option=option))
         if sep:

@@ -193,6 +193,7 @@ class GuardRunner:
     def __init__(self, primary, fallback, spec: TaskSpec, threshold, info: GuardInfo):
         self.primary, self.fallback, self.spec, self.threshold, self.info = primary, fallback, spec, threshold, info
         self.threads = getattr(primary, "threads", None)
+        self.device = getattr(primary, "device", "cpu")
         self.scored = 0
         self.rescored = 0
         self.last_mask: np.ndarray | None = None

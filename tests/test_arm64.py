@@ -101,7 +101,11 @@ def test_device_names_with_options():
     assert s.runs("tflite") and not s.runs("keras")
     assert get_device("arm64-emu").device is Device.ARM64_EMU
     with pytest.raises(DeviceError, match="takes no option"):
+        get_device("gpu:fast")
+    with pytest.raises(DeviceError, match="cpu:builtin"):
         get_device("cpu:fast")
+    b = get_device("cpu:builtin")
+    assert b.device.value == "cpu:builtin" and b.device.base is Device.CPU and b.runs("tflite")
 
 
 def test_parity_comparison_and_report_section():

@@ -244,3 +244,27 @@ def test_bench_small_run_on_real_odir_photos(small_run):
     assert abs(rows["float32"].delta_auroc) < 1e-3 and rows["float32"].flip_rate <= 0.01
     assert abs(rows["fp16"].delta_auroc) < 0.01
     assert abs(rows["int8"].delta_auroc) < 0.05
+
+
+def test_cpu_builtin_device_scores_on_litert_builtin_kernels(bench_models, tmp_path):
+    """``--device cpu:builtin``: the same .tflite files on LiteRT's built-in kernels (no XNNPACK) get their own
+    rows, scores and device facts beside the XNNPACK rows; a wrong cpu option is a one-line error."""
+    t = bench_models["tflite"]
+    out = tmp_path / "rep"
+    res = _invoke(["bench", "--models", str(t["float32"]), str(t["int8"]), "--reference", str(t["float32"]),
+                   "--data", str(bench_models["data"]), "--task", "glaucoma", "--device", "cpu",
+                   "--device", "cpu:builtin", "--runs", "1", "--warmup", "0", "--timing-images", "2",
+                   "--max-images", "40", "--n-boot", "0", "--stability", "off", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    rows = {(v["name"], v["device"]): v for v in report["variants"]}
+    assert set(rows) == {("float32", "cpu"), ("int8", "cpu"), ("float32", "cpu:builtin"), ("int8", "cpu:builtin")}
+    assert rows[("int8", "cpu:builtin")]["device_info"]["delegate"] == "none (built-in kernels)"
+    assert rows[("int8", "cpu")]["device_info"]["delegate"] == "xnnpack"
+    # float32 on either kernel library: the same model to float rounding
+    assert rows[("float32", "cpu:builtin")]["auroc"] == pytest.approx(rows[("float32", "cpu")]["auroc"], abs=1e-6)
+    assert "cpu:builtin" in (out / "report.md").read_text()
+    bad = CliRunner().invoke(cli, ["bench", "--models", str(t["int8"]), "--data", str(bench_models["data"]),
+                                   "--task", "glaucoma", "--device", "cpu:fast", "--n-boot", "0",
+                                   "--out", str(tmp_path / "bad")])
+    assert bad.exit_code != 0 and "cpu:builtin" in bad.output and "Traceback" not in bad.output

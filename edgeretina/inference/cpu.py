@@ -12,16 +12,17 @@ from .litert import LiteRTRunner
 from .modelfile import ModelFile, open_model
 
 
-def load_cpu(model: ModelFile, threads: int | None = None):
-    """The CPU runner of an opened model: LiteRT for .tflite, Keras for .keras."""
+def load_cpu(model: ModelFile, threads: int | None = None, xnnpack: bool = True):
+    """The CPU runner of an opened model: LiteRT for .tflite (``xnnpack=False``: LiteRT's built-in kernels
+    instead of the XNNPACK delegate), Keras for .keras."""
     if model.format == "keras":
         return load_keras_cpu(model, threads)
     if model.guard is not None:
-        return load_guarded(model, threads)
-    return LiteRTRunner.from_model(model, threads=threads)
+        return load_guarded(model, threads, xnnpack)
+    return LiteRTRunner.from_model(model, threads=threads, xnnpack=xnnpack)
 
 
-def load_guarded(model: ModelFile, threads: int | None = None) -> GuardRunner:
+def load_guarded(model: ModelFile, threads: int | None = None, xnnpack: bool = True) -> GuardRunner:
     """An int8-guard file: the int8 graph + the fp16 file its metadata names (same folder, checked against
     the manifest and the sha256 in the metadata), run as one cascade (``converters/guard.py``)."""
     info = model.guard
@@ -32,7 +33,8 @@ def load_guarded(model: ModelFile, threads: int | None = None) -> GuardRunner:
                          "(sha256 differs); export the pair again")
     if fb.config.spec.task != model.config.spec.task or tuple(fb.config.labels) != tuple(model.config.labels):
         raise ModelError(f"{model.path}: its fallback {fb_path.name} serves another task or labels")
-    return GuardRunner(LiteRTRunner.from_model(model, threads=threads), LiteRTRunner.from_model(fb, threads=threads),
+    return GuardRunner(LiteRTRunner.from_model(model, threads=threads, xnnpack=xnnpack),
+                       LiteRTRunner.from_model(fb, threads=threads, xnnpack=xnnpack),
                        model.config.spec, model.config.threshold, info)
 
 

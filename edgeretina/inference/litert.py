@@ -19,19 +19,22 @@ class LiteRTRunner:
     supports_predict = True
 
     def __init__(self, path: str | Path, *, logits: bool = False, activation: str = "softmax",
-                 threads: int | None = None):
+                 threads: int | None = None, xnnpack: bool = True):
         self.path = Path(path)
         self.threads = threads
         self.logits, self.activation = logits, activation
-        self.litert = LiteRTModel(self.path, threads=threads)
+        self.litert = LiteRTModel(self.path, threads=threads, xnnpack=xnnpack)
+        self.device = "cpu" if xnnpack else "cpu:builtin"  # the bench row's device
         self.interpreter = self.litert.interpreter
         self.input_shape = self.litert.input_shape
         self.input_dtype = self.litert.input_dtype
 
     @classmethod
-    def from_model(cls, model, threads: int | None = None) -> "LiteRTRunner":
-        """From a :class:`~edgeretina.inference.modelfile.ModelFile`."""
-        return cls(model.path, logits=model.outputs_logits, activation=model.activation, threads=threads)
+    def from_model(cls, model, threads: int | None = None, xnnpack: bool = True) -> "LiteRTRunner":
+        """From a :class:`~edgeretina.inference.modelfile.ModelFile`; ``xnnpack=False``: LiteRT's built-in
+        kernels (``--device cpu:builtin``)."""
+        return cls(model.path, logits=model.outputs_logits, activation=model.activation, threads=threads,
+                   xnnpack=xnnpack)
 
     # kept for callers that drive the interpreter by hand (tests/test_android_core.py)
     @property
