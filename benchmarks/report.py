@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 from edgeretina.env import machine_line
 from edgeretina.io import SizedArtifact, ensure_writable_dir, write_json_atomic, write_text_atomic
 
-from . import arm_parity, guard_sweep
+from . import arm_parity, guard_sweep, kernel_parity
 from .devices import facts_lines
 
 SCHEMA = "edgeretina.bench/1"
@@ -433,6 +433,7 @@ class Report:
                                                        for lb in labels] for v in per_label])]
         lines += self.label_markdown()
         lines += arm_parity.markdown_lines(self.variants)
+        lines += kernel_parity.markdown_lines(self.variants)
         lines += guard_sweep.markdown_lines((self.agreement or {}).get("guard_sweeps"))
         if self.skipped:
             lines += ["", "Skipped:", ""] + [f"- `{s['file']}` on {s['device']}: {s['reason']}"

@@ -263,7 +263,13 @@ def test_cpu_builtin_device_scores_on_litert_builtin_kernels(bench_models, tmp_p
     assert rows[("int8", "cpu")]["device_info"]["delegate"] == "xnnpack"
     # float32 on either kernel library: the same model to float rounding
     assert rows[("float32", "cpu:builtin")]["auroc"] == pytest.approx(rows[("float32", "cpu")]["auroc"], abs=1e-6)
-    assert "cpu:builtin" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "cpu:builtin" in md and "Kernel-library parity" in md
+    for name in ("float32", "int8"):  # each builtin row compared with the same file on XNNPACK, same images
+        p = rows[(name, "cpu:builtin")]["device_info"]["vs_xnnpack"]
+        assert p["n"] == 40 and 0 <= p["flips"] <= 40 and p["output"] in ("logits", "probabilities")
+    assert rows[("float32", "cpu:builtin")]["device_info"]["vs_xnnpack"]["max_abs_diff"] < 1e-4
+    assert "vs_xnnpack" not in rows[("int8", "cpu")]["device_info"]
     bad = CliRunner().invoke(cli, ["bench", "--models", str(t["int8"]), "--data", str(bench_models["data"]),
                                    "--task", "glaucoma", "--device", "cpu:fast", "--n-boot", "0",
                                    "--out", str(tmp_path / "bad")])
