@@ -248,6 +248,7 @@ class ExportOptions:
     quantizer: str = "converter"
     ranges: str = "minmax"
     guard_k: float = 3.0
+    guard_max_flips: float | None = None  # int8-guard: k = the smallest of guard.CHOICE_KS keeping this flip rate
     max_flips: float | None = None        # flip budget: the fewest float layers that keep it (budget.py)
     max_logit_noise: float | None = None
     budget_n: int = 500                   # hold-out training images the budget is checked on
@@ -306,6 +307,7 @@ class ExportOptions:
                               f"got {self.band_n!r}")
         if not (isinstance(self.guard_k, (int, float)) and np.isfinite(self.guard_k) and self.guard_k >= 0):
             raise ExportError(f"--guard-k must be a non-negative number, got {self.guard_k!r}")
+        self._check_guard_budget(infos)
         self._check_arm()
         if self.finetune is None:
             put(self, "finetune", FineTune(seed=self.seed, target=self.finetune_target,
@@ -344,6 +346,15 @@ class ExportOptions:
             raise ExportError("--weight-rounding gptq only applies to calibrated full-integer variants "
                               "(--int8, --pruned --int8)")
 
+    def _check_guard_budget(self, infos) -> None:
+        f = self.guard_max_flips
+        if f is None:
+            return
+        if not any(i.guarded for i in infos):
+            raise ExportError("--guard-max-flips applies to --int8-guard only")
+        if not (isinstance(f, (int, float)) and np.isfinite(f) and 0 <= f < 1):
+            raise ExportError(f"--guard-max-flips must be a share in [0, 1) (0.003 = 0.3 percent), got {f!r}")
+
     def _check_arm(self) -> None:
         object.__setattr__(self, "verify_arm", armcheck.parse_cpus(self.verify_arm))
         if not (isinstance(self.verify_arm_n, int) and 1 <= self.verify_arm_n <= 1000):
@@ -365,6 +376,7 @@ class ExportOptions:
                 "bias_correction": self.bias_correction, "quantizer": self.quantizer,
                 "ranges": self.ranges if self.quantizer == "aeq" else None,
                 "guard_k": self.guard_k if any(i.guarded for i in infos) else None,
+                "guard_max_flips": self.guard_max_flips,
                 "max_flips": self.max_flips, "max_logit_noise": self.max_logit_noise,
                 "budget_n": self.budget_n if self.budget is not None else None,
                 "max_float_macs": self.max_float_macs if self.budget is not None else None,
@@ -906,6 +918,10 @@ class Exporter:
         ref = _keras_scores(ctx.model, X, ctx.spec, False)
         s8 = scores_of(LiteRTModel(b.buf, threads=2, name="int8"), X, ctx.spec, r8.output)
         m = guard_mod.measure(ctx.spec, s8, ref, ctx.cfg.threshold, self.opts.guard_k)
+        choice = None
+        if self.opts.guard_max_flips is not None:  # k from a flip budget on held-out training images
+            k, choice = self._guard_choice(ctx, b.buf, (r8, r16), m["noise_rms"])
+            m = guard_mod.measure(ctx.spec, s8, ref, ctx.cfg.threshold, k)
         check = None
         if ctx.X_ver is not None and ctx.ref is not None and len(ctx.X_ver):
             fp16 = LiteRTModel((ctx.stage / Path(r16.path).name).read_bytes(), threads=2, name="fp16")
@@ -920,7 +936,22 @@ class Exporter:
         b.guard_info = guard_mod.GuardInfo(
             fallback=Path(r16.path).name, fallback_sha256=r16.sha256, fallback_variant=r16.variant,
             n_images=int(len(X)), source=ctx.calib_info.get("source") or "calibration images", check=check,
-            **m).to_dict()
+            choice=choice, **m).to_dict()
+
+    def _guard_choice(self, ctx: ExportContext, int8: bytes, results, noise_rms: float) -> tuple[float, dict]:
+        """``--guard-max-flips``: k by the cascade's screening flips vs the float model on the hold-out images
+        (training images outside the calibration sample, as the flip budget's)."""
+        r8, r16 = results
+        self.progress.stage("int8-guard: choose k on held-out images")
+        _, X, where = self._holdout(ctx)
+        ref = _keras_scores(ctx.model, X, ctx.spec, False)
+        fp16 = (ctx.stage / Path(r16.path).name).read_bytes()
+        outs = (LiteRTModel(int8, threads=2, name="int8").probabilities(X, r8.output),
+                LiteRTModel(fp16, threads=2, name="fp16").probabilities(X, r16.output))
+        k, choice = guard_mod.choose_k(ctx.spec, outs, ref, ctx.cfg.threshold, noise_rms, self.opts.guard_max_flips)
+        self._say(f"      int8-guard: k {k:g} (band {k * noise_rms:.3f}) keeps screening flips <= "
+                  f"{100 * self.opts.guard_max_flips:g} % on {where}")
+        return k, {**choice, "source": where}
 
     # ---- correct: output bias correction of int8-activation variants that output logits
     def correct(self, ctx: ExportContext, b: _Build) -> None:

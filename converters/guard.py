@@ -33,12 +33,14 @@ import numpy as np
 
 from edgeretina.errors import ExportError, ModelError
 from edgeretina.runtime import Timing, label_thresholds
-from edgeretina.runtime.decisions import REFERABLE_GRADE, screening_threshold
+from edgeretina.runtime.decisions import REFERABLE_GRADE, decision_flip_rate, disagreement, screening_threshold
 from edgeretina.runtime.timing import time_batch1
 from edgeretina.tasks import Task, TaskKind, TaskSpec, scores_from_output
 
 KEY = "guard"          # metadata: export.guard
 DEFAULT_K = 3.0
+#: ``--guard-max-flips``: the k tried, smallest first (the band is k × the int8 logit noise)
+CHOICE_KS: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
 _EPS = 1e-7
 _TINY = 1e-30   # log-probabilities of argmax margins (a clip at _EPS would hide the noise of confident images)
 
@@ -133,6 +135,7 @@ class GuardInfo:
     rescored_share: float       # share of the measuring images inside the band
     check: dict[str, Any] | None = None  # cascade vs the float model on the verification sample
     rule: str | None = None     # what the band is compared with (:func:`rule`; None in files before it)
+    choice: dict[str, Any] | None = None  # --guard-max-flips: how k was chosen (:func:`choose_k`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,6 +170,36 @@ def measure(spec: TaskSpec, int8_scores, ref_scores, threshold, k: float = DEFAU
     share = float(in_band(spec, int8_scores, threshold, band).mean())
     return {"band": band, "k": float(k), "noise_rms": rms, "noise_mean": mean, "rescored_share": share,
             "rule": rule(spec)}
+
+
+def screening_flips(spec: TaskSpec, scores, ref_scores, threshold) -> float:
+    """Share of images whose screening decision differs from the reference's (``tasks.scores_from_output``
+    scores): binary / multi-label at the threshold(s); DR grading the referral, p(grade ≥ 2) ≥ threshold (the
+    decision ``predict``, the app and the bench's main flip column report); other multi-class the argmax."""
+    if spec.kind is TaskKind.MULTICLASS and spec.task is Task.DR:
+        t = logit(screening_threshold(spec, threshold))
+        return disagreement(_referral_logit(spec, scores) >= t, _referral_logit(spec, ref_scores) >= t)
+    return decision_flip_rate(spec, scores, ref_scores, threshold)
+
+
+def choose_k(spec: TaskSpec, outputs: tuple[np.ndarray, np.ndarray], ref_scores, threshold, noise_rms: float,
+             max_flips: float) -> tuple[float, dict[str, Any]]:
+    """``--guard-max-flips``: the smallest k of :data:`CHOICE_KS` whose cascade (``outputs`` = the int8 and
+    fp16 probabilities of the same held-out images) flips at most ``max_flips`` of the screening decisions of
+    ``ref_scores`` (the float model's); ``(k, {"max_flips", "n", "table": [{k, flips, rescored_share}]})``.
+    ``ExportError`` naming the best reached when no k keeps the budget."""
+    p8, pf = (np.asarray(a, dtype=np.float64) for a in outputs)
+    table = []
+    for k in CHOICE_KS:
+        probs, mask = cascade(spec, p8, lambda m: pf[m], threshold, k * noise_rms)
+        rate = screening_flips(spec, scores_from_output(spec, probs), ref_scores, threshold)
+        table.append({"k": k, "flips": round(float(rate), 6), "rescored_share": round(float(mask.mean()), 6)})
+        if rate <= max_flips:
+            return k, {"max_flips": max_flips, "n": int(len(p8)), "table": table}
+    best = min(table, key=lambda r: (r["flips"], r["k"]))
+    raise ExportError(f"--guard-max-flips {max_flips:g}: no band up to k = {CHOICE_KS[-1]:g} keeps it on "
+                      f"{len(p8)} held-out images (best: k = {best['k']:g}, {100 * best['flips']:.2f} % flips, "
+                      f"{100 * best['rescored_share']:.0f} % re-scored); raise the budget or use --guard-k")
 
 
 def cascade(spec: TaskSpec, primary_probs: np.ndarray, fallback_probs_of, threshold, band: float

@@ -137,6 +137,57 @@ def test_cascade_decisions_fp16_inside_band_int8_outside(exported, test_x):
     assert mg.size_bytes() == f["int8_guard"].stat().st_size + f["fp16"].stat().st_size
 
 
+def test_choose_k_by_a_flip_budget_on_real_outputs(exported, test_x, tiny_run):
+    """--guard-max-flips: the smallest k of CHOICE_KS whose cascade keeps the screening flips vs the float
+    model within the budget; none → one ExportError naming the best reached."""
+    from edgeretina.benchmarks.devices import DEVICES, Device
+    from edgeretina.benchmarks.modelfile import open_model
+    from edgeretina.converters.guard import CHOICE_KS, choose_k, screening_flips
+    from edgeretina.tasks import scores_from_output
+
+    _, out = exported
+    f = _files(out)
+    m8, m16, mk = open_model(f["int8"]), open_model(f["fp16"]), open_model(tiny_run)
+    cpu = DEVICES[Device.CPU]
+    p8, p16 = cpu.load(m8).predict(test_x), cpu.load(m16).predict(test_x)
+    spec, thr = m8.config.spec, m8.config.threshold
+    ref = scores_from_output(spec, cpu.load(mk).predict(test_x))
+    rms = 0.5 * float(np.median(margins(spec, scores_from_output(spec, p8), thr))) + 1e-6
+    rates = [screening_flips(spec, scores_from_output(spec, p), ref, thr) for p in (p8, p16)]
+    budget = max(rates[1], 0.5 * rates[0])  # at least what fp16 alone flips: a wide enough band keeps it
+    k, choice = choose_k(spec, (p8, p16), ref, thr, rms, budget)
+    table = choice["table"]
+    assert k in CHOICE_KS and table[-1]["k"] == k and table[-1]["flips"] <= budget + 1e-9
+    assert all(r["flips"] > budget for r in table[:-1]) and choice["n"] == len(test_x)
+    shares = [r["rescored_share"] for r in table]
+    assert shares == sorted(shares)
+    if rates[1] > 0:  # fp16 itself flips: below that nothing helps
+        with pytest.raises(ExportError, match="best: k ="):
+            choose_k(spec, (p8, p16), ref, thr, rms, rates[1] / 2)
+
+
+def test_export_with_guard_max_flips_records_the_choice(tiny_run, tmp_path):
+    from edgeretina.converters import export_model, read_metadata
+    from edgeretina.converters.guard import CHOICE_KS
+
+    out = tmp_path / "exp"
+    export_model(tiny_run, ["int8-guard"], out, calib_n=32, verify_n=16, budget_n=32, guard_max_flips=0.5)
+    g = GuardInfo.from_meta(read_metadata(next(out.glob("*_int8_guard.tflite"))))
+    c = g.choice
+    assert c["max_flips"] == 0.5 and c["n"] == 32 and "training images" in c["source"]
+    assert g.k == c["table"][-1]["k"] and g.k in CHOICE_KS and g.band == pytest.approx(g.k * g.noise_rms)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["options"]["guard_max_flips"] == 0.5
+
+
+def test_guard_max_flips_needs_the_guard_and_a_share(tiny_run, tmp_path):
+    for args, msg in ((["--int8", "--guard-max-flips", "0.01"], "--int8-guard only"),
+                      (["--int8-guard", "--guard-max-flips", "2"], "share in [0, 1)")):
+        r = CliRunner().invoke(cli, ["export", str(tiny_run), *args, "--out", str(tmp_path / "x")])
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output
+        assert not (tmp_path / "x").exists()
+
+
 def test_predict_reports_rescored_and_refuses_a_changed_fallback(exported, tiny_run, tmp_path):
     import cv2
 
