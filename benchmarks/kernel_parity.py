@@ -18,13 +18,15 @@ def markdown_lines(variants) -> list[str]:
     out = ["", "## Kernel-library parity (LiteRT built-in kernels vs XNNPACK, this CPU)", "",
            "Each file scored by LiteRT's built-in kernels (`--device cpu:builtin`, no XNNPACK delegate) and by "
            "XNNPACK on the same preprocessed inputs (decisions at the model's threshold; Δ in the model's raw "
-           "output units).", "",
+           "output units; DR grading: the predicted grade, and the referable decision, predicted grade ≥ 2).", "",
            "| Variant | n | decisions differing from XNNPACK | max abs Δ | bit-identical | flips vs reference | AUROC |",
            "|---|---|---|---|---|---|---|"]
     for v in rows:
         p = _get(v, "device_info")["vs_xnnpack"]
         same = "yes" if p.get("identical") else "no"
-        out.append(f"| {_get(v, 'name')} | {p.get('n')} | {p.get('flips')} ({pct(p.get('flip_rate'))}) | "
+        ref = (f"; referable {p['referable_flips']} ({pct(p.get('referable_flip_rate'))})"
+               if p.get("referable_flips") is not None else "")
+        out.append(f"| {_get(v, 'name')} | {p.get('n')} | {p.get('flips')} ({pct(p.get('flip_rate'))}){ref} | "
                    f"{p.get('max_abs_diff', 0):.1e} {p.get('output', '')} | {same} | {pct(_get(v, 'flip_rate'))} | "
                    f"{fmt(_get(v, 'auroc'))} |")
     return out
