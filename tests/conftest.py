@@ -84,3 +84,16 @@ def small_run(shared, tmp_path_factory):
     return train_run(shared / "data" / "odir", "glaucoma", "mobilenetv2", out, weights="imagenet",
                      input_size=96, config=cfg, max_train=400, max_val=200, max_test=300, n_boot=200,
                      baseline=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_float_logits(tiny_run) -> bytes:
+    """The ``tiny_run`` model's logits graph (``converters.tflite.logits_model``) as a float32 .tflite, converted
+    once per session: the starting file of the ai-edge-quantizer tests (test_aeq.py, test_gptq.py,
+    test_int8_budget.py), which each converted the same model to the same bytes before."""
+    from edgeretina.converters.export import load_keras_model
+    from edgeretina.converters.tflite import convert, logits_model
+    from edgeretina.converters.variants import VARIANTS, Variant
+
+    lm, _ = logits_model(load_keras_model(tiny_run / "model.keras"))
+    return convert(lm, VARIANTS[Variant.FLOAT32])

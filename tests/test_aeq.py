@@ -43,15 +43,12 @@ def test_aeq_int8_is_verified_litert_int8_with_metadata_and_manifest(exported):
     assert np.isfinite(m.raw(x)).all()
 
 
-def test_aeq_float_interface_and_ranges(tiny_run, tmp_path):
+def test_aeq_float_interface_and_ranges(tiny_float_logits):
     """--io float keeps float32 interface tensors (INPUT/OUTPUT no_quantize); ema ranges differ from min/max."""
     from edgeretina.converters import aeq
-    from edgeretina.converters.export import load_keras_model
-    from edgeretina.converters.tflite import convert, logits_model
-    from edgeretina.converters.variants import IO, VARIANTS, Variant
+    from edgeretina.converters.variants import IO
 
-    lm, _ = logits_model(load_keras_model(tiny_run / "model.keras"))
-    fb = convert(lm, VARIANTS[Variant.FLOAT32])
+    fb = tiny_float_logits  # the tiny model's float32 logits .tflite (tests/conftest.py)
     rng = np.random.default_rng(0)
     X = rng.uniform(-1, 1, (12, *LiteRTModel(fb).input_shape)).astype(np.float32)
     qf, info = aeq.quantize(fb, X, IO.FLOAT)

@@ -209,10 +209,11 @@ def test_real_small_run_exports_verify_on_real_photos(small_run):
     assert manifest["results"][2]["bias_correction"]["n_images"] == 64
 
 
-def test_fp16_keeps_small_constants_float32_and_sits_closer_to_float32(tiny_run, tmp_path):
+def test_fp16_keeps_small_constants_float32_and_sits_closer_to_float32(exported, tiny_run):
     """The fp16 file's small constants (≤ 4,096 values and together ≤ 5 % of its values: biases, the first
     depthwise / project convolutions) are float32 in the file, exactly the float32 file's values; its outputs sit closer to the float32 file's than
-    the converter's all-float16 file on the run's own images (LiteRT, both XNNPACK and reference kernels)."""
+    the converter's all-float16 file on the run's own images (LiteRT, both XNNPACK and reference kernels).
+    The float32 and fp16 files are the ``exported`` fixture's (the same export path, made once)."""
     from edgeretina._keras import keras
     from edgeretina.converters.tflite import FP16_FLOAT32_MAX_ELEMENTS, convert
     from edgeretina.converters.variants import VARIANTS
@@ -221,7 +222,7 @@ def test_fp16_keeps_small_constants_float32_and_sits_closer_to_float32(tiny_run,
     from edgeretina.runtime import LiteRTModel
     from edgeretina.runtime.flatbuffer import weight_ops
 
-    res = export_model(tiny_run, [Variant.FLOAT32, Variant.FP16], tmp_path, verify_n=16, borderline_band="off")
+    res = exported
     f32, f16 = (Path(res[v].path).read_bytes() for v in ("float32", "fp16"))
     rec = read_metadata(res["fp16"].path)["export"]["quantizer"]["float32_constants"]
     assert rec["max_elements"] == FP16_FLOAT32_MAX_ELEMENTS and rec["tensors"] > 0 and rec["values"] > 0
@@ -242,18 +243,15 @@ def test_fp16_keeps_small_constants_float32_and_sits_closer_to_float32(tiny_run,
         assert np.sqrt(np.mean((p16 - p32) ** 2)) < np.sqrt(np.mean((p_plain - p32) ** 2))
 
 
-def test_fp16_noise_study_splits_the_noise_by_constant(tiny_run):
-    """benchmarks/fp16_noise.py on the tiny model's float32 file: every part's sd is measured on real LiteRT
-    outputs; rounding nothing is exact, keeping the small constants float32 lowers the noise, the ranking
-    names real constants."""
-    from edgeretina._keras import keras
+def test_fp16_noise_study_splits_the_noise_by_constant(exported, tiny_run):
+    """benchmarks/fp16_noise.py on the tiny model's float32 file (the ``exported`` fixture's, metadata and all,
+    as the study reads a published file): every part's sd is measured on real LiteRT outputs; rounding
+    nothing is exact, keeping the small constants float32 lowers the noise, the ranking names real constants."""
     from edgeretina.benchmarks.fp16_noise import markdown, study
-    from edgeretina.converters.tflite import convert
-    from edgeretina.converters.variants import VARIANTS
     from edgeretina.data import load_arrays, open_dataset
     from edgeretina.preprocess import Pipeline
 
-    buf = convert(keras.models.load_model(Path(tiny_run) / "model.keras", compile=False), VARIANTS[Variant.FLOAT32])
+    buf = Path(exported["float32"].path).read_bytes()
     cfg = RunConfig.load(tiny_run)
     x, _ = load_arrays(open_dataset(cfg.dataset["path"], cfg.task).records[:12], Pipeline.from_json(cfg.preprocessing))
     res = study(buf, x, keep=(0, 4096, 10 ** 9), top=3)

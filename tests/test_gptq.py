@@ -78,19 +78,16 @@ def test_mac_cap_keeps_rank_order_and_skips_what_does_not_fit():
 
 
 @pytest.fixture(scope="module")
-def tiny_files(tiny_run):
-    """The tiny model as a float32 .tflite and ai-edge-quantizer's int8 of it (per-channel int8 weights; much
-    faster than the TF converter's int8), with 48 of its training images as calibration images."""
+def tiny_files(tiny_float_logits):
+    """The tiny model as a float32 .tflite (its logits graph, tests/conftest.py) and ai-edge-quantizer's int8 of
+    it (per-channel int8 weights; much faster than the TF converter's int8), with 48 of its training images as
+    calibration images."""
     from edgeretina.converters import aeq
-    from edgeretina.converters.export import load_keras_model
-    from edgeretina.converters.tflite import convert, logits_model
-    from edgeretina.converters.variants import VARIANTS, Variant
     from edgeretina.data import load_arrays, open_dataset
     from edgeretina.preprocess import Pipeline
     from helpers.tiny import DATASET, INPUT_SIZE
 
-    km, _ = logits_model(load_keras_model(tiny_run / "model.keras"))
-    fb = convert(km, VARIANTS[Variant.FLOAT32])
+    fb = tiny_float_logits
     parts = open_dataset(DATASET, "glaucoma").split("70/10/20", seed=0)
     X, _ = load_arrays(parts["train"][:64], Pipeline.default(INPUT_SIZE, "tf", onh=True))
     X = np.asarray(X, np.float32)

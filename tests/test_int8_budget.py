@@ -15,13 +15,8 @@ from edgeretina.runtime import LiteRTModel
 
 
 @pytest.fixture(scope="module")
-def float_tflite(tiny_run):
-    from edgeretina.converters.export import load_keras_model
-    from edgeretina.converters.tflite import convert, logits_model
-    from edgeretina.converters.variants import VARIANTS, Variant
-
-    lm, _ = logits_model(load_keras_model(tiny_run / "model.keras"))
-    return convert(lm, VARIANTS[Variant.FLOAT32])
+def float_tflite(tiny_float_logits):
+    return tiny_float_logits  # the tiny model's float32 logits .tflite (tests/conftest.py, converted once)
 
 
 @pytest.fixture(scope="module")
