@@ -55,8 +55,10 @@ def _one_error(r, code: int = 2) -> str:
     return errs[0]
 
 
-def _subprocess(args, fault: str | None, timeout: int = 240) -> subprocess.CompletedProcess:
+def _subprocess(args, fault: str | None, timeout: int = 240, tmpdir: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if tmpdir is not None:  # the process's own temp directory (TMPDIR): what it leaves there is its own
+        env["TMPDIR"] = str(tmpdir)
     if fault:
         env["EDGERETINA_FAULT"] = fault
     return subprocess.run([sys.executable, "-m", "edgeretina", *map(str, args)], capture_output=True, text=True,
@@ -121,12 +123,16 @@ def exported_a(golden_a, tmp_path):
     ("publish:D=sigkill", -signal.SIGKILL),                     # at the publish step itself
     ("export:int8: verify in LiteRT=sigterm", 143),             # SIGTERM: cleaned up like Ctrl-C
 ])
-def test_killed_export_leaves_the_previous_export(models, exported_a, fault, code):
+def test_killed_export_leaves_the_previous_export(models, exported_a, fault, code, tmp_path, monkeypatch):
     out = exported_a
     before = _snapshot(out)
-    sm_before = set(Path(tempfile.gettempdir()).glob("edgeretina-sm-*"))
-    r = _subprocess(_export(models["B"], out, models["cal"]), fault)
-    left_by_kill = set(Path(tempfile.gettempdir()).glob("edgeretina-sm-*")) - sm_before
+    # a private temp directory for the killed run and the next export: another process's export on the same
+    # machine (its live SavedModel folder in the shared /tmp) is not this run's debris
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    r = _subprocess(_export(models["B"], out, models["cal"]), fault, tmpdir=tmp)
+    left_by_kill = set(tmp.glob("edgeretina-sm-*"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
     if code == 143:
         assert r.stderr.strip().splitlines()[-1] == "error: terminated (SIGTERM)", r.stderr
