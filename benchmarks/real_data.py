@@ -174,7 +174,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                       "(int8, and the int8 half of int8-guard) round their weights with GPTQ "
                       "(`--weight-rounding gptq`, issue 13: grade flips 13.4 → 6.3 %, referable 2.9 → 1.2 % "
                       "against nearest rounding on this test split). The int8-guard's band is the smallest "
-                      "k × its int8 noise that keeps the referral flips ≤ 0.3 % on 500 held-out training images "
+                      "k × its int8 noise that keeps the referable flips (referral p(grade ≥ 2) and predicted grade ≥ 2, "
+                      "whichever flips more) ≤ 0.3 % on 500 held-out training images "
                       "(`--guard-max-flips 0.003`; was k = 3). The "
                       "decision-stability floor is off (`--stability off`).",)),
     # Issue 15, system 2: ODIR 8-label (N/D/G/C/A/H/M/O per eye), the same frozen-feature linear recipe with one

@@ -35,7 +35,7 @@ from edgeretina.errors import ExportError, ModelError
 from edgeretina.runtime import Timing, label_thresholds
 from edgeretina.runtime.decisions import REFERABLE_GRADE, decision_flip_rate, disagreement, screening_threshold
 from edgeretina.runtime.timing import time_batch1
-from edgeretina.tasks import Task, TaskKind, TaskSpec, scores_from_output
+from edgeretina.tasks import Task, TaskKind, TaskSpec, predicted_classes, scores_from_output
 
 KEY = "guard"          # metadata: export.guard
 DEFAULT_K = 3.0
@@ -174,11 +174,16 @@ def measure(spec: TaskSpec, int8_scores, ref_scores, threshold, k: float = DEFAU
 
 def screening_flips(spec: TaskSpec, scores, ref_scores, threshold) -> float:
     """Share of images whose screening decision differs from the reference's (``tasks.scores_from_output``
-    scores): binary / multi-label at the threshold(s); DR grading the referral, p(grade ≥ 2) ≥ threshold (the
-    decision ``predict``, the app and the bench's main flip column report); other multi-class the argmax."""
+    scores): binary / multi-label at the threshold(s); DR grading the referable decision read both ways the
+    bench reports it — the referral p(grade ≥ 2) ≥ threshold (what ``predict`` and the app call refer) and the
+    predicted grade ≥ 2 (the test table's "Referable flips") — whichever flips more; other multi-class the
+    argmax."""
     if spec.kind is TaskKind.MULTICLASS and spec.task is Task.DR:
         t = logit(screening_threshold(spec, threshold))
-        return disagreement(_referral_logit(spec, scores) >= t, _referral_logit(spec, ref_scores) >= t)
+        referral = disagreement(_referral_logit(spec, scores) >= t, _referral_logit(spec, ref_scores) >= t)
+        graded = disagreement(predicted_classes(spec, scores) >= REFERABLE_GRADE,
+                              predicted_classes(spec, ref_scores) >= REFERABLE_GRADE)
+        return max(referral, graded)
     return decision_flip_rate(spec, scores, ref_scores, threshold)
 
 

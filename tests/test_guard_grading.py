@@ -181,3 +181,23 @@ def test_app_cascade_matches_python_on_real_aptos_photos(kotlin, dr_guard, tmp_p
 def test_kotlin_guard_unit_tests(kotlin):
     p = kotlin("org.junit.runner.JUnitCore", "org.edgeretina.core.GuardTest")
     assert "OK (" in p.stdout, p.stdout
+
+
+def test_screening_flips_of_dr_grading_reads_referable_both_ways():
+    """--guard-max-flips on DR grading counts the referable decision as the bench reads it: the referral
+    p(grade >= 2) >= threshold and the predicted (expected, rounded) grade >= 2, whichever flips more."""
+    import numpy as np
+
+    from edgeretina.converters.guard import screening_flips
+    from edgeretina.tasks import task_spec
+
+    spec = task_spec("dr")
+    ref = np.array([[0.50, 0.10, 0.40, 0.0, 0.0], [0.9, 0.1, 0.0, 0.0, 0.0]])
+    # image 0: p(grade >= 2) stays 0.40 (no referral flip at 0.5) but the expected grade 0.9 -> 1.5 (grade 1 -> 2)
+    new = np.array([[0.30, 0.10, 0.20, 0.40, 0.0], [0.9, 0.1, 0.0, 0.0, 0.0]])
+    assert screening_flips(spec, new, ref, 0.7) == 0.5
+    assert screening_flips(spec, ref, ref, 0.7) == 0.0
+    # referral flips only (expected grades 1.2 -> 1.4, both round to 1): p(grade >= 2) 0.1 -> 0.6 at threshold 0.5
+    a = np.array([[0.0, 0.9, 0.1, 0.0, 0.0]])
+    b = np.array([[0.4, 0.0, 0.6, 0.0, 0.0]])
+    assert screening_flips(spec, b, a, 0.5) == 1.0

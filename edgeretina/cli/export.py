@@ -76,7 +76,8 @@ def _variant_flags(f):
               help="--int8-guard: band = k × the int8 model's logit noise (vs the float model, calibration images)")
 @click.option("--guard-max-flips", type=float, default=None, metavar="SHARE",
               help="--int8-guard: instead of --guard-k, the smallest k (0.5-5) whose cascade flips at most this "
-                   "share of the float model's screening decisions on held-out training images (--budget-n); "
+                   "share of the float model's screening decisions (DR grading: the referable decision, both readings) "
+                   "on held-out training images (--budget-n); "
                    "an error naming the best reached when none does")
 @click.option("--borderline-band", "borderline_band", default="auto", show_default=True, metavar="auto|off|LOGITS",
               help="the band written into every variant's metadata (predict and the app flag a decision within "
