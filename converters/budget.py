@@ -36,12 +36,12 @@ import numpy as np
 
 from edgeretina.compare import wilson_ci
 from edgeretina.errors import ExportError
-from edgeretina.runtime import LiteRTModel, decision_flip_rate
-from edgeretina.runtime.decisions import REFERABLE_GRADE, disagreement, screening_threshold
-from edgeretina.tasks import Task, TaskKind, TaskSpec, predicted_classes, scores_from_output
+from edgeretina.runtime import LiteRTModel
+from edgeretina.runtime.decisions import REFERABLE_GRADE
+from edgeretina.tasks import Task, TaskKind, TaskSpec, scores_from_output
 
 from . import aeq
-from .guard import logit
+from .guard import logit, screening_flips
 
 RANK_N = 64        # calibration images the ranking runs on
 HOLDOUT_N = 500    # default hold-out images for the budget check (--budget-n)
@@ -70,14 +70,9 @@ def screening_logit(spec: TaskSpec, scores) -> np.ndarray:
 
 
 def budget_flips(spec: TaskSpec, scores, ref_scores, threshold) -> float:
-    """The share of images whose decision differs from the reference's (:func:`decision_rule`)."""
-    if not _graded(spec):
-        return decision_flip_rate(spec, scores, ref_scores, threshold)
-    s, r = (np.asarray(a, dtype=np.float64).reshape(len(a), -1) for a in (scores, ref_scores))
-    t = screening_threshold(spec, threshold)
-    referral = disagreement(s[:, REFERABLE_GRADE:].sum(axis=1) >= t, r[:, REFERABLE_GRADE:].sum(axis=1) >= t)
-    grade = disagreement(predicted_classes(spec, s) >= REFERABLE_GRADE, predicted_classes(spec, r) >= REFERABLE_GRADE)
-    return max(referral, grade)
+    """The share of images whose decision differs from the reference's (:func:`decision_rule`; the same rule
+    as the int8-guard's ``--guard-max-flips``: :func:`edgeretina.converters.guard.screening_flips`)."""
+    return screening_flips(spec, scores, ref_scores, threshold)
 
 
 @dataclass(frozen=True)
