@@ -3,6 +3,8 @@
 
     python3 dev.py demo [demo options]   # create .venv, install edgeretina, run the embedded demo
     python3 dev.py test [pytest options] # create .venv, install edgeretina[test], run the test suite
+                                         # (pytest-xdist: min(4, CPU cores) workers, one test file per
+                                         # worker at a time; EDGERETINA_TEST_WORKERS=0 runs it serially)
     python3 dev.py bench [pytest options]# run the pytest-benchmark suites in benchmarks/suites
 
 The virtual environment lives in ./.venv (override with EDGERETINA_VENV) and is reinstalled only when
@@ -43,6 +45,16 @@ def ensure_env() -> None:
         subprocess.run([str(PY), "-c", "from edgeretina.paths import seed_keras_cache as s; s()"], check=True)
 
 
+def test_workers() -> list[str]:
+    """pytest-xdist options: ``min(4, cores)`` worker processes (2 on the 2-core CI: the suite's TensorFlow
+    conversions and Keras fits are mostly single-threaded, so two files at a time use both cores), each taking
+    whole test files (``--dist loadfile``: a file's expensive module fixtures are built once). More workers
+    would multiply the session fixtures' training and TensorFlow's memory. ``EDGERETINA_TEST_WORKERS``
+    overrides the count (0: no xdist, one process)."""
+    n = int(os.environ.get("EDGERETINA_TEST_WORKERS", min(4, os.cpu_count() or 1)))
+    return ["-n", str(n), "--dist", "loadfile"] if n > 1 else []
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"demo", "test", "bench"}:
         print(__doc__)
@@ -52,7 +64,7 @@ def main(argv: list[str]) -> int:
     if cmd == "demo":
         args = [BIN / "edgeretina", "demo", *(rest or ["--out", ROOT / "demo_out"])]
     elif cmd == "test":
-        args = [PY, "-m", "pytest", "-q", "tests", *rest]
+        args = [PY, "-m", "pytest", "-q", "tests", *test_workers(), *rest]
     else:
         args = [PY, "-m", "pytest", "-q", "benchmarks/suites", "--benchmark-only", *rest]
     print("+", " ".join(str(a) for a in args), flush=True)

@@ -66,6 +66,8 @@ def test_gradcam_ignores_a_shift_shared_by_the_softmax_logits(small_run, shared)
     w, b = head.get_weights()
     head.set_weights([w - 1.0, b])  # the features entering the head are ReLU6 outputs (>= 0)
     after = gradcam(model, x, cfg.labels, default_index=cfg.positive_index)
-    np.testing.assert_allclose(after.probability, before.probability, rtol=1e-4)
+    # float32: every logit moves by minus the sum of the features (tens to hundreds), so the softmax of the
+    # shifted logits agrees to ~1e-4 relative, not bit for bit (thread scheduling changes the last digits)
+    np.testing.assert_allclose(after.probability, before.probability, rtol=1e-3)
     np.testing.assert_allclose(after.heatmap, before.heatmap, atol=1e-4)
     assert after.heatmap.max() == 1.0
