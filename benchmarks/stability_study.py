@@ -53,6 +53,8 @@ LEVERS: dict[str, Lever] = {lv.name: lv for lv in (
     Lever("base", "the base candidate unchanged: whole-pixel ONH window of 2 disc diameters", ()),
     Lever("blur1", "ONH view Gaussian σ 1.0 px after its resize", ("--onh-blur", "1.0")),
     Lever("blur05", "ONH view Gaussian σ 0.5 px after its resize", ("--onh-blur", "0.5")),
+    Lever("blur15", "ONH view Gaussian σ 1.5 px after its resize", ("--onh-blur", "1.5")),
+    Lever("blur2", "ONH view Gaussian σ 2.0 px after its resize", ("--onh-blur", "2.0")),
     Lever("diam3", "ONH window of 3 disc diameters, area-downsampled to 96 px (~1.5:1)", ("--onh-diameters", "3")),
     Lever("subpixel", "ONH window at the sub-pixel disc centre (parabolic peak, 8-bit bilinear cut)",
           ("--onh-centre", "subpixel")),
