@@ -51,6 +51,9 @@ from edgeretina.train.options import RunOptions
               help="with --head-fit linear: off | auto | a number λ — penalise the logit change under benign "
                    "re-acquisitions (JPEG re-save, 1-3 px moves, brightness, white balance) by λ·wᵀS w; auto "
                    "chooses λ by the inner CV (issue 18, docs/training.md)")
+@click.option("--mid-pool", default=None, metavar="LAYER|auto",
+              help="with --head-fit linear: also pool this mid-depth backbone feature map (auto: MobileNetV2's "
+                   "block_13_expand_relu) beside the last one; the head reads both (docs/training.md)")
 @click.option("--no-feature-cache", is_flag=True, help="train through the frozen backbone instead of cached features")
 @click.option("--split", default=None, help="70/10/20 (default), a/b/c, kfold:K:I:val, predefined")
 @click.option("--seed", type=int, default=0)
@@ -95,7 +98,7 @@ from edgeretina.train.options import RunOptions
               help="accept --epochs-warmup 0 --epochs-finetune 0 (writes the initial, untrained model)")
 def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, grid, grid_lr, grid_batch, epochs_warmup,
           epochs_finetune, lr_warmup, lr_finetune, batch_size, patience, freeze, loss, augment, aug_copies, linear_cs,
-          linear_sd_floor, consistency,
+          linear_sd_floor, consistency, mid_pool,
           no_feature_cache,
           split, seed, max_train, max_val, max_test, strategy, bootstrap, crop, enhance, negatives, suspect, cv, cv_seeds,
           cv_shifts, cv_tta, onh_blur, onh_centre, onh_diameters, cv_only, overwrite, quiet, allow_untrained):
@@ -148,7 +151,7 @@ def train(data, task, arch, out, weights, input_size, alpha, head, head_fit, gri
                       cv_seeds=tuple(int(v) for v in floats(cv_seeds, "cv-seeds")), cv_only=cv_only,
                       head_fit=head_fit, aug_copies=aug_copies, consistency=consistency,
                       linear_cs=tuple(floats(linear_cs, "linear-cs")) or None,
-                      linear_sd_floor=linear_sd_floor, cv_tta=cv_tta,
+                      linear_sd_floor=linear_sd_floor, cv_tta=cv_tta, mid_pool=mid_pool,
                       cv_shifts=tuple(v.strip() for v in cv_shifts.split(",") if v.strip()))
     run_dir = train_run(data, task, arch, out, log=log, options=opts)
     if cv_only:

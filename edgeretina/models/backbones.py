@@ -38,6 +38,8 @@ class Backbone:
     strip_prefixes: tuple[str, ...] = ()
     # a sensible partial fine-tuning boundary (first layer to unfreeze for ``partial``)
     partial_from: str | None = None
+    # the mid-depth feature map ``--mid-pool auto`` pools beside the last one (None: name it explicitly)
+    mid_tap: str | None = None
     description: str = ""
 
     @property
@@ -63,7 +65,8 @@ _BACKBONES = [
     Backbone("mobilenet", "MobileNet", 224, 32, Scaling.TF, options=("alpha", "depth_multiplier"),
              partial_from="conv_dw_12", description="MobileNet v1 (alpha 0.25-1.0)"),
     Backbone("mobilenetv2", "MobileNetV2", 224, 32, Scaling.TF, options=("alpha",),
-             partial_from="block_13_expand", description="MobileNetV2 (alpha 0.35-1.4)"),
+             partial_from="block_13_expand", mid_tap="block_13_expand_relu",
+             description="MobileNetV2 (alpha 0.35-1.4)"),
     Backbone("mobilenetv3small", "MobileNetV3Small", 224, 32, Scaling.TF, options=("alpha", "minimalistic"),
              fixed_kwargs={"include_preprocessing": False}, partial_from="expanded_conv_8/expand",
              description="MobileNetV3-Small"),

@@ -183,15 +183,36 @@ def _two_view_features(bb, size: int, weights, arch_options: dict):
     return inp, keras.layers.Concatenate(name="head_gap")([gl, gr])
 
 
+def _mid_pooled(bb, app, mid_pool: str):
+    """``head_gap`` = [GAP of the last feature map | GAP of the mid-depth map ``mid_pool``] (``auto``: the
+    backbone's ``mid_tap``): a linear read-out of both depths (mid-level features transfer better to fundus
+    lesions than the ImageNet-specific last block alone)."""
+    from edgeretina._keras import keras
+
+    name = bb.mid_tap if mid_pool == "auto" else mid_pool
+    if not name:
+        raise ModelError(f"--mid-pool auto: {bb.keras_name} has no default mid-depth layer; name one")
+    try:
+        mid = app.get_layer(name).output
+    except ValueError:
+        raise ModelError(f"--mid-pool: {bb.keras_name} has no layer named '{name}'") from None
+    if len(mid.shape) != 4:
+        raise ModelError(f"--mid-pool: layer '{name}' is not a feature map (shape {tuple(mid.shape)})")
+    final = keras.layers.GlobalAveragePooling2D(name="head_gap_final")(app.output)
+    return keras.layers.Concatenate(name="head_gap")(
+        [final, keras.layers.GlobalAveragePooling2D(name="head_gap_mid")(mid)]), name
+
+
 def build_model(arch: str, spec, input_size: int | None = None, weights=None, head=None, *, two_view: bool = False,
-                **arch_options):
+                mid_pool: str | None = None, **arch_options):
     """Backbone + head as one flat Keras model outputting probabilities.
 
     ``spec``: a :class:`TaskSpec` or task name. ``weights``: ``"imagenet"`` (Keras download/cache; the
     cache is seeded from ``shared/weights`` first), a local ``.h5`` no-top weights file, or ``None``.
     ``head``: ``None`` (task default), ``"gap"``, ``"fc:32,16"``, ``"multitask"``, a dict or a HeadSpec.
     ``arch_options``: e.g. ``alpha=0.35`` for MobileNets. ``two_view``: the input is the ``two_view``
-    preprocessing step's S × 2S image (whole fundus | ONH crop), read by two backbone branches.
+    preprocessing step's S × 2S image (whole fundus | ONH crop), read by two backbone branches. ``mid_pool``:
+    a backbone layer (``auto``: the registry's ``mid_tap``) pooled beside the last feature map (:func:`_mid_pooled`).
     The model carries ``model.edgeretina`` (arch, input_size, weights, head, scaling) for the run config.
     """
     from edgeretina._keras import keras
@@ -200,11 +221,17 @@ def build_model(arch: str, spec, input_size: int | None = None, weights=None, he
     bb = get_backbone(arch)
     h = HeadSpec.parse(head, spec)
     size = int(input_size or bb.default_size)
+    mid_layer = None
+    if two_view and mid_pool:
+        raise ModelError("--mid-pool does not combine with the two-view input")
     if two_view:
         inp, pooled = _two_view_features(bb, size, weights, arch_options)
     else:
         app = build_backbone(bb, size, weights, **arch_options)
-        inp, pooled = app.input, keras.layers.GlobalAveragePooling2D(name="head_gap")(app.output)
+        if mid_pool:
+            (pooled, mid_layer), inp = _mid_pooled(bb, app, mid_pool), app.input
+        else:
+            inp, pooled = app.input, keras.layers.GlobalAveragePooling2D(name="head_gap")(app.output)
     out = apply_head(pooled, spec, h)
     model = keras.Model(inp, out, name=f"{bb.name}_{spec.task.value}".replace("-", "_"))
     w = normalize_weights(weights)
@@ -217,6 +244,7 @@ def build_model(arch: str, spec, input_size: int | None = None, weights=None, he
         "scaling": bb.scaling.value,
         "arch_options": dict(arch_options),
         **({"two_view": True} if two_view else {}),
+        **({"mid_pool": mid_layer} if mid_layer else {}),
     }
     return model
 

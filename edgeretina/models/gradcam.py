@@ -45,6 +45,11 @@ def _target_tensor(model, layer: str | None):
     except ValueError:
         raise ModelError("not an edgeretina model (no 'head_gap' layer); pass --layer") from None
     t = gap.input
+    if isinstance(t, (list, tuple)):  # --mid-pool: head_gap concatenates the pooled last and mid-depth maps
+        try:
+            t = model.get_layer("head_gap_final").input
+        except ValueError:
+            raise ModelError("this model pools several feature maps; pass --layer") from None
     return t, t.node.layer.name if hasattr(t, "node") else "last feature map"
 
 

@@ -91,14 +91,21 @@ def check_linear_head(model, feature_dim: int) -> None:
 def _inner_folds(y1: np.ndarray, groups, k: int, seed: int):
     from sklearn.model_selection import StratifiedGroupKFold
 
-    k = max(2, min(k, int(np.bincount(y1).min()) if y1.size else 2))
+    counts = np.bincount(y1) if y1.size else np.zeros(0, int)
+    counts = counts[counts > 0]  # a stratum nobody is in does not limit the fold count
+    k = max(2, min(k, int(counts.min()) if counts.size else 2))
     g = np.asarray(groups) if groups is not None else np.arange(len(y1))
     return list(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y1)), y1, g)), k
 
 
 def _strata(spec: TaskSpec, y: np.ndarray) -> np.ndarray:
+    """Fold strata: the class; for MULTILABEL the rarest label a record is positive for (L: none), so every
+    label's positives spread over the inner folds (``any label positive`` is 1 for every ODIR eye)."""
     if spec.kind is TaskKind.MULTILABEL:
-        return (np.asarray(y).reshape(len(y), -1) > 0.5).sum(1).clip(0, 1).astype(int)
+        pos = np.asarray(y).reshape(len(y), -1) > 0.5
+        rank = np.argsort(np.argsort(pos.sum(0), kind="stable"), kind="stable")  # 0 = the rarest label
+        key = np.where(pos, rank[None, :], pos.shape[1])
+        return key.min(1).astype(int)
     return np.asarray(y).reshape(len(y), -1).argmax(1) if np.asarray(y).ndim == 2 else np.asarray(y).astype(int)
 
 
@@ -130,9 +137,16 @@ def _score(spec: TaskSpec, clf, Z, y1) -> float:
 
     if isinstance(clf, _Constant):
         return float("nan")
-    if spec.kind is TaskKind.BINARY:
+    if _by_auroc(spec):  # binary, or one binary label of a multi-label task
         return float(roc_auc_score(y1, clf.decision_function(Z))) if len(set(y1)) == 2 else float("nan")
     return -float(log_loss(y1, clf.predict_proba(Z), labels=clf.classes_))
+
+
+def _by_auroc(spec: TaskSpec) -> bool:
+    """C is chosen on the inner folds' AUROC (mean over labels for MULTILABEL: the macro AUROC the task is
+    judged by) — class-balanced log loss favours a weaker penalty (ODIR 8-label: C 1e-2 by log loss, pooled
+    out-of-fold macro AUROC 0.790; 3e-4 by AUROC, 0.815); multiclass keeps the log loss."""
+    return spec.kind in (TaskKind.BINARY, TaskKind.MULTILABEL)
 
 
 def _columns(spec: TaskSpec, y: np.ndarray) -> list[np.ndarray]:
@@ -182,7 +196,7 @@ def fit_linear_head(model, spec: TaskSpec, feats: np.ndarray, y: np.ndarray, gro
     _write(model, spec, clfs, mu, sd)
     return LinearHeadFit(C=float(best), inner_scores=scores, inner_k=k, n=len(Z), class_weight=class_weight,
                          seconds=time.perf_counter() - t0,
-                         metric="auroc" if spec.kind is TaskKind.BINARY else "neg_log_loss", lam=float(lam),
+                         metric="auroc" if _by_auroc(spec) else "neg_log_loss", lam=float(lam),
                          consistency=table)
 
 

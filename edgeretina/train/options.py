@@ -54,6 +54,7 @@ class RunOptions:
     linear_cs: tuple[float, ...] | None = None  # linear head: the inverse penalties searched (None: DEFAULT_CS)
     linear_sd_floor: float = 0.0      # linear head: standardise by max(σ, floor × median σ) (0: plain σ)
     cv_tta: int = 1                   # CV scores = mean logit over this many input moves (edgeretina.tta)
+    mid_pool: str | None = None       # a backbone layer pooled beside the last feature map ("auto": registry's)
 
 
     def __post_init__(self):
@@ -72,6 +73,9 @@ class RunOptions:
         except ValueError:
             raise EdgeRetinaError(f"unknown head fit '{self.head_fit}' (choose from: "
                                   f"{', '.join(h.value for h in HeadFit)})") from None
+        if self.mid_pool and self.head_fit is not HeadFit.LINEAR:
+            raise EdgeRetinaError("--mid-pool needs --head-fit linear (a fine-tune's cached activations would "
+                                  "skip the mid-depth branch)")
         if self.head_fit is HeadFit.LINEAR and self.grid:
             raise EdgeRetinaError("--head-fit linear chooses its penalty by inner CV; it takes no --grid")
         if self.cv_shifts:

@@ -154,7 +154,8 @@ class TrainRun:
 
         with (self.strategy.scope() if self.strategy is not None else nullcontext()):
             self.model = build_model(self.bb.name, self.spec, self.size, self.weights, self.o.head,
-                                     two_view=self.pipe.two_view, **(self.o.arch_options or {}))
+                                     two_view=self.pipe.two_view, mid_pool=self.o.mid_pool,
+                                     **(self.o.arch_options or {}))
         self.info = self.model.edgeretina
         if self.linear:
             check_linear_head(self.model, int(self.model.get_layer("head_gap").output.shape[-1]))
@@ -621,6 +622,7 @@ class TrainRun:
         extra = {"train": self.cfg.to_dict(), "head_fit": self.o.head_fit.value,
                  **({"linear_head": self.linear_fits[-1].to_dict()} if self.linear else {}),
                  "arch_options": self.info["arch_options"],
+                 **({"mid_pool": self.info["mid_pool"]} if self.info.get("mid_pool") else {}),
                  "scaling": self.info["scaling"], "strategy": self.o.strategy or "default",
                  "class_weights": {str(k): v for k, v in self.cw.items()},
                  **({"grid_best": self.grid_result.best} if self.grid_result else {}),
