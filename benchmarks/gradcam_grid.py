@@ -103,7 +103,7 @@ def gradcam_grid(run_dir: str | Path, data: str | Path, out: str | Path, candida
         tiles.append(np.full_like(tiles[0], 255))
     rows = [np.concatenate(tiles[i:i + columns], axis=1) for i in range(0, len(tiles), columns)]
     grid = np.concatenate(rows, axis=0)
-    ok, buf = cv2.imencode(".png", grid[..., ::-1])
+    ok, buf = cv2.imencode(".png", grid[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9])  # docs stay under 1 MB
     if not ok:
         raise ModelError(f"{out}: could not encode PNG")
     out = Path(out)
