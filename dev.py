@@ -51,7 +51,10 @@ def test_workers() -> list[str]:
     whole test files (``--dist loadfile``: a file's expensive module fixtures are built once). More workers
     would multiply the session fixtures' training and TensorFlow's memory. ``EDGERETINA_TEST_WORKERS``
     overrides the count (0: no xdist, one process)."""
-    n = int(os.environ.get("EDGERETINA_TEST_WORKERS", min(4, os.cpu_count() or 1)))
+    raw = os.environ.get("EDGERETINA_TEST_WORKERS", str(min(4, os.cpu_count() or 1)))
+    if not raw.strip().isdigit():
+        sys.exit(f"error: EDGERETINA_TEST_WORKERS must be a whole number of workers (0: one process), got {raw!r}")
+    n = int(raw)
     return ["-n", str(n), "--dist", "loadfile"] if n > 1 else []
 
 

@@ -71,6 +71,13 @@ DR_GRADING_CV_TRAIN = (tuple("30" if a == "0" else a for a in DR_GRADING_TRAIN_G
 GRADING_BENCH = dict(export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8")),),
                      bench_devices=(("cpu", 2),), bench_args=("--stability", "off"))
 
+# The ODIR 8-label experiments: frozen MobileNetV2-224, linear head, C by inner CV on the macro AUROC, 5-fold CV;
+# int8 with the head split into 4 magnitude bands, LiteRT on 2 threads, no stability floor, Grad-CAM per label.
+ODIR_TRAIN = ("--arch", "mobilenetv2", "--weights", "imagenet", "--head", "gap", "--head-fit", "linear",
+              "--linear-cs", "1e-4,3e-4,1e-3,1e-2", "--cv", "5")
+ODIR_BENCH = dict(export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8", "--head-split", "4")),),
+                  bench_devices=(("cpu", 2),), bench_args=("--stability", "off"), gradcam=True)
+
 ODIR_NOTES = (
     "Recipe: frozen ImageNet MobileNetV2-224, `--head-fit linear` (one L2 logistic regression per label on "
     "standardised pooled features = per-label BCE, balanced class weights, one C for all labels by inner "
@@ -192,30 +199,19 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("odir_multilabel", "ODIR-5K 8-label disease screening (N/D/G/C/A/H/M/O per eye), MobileNetV2-224, "
                "frozen backbone + linear head (per-label L2 logistic regression, penalty by inner CV)", "data/odir",
                "odir", 224,
-               ("--arch", "mobilenetv2", "--weights", "imagenet", "--head", "gap", "--head-fit", "linear",
-                "--linear-cs", "1e-4,3e-4,1e-3,1e-2", "--cv", "5"),
-               export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8", "--head-split", "4")),),
-               bench_devices=(("cpu", 2),), bench_args=("--stability", "off"),
-               notes=ODIR_NOTES, gradcam=True),
+               ODIR_TRAIN, **ODIR_BENCH, notes=ODIR_NOTES),
     # Issue 15, system 2, mid-level features: the same recipe with the backbone's block_13_expand_relu map pooled
     # beside the last one (`--mid-pool auto`, 1,280 + 576 features); chosen against odir_multilabel by the runs'
     # pooled out-of-fold macro AUROC (their 5-fold CV), never the test split.
     Experiment("odir_multilabel_mid", "ODIR-5K 8-label disease screening (N/D/G/C/A/H/M/O per eye), MobileNetV2-224, "
                "frozen backbone, last + mid-depth (block 13) pooled features, linear head", "data/odir", "odir", 224,
-               ("--arch", "mobilenetv2", "--weights", "imagenet", "--head", "gap", "--head-fit", "linear",
-                "--mid-pool", "auto", "--linear-cs", "1e-4,3e-4,1e-3,1e-2", "--cv", "5"),
-               export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8", "--head-split", "4")),),
-               bench_devices=(("cpu", 2),), bench_args=("--stability", "off"),
-               notes=(MID_POOL_NOTE, "", *ODIR_NOTES), gradcam=True),
+               (*ODIR_TRAIN, "--mid-pool", "auto"), **ODIR_BENCH, notes=(MID_POOL_NOTE, "", *ODIR_NOTES)),
     # The same recipe with the σ floor (--linear-sd-floor 0.1): near-dead pooled features no longer get folded
     # weights thousands of times the median one, which is what made the edge variants above flip label decisions.
     Experiment("odir_multilabel_floor", "ODIR-5K 8-label disease screening, MobileNetV2-224, frozen backbone + "
                "linear head with a σ floor (standardise by max(σ, 0.1 × median σ))", "data/odir", "odir", 224,
-               ("--arch", "mobilenetv2", "--weights", "imagenet", "--head", "gap", "--head-fit", "linear",
-                "--linear-cs", "1e-4,3e-4,1e-3,1e-2", "--linear-sd-floor", "0.1", "--cv", "5"),
-               export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8", "--head-split", "4")),),
-               bench_devices=(("cpu", 2),), bench_args=("--stability", "off"),
-               notes=(ODIR_FLOOR_NOTE, "", *ODIR_NOTES[:2], *ODIR_NOTES[4:]), gradcam=True),
+               (*ODIR_TRAIN, "--linear-sd-floor", "0.1"), **ODIR_BENCH,
+               notes=(ODIR_FLOOR_NOTE, "", *ODIR_NOTES[:2], *ODIR_NOTES[4:])),
 )}
 
 # Experiments with a driver module of their own, run as a subprocess (they import this module's step helpers):
