@@ -33,3 +33,17 @@ def test_mid_pool_misuse_is_one_line():
         build_model("mobilenetv2", "glaucoma", 96, None, "gap", two_view=True, mid_pool="auto")
     with pytest.raises(EdgeRetinaError, match="--head-fit linear"):
         RunOptions(mid_pool="auto")
+
+
+def test_unknown_mid_pool_layer_is_one_line_and_leaves_no_run_dir(shared, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeretina.cli import cli
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["train", "--data", str(shared / "data" / "odir"), "--task", "glaucoma",
+                                 "--arch", "mobilenetv2", "--head-fit", "linear", "--input-size", "96",
+                                 "--mid-pool", "nope", "--out", str(out)])
+    assert r.exit_code == 2 and r.output.strip().splitlines()[-1] == \
+        "error: --mid-pool: MobileNetV2 has no layer named 'nope'"
+    assert not out.exists()

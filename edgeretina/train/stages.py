@@ -66,9 +66,15 @@ class TrainRun:
 
     # ------------------------------------------------------------------ stages
     def run(self) -> Path:
-        self.check()
-        self.load_data()
-        self.build_model()
+        fresh = not Path(self.out_arg).exists()
+        try:
+            self.check()
+            self.load_data()
+            self.build_model()
+        except EdgeRetinaError:  # a refused run (bad data, model or option) leaves no empty run dir behind
+            if fresh and Path(self.out_arg).is_dir() and not any(Path(self.out_arg).iterdir()):
+                Path(self.out_arg).rmdir()
+            raise
         self.load_images()
         self.compute_features()
         if self.o.cv:
