@@ -67,6 +67,11 @@ DR_GRADING_TRAIN_GAP = tuple("gap" if a == "fc:32,16" else a for a in DR_GRADING
 DR_GRADING_CV_TRAIN = (tuple("30" if a == "0" else a for a in DR_GRADING_TRAIN_GAP)
                        + ("--freeze", "partial:block_16_expand", "--lr-finetune", "1e-4", "--cv", "5"))
 
+# The shipped DR model's int8 (issue 15): ai-edge-quantizer with MSE-optimal activation ranges and GPTQ weights,
+# chosen on the development photos (benchmarks/dr_int8_choice.py; referable flips there 1.87 % with the converter
+# → 1.08 %), never the test split.
+DR_INT8 = ("--quantizer", "aeq", "--ranges", "mse", "--weight-rounding", "gptq")
+
 # The grading experiments' export and bench: the four single-file variants, LiteRT on 2 threads, no stability floor.
 GRADING_BENCH = dict(export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8")),),
                      bench_devices=(("cpu", 2),), bench_args=("--stability", "off"))
@@ -123,6 +128,16 @@ MID_POOL_NOTE = (
     "patient-level CV** (pooled out-of-fold macro AUROC 0.828 against 0.816 for `odir_multilabel`; inner C = 3e-4 "
     "in every fold of both), not by the test split.")
 
+# Issue 15, ODIR 8-label, several depths: `--mid-pool` with four mid-depth maps (scratch CV over tap sets, session 12:
+# last + block 13 0.828, + block 10 0.833, + blocks 10/6/3 0.835 pooled out-of-fold macro AUROC at C = 3e-4)
+ODIR_TAPS = "auto,block_10_expand_relu,block_6_expand_relu,block_3_expand_relu"
+
+TAPS_NOTE = (
+    "Differs from `odir_multilabel_mid` only by more pooled depths: `--mid-pool " + ODIR_TAPS + "` — the "
+    "global averages of MobileNetV2's `block_13_expand_relu` (576 channels, 1/16 resolution), "
+    "`block_10_expand_relu` (384, 1/16), `block_6_expand_relu` (192, 1/8) and `block_3_expand_relu` (144, 1/4) "
+    "beside the last map (1,280): 2,576 features, same multiply-adds. PLACEHOLDER_CV")
+
 ODIR_FLOOR_NOTE = (
     "Differs from `odir_multilabel` only by `--linear-sd-floor 0.1`: each pooled feature is standardised by "
     "max(σ, 0.1 × the median σ) before the fit, so a feature that is ~0 on almost every eye (σ down to 6e-5) "
@@ -175,7 +190,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                "cross-validation: GAP-softmax head, last block fine-tuned, expected-grade decision", "data/aptos", "dr", 224,
                DR_GRADING_CV_TRAIN,
                export_sets=(("export", ("--float32", "--fp16", "--dynamic", "--int8", "--int8-guard",
-                                        "--weight-rounding", "gptq", "--guard-max-flips", "0.003")),),
+                                        *DR_INT8, "--guard-max-flips", "0.003")),),
                bench_devices=(("cpu", 2),),  # the stability floor on (issue 18): the shipped DR model's table
                notes=("Recipe chosen by 5-fold content-hash-grouped CV over the development split "
                       "([dr_grading_cv.md](dr_grading_cv.md): preprocessing {none, Ben Graham} × head {linear, "
@@ -188,7 +203,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                       "expected grade Σ k·p_k, rounded (`edgeretina.tasks.predicted_classes`). The int8 files "
                       "(int8, and the int8 half of int8-guard) round their weights with GPTQ "
                       "(`--weight-rounding gptq`, issue 13: grade flips 13.4 → 6.3 %, referable 2.9 → 1.2 % "
-                      "against nearest rounding on this test split). The int8-guard's band is the smallest "
+                      "against nearest rounding on this test split). Since session 12 they are ai-edge-quantizer "
+                      "files with MSE-optimal activation ranges (`--quantizer aeq --ranges mse`), chosen on the "
+                      "2,031 development photos, never this test split ([dr_int8_choice.md](dr_int8_choice.md): "
+                      "referable flips there 1.87 % with the TF converter's ranges → 1.08 %). The int8-guard's band is the smallest "
                       "k × its int8 noise that keeps the referable flips (referral p(grade ≥ 2) and predicted grade ≥ 2, "
                       "whichever flips more) ≤ 0.3 % on 500 held-out training images "
                       "(`--guard-max-flips 0.003`; was k = 3). The decision-stability floor (issue 18) is "
@@ -210,6 +228,12 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("odir_multilabel_mid", "ODIR-5K 8-label disease screening (N/D/G/C/A/H/M/O per eye), MobileNetV2-224, "
                "frozen backbone, last + mid-depth (block 13) pooled features, linear head", "data/odir", "odir", 224,
                (*ODIR_TRAIN, "--mid-pool", "auto"), **ODIR_BENCH, notes=(MID_POOL_NOTE, "", *ODIR_NOTES)),
+    # Four mid-depth maps pooled beside the last one; chosen against odir_multilabel_mid by the pooled
+    # out-of-fold macro AUROC of the runs' 5-fold CV, never the test split.
+    Experiment("odir_multilabel_taps", "ODIR-5K 8-label disease screening (N/D/G/C/A/H/M/O per eye), MobileNetV2-224, "
+               "frozen backbone, last + four mid-depth (blocks 13/10/6/3) pooled features, linear head", "data/odir",
+               "odir", 224, (*ODIR_TRAIN, "--mid-pool", ODIR_TAPS), **ODIR_BENCH,
+               notes=(TAPS_NOTE, "", *ODIR_NOTES)),
     # The same recipe with the σ floor (--linear-sd-floor 0.1): near-dead pooled features no longer get folded
     # weights thousands of times the median one, which is what made the edge variants above flip label decisions.
     Experiment("odir_multilabel_floor", "ODIR-5K 8-label disease screening, MobileNetV2-224, frozen backbone + "

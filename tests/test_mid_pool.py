@@ -47,3 +47,20 @@ def test_unknown_mid_pool_layer_is_one_line_and_leaves_no_run_dir(shared, tmp_pa
     assert r.exit_code == 2 and r.output.strip().splitlines()[-1] == \
         "error: --mid-pool: MobileNetV2 has no layer named 'nope'"
     assert not out.exists()
+
+
+def test_mid_pool_takes_several_layers_and_converts():
+    from edgeretina.converters.tflite import convert
+    from edgeretina.converters.variants import VARIANTS, Variant
+    from edgeretina.models.build import build_model
+    from edgeretina.runtime import LiteRTModel
+
+    m = build_model("mobilenetv2", "odir", 96, None, "gap", mid_pool="auto, block_6_expand_relu")
+    assert m.edgeretina["mid_pool"] == "block_13_expand_relu,block_6_expand_relu"
+    assert int(m.get_layer("head_gap").output.shape[-1]) == 1280 + 576 + 192
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 96, 96, 3)).astype(np.float32)
+    lite = LiteRTModel(convert(m, VARIANTS[Variant.FLOAT32]))
+    np.testing.assert_allclose(lite.raw(x), m.predict(x, verbose=0), atol=1e-4)
+    for bad, msg in (("auto,auto", "named twice"), ("auto,", "empty layer name"), ("out_relu", "already pooled")):
+        with pytest.raises(ModelError, match=msg):
+            build_model("mobilenetv2", "odir", 96, None, "gap", mid_pool=bad)

@@ -128,3 +128,17 @@ def test_published_multilabel_tables_rescore_to_their_targets(name):
         assert [r["per_label"][lb]["threshold"] for lb in labels] == pytest.approx(thresholds)
         assert all(r["per_label"][lb]["flip_rate"] is not None for lb in labels)
     assert (DOCS / f"{name}_gradcam.png").is_file()
+
+
+def test_dr_table_ships_the_int8_configuration_chosen_on_development_photos():
+    """real_data.DR_INT8 = the flags of the configuration docs/benchmarks/dr_int8_choice.json chose (train split)."""
+    from edgeretina.benchmarks.dr_int8_choice import CONFIGS, flags
+    from edgeretina.benchmarks.real_data import DR_INT8
+
+    page = json.loads((DOCS / "dr_int8_choice.json").read_text())
+    rows = page["rows"]
+    assert page["meta"]["choice"] == rows[0]["name"]
+    assert all((r["referable_flips"], r["grade_flip_rate"]) >= (rows[0]["referable_flips"], rows[0]["grade_flip_rate"])
+               for r in rows)
+    assert flags(CONFIGS[rows[0]["name"]]).split() == list(DR_INT8)
+    assert " ".join(DR_INT8) in " ".join(EXPERIMENTS["dr_grading_aptos_cv"].export_sets[0][1])

@@ -51,9 +51,9 @@ from edgeretina.train.options import RunOptions
               help="with --head-fit linear: off | auto | a number λ — penalise the logit change under benign "
                    "re-acquisitions (JPEG re-save, 1-3 px moves, brightness, white balance) by λ·wᵀS w; auto "
                    "chooses λ by the inner CV (issue 18, docs/training.md)")
-@click.option("--mid-pool", default=None, metavar="LAYER|auto",
-              help="with --head-fit linear: also pool this mid-depth backbone feature map (auto: MobileNetV2's "
-                   "block_13_expand_relu) beside the last one; the head reads both (docs/training.md)")
+@click.option("--mid-pool", default=None, metavar="LAYER[,LAYER...]|auto",
+              help="with --head-fit linear: also pool these mid-depth backbone feature maps (auto: MobileNetV2's "
+                   "block_13_expand_relu) beside the last one; the head reads all of them (docs/training.md)")
 @click.option("--no-feature-cache", is_flag=True, help="train through the frozen backbone instead of cached features")
 @click.option("--split", default=None, help="70/10/20 (default), a/b/c, kfold:K:I:val, predefined")
 @click.option("--seed", type=int, default=0)

@@ -184,23 +184,35 @@ def _two_view_features(bb, size: int, weights, arch_options: dict):
 
 
 def _mid_pooled(bb, app, mid_pool: str):
-    """``head_gap`` = [GAP of the last feature map | GAP of the mid-depth map ``mid_pool``] (``auto``: the
-    backbone's ``mid_tap``): a linear read-out of both depths (mid-level features transfer better to fundus
-    lesions than the ImageNet-specific last block alone)."""
+    """``head_gap`` = [GAP of the last feature map | GAP of each mid-depth map in ``mid_pool``] (a layer name,
+    ``auto`` = the backbone's ``mid_tap``, or several of them comma-separated, shallow or deep in any order): a
+    linear read-out of several depths (mid-level features transfer better to fundus lesions than the
+    ImageNet-specific last block alone). Returns (pooled tensor, the layer names joined by commas)."""
     from edgeretina._keras import keras
 
-    name = bb.mid_tap if mid_pool == "auto" else mid_pool
-    if not name:
-        raise ModelError(f"--mid-pool auto: {bb.keras_name} has no default mid-depth layer; name one")
-    try:
-        mid = app.get_layer(name).output
-    except ValueError:
-        raise ModelError(f"--mid-pool: {bb.keras_name} has no layer named '{name}'") from None
-    if len(mid.shape) != 4:
-        raise ModelError(f"--mid-pool: layer '{name}' is not a feature map (shape {tuple(mid.shape)})")
-    final = keras.layers.GlobalAveragePooling2D(name="head_gap_final")(app.output)
-    return keras.layers.Concatenate(name="head_gap")(
-        [final, keras.layers.GlobalAveragePooling2D(name="head_gap_mid")(mid)]), name
+    names = []
+    for item in str(mid_pool).split(","):
+        item = item.strip()
+        name = bb.mid_tap if item == "auto" else item
+        if not item:
+            raise ModelError(f"--mid-pool: empty layer name in '{mid_pool}'")
+        if not name:
+            raise ModelError(f"--mid-pool auto: {bb.keras_name} has no default mid-depth layer; name one")
+        if name in names:
+            raise ModelError(f"--mid-pool: layer '{name}' is named twice")
+        names.append(name)
+    pooled = [keras.layers.GlobalAveragePooling2D(name="head_gap_final")(app.output)]
+    for i, name in enumerate(names):
+        try:
+            mid = app.get_layer(name).output
+        except ValueError:
+            raise ModelError(f"--mid-pool: {bb.keras_name} has no layer named '{name}'") from None
+        if len(mid.shape) != 4:
+            raise ModelError(f"--mid-pool: layer '{name}' is not a feature map (shape {tuple(mid.shape)})")
+        if mid is app.output:
+            raise ModelError(f"--mid-pool: layer '{name}' is the last feature map, already pooled")
+        pooled.append(keras.layers.GlobalAveragePooling2D(name="head_gap_mid" + (f"_{i + 1}" if i else ""))(mid))
+    return keras.layers.Concatenate(name="head_gap")(pooled), ",".join(names)
 
 
 def build_model(arch: str, spec, input_size: int | None = None, weights=None, head=None, *, two_view: bool = False,
@@ -212,7 +224,8 @@ def build_model(arch: str, spec, input_size: int | None = None, weights=None, he
     ``head``: ``None`` (task default), ``"gap"``, ``"fc:32,16"``, ``"multitask"``, a dict or a HeadSpec.
     ``arch_options``: e.g. ``alpha=0.35`` for MobileNets. ``two_view``: the input is the ``two_view``
     preprocessing step's S × 2S image (whole fundus | ONH crop), read by two backbone branches. ``mid_pool``:
-    a backbone layer (``auto``: the registry's ``mid_tap``) pooled beside the last feature map (:func:`_mid_pooled`).
+    backbone layers (comma-separated; ``auto``: the registry's ``mid_tap``) pooled beside the last feature map
+    (:func:`_mid_pooled`).
     The model carries ``model.edgeretina`` (arch, input_size, weights, head, scaling) for the run config.
     """
     from edgeretina._keras import keras

@@ -54,7 +54,7 @@ class RunOptions:
     linear_cs: tuple[float, ...] | None = None  # linear head: the inverse penalties searched (None: DEFAULT_CS)
     linear_sd_floor: float = 0.0      # linear head: standardise by max(σ, floor × median σ) (0: plain σ)
     cv_tta: int = 1                   # CV scores = mean logit over this many input moves (edgeretina.tta)
-    mid_pool: str | None = None       # a backbone layer pooled beside the last feature map ("auto": registry's)
+    mid_pool: str | None = None       # backbone layers (comma-separated) pooled beside the last map ("auto": registry's)
 
 
     def __post_init__(self):
