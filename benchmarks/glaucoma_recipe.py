@@ -136,7 +136,10 @@ def ensembles(work: Path, names: list[str]) -> list[dict]:
 # on all 5,070 ODIR photos (label-free agreement, ~90 % of them development photos) int8 decision flips vs float
 # 7.6 % → 5.9 %, logit noise sd 0.54 → 0.40; and GPTQ-rounded int8 weights (converters/gptq.py): 5.9 % → 2.9 %,
 # sd 0.40 → 0.20, same ops and scales (docs/benchmarks/int8_twoview.md). Table V exports with the same args.
-EXPORT_ARGS = ("--head-split", "4", "--weight-rounding", "gptq")
+# Since session 12 the backend is ai-edge-quantizer with MSE-optimal activation ranges, chosen on the 1,750
+# development photos (python -m edgeretina.benchmarks.int8_choice --model glaucoma, docs/benchmarks/
+# int8_choice_glaucoma.md: decision flips 2.74 % with the TF converter's ranges → 2.23 %), never the test split.
+EXPORT_ARGS = ("--quantizer", "aeq", "--ranges", "mse", "--head-split", "4", "--weight-rounding", "gptq")
 MAC_BUDGET = 0.5      # × the multiply-adds of the 224-px full-fundus MobileNetV2 (issue 12: the faster model)
 SHIFT_FLOOR = -0.08   # CV ΔAUROC under each severe --cv-shifts shift that a robust candidate keeps
 STABILITY_TOLERANCE = 0.003  # issue 18: a candidate this close in pooled AUROC, same MACs, fewer CV flips wins

@@ -68,7 +68,7 @@ DR_GRADING_CV_TRAIN = (tuple("30" if a == "0" else a for a in DR_GRADING_TRAIN_G
                        + ("--freeze", "partial:block_16_expand", "--lr-finetune", "1e-4", "--cv", "5"))
 
 # The shipped DR model's int8 (issue 15): ai-edge-quantizer with MSE-optimal activation ranges and GPTQ weights,
-# chosen on the development photos (benchmarks/dr_int8_choice.py; referable flips there 1.87 % with the converter
+# chosen on the development photos (benchmarks/int8_choice.py --model dr; referable flips there 1.87 % with the converter
 # → 1.08 %), never the test split.
 DR_INT8 = ("--quantizer", "aeq", "--ranges", "mse", "--weight-rounding", "gptq")
 
@@ -205,7 +205,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                       "(`--weight-rounding gptq`, issue 13: grade flips 13.4 → 6.3 %, referable 2.9 → 1.2 % "
                       "against nearest rounding on this test split). Since session 12 they are ai-edge-quantizer "
                       "files with MSE-optimal activation ranges (`--quantizer aeq --ranges mse`), chosen on the "
-                      "2,031 development photos, never this test split ([dr_int8_choice.md](dr_int8_choice.md): "
+                      "2,031 development photos, never this test split ([int8_choice_dr.md](int8_choice_dr.md): "
                       "referable flips there 1.87 % with the TF converter's ranges → 1.08 %). The int8-guard's band is the smallest "
                       "k × its int8 noise that keeps the referable flips (referral p(grade ≥ 2) and predicted grade ≥ 2, "
                       "whichever flips more) ≤ 0.3 % on 500 held-out training images "

@@ -130,15 +130,19 @@ def test_published_multilabel_tables_rescore_to_their_targets(name):
     assert (DOCS / f"{name}_gradcam.png").is_file()
 
 
-def test_dr_table_ships_the_int8_configuration_chosen_on_development_photos():
-    """real_data.DR_INT8 = the flags of the configuration docs/benchmarks/dr_int8_choice.json chose (train split)."""
-    from edgeretina.benchmarks.dr_int8_choice import CONFIGS, flags
+@pytest.mark.parametrize("model", ["dr", "glaucoma"])
+def test_tables_ship_the_int8_configuration_chosen_on_development_photos(model):
+    """real_data.DR_INT8 / glaucoma_recipe.EXPORT_ARGS = the export flags of the configuration that
+    docs/benchmarks/int8_choice_<model>.json chose on the train split (fewest flips first)."""
+    from edgeretina.benchmarks.glaucoma_recipe import EXPORT_ARGS
+    from edgeretina.benchmarks.int8_choice import CONFIGS, flags
     from edgeretina.benchmarks.real_data import DR_INT8
 
-    page = json.loads((DOCS / "dr_int8_choice.json").read_text())
+    page = json.loads((DOCS / f"int8_choice_{model}.json").read_text())
     rows = page["rows"]
-    assert page["meta"]["choice"] == rows[0]["name"]
-    assert all((r["referable_flips"], r["grade_flip_rate"]) >= (rows[0]["referable_flips"], rows[0]["grade_flip_rate"])
-               for r in rows)
-    assert flags(CONFIGS[rows[0]["name"]]).split() == list(DR_INT8)
-    assert " ".join(DR_INT8) in " ".join(EXPERIMENTS["dr_grading_aptos_cv"].export_sets[0][1])
+    assert page["meta"]["choice"] == rows[0]["name"] and page["meta"]["model"] == model
+    assert all((r["flips"], r["tie"]) >= (rows[0]["flips"], rows[0]["tie"]) for r in rows)
+    shipped = DR_INT8 if model == "dr" else EXPORT_ARGS
+    assert sorted(flags(CONFIGS[rows[0]["name"]]).split()) == sorted(shipped)
+    if model == "dr":
+        assert " ".join(DR_INT8) in " ".join(EXPERIMENTS["dr_grading_aptos_cv"].export_sets[0][1])
