@@ -146,3 +146,12 @@ def test_tables_ship_the_int8_configuration_chosen_on_development_photos(model):
     assert sorted(flags(CONFIGS[rows[0]["name"]]).split()) == sorted(shipped)
     if model == "dr":
         assert " ".join(DR_INT8) in " ".join(EXPERIMENTS["dr_grading_aptos_cv"].export_sets[0][1])
+
+
+def test_int8_choice_without_a_model_is_one_line(tmp_path, capsys):
+    from edgeretina.benchmarks.int8_choice import main
+
+    assert main(["--model", "dr", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path / 'nope'}: no model.keras (train the dr model first, or pass --run)"]
+    assert not (tmp_path / "out").exists()
