@@ -142,9 +142,8 @@ def main(argv=None) -> int:
         rep = json.loads(report.read_text())
         old = json.loads(a.doc.with_suffix(".json").read_text())["meta"] if a.doc.with_suffix(".json").is_file() else {}
     else:
-        study.CONFIGS.update(CONFIGS)
-        manifests = study.export_all(a.run, a.out, a.only, a.reuse, log)
-        copies = study.study_copies(a.out, manifests)
+        manifests = study.export_all(a.run, a.out, a.only, a.reuse, log, configs=CONFIGS)
+        copies = study.study_copies(a.out, manifests, configs=CONFIGS)
         log(f"bench {len(copies)} files on the train split")
         rep = run_bench([str(a.run), *map(str, copies)], str(shared_dir() / "data" / data), out=a.out / "bench",
                         threads=2, n_boot=200, stability=False, runs=1, warmup=1, timing_images=3,

@@ -82,16 +82,18 @@ SHIPPED = {"int8-guard-aeq-split4-gptq": "int8-guard", "int8-guard": "int8-guard
            "int8-guard-split4-gptq": "int8-guard"}
 
 
-def folder_of(out: Path, label: str) -> Path:
+def folder_of(out: Path, label: str, configs: dict[str, dict[str, Any]] | None = None) -> Path:
     """Where a configuration's export lives (configurations may share one export)."""
-    return out / CONFIGS[label].get("folder", label)
+    return out / (configs or CONFIGS)[label].get("folder", label)
 
 
-def export_all(run: Path, out: Path, labels, reuse: bool, log) -> dict[str, dict]:
-    """Export every configuration (kept when ``reuse`` and its manifest exists); label → manifest."""
+def export_all(run: Path, out: Path, labels, reuse: bool, log,
+               configs: dict[str, dict[str, Any]] | None = None) -> dict[str, dict]:
+    """Export every configuration of ``configs`` (default: this study's) named in ``labels`` (kept when ``reuse``
+    and its manifest exists); label → manifest."""
     manifests = {}
     for label in labels:
-        cfg = dict(CONFIGS[label])
+        cfg = dict((configs or CONFIGS)[label])
         variants = cfg.pop("variants", ["int8"])
         folder = out / cfg.pop("folder", label)
         done = {m.get("_folder") for m in manifests.values()}
@@ -104,7 +106,8 @@ def export_all(run: Path, out: Path, labels, reuse: bool, log) -> dict[str, dict
     return manifests
 
 
-def study_copies(out: Path, manifests: dict[str, dict]) -> list[Path]:
+def study_copies(out: Path, manifests: dict[str, dict],
+                 configs: dict[str, dict[str, Any]] | None = None) -> list[Path]:
     """``OUT/study/<label>.tflite``: each int8 file with its metadata variant renamed to the label."""
     dest = out / "study"
     if dest.exists():
@@ -113,13 +116,13 @@ def study_copies(out: Path, manifests: dict[str, dict]) -> list[Path]:
     paths = []
     for label, man in manifests.items():
         entry = _entry(man, label)
-        src = folder_of(out, label) / Path(entry["path"]).name
+        src = folder_of(out, label, configs) / Path(entry["path"]).name
         data = src.read_bytes()
         meta = metadata_from_bytes(data, str(src))
         meta["export"] = {**meta["export"], "variant": label, "study_source": str(src)}
         guard = meta["export"].get("guard")
         if guard:  # the cascade's fp16 file sits beside it (renamed per label: each export has its own)
-            shutil.copyfile(folder_of(out, label) / guard["fallback"], dest / f"{label}_fp16.tflite")
+            shutil.copyfile(folder_of(out, label, configs) / guard["fallback"], dest / f"{label}_fp16.tflite")
             meta["export"]["guard"] = {**guard, "fallback": f"{label}_fp16.tflite"}
         paths.append(write_bytes_atomic(dest / f"{label}.tflite", embed_metadata(data, meta)))
     return paths
