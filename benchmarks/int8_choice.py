@@ -49,18 +49,27 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "converter-split4-gptq": {"quantizer": "converter", "head_split": 4, "weight_rounding": "gptq"},
     "aeq-mse-split4-gptq": {"quantizer": "aeq", "ranges": "mse", "head_split": 4, "weight_rounding": "gptq"},
     "aeq-minmax-split4-gptq": {"quantizer": "aeq", "ranges": "minmax", "head_split": 4, "weight_rounding": "gptq"},
+    # residual int8 kernels (converters/residual.py) for the layers holding most of the int8 weight noise
+    "aeq-mse-gptq-res1": {"quantizer": "aeq", "ranges": "mse", "weight_rounding": "gptq",
+                          "residual_weights": "expanded_conv_depthwise"},
+    "aeq-mse-gptq-res3": {"quantizer": "aeq", "ranges": "mse", "weight_rounding": "gptq",
+                          "residual_weights": "expanded_conv_depthwise,block_1_depthwise,expanded_conv_project"},
+    "aeq-mse-split4-gptq-res1": {"quantizer": "aeq", "ranges": "mse", "head_split": 4, "weight_rounding": "gptq",
+                                 "residual_weights": "expanded_conv_depthwise"},
+    "aeq-mse-split4-gptq-res3": {"quantizer": "aeq", "ranges": "mse", "head_split": 4, "weight_rounding": "gptq",
+                                 "residual_weights": "expanded_conv_depthwise,block_1_depthwise,expanded_conv_project"},
 }
 # the configurations each model's page compares (--only overrides); the head split is for linear heads
 DEFAULT = {"dr": ("converter-gptq", "aeq-minmax-gptq", "aeq-percentile-gptq", "aeq-mse-gptq", "aeq-mse",
-                  "converter-split4-gptq"),
+                  "converter-split4-gptq", "aeq-mse-gptq-res1", "aeq-mse-gptq-res3"),
            "glaucoma": ("converter-split4-gptq", "aeq-minmax-split4-gptq", "aeq-mse-split4-gptq", "aeq-mse-gptq",
-                        "converter-gptq")}
+                        "converter-gptq", "aeq-mse-split4-gptq-res1", "aeq-mse-split4-gptq-res3")}
 
 
 def flags(cfg: dict[str, Any]) -> str:
     """The ``edgeretina export`` flags of a configuration, in CONFIGS' order."""
     names = {"quantizer": "--quantizer", "ranges": "--ranges", "weight_rounding": "--weight-rounding",
-             "head_split": "--head-split"}
+             "head_split": "--head-split", "residual_weights": "--residual-weights"}
     return " ".join(f"{names[k]} {v}" for k, v in cfg.items())
 
 

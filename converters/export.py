@@ -44,6 +44,7 @@ from .budget import MAX_FLOAT_MACS, RANK_N, Budget, Probe, search
 from .gptqfloat import grid_match, rounded_float
 from .finetune import FineTune, balanced_class_weight, labels_array, reporting
 from .headsplit import check_groups, split_head
+from .residual import parse_layers as parse_residual, rewrite as residual_rewrite
 from .metadata import SCHEMA as META_SCHEMA
 from .metadata import embed_metadata
 from .qat import qat
@@ -254,6 +255,7 @@ class ExportOptions:
     budget_n: int = 500                   # hold-out training images the budget is checked on
     max_float_macs: float = MAX_FLOAT_MACS  # the budget's float layers: at most this share of the multiply-adds
     head_split: int = 0                   # int8: the linear head's weights split into K magnitude bands (headsplit.py)
+    residual_weights: tuple = ()          # int8: these conv layers as two int8 kernels, w_hi + residual (residual.py)
     weight_rounding: str = "nearest"      # int8 weights: nearest step, or GPTQ error-compensating (gptq.py)
     borderline_band: str | float = "auto"  # auto (measured, converters/band.py), off, or a band in logits
     band_n: int = band_mod.DEFAULT_N      # validation images the auto band is measured on
@@ -300,6 +302,10 @@ class ExportOptions:
             if not any(self.uses_quantizer(i) for i in infos):
                 raise ExportError("--head-split only applies to calibrated full-integer variants "
                                   "(--int8, --pruned --int8)")
+        put(self, "residual_weights", parse_residual(self.residual_weights))
+        if self.residual_weights and not any(self.uses_quantizer(i) for i in infos):
+            raise ExportError("--residual-weights only applies to calibrated full-integer variants "
+                              "(--int8, --pruned --int8)")
         self._check_rounding(infos)
         put(self, "borderline_band", band_mod.parse_band(self.borderline_band))
         if not (isinstance(self.band_n, int) and band_mod.MIN_IMAGES <= self.band_n <= MAX_IMAGES):
@@ -380,7 +386,8 @@ class ExportOptions:
                 "max_flips": self.max_flips, "max_logit_noise": self.max_logit_noise,
                 "budget_n": self.budget_n if self.budget is not None else None,
                 "max_float_macs": self.max_float_macs if self.budget is not None else None,
-                "head_split": self.head_split or None, "weight_rounding": self.weight_rounding,
+                "head_split": self.head_split or None,
+                "residual_weights": list(self.residual_weights) or None, "weight_rounding": self.weight_rounding,
                 "borderline_band": self.borderline_band,
                 "band_n": self.band_n if self.borderline_band == "auto" else None,
                 "verify_arm": list(self.verify_arm) or None,
@@ -464,6 +471,7 @@ class _Build:
     guard_info: dict | None = None
     arm: list[dict] | None = None
     head_split: dict | None = None
+    residual: dict | None = None
     float_buf: bytes | None = None  # the float32 .tflite the aeq backend quantized (reused by --weight-rounding)
 
 
@@ -741,6 +749,8 @@ class Exporter:
             self.fine_tune(ctx, b)
         if o.head_split and o.uses_quantizer(info) and b.logits:
             self.split_head(ctx, b)
+        if o.residual_weights and o.uses_quantizer(info) and b.logits:
+            self.split_residual(ctx, b)
         self.convert(ctx, b, saved)
         if o.weight_rounding == "gptq" and o.uses_quantizer(info) and o.budget is None:
             self.reround(ctx, b, saved)
@@ -748,6 +758,8 @@ class Exporter:
             b.quant_info = {**(b.quant_info or {}), "weight_rounding": {"method": "nearest"}}
         if b.head_split:
             b.quant_info = {**(b.quant_info or {}), "head_split": b.head_split}
+        if b.residual:
+            b.quant_info = {**(b.quant_info or {}), "residual_weights": b.residual}
         if o.bias_correction and info.activations == "int8":
             self.correct(ctx, b)
         self.verify(ctx, b)
@@ -803,6 +815,16 @@ class Exporter:
         if hs:
             self._say(f"      {b.info.variant.value}: head split into {hs.units} units "
                       f"(max/median |w| {hs.max_over_median:g})")
+
+    # ---- residual int8 weights (--residual-weights LAYERS): each layer as two int8 kernels (residual.py)
+    def split_residual(self, ctx: ExportContext, b: _Build) -> None:
+        key = ("residual", id(b.km))
+        if key not in ctx.splits:  # one rewritten model per source (shared by every variant that uses it)
+            ctx.splits[key] = (b.km, *residual_rewrite(b.km, self.opts.residual_weights, ctx.X_cal))
+        _, b.km, done = ctx.splits[key]
+        b.residual = {"layers": [d.to_dict() for d in done]}
+        self._say(f"      {b.info.variant.value}: residual int8 kernels for "
+                  + ", ".join(f"{d.layer} ({d.weights} weights, {d.activation})" for d in done))
 
     # ---- convert to .tflite bytes
     @staticmethod

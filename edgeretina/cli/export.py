@@ -65,6 +65,10 @@ def _variant_flags(f):
 @click.option("--max-float-macs", type=float, default=0.10, show_default=True,
               help="the budget's float layers hold at most this share of the model's multiply-adds (a budget "
                    "not met under it is an error naming the best reached)")
+@click.option("--residual-weights", default="", metavar="LAYER[,LAYER]",
+              help="--int8: run these Conv2D / DepthwiseConv2D layers (Keras names, e.g. expanded_conv_depthwise) "
+                   "as two int8 kernels, the weights on the int8 grid plus their rounding residual on a 127x finer "
+                   "one, summed before the activation (same function; all weights stay int8)")
 @click.option("--head-split", type=int, default=0, show_default=True, metavar="K",
               help="--int8: split the final linear Dense into K magnitude bands of its weights, each on its own "
                    "int8 grid (same function; a linear head on standardised features has weights spanning "
@@ -100,7 +104,7 @@ def _variant_flags(f):
 @click.option("--quiet", "-q", is_flag=True, help="no per-stage progress lines")
 def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io_, allow_float_fallback, verify_n,
            steps, finetune_target, bias_correction, quantizer, ranges, max_flips, max_logit_noise, budget_n, guard_k,
-           guard_max_flips, head_split, max_float_macs, weight_rounding, output, borderline_band, band_n, verify_arm, verify_arm_n,
+           guard_max_flips, residual_weights, head_split, max_float_macs, weight_rounding, output, borderline_band, band_n, verify_arm, verify_arm_n,
            **flags):
     """Export MODEL (a run dir — trained, or made by `edgeretina import` — or a .keras file with config.json
     beside it) to .tflite variants.
@@ -115,7 +119,7 @@ def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io
         calib=calib, calib_n=calib_n, verify_n=verify_n, allow_float_fallback=allow_float_fallback, steps=steps,
         finetune_target=finetune_target, bias_correction=bias_correction, output=output, quantizer=quantizer,
         ranges=ranges, guard_k=guard_k, guard_max_flips=guard_max_flips, max_flips=max_flips, max_logit_noise=max_logit_noise, budget_n=budget_n,
-        max_float_macs=max_float_macs, head_split=head_split, weight_rounding=weight_rounding, borderline_band=borderline_band, band_n=band_n,
+        max_float_macs=max_float_macs, residual_weights=residual_weights, head_split=head_split, weight_rounding=weight_rounding, borderline_band=borderline_band, band_n=band_n,
         verify_arm=verify_arm, verify_arm_n=verify_arm_n)
 
     resolve_source(Path(model))  # missing file / not a model / no config → one-line error before any work
