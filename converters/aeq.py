@@ -177,8 +177,21 @@ def calibrate(float_tflite: bytes, X: np.ndarray, rcp: list[dict], ranges: str =
     return _calibrate(float_tflite, X, rcp, ranges, threads)[0]
 
 
-def _calibrate(float_tflite: bytes, X: np.ndarray, rcp: list[dict], ranges: str, threads: int
-               ) -> tuple[dict, dict | None]:
+def cap_ranges(qsvs: dict, caps: dict[str, float] | None) -> dict:
+    """``qsvs`` with the upper end of every tensor whose name contains a key of ``caps`` lowered to that cap
+    (``--residual-weights``: values above it are clipped losslessly by the ReLU6 after the sum)."""
+    if not caps:
+        return qsvs
+    out = dict(qsvs)
+    for name, q in qsvs.items():
+        for pattern, cap in caps.items():
+            if pattern in name and "max" in q:
+                out[name] = {**q, "max": np.minimum(np.asarray(q["max"], np.float32), np.float32(cap))}
+    return out
+
+
+def _calibrate(float_tflite: bytes, X: np.ndarray, rcp: list[dict], ranges: str, threads: int,
+               caps: dict[str, float] | None = None) -> tuple[dict, dict | None]:
     if ranges not in RANGES:
         raise ExportError(f"unknown activation ranges '{ranges}' (choose {', '.join(RANGES)})")
     _, calibrator, _, _, _, recipe_manager = _modules()
@@ -191,8 +204,9 @@ def _calibrate(float_tflite: bytes, X: np.ndarray, rcp: list[dict], ranges: str,
     cal.calibrate({SIGNATURE: [{name: X[i:i + 1]} for i in range(len(X))]}, rm)  # views, in order
     qsvs = cal.get_model_qsvs()
     if ranges in ranges_mod.RULES:
-        return ranges_mod.edit(qsvs, ranges_mod.histograms(float_tflite, X, qsvs, threads), ranges)
-    return qsvs, None
+        qsvs, edit = ranges_mod.edit(qsvs, ranges_mod.histograms(float_tflite, X, qsvs, threads), ranges)
+        return cap_ranges(qsvs, caps), edit
+    return cap_ranges(qsvs, caps), None
 
 
 class Quantization:
@@ -201,13 +215,13 @@ class Quantization:
     part (the float model on every image); quantizing is a fraction of a second."""
 
     def __init__(self, float_tflite: bytes, X: np.ndarray, io: IO = IO.INT8, ranges: str = "minmax",
-                 threads: int = 2):
+                 threads: int = 2, caps: dict[str, float] | None = None):
         if X is None or len(X) == 0:
             raise ExportError("--quantizer aeq needs calibration images")
         self.fb, self.io, self.ranges, self.n = float_tflite, io, ranges, int(len(X))
         self.biases, self.refit = float_biases(float_tflite), 0
         with _quiet():
-            self.qsvs, self.range_edit = _calibrate(float_tflite, X, recipe_for(io), ranges, threads)
+            self.qsvs, self.range_edit = _calibrate(float_tflite, X, recipe_for(io), ranges, threads, caps)
 
     def quantize(self, float_scopes: Sequence[str] = ()) -> bytes:
         _, _, _, quantizer, _, _ = _modules()
@@ -238,7 +252,8 @@ def _quiet():
 
 
 def quantize(float_tflite: bytes, X: np.ndarray, io: IO = IO.INT8, ranges: str = "minmax",
-             threads: int = 2) -> tuple[bytes, AeqInfo]:
-    """Full-integer int8 bytes of ``float_tflite`` calibrated on ``X``, and what was done."""
-    q = Quantization(float_tflite, X, io, ranges, threads)
+             threads: int = 2, caps: dict[str, float] | None = None) -> tuple[bytes, AeqInfo]:
+    """Full-integer int8 bytes of ``float_tflite`` calibrated on ``X`` (``caps``: see ``cap_ranges``), and what
+    was done."""
+    q = Quantization(float_tflite, X, io, ranges, threads, caps)
     return q.quantize(), q.info()

@@ -306,6 +306,9 @@ class ExportOptions:
         if self.residual_weights and not any(self.uses_quantizer(i) for i in infos):
             raise ExportError("--residual-weights only applies to calibrated full-integer variants "
                               "(--int8, --pruned --int8)")
+        if self.residual_weights and self.quantizer != "aeq":
+            raise ExportError("--residual-weights needs --quantizer aeq (the grid kernel's int8 range is capped "
+                              "there; the converter would spread it over the kernel's whole unclamped output)")
         self._check_rounding(infos)
         put(self, "borderline_band", band_mod.parse_band(self.borderline_band))
         if not (isinstance(self.band_n, int) and band_mod.MIN_IMAGES <= self.band_n <= MAX_IMAGES):
@@ -826,6 +829,13 @@ class Exporter:
         self._say(f"      {b.info.variant.value}: residual int8 kernels for "
                   + ", ".join(f"{d.layer} ({d.weights} weights, {d.activation})" for d in done))
 
+    @staticmethod
+    def _caps(b: _Build) -> dict[str, float] | None:
+        """Upper ends of the residual layers' grid-kernel outputs (residual.py: lossless int8 range caps)."""
+        caps = {f"/{d['layer']}_hi/": d["hi_cap"] for d in (b.residual or {}).get("layers", ())
+                if d.get("hi_cap") is not None}
+        return caps or None
+
     # ---- convert to .tflite bytes
     @staticmethod
     def float32_of(ctx: ExportContext, km, saved) -> bytes:
@@ -850,7 +860,7 @@ class Exporter:
             if o.budget is not None:
                 self.budgeted(ctx, b, fb)
                 return
-            b.buf, q = aeq.quantize(fb, ctx.X_cal, o.io, o.ranges)
+            b.buf, q = aeq.quantize(fb, ctx.X_cal, o.io, o.ranges, caps=self._caps(b))
             b.quant_info = q.to_dict()
             return
         if info.variant is Variant.FLOAT32:
@@ -881,7 +891,7 @@ class Exporter:
         wr, gptq_buf = {"method": "nearest"}, None
         if o.weight_rounding == "gptq":  # the search then ranks activation rounding on GPTQ weights
             fb, wr, gptq_buf = self._gptq_float(b, fb, X_cal)
-        q = aeq.Quantization(fb, X_cal, o.io, o.ranges)
+        q = aeq.Quantization(fb, X_cal, o.io, o.ranges, caps=self._caps(b))
         ref_logits = b.km.predict(X_cal, batch_size=32, verbose=0)
 
         def finish(buf: bytes) -> bytes:  # as the correct stage will ship it
@@ -907,7 +917,7 @@ class Exporter:
         (converters/gptqfloat.py); what GPTQ did; the GPTQ int8 file."""
         name = b.info.variant.value
         self.progress.stage(f"{name}: GPTQ weight rounding")
-        int8, _ = aeq.quantize(fb, X_cal, self.opts.io, self.opts.ranges)
+        int8, _ = aeq.quantize(fb, X_cal, self.opts.io, self.opts.ranges, caps=self._caps(b))
         g, info = gptq_mod.reround(int8, fb, X_cal, tick=self.progress.ticker(f"{name}: layer inputs"), pin_ends=True)
         out, n = rounded_float(fb, g)
         d = info.to_dict()

@@ -20,8 +20,10 @@ its producer is a clamping ReLU, ReLU6 → 6) always holds, but it is ~10× the 
 residual output's int8 range must span [−c − |z_r|, 0]: its signal would get a few levels only. With calibration
 images (the export passes its own) ``c`` is ``OFFSET_MARGIN`` (1.5) × the residual kernel's largest response on
 them, capped at the bound: exact on every calibration image, and off by at most |z_r| − c (a fraction of one
-int8 step of the original kernel) on a photo whose response exceeds it. The hi kernel's output keeps a one-sided range, as the original fused ReLU6 output
-had; the residual's output has its own small range. The rewrite is applied to the Keras logits model before
+int8 step of the original kernel) on a photo whose response exceeds it. The hi kernel's output is one-sided, as the
+original fused ReLU6 output was, and everything above ``6 + 2c`` ends up as 6 after the sum, so its int8 range is
+capped there (``hi_cap``; ai-edge-quantizer's calibration result is edited, hence ``--quantizer aeq`` only): the
+grid kernel's activations keep the original step, the residual's output has its own small range. The rewrite is applied to the Keras logits model before
 conversion (like ``--head-split``), so every later stage — calibration, ``--quantizer``, GPTQ (on-grid weights
 round to themselves), bias correction, verification — sees an ordinary model. In float the rewritten model
 equals the original up to summation order.
@@ -52,6 +54,7 @@ class ResidualLayer:
     max_residual_over_step: float  # max |r| / s over the channels (≤ 0.5 when w_hi is on the grid)
     offset_max: float = 0.0        # the largest ReLU offset c (0: no activation to keep exact)
     offset_source: str = "none"    # bound (B·Σ|r|) | calibration (OFFSET_MARGIN × max response, ≤ bound)
+    hi_cap: float | None = None    # the grid kernel's output range is capped here (clamp + 2c: lossless)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,7 +148,7 @@ def _plan(model, name: str) -> dict:
             raise ExportError(f"--residual-weights: layer '{name}' is followed by a ReLU but its input is not "
                               "the output of a clamping ReLU (ReLU6): the residual kernel cannot be kept exact")
         bound = max(bounds)
-    return {"layer": layer, "bn": bn, "relu": relu_after, "bound": bound}
+    return {"layer": layer, "bn": bn, "relu": relu_after, "bound": bound, "clamp": clamp}
 
 
 def _folded(layer, bn) -> tuple[np.ndarray, np.ndarray]:
@@ -261,7 +264,8 @@ def rewrite(model, names, X: np.ndarray | None = None) -> tuple[Any, tuple[Resid
                                   "relu6-exact" if p["relu"] else "linear", p["bound"],
                                   round(float(np.max(np.abs(r) / np.expand_dims(step, red))), 4),
                                   round(float(np.max(c)) if c.size else 0.0, 6),
-                                  "none" if not p["relu"] else ("calibration" if X is not None and len(X) else "bound")))
+                                  "none" if not p["relu"] else ("calibration" if X is not None and len(X) else "bound"),
+                                  round(p["clamp"] + 2 * float(np.max(c)), 6) if p["relu"] and p["clamp"] else None))
         return sub
 
     def clone(layer):

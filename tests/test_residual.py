@@ -43,12 +43,12 @@ def _model():
     return m, X.astype(np.float32)
 
 
-def _aeq_int8(model, X) -> bytes:
+def _aeq_int8(model, X, caps=None) -> bytes:
     from edgeretina.converters import aeq
     from edgeretina.converters.tflite import convert
     from edgeretina.converters.variants import IO, VARIANTS, Variant
 
-    return aeq.quantize(convert(model, VARIANTS[Variant.FLOAT32]), X, IO.FLOAT)[0]
+    return aeq.quantize(convert(model, VARIANTS[Variant.FLOAT32]), X, IO.FLOAT, caps=caps)[0]
 
 
 def test_residual_kernels_keep_the_function_and_cut_the_int8_weight_noise():
@@ -67,15 +67,21 @@ def test_residual_kernels_keep_the_function_and_cut_the_int8_weight_noise():
     assert 0 < d.offset_max < b.offset_max
     np.testing.assert_allclose(rm.predict(X, verbose=0), ref, atol=1e-4)
 
-    def err(model) -> float:
-        out = LiteRTModel(_aeq_int8(model, X[:64])).raw(X[64:])
+    caps = {"/dw_hi/": d.hi_cap}  # as the export passes them
+    assert d.hi_cap == pytest.approx(6 + 2 * d.offset_max)
+
+    def err(model, caps=None) -> float:
+        out = LiteRTModel(_aeq_int8(model, X[:64], caps)).raw(X[64:])
         return float(np.sqrt(np.mean((out - ref[64:]) ** 2)))
 
-    e_plain, e_res = err(m), err(rm)
+    e_plain, e_res = err(m), err(rm, caps)
     assert e_res < e_plain / 2, (e_plain, e_res)  # measured: 0.156 → 0.043
 
     # in the int8 file the grid half comes back exactly: its int8 values are round(w / s) of the folded kernel
-    buf = _aeq_int8(rm, X[:64])
+    buf = _aeq_int8(rm, X[:64], caps)
+    (hq,) = [t["quantization_parameters"] for t in LiteRTModel(buf).interpreter.get_tensor_details()
+             if "/dw_hi/" in t["name"] and tuple(t["shape"]) == (1, 24, 24, 8)]  # the grid kernel's output
+    assert (127 - hq["zero_points"][0]) * hq["scales"][0] <= d.hi_cap * 1.01  # never above the cap
     dws = [r for r in weight_ops(buf) if r["weights"].shape[-1] == 8 and r["weights"].shape[1:3] == (5, 5)]
     assert len(dws) == 2  # two depthwise kernels where there was one
     hi_keras = rm.get_layer("dw_residual").hi.get_weights()[0][..., 0]  # (5, 5, 8), folded, on its grid
@@ -103,7 +109,9 @@ def test_residual_refuses_layers_it_cannot_keep_exact(names, msg):
 def test_residual_options_need_an_int8_variant():
     with pytest.raises(ExportError, match="--residual-weights only applies"):
         ExportOptions(variants=["fp16"], residual_weights="expanded_conv_depthwise")
-    assert ExportOptions(variants=["int8"], residual_weights="a,b").residual_weights == ("a", "b")
+    with pytest.raises(ExportError, match="--residual-weights needs --quantizer aeq"):
+        ExportOptions(variants=["int8"], residual_weights="expanded_conv_depthwise")
+    assert ExportOptions(variants=["int8"], quantizer="aeq", residual_weights="a,b").residual_weights == ("a", "b")
 
 
 def test_export_with_residual_weights_records_them(tiny_run, tmp_path):
@@ -125,7 +133,8 @@ def test_export_with_residual_weights_records_them(tiny_run, tmp_path):
     assert LiteRTModel(r.path).float_ops() == []
 
     out = tmp_path / "bad"
-    res = CliRunner().invoke(cli, ["export", str(tiny_run), "--int8", "--residual-weights", "no_such_layer",
+    res = CliRunner().invoke(cli, ["export", str(tiny_run), "--int8", "--quantizer", "aeq",
+                                   "--residual-weights", "no_such_layer",
                                    "--out", str(out)])
     assert res.exit_code != 0 and "has no layer 'no_such_layer'" in res.output
     assert "Traceback" not in res.output and not list(out.glob("*.tflite")) if out.exists() else True
