@@ -63,7 +63,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 DEFAULT = {"dr": ("converter-gptq", "aeq-minmax-gptq", "aeq-percentile-gptq", "aeq-mse-gptq", "aeq-mse",
                   "converter-split4-gptq", "aeq-mse-gptq-res1", "aeq-mse-gptq-res3"),
            "glaucoma": ("converter-split4-gptq", "aeq-minmax-split4-gptq", "aeq-mse-split4-gptq", "aeq-mse-gptq",
-                        "converter-gptq", "aeq-mse-split4-gptq-res1", "aeq-mse-split4-gptq-res3")}
+                        "converter-gptq")}
 
 
 def flags(cfg: dict[str, Any]) -> str:
