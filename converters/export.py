@@ -215,6 +215,7 @@ class _Data:
 
 OUTPUTS = ("auto", "logits", "probabilities")
 WEIGHT_ROUNDINGS = ("nearest", "gptq")  # converters.gptq.ROUNDINGS (kept here so options need no numpy-heavy import)
+GUARD_TIMING_IMAGES = 16  # --guard-max-latency: batch-1 timings of the int8 and fp16 files on this many images
 QUANTIZERS = ("converter", "aeq")  # full-integer backends: the TF converter, or ai-edge-quantizer (aeq.py)
 RANGES = ("minmax", "ema", "percentile", "mse")  # converters.aeq.RANGES (kept here so options need no quantizer import)
 ALLOCATIONS = ("uniform", "size")  # converters.prune.ALLOCATIONS (kept here so options need no TensorFlow)
@@ -250,6 +251,7 @@ class ExportOptions:
     ranges: str = "minmax"
     guard_k: float = 3.0
     guard_max_flips: float | None = None  # int8-guard: k = the smallest of guard.CHOICE_KS keeping this flip rate
+    guard_max_latency: float | None = None  # int8-guard: k within this multiple of the int8 mean latency (estimated)
     max_flips: float | None = None        # flip budget: the fewest float layers that keep it (budget.py)
     max_logit_noise: float | None = None
     budget_n: int = 500                   # hold-out training images the budget is checked on
@@ -356,6 +358,13 @@ class ExportOptions:
                               "(--int8, --pruned --int8)")
 
     def _check_guard_budget(self, infos) -> None:
+        r = self.guard_max_latency
+        if r is not None:
+            if not any(i.guarded for i in infos):
+                raise ExportError("--guard-max-latency applies to --int8-guard only")
+            if isinstance(r, bool) or not (isinstance(r, (int, float)) and np.isfinite(r) and r > 1):
+                raise ExportError(f"--guard-max-latency must be a multiple of the int8 latency above 1 "
+                                  f"(1.3 = 30 percent slower on average), got {r!r}")
         f = self.guard_max_flips
         if f is None:
             return
@@ -385,7 +394,7 @@ class ExportOptions:
                 "bias_correction": self.bias_correction, "quantizer": self.quantizer,
                 "ranges": self.ranges if self.quantizer == "aeq" else None,
                 "guard_k": self.guard_k if any(i.guarded for i in infos) else None,
-                "guard_max_flips": self.guard_max_flips,
+                "guard_max_flips": self.guard_max_flips, "guard_max_latency": self.guard_max_latency,
                 "max_flips": self.max_flips, "max_logit_noise": self.max_logit_noise,
                 "budget_n": self.budget_n if self.budget is not None else None,
                 "max_float_macs": self.max_float_macs if self.budget is not None else None,
@@ -951,7 +960,7 @@ class Exporter:
         s8 = scores_of(LiteRTModel(b.buf, threads=2, name="int8"), X, ctx.spec, r8.output)
         m = guard_mod.measure(ctx.spec, s8, ref, ctx.cfg.threshold, self.opts.guard_k)
         choice = None
-        if self.opts.guard_max_flips is not None:  # k from a flip budget on held-out training images
+        if self.opts.guard_max_flips is not None or self.opts.guard_max_latency is not None:  # k on held-out images
             k, choice = self._guard_choice(ctx, b.buf, (r8, r16), m["noise_rms"])
             m = guard_mod.measure(ctx.spec, s8, ref, ctx.cfg.threshold, k)
         check = None
@@ -971,19 +980,33 @@ class Exporter:
             choice=choice, **m).to_dict()
 
     def _guard_choice(self, ctx: ExportContext, int8: bytes, results, noise_rms: float) -> tuple[float, dict]:
-        """``--guard-max-flips``: k by the cascade's screening flips vs the float model on the hold-out images
-        (training images outside the calibration sample, as the flip budget's)."""
+        """``--guard-max-flips`` / ``--guard-max-latency``: k by the cascade's screening flips vs the float model
+        on the hold-out images (training images outside the calibration sample, as the flip budget's) and by its
+        estimated mean latency, int8 + re-scored share × fp16, both timed batch-1 here (1 thread, XNNPACK)."""
         r8, r16 = results
+        o = self.opts
         self.progress.stage("int8-guard: choose k on held-out images")
         _, X, where = self._holdout(ctx)
         ref = _keras_scores(ctx.model, X, ctx.spec, False)
         fp16 = (ctx.stage / Path(r16.path).name).read_bytes()
         outs = (LiteRTModel(int8, threads=2, name="int8").probabilities(X, r8.output),
                 LiteRTModel(fp16, threads=2, name="fp16").probabilities(X, r16.output))
-        k, choice = guard_mod.choose_k(ctx.spec, outs, ref, ctx.cfg.threshold, noise_rms, self.opts.guard_max_flips)
-        self._say(f"      int8-guard: k {k:g} (band {k * noise_rms:.3f}) keeps screening flips <= "
-                  f"{100 * self.opts.guard_max_flips:g} % on {where}")
-        return k, {**choice, "source": where}
+        ratio, timing = None, None
+        if o.guard_max_latency is not None:
+            xs = X[:GUARD_TIMING_IMAGES]
+            t8 = LiteRTModel(int8, threads=1, name="int8").time(xs, runs=3, warmup=2)
+            t16 = LiteRTModel(fp16, threads=1, name="fp16").time(xs, runs=3, warmup=2)
+            ratio = t16.mean / t8.mean
+            timing = {"int8_mean_ms": round(t8.mean, 4), "fp16_mean_ms": round(t16.mean, 4), "n": int(t8.n),
+                      "threads": 1}
+        k, choice = guard_mod.choose_k(ctx.spec, outs, ref, ctx.cfg.threshold, noise_rms, o.guard_max_flips,
+                                       o.guard_max_latency, ratio)
+        row = next(r for r in choice["table"] if r["k"] == k)
+        said = [f"screening flips {100 * row['flips']:.2f} %"]
+        if ratio is not None:
+            said.append(f"est. {row['est_latency']:.2f}x the int8 latency (fp16 / int8 {ratio:.2f})")
+        self._say(f"      int8-guard: k {k:g} (band {k * noise_rms:.3f}): " + ", ".join(said) + f" on {where}")
+        return k, {**choice, "source": where, **({"timing": timing} if timing else {})}
 
     # ---- correct: output bias correction of int8-activation variants that output logits
     def correct(self, ctx: ExportContext, b: _Build) -> None:

@@ -188,23 +188,60 @@ def screening_flips(spec: TaskSpec, scores, ref_scores, threshold) -> float:
 
 
 def choose_k(spec: TaskSpec, outputs: tuple[np.ndarray, np.ndarray], ref_scores, threshold, noise_rms: float,
-             max_flips: float) -> tuple[float, dict[str, Any]]:
-    """``--guard-max-flips``: the smallest k of :data:`CHOICE_KS` whose cascade (``outputs`` = the int8 and
-    fp16 probabilities of the same held-out images) flips at most ``max_flips`` of the screening decisions of
-    ``ref_scores`` (the float model's); ``(k, {"max_flips", "n", "table": [{k, flips, rescored_share}]})``.
-    ``ExportError`` naming the best reached when no k keeps the budget."""
+             max_flips: float | None, max_latency: float | None = None,
+             latency_ratio: float | None = None) -> tuple[float, dict[str, Any]]:
+    """The guard's k from the cascade of ``outputs`` (the int8 and fp16 probabilities of the same held-out
+    images) against ``ref_scores`` (the float model's screening decisions); ``(k, {"n", "table": [{k, flips,
+    rescored_share[, est_latency]}], "max_flips"?, "max_latency"?, "latency_ratio"?})``.
+
+    - ``--guard-max-flips`` (``max_flips``): the smallest k of :data:`CHOICE_KS` that flips at most that share;
+    - ``--guard-max-latency`` (``max_latency``, a multiple of the int8 mean latency; needs ``latency_ratio`` =
+      fp16 / int8 batch-1 latency): the cascade's estimated mean latency is ``1 + re-scored share × ratio``; the
+      k with the fewest flips among those within the budget (ties → the smaller k);
+    - both: the smallest k within the flip budget, which must also fit the latency budget.
+
+    ``ExportError`` naming the best reached when the budget(s) cannot be met."""
+    if max_latency is not None and (latency_ratio is None or not latency_ratio > 0):
+        raise ExportError("--guard-max-latency needs the fp16 / int8 latency ratio measured on this machine")
     p8, pf = (np.asarray(a, dtype=np.float64) for a in outputs)
     table = []
     for k in CHOICE_KS:
         probs, mask = cascade(spec, p8, lambda m: pf[m], threshold, k * noise_rms)
         rate = screening_flips(spec, scores_from_output(spec, probs), ref_scores, threshold)
-        table.append({"k": k, "flips": round(float(rate), 6), "rescored_share": round(float(mask.mean()), 6)})
-        if rate <= max_flips:
-            return k, {"max_flips": max_flips, "n": int(len(p8)), "table": table}
-    best = min(table, key=lambda r: (r["flips"], r["k"]))
-    raise ExportError(f"--guard-max-flips {max_flips:g}: no band up to k = {CHOICE_KS[-1]:g} keeps it on "
-                      f"{len(p8)} held-out images (best: k = {best['k']:g}, {100 * best['flips']:.2f} % flips, "
-                      f"{100 * best['rescored_share']:.0f} % re-scored); raise the budget or use --guard-k")
+        row = {"k": k, "flips": round(float(rate), 6), "rescored_share": round(float(mask.mean()), 6)}
+        if latency_ratio:
+            row["est_latency"] = round(1.0 + float(mask.mean()) * float(latency_ratio), 4)
+        table.append(row)
+    info: dict[str, Any] = {"n": int(len(p8)), "table": table}
+    if max_flips is not None:
+        info["max_flips"] = max_flips
+    if max_latency is not None:
+        info.update(max_latency=max_latency, latency_ratio=round(float(latency_ratio), 4))
+    fits = [r for r in table if max_latency is None or r["est_latency"] <= max_latency]
+    if max_flips is not None:
+        ok = [r for r in table if r["flips"] <= max_flips]
+        if ok and (max_latency is None or ok[0] in fits):
+            info["table"] = table[:table.index(ok[0]) + 1] if max_latency is None else table
+            return ok[0]["k"], info
+        best = min(table, key=lambda r: (r["flips"], r["k"]))
+        if not ok:
+            raise ExportError(f"--guard-max-flips {max_flips:g}: no band up to k = {CHOICE_KS[-1]:g} keeps it on "
+                              f"{len(p8)} held-out images (best: k = {best['k']:g}, {100 * best['flips']:.2f} % "
+                              f"flips, {100 * best['rescored_share']:.0f} % re-scored); raise the budget or use "
+                              "--guard-k")
+        fast = min(fits, key=lambda r: (r["flips"], r["k"])) if fits else None
+        raise ExportError(f"--guard-max-flips {max_flips:g} and --guard-max-latency {max_latency:g} cannot both be met "
+                          f"on {len(p8)} held-out images: k = {ok[0]['k']:g} keeps the flips at an estimated "
+                          f"{ok[0]['est_latency']:.2f}x the int8 latency"
+                          + (f"; within {max_latency:g}x the best is k = {fast['k']:g}, "
+                             f"{100 * fast['flips']:.2f} % flips" if fast else ""))
+    if not fits:
+        raise ExportError(f"--guard-max-latency {max_latency:g}: even k = {CHOICE_KS[0]:g} re-scores "
+                          f"{100 * table[0]['rescored_share']:.0f} % of {len(p8)} held-out images, an estimated "
+                          f"{table[0]['est_latency']:.2f}x the int8 latency (fp16 / int8 {latency_ratio:.2f} here); "
+                          "raise the budget or use --guard-k")
+    best = min(fits, key=lambda r: (r["flips"], r["k"]))
+    return best["k"], info
 
 
 def cascade(spec: TaskSpec, primary_probs: np.ndarray, fallback_probs_of, threshold, band: float

@@ -180,6 +180,57 @@ def test_export_with_guard_max_flips_records_the_choice(tiny_run, tmp_path):
     assert man["options"]["guard_max_flips"] == 0.5
 
 
+def test_choose_k_by_a_latency_budget_on_real_outputs(exported, test_x, tiny_run):
+    """--guard-max-latency: the fewest flips among the k whose estimated mean latency (1 + re-scored share ×
+    fp16/int8) fits; with --guard-max-flips both must hold; an unmeetable budget is one ExportError."""
+    from edgeretina.benchmarks.devices import DEVICES, Device
+    from edgeretina.benchmarks.modelfile import open_model
+    from edgeretina.converters.guard import CHOICE_KS, choose_k
+    from edgeretina.tasks import scores_from_output
+
+    _, out = exported
+    f = _files(out)
+    m8, m16, mk = open_model(f["int8"]), open_model(f["fp16"]), open_model(tiny_run)
+    cpu = DEVICES[Device.CPU]
+    p8, p16 = cpu.load(m8).predict(test_x), cpu.load(m16).predict(test_x)
+    spec, thr = m8.config.spec, m8.config.threshold
+    ref = scores_from_output(spec, cpu.load(mk).predict(test_x))
+    rms = 0.5 * float(np.median(margins(spec, scores_from_output(spec, p8), thr))) + 1e-6
+    _, full = choose_k(spec, (p8, p16), ref, thr, rms, None, 100.0, 2.0)  # every k fits: the whole table
+    table = full["table"]
+    assert [r["k"] for r in table] == list(CHOICE_KS) and full["latency_ratio"] == 2.0
+    assert all(r["est_latency"] == pytest.approx(1 + 2.0 * r["rescored_share"], abs=1e-4) for r in table)
+    budget = table[2]["est_latency"]  # k = 1.5's estimate: the larger k cost more
+    k, choice = choose_k(spec, (p8, p16), ref, thr, rms, None, budget, 2.0)
+    fits = [r for r in table if r["est_latency"] <= budget]
+    assert k == min(fits, key=lambda r: (r["flips"], r["k"]))["k"] and choice["max_latency"] == budget
+    if table[0]["rescored_share"] > 0:
+        with pytest.raises(ExportError, match="--guard-max-latency .*even k = 0.5"):
+            choose_k(spec, (p8, p16), ref, thr, rms, None, 1 + table[0]["rescored_share"], 2.0)
+    slow = [r for r in table if r["est_latency"] > budget and r["flips"] < min(f_["flips"] for f_ in fits)]
+    if slow:  # a flip budget only a slower band keeps
+        with pytest.raises(ExportError, match="cannot both be met"):
+            choose_k(spec, (p8, p16), ref, thr, rms, slow[0]["flips"], budget, 2.0)
+    with pytest.raises(ExportError, match="latency ratio"):
+        choose_k(spec, (p8, p16), ref, thr, rms, None, 1.3, None)
+
+
+def test_export_with_guard_max_latency_records_the_timing(tiny_run, tmp_path):
+    from edgeretina.converters import export_model, read_metadata
+
+    out = tmp_path / "lat"
+    export_model(tiny_run, ["int8-guard"], out, calib_n=32, verify_n=16, budget_n=32, guard_max_latency=50.0)
+    c = GuardInfo.from_meta(read_metadata(next(out.glob("*_int8_guard.tflite")))).choice
+    assert c["max_latency"] == 50.0 and c["timing"]["int8_mean_ms"] > 0 and c["timing"]["threads"] == 1
+    assert c["latency_ratio"] == pytest.approx(c["timing"]["fp16_mean_ms"] / c["timing"]["int8_mean_ms"], rel=1e-3)
+    assert json.loads((out / "manifest.json").read_text())["options"]["guard_max_latency"] == 50.0
+    for args, msg in ((["--int8", "--guard-max-latency", "1.3"], "--int8-guard only"),
+                      (["--int8-guard", "--guard-max-latency", "0.9"], "above 1")):
+        r = CliRunner().invoke(cli, ["export", str(tiny_run), *args, "--out", str(tmp_path / "x")])
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output
+        assert not (tmp_path / "x").exists()
+
+
 def test_guard_max_flips_needs_the_guard_and_a_share(tiny_run, tmp_path):
     for args, msg in ((["--int8", "--guard-max-flips", "0.01"], "--int8-guard only"),
                       (["--int8-guard", "--guard-max-flips", "2"], "share in [0, 1)")):

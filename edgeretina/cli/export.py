@@ -78,6 +78,10 @@ def _variant_flags(f):
                    "column on the calibration images' layer inputs, same scales; docs/export.md)")
 @click.option("--guard-k", type=float, default=3.0, show_default=True,
               help="--int8-guard: band = k × the int8 model's logit noise (vs the float model, calibration images)")
+@click.option("--guard-max-latency", type=float, default=None, metavar="RATIO",
+              help="--int8-guard: choose k instead of --guard-k — the fewest held-out flips whose estimated mean "
+                   "latency (int8 + re-scored share x fp16, both timed here) stays within RATIO x the int8 latency "
+                   "(e.g. 1.3); with --guard-max-flips both must hold")
 @click.option("--guard-max-flips", type=float, default=None, metavar="SHARE",
               help="--int8-guard: instead of --guard-k, the smallest k (0.5-5) whose cascade flips at most this "
                    "share of the float model's screening decisions (DR grading: the referable decision, both readings) "
@@ -104,7 +108,7 @@ def _variant_flags(f):
 @click.option("--quiet", "-q", is_flag=True, help="no per-stage progress lines")
 def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io_, allow_float_fallback, verify_n,
            steps, finetune_target, bias_correction, quantizer, ranges, max_flips, max_logit_noise, budget_n, guard_k,
-           guard_max_flips, residual_weights, head_split, max_float_macs, weight_rounding, output, borderline_band, band_n, verify_arm, verify_arm_n,
+           guard_max_flips, guard_max_latency, residual_weights, head_split, max_float_macs, weight_rounding, output, borderline_band, band_n, verify_arm, verify_arm_n,
            **flags):
     """Export MODEL (a run dir — trained, or made by `edgeretina import` — or a .keras file with config.json
     beside it) to .tflite variants.
@@ -118,7 +122,7 @@ def export(model, all_, out_dir, quiet, sparsity, allocation, calib, calib_n, io
         variants=select_variants(**sel, all_=all_), io=io_, sparsity=sparsity, allocation=allocation,
         calib=calib, calib_n=calib_n, verify_n=verify_n, allow_float_fallback=allow_float_fallback, steps=steps,
         finetune_target=finetune_target, bias_correction=bias_correction, output=output, quantizer=quantizer,
-        ranges=ranges, guard_k=guard_k, guard_max_flips=guard_max_flips, max_flips=max_flips, max_logit_noise=max_logit_noise, budget_n=budget_n,
+        ranges=ranges, guard_k=guard_k, guard_max_flips=guard_max_flips, guard_max_latency=guard_max_latency, max_flips=max_flips, max_logit_noise=max_logit_noise, budget_n=budget_n,
         max_float_macs=max_float_macs, residual_weights=residual_weights, head_split=head_split, weight_rounding=weight_rounding, borderline_band=borderline_band, band_n=band_n,
         verify_arm=verify_arm, verify_arm_n=verify_arm_n)
 
