@@ -604,6 +604,7 @@ class Exporter:
             n += 2 + int(i.trains) + int(self.opts.bias_correction and i.activations == "int8" and not i.guarded)
             n += int(bool(self.opts.verify_arm))
             n += int(self.opts.weight_rounding == "gptq" and self.opts.uses_quantizer(i))
+            n += int(i.guarded and (self.opts.guard_max_flips is not None or self.opts.guard_max_latency is not None))
         return n
 
     # ---- open: source model, config, output folder
