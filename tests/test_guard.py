@@ -137,12 +137,11 @@ def test_cascade_decisions_fp16_inside_band_int8_outside(exported, test_x):
     assert mg.size_bytes() == f["int8_guard"].stat().st_size + f["fp16"].stat().st_size
 
 
-def test_choose_k_by_a_flip_budget_on_real_outputs(exported, test_x, tiny_run):
-    """--guard-max-flips: the smallest k of CHOICE_KS whose cascade keeps the screening flips vs the float
-    model within the budget; none → one ExportError naming the best reached."""
+def _guard_inputs(exported, test_x, tiny_run):
+    """(spec, threshold, int8 and fp16 probabilities, the Keras model's scores, a noise rms) on ``test_x``: the
+    real outputs the k choices are tested on."""
     from edgeretina.benchmarks.devices import DEVICES, Device
     from edgeretina.benchmarks.modelfile import open_model
-    from edgeretina.converters.guard import CHOICE_KS, choose_k, screening_flips
     from edgeretina.tasks import scores_from_output
 
     _, out = exported
@@ -153,6 +152,16 @@ def test_choose_k_by_a_flip_budget_on_real_outputs(exported, test_x, tiny_run):
     spec, thr = m8.config.spec, m8.config.threshold
     ref = scores_from_output(spec, cpu.load(mk).predict(test_x))
     rms = 0.5 * float(np.median(margins(spec, scores_from_output(spec, p8), thr))) + 1e-6
+    return spec, thr, p8, p16, ref, rms
+
+
+def test_choose_k_by_a_flip_budget_on_real_outputs(exported, test_x, tiny_run):
+    """--guard-max-flips: the smallest k of CHOICE_KS whose cascade keeps the screening flips vs the float
+    model within the budget; none → one ExportError naming the best reached."""
+    from edgeretina.converters.guard import CHOICE_KS, choose_k, screening_flips
+    from edgeretina.tasks import scores_from_output
+
+    spec, thr, p8, p16, ref, rms = _guard_inputs(exported, test_x, tiny_run)
     rates = [screening_flips(spec, scores_from_output(spec, p), ref, thr) for p in (p8, p16)]
     budget = max(rates[1], 0.5 * rates[0])  # at least what fp16 alone flips: a wide enough band keeps it
     k, choice = choose_k(spec, (p8, p16), ref, thr, rms, budget)
@@ -183,19 +192,9 @@ def test_export_with_guard_max_flips_records_the_choice(tiny_run, tmp_path):
 def test_choose_k_by_a_latency_budget_on_real_outputs(exported, test_x, tiny_run):
     """--guard-max-latency: the fewest flips among the k whose estimated mean latency (1 + re-scored share ×
     fp16/int8) fits; with --guard-max-flips both must hold; an unmeetable budget is one ExportError."""
-    from edgeretina.benchmarks.devices import DEVICES, Device
-    from edgeretina.benchmarks.modelfile import open_model
     from edgeretina.converters.guard import CHOICE_KS, choose_k
-    from edgeretina.tasks import scores_from_output
 
-    _, out = exported
-    f = _files(out)
-    m8, m16, mk = open_model(f["int8"]), open_model(f["fp16"]), open_model(tiny_run)
-    cpu = DEVICES[Device.CPU]
-    p8, p16 = cpu.load(m8).predict(test_x), cpu.load(m16).predict(test_x)
-    spec, thr = m8.config.spec, m8.config.threshold
-    ref = scores_from_output(spec, cpu.load(mk).predict(test_x))
-    rms = 0.5 * float(np.median(margins(spec, scores_from_output(spec, p8), thr))) + 1e-6
+    spec, thr, p8, p16, ref, rms = _guard_inputs(exported, test_x, tiny_run)
     _, full = choose_k(spec, (p8, p16), ref, thr, rms, None, 100.0, 2.0)  # every k fits: the whole table
     table = full["table"]
     assert [r["k"] for r in table] == list(CHOICE_KS) and full["latency_ratio"] == 2.0
